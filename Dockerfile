@@ -1,0 +1,21 @@
+# sami-gateway service image (CPU). Models live on the /models volume.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    SAMI_HOST=0.0.0.0 SAMI_PORT=8080 SAMI_MODEL_DIR=/models
+
+WORKDIR /app
+# The CPU build of torch first, so the project's requirements keep it.
+RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+COPY pyproject.toml README.md ./
+COPY sami_gateway ./sami_gateway
+COPY namespaces ./namespaces
+RUN pip install . && useradd --system --uid 10001 --home-dir /app sami \
+    && mkdir -p /models && chown sami /models
+
+USER sami
+VOLUME ["/models"]
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=3s --start-period=120s \
+    CMD python -c "import urllib.request,os;urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SAMI_PORT','8080'),timeout=2)"
+CMD ["sami-gateway", "serve"]

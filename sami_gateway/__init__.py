@@ -1,0 +1,3 @@
+"""sami-gateway: a SAMI-compatible synchronous invoke gateway."""
+
+__version__ = "0.1.0"

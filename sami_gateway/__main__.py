@@ -1,0 +1,7 @@
+"""`python -m sami_gateway`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,69 @@
+"""Who may call what: appkeys from configuration and JWT tokens bound to an appkey."""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import jwt
+
+from .config import AppKey
+from .errors import Code, error
+
+ALGORITHM = "HS256"  # pinned: a token naming any other algorithm is refused
+ISSUER = "sami-gateway"
+LEEWAY_SECONDS = 5  # tolerated clock skew between issuer and verifier
+MAX_TTL_SECONDS = 24 * 3600  # SAMI caps token lifetime at one day
+
+
+class TokenService:
+    """Issues and verifies HS256 JWTs whose subject is an appkey."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret
+
+    def issue(self, appkey: str, ttl: int, now: float | None = None) -> str:
+        if not 0 < ttl <= MAX_TTL_SECONDS:
+            raise ValueError(f"ttl must be 1..{MAX_TTL_SECONDS} seconds")
+        issued = int(time.time() if now is None else now)
+        claims = {"iss": ISSUER, "sub": appkey, "iat": issued, "nbf": issued,
+                  "exp": issued + ttl, "jti": uuid.uuid4().hex}
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify(self, token: str, appkey: str) -> dict[str, Any]:
+        """The token's claims if it is valid now and bound to `appkey`."""
+        denied = error(Code.DENIED_ACCESS, "IllegalToken")
+        if not token:
+            raise denied
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, self._secret, algorithms=[ALGORITHM], issuer=ISSUER,
+                leeway=LEEWAY_SECONDS, options={"require": ["exp", "iat", "sub", "iss"]})
+        except jwt.PyJWTError as exc:
+            raise denied from exc
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not hmac.compare_digest(
+                subject.encode(), appkey.encode()):
+            raise denied
+        return claims
+
+
+class Authenticator:
+    """The auth rule of an invoke: appkey known, token valid for it, namespace allowed."""
+
+    def __init__(self, appkeys: Mapping[str, AppKey], tokens: TokenService,
+                 namespaces: Collection[str]) -> None:
+        self._appkeys = appkeys
+        self._tokens = tokens
+        self._namespaces = frozenset(namespaces)
+
+    def authorize(self, appkey: str, token: str, namespace: str) -> None:
+        key = self._appkeys.get(appkey) if appkey else None
+        if key is None:
+            raise error(Code.INVALID_ACCESS, "unknown appkey" if appkey else "missing appkey")
+        self._tokens.verify(token, appkey)
+        if namespace not in self._namespaces or not key.allows(namespace):
+            raise error(Code.DENIED_NAMESPACE, namespace or "missing namespace")

@@ -1,0 +1,75 @@
+"""The `sami-gateway` command: parse arguments, build the config, run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .config import SETTINGS, ConfigError, load_config
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML file (as SAMI_CONFIG)")
+    for setting in SETTINGS:
+        parser.add_argument("--" + setting.name.replace("_", "-"), dest=setting.name,
+                            help=f"{setting.help} (env {setting.env})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sami-gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway")
+    _add_setting_flags(serve)
+    token = commands.add_parser("token", help="print a token for an appkey (last line)")
+    token.add_argument("--appkey", required=True)
+    token.add_argument("--ttl", type=int, help="lifetime in seconds (default SAMI_TOKEN_TTL)")
+    _add_setting_flags(token)
+    return parser
+
+
+def _serve(flags: dict[str, object]) -> int:
+    import uvloop
+    from aiohttp import web
+
+    from .app import create_app
+    from .namespace import NamespaceStartError
+
+    config = load_config(flags)
+    logging.basicConfig(level=config.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        web.run_app(create_app(config), host=config.host, port=config.port,
+                    loop=uvloop.new_event_loop(), print=None)
+    except NamespaceStartError as exc:
+        print(f"sami-gateway: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _token(flags: dict[str, object]) -> int:
+    from .auth import TokenService
+
+    appkey = str(flags.pop("appkey"))
+    ttl = flags.pop("ttl")
+    config = load_config(flags)
+    if config.appkeys and appkey not in config.appkeys:
+        print(f"warning: {appkey} is not in SAMI_APPKEYS here", file=sys.stderr)
+    try:
+        token = TokenService(config.token_secret).issue(appkey, int(ttl or config.token_ttl))  # type: ignore[call-overload]
+    except ValueError as exc:
+        print(f"sami-gateway: --ttl: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    command = args.pop("command")
+    try:
+        return _serve(args) if command == "serve" else _token(args)
+    except ConfigError as exc:
+        print(f"sami-gateway: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,213 @@
+"""Configuration: built once from defaults, a TOML file, SAMI_* variables and flags."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+MIN_SECRET_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output
+DEFAULT_MODEL_MAP = MappingProxyType({
+    # The 2track models run only the vocals specialist of the htdemucs_ft bag.
+    "2track_vocal": "htdemucs_ft:vocals",
+    "2track_acc": "htdemucs_ft:vocals",
+    "bs_4track_vocal": "htdemucs",
+    "bs_4track_acc": "htdemucs",
+})
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class AppKey:
+    """An application key and the namespaces it may call (None: all of them)."""
+
+    name: str
+    namespaces: frozenset[str] | None = None
+
+    def allows(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the gateway reads from its environment, as data."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    appkeys: Mapping[str, AppKey] = field(default_factory=lambda: MappingProxyType({}))
+    token_secret: str = ""
+    token_ttl: int = 3600
+    namespaces: tuple[str, ...] = ("namespaces.music_source_separate",)
+    fetch_allow: tuple[str, ...] = ()
+    fetch_connect_timeout: float = 5.0
+    fetch_timeout: float = 60.0
+    max_input_bytes: int = 100 * 1024 * 1024
+    max_audio_seconds: float = 600.0
+    model_dir: Path = Path("~/.cache/sami-gateway/models")
+    model_map: Mapping[str, str] = field(default_factory=lambda: DEFAULT_MODEL_MAP)
+    device: str = "cpu"
+    threads: int = 0
+    log_level: str = "INFO"
+
+
+def default_model_dir(environ: Mapping[str, str]) -> Path:
+    """The platform's user cache directory, as Demucs users expect it."""
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sami-gateway" / "models"
+
+
+def _split(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [item.strip() for item in value if item.strip()]
+    raise ValueError("expected a comma-separated string or a list of strings")
+
+
+def _appkeys(value: Any) -> Mapping[str, AppKey]:
+    """`K1,K2:NsA|NsB` from the environment, or a TOML table {K = {namespaces = [...]}}."""
+    keys: dict[str, AppKey] = {}
+    if isinstance(value, dict):
+        for name, spec in value.items():
+            allowed = spec.get("namespaces") if isinstance(spec, dict) else None
+            keys[name] = AppKey(name, None if allowed is None else frozenset(_split(allowed)))
+        return MappingProxyType(keys)
+    for item in _split(value):
+        name, _, allowed = item.partition(":")
+        keys[name] = AppKey(name, frozenset(allowed.split("|")) if allowed else None)
+    return MappingProxyType(keys)
+
+
+def _fetch_allow(value: Any) -> tuple[str, ...]:
+    entries = tuple(_split(value))
+    for entry in entries:
+        if "/" in entry:
+            ipaddress.ip_network(entry, strict=False)
+    return entries
+
+
+def _model_map(value: Any) -> Mapping[str, str]:
+    """`2track_vocal=htdemucs_ft:vocals,...` or a TOML table; unnamed models keep their default."""
+    pairs = dict(value) if isinstance(value, dict) else dict(
+        item.split("=", 1) for item in _split(value))
+    merged = dict(DEFAULT_MODEL_MAP)
+    for key, target in pairs.items():
+        if key not in DEFAULT_MODEL_MAP or not isinstance(target, str) or not target:
+            raise ValueError(f"unknown SAMI model {key!r} or empty target")
+        merged[key] = target
+    return MappingProxyType(merged)
+
+
+def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        number = kind(value)
+        if number <= 0:
+            raise ValueError("must be positive")
+        return number
+    return parse
+
+
+def _port(value: Any) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError("must be 0..65535")
+    return port
+
+
+def _device(value: Any) -> str:
+    text = str(value)
+    if text != "cpu" and not text.startswith("cuda"):
+        raise ValueError("must be cpu or cuda[:N]")
+    return text
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration entry: its field, variable, parser and help line."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "SAMI_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", str, "address to listen on"),
+    Setting("port", _port, "port to listen on"),
+    Setting("appkeys", _appkeys, "allowed appkeys, comma-separated; `KEY:NsA|NsB` limits a key to namespaces"),
+    Setting("token_secret", str, f"HS256 secret for tokens (at least {MIN_SECRET_LENGTH} characters)"),
+    Setting("token_ttl", _positive(int), "default token lifetime in seconds for `sami-gateway token`"),
+    Setting("namespaces", lambda v: tuple(_split(v)), "namespace plugin modules to load"),
+    Setting("fetch_allow", _fetch_allow, "hosts or CIDRs that `payload.url` may reach despite being private"),
+    Setting("fetch_connect_timeout", _positive(float), "seconds to connect for `payload.url`"),
+    Setting("fetch_timeout", _positive(float), "total seconds to download `payload.url`"),
+    Setting("max_input_bytes", _positive(int), "largest input accepted, in bytes (SAMI: 100 MB)"),
+    Setting("max_audio_seconds", _positive(float), "longest audio accepted, in seconds (SAMI: 10 minutes)"),
+    Setting("model_dir", lambda v: Path(v).expanduser(), "model store in Demucs's layout"),
+    Setting("model_map", _model_map, "SAMI model to Demucs model[:only_stem], e.g. `2track_vocal=htdemucs_ft:vocals`"),
+    Setting("device", _device, "torch device for inference"),
+    Setting("threads", lambda v: max(0, int(v)), "torch threads for inference (0: one per core)"),
+    Setting("log_level", lambda v: str(v).upper(), "logging level"),
+)
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"SAMI_CONFIG: cannot read {path}: {exc}") from exc
+
+
+def load_config(flags: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None,
+                *, need_secret: bool = True) -> Config:
+    """Merge defaults < TOML file (SAMI_CONFIG or flag `config`) < SAMI_* < flags."""
+    environ = os.environ if environ is None else environ
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    config_path = flags.pop("config", None) or environ.get("SAMI_CONFIG")
+    file_values = _read_file(config_path) if config_path else {}
+    unknown = set(file_values) - {s.name for s in SETTINGS}
+    if unknown:
+        raise ConfigError(f"SAMI_CONFIG: unknown keys {sorted(unknown)}")
+    values: dict[str, Any] = {"model_dir": default_model_dir(environ)}
+    for setting in SETTINGS:
+        for source, raw in (("file", file_values.get(setting.name)),
+                            ("env", environ.get(setting.env)),
+                            ("flag", flags.get(setting.name))):
+            if raw is None:
+                continue
+            try:
+                values[setting.name] = setting.parse(raw)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{setting.env} ({source}): invalid value {raw!r}: {exc}") from exc
+    config = Config(**values)
+    if need_secret and len(config.token_secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"SAMI_TOKEN_SECRET must be set to at least {MIN_SECRET_LENGTH} characters")
+    return config
+
+
+def settings_table_markdown() -> str:
+    """The configuration table for the README (kept in sync by a test)."""
+    defaults = Config(model_dir=Path("~/.cache/sami-gateway/models"))
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for setting in SETTINGS:
+        default = getattr(defaults, setting.name)
+        if isinstance(default, Mapping):
+            default = ",".join(f"{k}={v}" for k, v in default.items()) or "(none)"
+        elif isinstance(default, tuple):
+            default = ",".join(default) or "(none)"
+        cells = (f"`{setting.env}`", f"`{default}`", setting.help)
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows)

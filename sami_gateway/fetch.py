@@ -1,0 +1,149 @@
+"""Downloads of `payload.url`: size-capped, time-limited, refusing internal addresses."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+from yarl import URL
+
+from .errors import Code, GatewayError, error
+
+MAX_REDIRECTS = 3  # enough for CDN hops; more is a loop or a trick
+CHUNK_BYTES = 64 * 1024
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, not global
+_METADATA = ipaddress.ip_address("169.254.169.254")
+
+
+def refusal(address: IPAddress) -> str | None:
+    """Why an address may not be fetched from, or None if it is public."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    checks = (
+        (address == _METADATA, "cloud metadata"),
+        (address.is_loopback, "loopback"),
+        (address.is_unspecified, "unspecified"),
+        (address.is_link_local, "link-local"),
+        (address.is_multicast, "multicast"),
+        (address in _SHARED if address.version == 4 else False, "shared (CGNAT)"),
+        (address.is_private, "private"),
+        (address.is_reserved, "reserved"),
+        (not address.is_global, "not globally routable"),
+    )
+    return next((reason for hit, reason in checks if hit), None)
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Which hosts and networks are allowed despite being internal."""
+
+    hosts: frozenset[str]
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[str]) -> FetchPolicy:
+        hosts, networks = set(), []
+        for entry in entries:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                hosts.add(entry.lower().rstrip("."))
+        return cls(frozenset(hosts), tuple(networks))
+
+    def check(self, host: str, address: IPAddress) -> None:
+        if host.lower().rstrip(".") in self.hosts or any(address in n for n in self.networks):
+            return
+        reason = refusal(address)
+        if reason:
+            raise error(Code.FAILED_DOWNLOAD, f"{host} resolves to a {reason} address")
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves, then keeps only checked addresses: the connection goes to what was checked."""
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        self._policy = policy
+        self._inner = ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            self._policy.check(host, ipaddress.ip_address(result["host"]))
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class Fetcher:
+    """Owns the client session used for `payload.url`."""
+
+    def __init__(self, policy: FetchPolicy, connect_timeout: float, total_timeout: float) -> None:
+        self._policy = policy
+        self._timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(resolver=GuardedResolver(self._policy), use_dns_cache=False)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                              auto_decompress=False, trust_env=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _check_url(self, url: URL) -> None:
+        if url.scheme not in ("http", "https") or not url.host:
+            raise error(Code.FAILED_DOWNLOAD, "only http and https URLs with a host are fetched")
+        try:
+            literal = ipaddress.ip_address(url.host)
+        except ValueError:
+            return  # a name: the resolver checks what it resolves to
+        self._policy.check(url.host, literal)
+
+    async def fetch(self, url_text: str, max_bytes: int) -> bytes:
+        """The body at `url_text`, following at most MAX_REDIRECTS checked redirects."""
+        assert self._session is not None, "Fetcher.open() was not awaited"
+        try:
+            url = URL(url_text)
+            for _ in range(MAX_REDIRECTS + 1):
+                self._check_url(url)
+                async with self._session.get(url, allow_redirects=False) as response:
+                    if response.status in (301, 302, 303, 307, 308):
+                        url = url.join(URL(response.headers.get("Location", "")))
+                        continue
+                    return await self._read(response, max_bytes)
+            raise error(Code.FAILED_DOWNLOAD, f"more than {MAX_REDIRECTS} redirects")
+        except GatewayError:
+            raise
+        except TimeoutError as exc:
+            raise error(Code.FAILED_DOWNLOAD, "timed out") from exc
+        except (aiohttp.ClientError, ValueError, OSError) as exc:
+            raise error(Code.FAILED_DOWNLOAD, type(exc).__name__) from exc
+
+    @staticmethod
+    async def _read(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+        if response.status != 200:
+            raise error(Code.FAILED_DOWNLOAD, f"HTTP {response.status}")
+        too_big = error(Code.EXCEEDED_DATA_SIZE, f"download larger than {max_bytes} bytes")
+        if (response.content_length or 0) > max_bytes:
+            raise too_big
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+            size += len(chunk)
+            if size > max_bytes:
+                raise too_big
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if not body:
+            raise error(Code.EMPTY_DATA, "the url gave 0 bytes")
+        return body

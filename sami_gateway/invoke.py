@@ -1,0 +1,58 @@
+"""The `POST /api/v1/invoke` handler: envelope, auth, input, namespace, reply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .errors import Code, error
+from .keys import AUTH, BODY_LIMIT, CONTEXT, FETCHER, NAMESPACES
+from .namespace import InvokeInput, Namespace
+from .protocol import InvokeRequest, decode_data, envelope, parse_invoke
+
+READ_CHUNK_BYTES = 1024 * 1024
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused as soon as it is known to exceed `limit`."""
+    too_big = error(Code.EXCEEDED_DATA_SIZE, f"request body larger than {limit} bytes")
+    if (request.content_length or 0) > limit:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    return bytes(body)
+
+
+async def input_bytes(request: web.Request, call: InvokeRequest, namespace: Namespace) -> bytes:
+    """`data` decoded, else the download of `payload.url`, within the namespace's size limit."""
+    limit = namespace.max_input_bytes
+    if call.data_b64:
+        if call.data_size > limit:
+            raise error(Code.EXCEEDED_DATA_SIZE, f"data larger than {limit} bytes")
+        return decode_data(call.data_b64)
+    url: Any = call.payload.get("url")
+    if url is not None and not isinstance(url, str):
+        raise error(Code.ILLEGAL_PAYLOAD, "url must be a string")
+    if url:
+        return await request.app[FETCHER].fetch(url, limit)
+    if namespace.needs_input:
+        raise error(Code.EMPTY_URL, "neither data nor payload.url")
+    return b""
+
+
+async def invoke(request: web.Request) -> web.Response:
+    context = request[CONTEXT]
+    body = await read_body(request, request.app[BODY_LIMIT])
+    call = parse_invoke(context.task_id, request.query, body)
+    context.namespace = call.namespace
+    request.app[AUTH].authorize(call.appkey, call.token, call.namespace)
+    namespace = request.app[NAMESPACES][call.namespace]
+    namespace.check_payload(call.payload)
+    data = await input_bytes(request, call, namespace)
+    output = await namespace.invoke(InvokeInput(context.task_id, call.appkey, data, call.payload))
+    reply = envelope(context.task_id, call.namespace, data=output.data, payload=output.payload)
+    return web.Response(body=reply, content_type="application/json")

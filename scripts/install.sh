@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install sami-gateway into the current Python environment.
+#   bash scripts/install.sh          the service
+#   bash scripts/install.sh --test   the service, test tools, and the system packages the
+#                                    tests use (golang-go for the Go client, ffmpeg to cross-check codecs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+if [[ "${1:-}" == "--test" ]] && { ! command -v go >/dev/null || ! command -v ffmpeg >/dev/null; }; then
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq golang-go ffmpeg >/dev/null
+fi
+
+# torch first, pinned: every later requirement admits 2.13.0, so pip keeps this build
+# instead of pulling the newest release with its CUDA packages.
+"$PYTHON" -m pip install -q "torch==2.13.0"
+if [[ "${1:-}" == "--test" ]]; then
+    "$PYTHON" -m pip install -q -e ".[test]"
+else
+    "$PYTHON" -m pip install -q -e .
+fi

@@ -1,0 +1,143 @@
+"""The HTTP surface with a stand-in namespace: every answer is a SAMI envelope."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from sami_gateway.app import body_limit, create_app
+from sami_gateway.auth import TokenService
+from sami_gateway.config import load_config
+from sami_gateway.errors import Code, error
+from sami_gateway.namespace import InvokeInput, InvokeOutput
+
+SECRET = "q" * 32
+NS = "Echo"
+MAX_INPUT = 1000
+
+
+class Echo:
+    """Returns its input; a payload {"fail": ...} raises."""
+
+    name = NS
+    needs_input = True
+    max_input_bytes = MAX_INPUT
+
+    def check_payload(self, payload: Mapping[str, Any]) -> None:
+        if payload.get("fail") == "client":
+            raise error(Code.ILLEGAL_PAYLOAD, "fail")
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def invoke(self, request: InvokeInput) -> InvokeOutput:
+        if request.payload.get("fail") == "crash":
+            raise RuntimeError("secret internal detail")
+        return InvokeOutput(request.data, {"size": len(request.data)})
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any) -> TestClient:
+    config = load_config({}, {"SAMI_TOKEN_SECRET": SECRET, "SAMI_APPKEYS": "k",
+                              "SAMI_MAX_INPUT_BYTES": str(MAX_INPUT)})
+    return await aiohttp_client(create_app(config, {NS: Echo()}))  # type: ignore[dict-item]
+
+
+def request_body(**overrides: Any) -> dict[str, Any]:
+    body = {"appkey": "k", "token": TokenService(SECRET).issue("k", 60), "namespace": NS,
+            "data": base64.b64encode(b"hello").decode(), "payload": "{}"}
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+async def answer(response: Any) -> tuple[int, dict[str, Any]]:
+    assert response.content_type == "application/json"
+    return response.status, orjson.loads(await response.read())
+
+
+async def check(client: TestClient, response: Any, http: int, code: Code) -> dict[str, Any]:
+    status, reply = await answer(response)
+    assert (status, reply["status_code"]) == (http, code.value.code)
+    assert reply["task_id"] and set(reply) >= {"task_id", "namespace", "status_code", "status_text"}
+    ok_status, ok = await answer(await client.post("/api/v1/invoke", json=request_body()))
+    assert (ok_status, ok["status_code"]) == (200, 20000000)  # still serving
+    return reply
+
+
+async def test_success(client: TestClient) -> None:
+    status, reply = await answer(await client.post("/api/v1/invoke", json=request_body()))
+    assert status == 200 and base64.b64decode(reply["data"]) == b"hello"
+    assert orjson.loads(reply["payload"]) == {"size": 5} and reply["namespace"] == NS
+
+
+@pytest.mark.parametrize(("overrides", "http", "code"), [
+    ({"appkey": "nope"}, 401, Code.INVALID_ACCESS),
+    ({"appkey": None}, 401, Code.INVALID_ACCESS),
+    ({"token": "abc.def.ghi"}, 401, Code.DENIED_ACCESS),
+    ({"token": None}, 401, Code.DENIED_ACCESS),
+    ({"namespace": "Nope"}, 400, Code.DENIED_NAMESPACE),
+    ({"data": "aGVsbG8"}, 400, Code.INVALID_DATA),
+    ({"data": "", "payload": "{}"}, 400, Code.EMPTY_URL),
+    ({"data": None, "payload": None}, 400, Code.EMPTY_URL),
+    ({"data": base64.b64encode(b"x" * (MAX_INPUT + 1)).decode()}, 400, Code.EXCEEDED_DATA_SIZE),
+    ({"payload": "{oops"}, 400, Code.INVALID_PAYLOAD),
+    ({"payload": '{"fail": "client"}'}, 400, Code.ILLEGAL_PAYLOAD),
+    ({"data": "", "payload": '{"url": 5}'}, 400, Code.ILLEGAL_PAYLOAD),
+    ({"data": "", "payload": '{"url": "http://127.0.0.1:1/a.wav"}'}, 400, Code.FAILED_DOWNLOAD),
+    ({"data": "", "payload": '{"url": "http://169.254.169.254/latest"}'}, 400, Code.FAILED_DOWNLOAD),
+    ({"version": "v9"}, 400, Code.CLIENT_ERROR),
+])
+async def test_rejections(client: TestClient, overrides: dict[str, Any], http: int, code: Code) -> None:
+    reply = await check(client, await client.post("/api/v1/invoke", json=request_body(**overrides)),
+                        http, code)
+    assert reply["status_text"].startswith(code.value.text)
+
+
+async def test_query_and_body_conflict(client: TestClient) -> None:
+    response = await client.post("/api/v1/invoke", params={"appkey": "other"}, json=request_body())
+    await check(client, response, 400, Code.CLIENT_ERROR)
+
+
+async def test_malformed_body(client: TestClient) -> None:
+    response = await client.post("/api/v1/invoke", data=b"{not json",
+                                 headers={"Content-Type": "application/json"})
+    await check(client, response, 400, Code.CLIENT_ERROR)
+
+
+async def test_oversized_body_gets_the_envelope(client: TestClient) -> None:
+    limit = body_limit(MAX_INPUT)
+    response = await client.post("/api/v1/invoke", data=io.BytesIO(b" " * (limit + 1)))
+    await check(client, response, 400, Code.EXCEEDED_DATA_SIZE)
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(limit // 4096 + 2):
+            yield b" " * 4096
+    response = await client.post("/api/v1/invoke", data=chunks())  # no Content-Length
+    await check(client, response, 400, Code.EXCEEDED_DATA_SIZE)
+
+
+async def test_unknown_path_and_method(client: TestClient) -> None:
+    await check(client, await client.get("/nope"), 404, Code.NOT_FOUND)
+    await check(client, await client.get("/api/v1/invoke"), 405, Code.METHOD_NOT_ALLOWED)
+
+
+async def test_internal_error_hides_details(client: TestClient) -> None:
+    response = await client.post("/api/v1/invoke", json=request_body(payload='{"fail": "crash"}'))
+    reply = await check(client, response, 500, Code.INTERNAL_ERROR)
+    assert "secret" not in reply["status_text"]
+
+
+async def test_healthz(client: TestClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status == 200 and (await response.json())["status"] == "ok"
+
+
+def test_body_limit_covers_base64_of_the_largest_input() -> None:
+    assert body_limit(100 * 1024 * 1024) >= len(base64.b64encode(b"\0" * (100 * 1024 * 1024)))

@@ -1,0 +1,80 @@
+"""Tokens and the auth rule, without HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from sami_gateway.auth import ALGORITHM, MAX_TTL_SECONDS, Authenticator, TokenService
+from sami_gateway.config import AppKey
+from sami_gateway.errors import Code, GatewayError
+
+SECRET = "s" * 64
+TOKENS = TokenService(SECRET)
+AUTH = Authenticator({"a": AppKey("a"), "b": AppKey("b", frozenset({"Other"}))}, TOKENS,
+                     ["MusicSourceSeparate", "Other"])
+
+
+def code_of(call: object) -> Code:
+    with pytest.raises(GatewayError) as info:
+        call()  # type: ignore[operator]
+    return info.value.code
+
+
+def test_issued_token_is_url_safe_and_verifies() -> None:
+    token = TOKENS.issue("a", 60)
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+    assert TOKENS.verify(token, "a")["sub"] == "a"
+    AUTH.authorize("a", token, "MusicSourceSeparate")
+
+
+def test_token_is_bound_to_its_appkey() -> None:
+    assert code_of(lambda: TOKENS.verify(TOKENS.issue("a", 60), "b")) is Code.DENIED_ACCESS
+
+
+def test_expired_token_is_refused() -> None:
+    old = TOKENS.issue("a", 10, now=time.time() - 100)
+    assert code_of(lambda: TOKENS.verify(old, "a")) is Code.DENIED_ACCESS
+
+
+def test_other_secret_and_tampering_are_refused() -> None:
+    foreign = TokenService("x" * 40).issue("a", 60)
+    assert code_of(lambda: TOKENS.verify(foreign, "a")) is Code.DENIED_ACCESS
+    token = TOKENS.issue("a", 60)
+    tampered = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    assert code_of(lambda: TOKENS.verify(tampered, "a")) is Code.DENIED_ACCESS
+
+
+@pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
+def test_algorithm_is_pinned(algorithm: str) -> None:
+    assert algorithm != ALGORITHM
+    claims = {"iss": "sami-gateway", "sub": "a", "iat": int(time.time()), "exp": int(time.time()) + 60}
+    token = jwt.encode(claims, SECRET, algorithm=algorithm)
+    assert code_of(lambda: TOKENS.verify(token, "a")) is Code.DENIED_ACCESS
+
+
+def test_unsigned_token_is_refused() -> None:
+    claims = {"iss": "sami-gateway", "sub": "a", "iat": int(time.time()), "exp": int(time.time()) + 60}
+    token = jwt.encode(claims, None, algorithm="none")
+    assert code_of(lambda: TOKENS.verify(token, "a")) is Code.DENIED_ACCESS
+
+
+def test_ttl_is_capped_at_one_day() -> None:
+    with pytest.raises(ValueError):
+        TOKENS.issue("a", MAX_TTL_SECONDS + 1)
+
+
+@pytest.mark.parametrize(("appkey", "token", "namespace", "code"), [
+    ("", "x", "MusicSourceSeparate", Code.INVALID_ACCESS),
+    ("nobody", "x", "MusicSourceSeparate", Code.INVALID_ACCESS),
+    ("a", "", "MusicSourceSeparate", Code.DENIED_ACCESS),
+    ("a", "garbage", "MusicSourceSeparate", Code.DENIED_ACCESS),
+    ("a", None, "Unknown", Code.DENIED_NAMESPACE),
+    ("a", None, "", Code.DENIED_NAMESPACE),
+    ("b", None, "MusicSourceSeparate", Code.DENIED_NAMESPACE),
+])
+def test_auth_rule(appkey: str, token: str | None, namespace: str, code: Code) -> None:
+    real = TOKENS.issue(appkey, 60) if token is None else token
+    assert code_of(lambda: AUTH.authorize(appkey, real, namespace)) is code

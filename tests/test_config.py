@@ -1,0 +1,73 @@
+"""Configuration: sources and their precedence, and refusals that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sami_gateway.config import ConfigError, load_config, settings_table_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = {"SAMI_TOKEN_SECRET": "k" * 32}
+
+
+def test_defaults() -> None:
+    config = load_config({}, SECRET)
+    assert (config.host, config.port, config.max_audio_seconds) == ("127.0.0.1", 8080, 600.0)
+    assert config.model_map["2track_vocal"] == "htdemucs_ft:vocals"
+    assert config.model_map["bs_4track_acc"] == "htdemucs"
+
+
+def test_precedence_file_env_flag(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text('port = 1000\nhost = "0.0.0.0"\nfetch_allow = ["10.0.0.0/8"]\n'
+                    '[appkeys.alpha]\nnamespaces = ["MusicSourceSeparate"]\n[model_map]\n'
+                    '2track_vocal = "htdemucs"\n')
+    env = {**SECRET, "SAMI_CONFIG": str(file), "SAMI_PORT": "2000"}
+    config = load_config({"port": "3000"}, env)
+    assert config.port == 3000
+    assert load_config({}, env).port == 2000
+    assert config.host == "0.0.0.0" and config.fetch_allow == ("10.0.0.0/8",)
+    assert config.appkeys["alpha"].allows("MusicSourceSeparate")
+    assert not config.appkeys["alpha"].allows("Other")
+    assert config.model_map["2track_vocal"] == "htdemucs"
+    assert config.model_map["2track_acc"] == "htdemucs_ft:vocals"
+
+
+def test_appkeys_from_env() -> None:
+    config = load_config({}, {**SECRET, "SAMI_APPKEYS": "a, b:Ns1|Ns2"})
+    assert config.appkeys["a"].namespaces is None
+    assert config.appkeys["b"].namespaces == frozenset({"Ns1", "Ns2"})
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SAMI_PORT", "eighty"), ("SAMI_PORT", "70000"), ("SAMI_FETCH_ALLOW", "10.0.0.0/99"),
+    ("SAMI_MAX_AUDIO_SECONDS", "-1"), ("SAMI_MODEL_MAP", "5track=htdemucs"), ("SAMI_DEVICE", "tpu"),
+])
+def test_bad_value_names_its_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_config({}, {**SECRET, name: value})
+
+
+def test_secret_is_required_and_long_enough() -> None:
+    with pytest.raises(ConfigError, match="SAMI_TOKEN_SECRET"):
+        load_config({}, {"SAMI_TOKEN_SECRET": "short"})
+    assert load_config({}, {}, need_secret=False).token_secret == ""
+
+
+def test_unknown_file_key_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "bad.toml"
+    file.write_text("prot = 1\n")
+    with pytest.raises(ConfigError, match="prot"):
+        load_config({}, {**SECRET, "SAMI_CONFIG": str(file)})
+
+
+def test_config_is_frozen() -> None:
+    config = load_config({}, SECRET)
+    with pytest.raises(AttributeError):
+        config.port = 1  # type: ignore[misc]
+
+
+def test_readme_lists_every_setting() -> None:
+    assert settings_table_markdown() in (ROOT / "README.md").read_text()

@@ -1,0 +1,45 @@
+"""The status-code table: documented rows unchanged, own codes distinct, README in sync."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sami_gateway.errors import Code, GatewayError, status_table_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTED = {
+    40000000: (400, "ClientError"), 40000010: (400, "InvalidData"), 40000011: (400, "EmptyData"),
+    40000012: (400, "IllegalData"), 40000013: (400, "ExceededDuration"),
+    40000016: (400, "ExceededDataSize"), 40000020: (400, "InvalidPayload"),
+    40000021: (400, "EmptyPayload"), 40000022: (400, "IllegalPayload"), 40000023: (400, "EmptyURL"),
+    40000024: (400, "FailedDownload"), 40000999: (400, "Unknown"), 40200001: (401, "InvalidAccess"),
+    40200002: (401, "DeniedAccess"), 40200014: (400, "DeniedNamespace"), 20000000: (200, "OK"),
+}
+
+
+def test_documented_rows_keep_their_http_status_and_text() -> None:
+    table = {member.value.code: (member.value.http, member.value.text) for member in Code}
+    for code, row in DOCUMENTED.items():
+        assert table[code] == row
+
+
+def test_codes_are_unique_and_fit_int32() -> None:
+    codes = [member.value.code for member in Code]
+    assert len(codes) == len(set(codes))
+    assert all(0 < code < 2**31 for code in codes)
+
+
+def test_own_codes_do_not_reuse_documented_ones() -> None:
+    own = [m.value for m in Code if m.value.code not in DOCUMENTED]
+    assert {row.text for row in own} == {"NotFound", "MethodNotAllowed", "InternalError",
+                                         "ServerOverloaded", "ServiceUnavailable", "Timeout"}
+    assert all(str(row.code).startswith(str(row.http)) for row in own)
+
+
+def test_status_text_carries_the_detail() -> None:
+    assert GatewayError("IllegalToken", code=Code.DENIED_ACCESS).status_text == "DeniedAccess:IllegalToken"
+    assert GatewayError(code=Code.EMPTY_URL).status_text == "EmptyURL"
+
+
+def test_readme_has_the_table() -> None:
+    assert status_table_markdown() in (ROOT / "README.md").read_text()
