@@ -1,0 +1,3 @@
+module sami-gateway/examples/go
+
+go 1.19

@@ -1,0 +1,164 @@
+"""The MusicSourceSeparate namespace: decode, separate with Demucs, build the target, encode."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from sami_gateway.config import Config
+from sami_gateway.namespace import InvokeInput, InvokeOutput, NamespaceStartError
+
+from . import audio_io
+from .denoise import denoise
+from .engine import separate
+from .params import SAMI_MODELS, SeparateParams, Target, parse_params
+from .store import Ensemble, ModelStoreError, load_ensemble
+
+log = logging.getLogger(__name__)
+NAME = "MusicSourceSeparate"
+VOCALS = "vocals"
+AUDIO_WORKERS = 2  # decoding/encoding threads, apart from the inference thread
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The input as the model wants it, plus what the output must match."""
+
+    mix: np.ndarray  # (2, frames) at the model's rate
+    input_frames: int
+    input_rate: int
+    input_channels: int
+    input_format: str
+
+
+def parse_target(spec: str) -> tuple[str, str | None]:
+    """`htdemucs_ft:vocals` -> ("htdemucs_ft", "vocals"); `htdemucs` -> ("htdemucs", None)."""
+    name, _, stem = spec.partition(":")
+    return name, stem or None
+
+
+class MusicSourceSeparate:
+    """Separates vocals or accompaniment with Demucs models from the store."""
+
+    name = NAME
+    needs_input = True
+
+    def __init__(self, config: Config) -> None:
+        self.max_input_bytes = config.max_input_bytes
+        self._max_seconds = config.max_audio_seconds
+        self._store = config.model_dir
+        self._targets = {model: parse_target(spec) for model, spec in config.model_map.items()}
+        self._threads = config.threads or os.cpu_count() or 1
+        self._device = torch.device(config.device)
+        self._ensembles: dict[str, Ensemble] = {}
+        self._audio_pool: ThreadPoolExecutor | None = None
+        self._infer_pool: ThreadPoolExecutor | None = None
+
+    def check_payload(self, payload: Mapping[str, Any]) -> None:
+        parse_params(payload)
+
+    async def start(self) -> None:
+        self._audio_pool = ThreadPoolExecutor(AUDIO_WORKERS, thread_name_prefix="mss-audio")
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="mss-infer")
+        await self._run(self._infer_pool, self._load_all)
+
+    async def stop(self) -> None:
+        for pool in (self._audio_pool, self._infer_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._ensembles.clear()
+
+    def _load_all(self) -> None:
+        torch.set_num_threads(self._threads)
+        loaded: dict[tuple[str, str | None], Ensemble] = {}
+        for model, target in self._targets.items():
+            if target not in loaded:
+                started = time.perf_counter()
+                try:
+                    loaded[target] = load_ensemble(self._store, *target)
+                except ModelStoreError as exc:
+                    raise NamespaceStartError(f"{NAME}: {exc}") from exc
+                ensemble = loaded[target]
+                for member in ensemble.members:
+                    member.model.to(self._device)
+                self._warm_up(ensemble)
+                log.info("loaded %s for %s in %.2f s", ensemble.name, model,
+                         time.perf_counter() - started)
+            if VOCALS not in loaded[target].sources:
+                raise NamespaceStartError(f"{NAME}: {loaded[target].name} has no {VOCALS} stem")
+            self._ensembles[model] = loaded[target]
+
+    def _warm_up(self, ensemble: Ensemble) -> None:
+        """One short run so the first request does not pay for kernel initialisation."""
+        separate(ensemble, torch.zeros(ensemble.audio_channels, ensemble.samplerate, device=self._device))
+
+    async def _run(self, pool: ThreadPoolExecutor | None, func: Callable[..., T], *args: Any) -> T:
+        assert pool is not None, "start() was not awaited"
+        return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
+
+    async def invoke(self, request: InvokeInput) -> InvokeOutput:
+        started = time.perf_counter()
+        params = parse_params(request.payload)
+        ensemble = self._ensembles[params.model.name]
+        prepared = await self._run(self._audio_pool, self._prepare, request.data, params, ensemble)
+        stems = await self._run(self._infer_pool, self._separate, ensemble, prepared.mix)
+        data, frames = await self._run(self._audio_pool, self._finish, params, ensemble, prepared, stems)
+        out = params.output
+        return InvokeOutput(data, {
+            "model": params.model.name,
+            "backend_model": ensemble.name,
+            "duration": round(frames / out.sample_rate, 6),
+            "sample_rate": out.sample_rate,
+            "channel": out.channels,
+            "format": out.format,
+            "processing_time": round(time.perf_counter() - started, 3),
+            "input": {"format": prepared.input_format, "sample_rate": prepared.input_rate,
+                      "channel": prepared.input_channels,
+                      "duration": round(prepared.input_frames / prepared.input_rate, 6)},
+        })
+
+    def _prepare(self, data: bytes, params: SeparateParams, ensemble: Ensemble) -> Prepared:
+        audio = audio_io.decode(data, params.hint, self._max_seconds)
+        stereo = audio_io.to_stereo(audio.samples)
+        mix = audio_io.resample(stereo, audio.sample_rate, ensemble.samplerate)
+        return Prepared(np.ascontiguousarray(mix, dtype=np.float32), audio.samples.shape[-1],
+                        audio.sample_rate, audio.samples.shape[0], audio.format)
+
+    def _separate(self, ensemble: Ensemble, mix: np.ndarray) -> np.ndarray:
+        stems = separate(ensemble, torch.from_numpy(mix).to(self._device))
+        return stems.cpu().numpy()
+
+    def _finish(self, params: SeparateParams, ensemble: Ensemble, prepared: Prepared,
+                stems: np.ndarray) -> tuple[bytes, int]:
+        vocals = stems[ensemble.sources.index(VOCALS)]
+        if params.model.target is Target.VOCALS:
+            target = vocals
+        elif params.model.denoise:  # the 4-stem models rebuild the accompaniment from its stems
+            target = stems.sum(axis=0) - vocals
+        else:  # so that vocals + accompaniment gives the input back
+            target = prepared.mix - vocals
+        if params.model.denoise:
+            target = denoise(target, ensemble.samplerate)
+        out = params.output
+        frames = audio_io.output_frames(prepared.input_frames, prepared.input_rate, out.sample_rate)
+        resampled = audio_io.resample(np.ascontiguousarray(target, dtype=np.float32),
+                                      ensemble.samplerate, out.sample_rate)
+        samples = audio_io.fit_length(audio_io.to_channels(resampled, out.channels), frames)
+        return audio_io.encode(samples, out.sample_rate, out.format), frames
+
+
+def create_namespace(config: Config) -> MusicSourceSeparate:
+    unknown = set(config.model_map) - set(SAMI_MODELS)
+    if unknown:
+        raise ValueError(f"SAMI_MODEL_MAP names unknown models {sorted(unknown)}")
+    return MusicSourceSeparate(config)

@@ -1,0 +1,125 @@
+"""Shared fixtures: a tiny model store, a secret, and a real gateway process on loopback."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "test-secret-0123456789abcdef0123456789"
+APPKEY = "test-appkey"
+LIMITED_APPKEY = "limited-appkey"  # allowed on another namespace only
+STARTUP_SECONDS = 120
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from namespaces.music_source_separate.demo_store import write_demo_store
+
+    store = tmp_path_factory.mktemp("store")
+    write_demo_store(store)
+    return store
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tone(seconds: float, rate: int = 44100, channels: int = 2, seed: int = 0) -> np.ndarray:
+    """A music-like test signal: two tones plus a little noise, (frames, channels)."""
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(seed)
+    mono = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 660 * t)
+    cols = [mono + 0.01 * rng.standard_normal(t.size) for _ in range(channels)]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def wav_bytes(seconds: float, rate: int = 44100, channels: int = 2) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, tone(seconds, rate, channels), rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    appkey: str
+    token: str
+    process: subprocess.Popen[bytes]
+
+    def invoke(self, body: dict[str, object] | None = None, *, params: dict[str, str] | None = None,
+               raw: bytes | None = None, timeout: float = 120) -> requests.Response:
+        if raw is not None:
+            return requests.post(self.url + "/api/v1/invoke", data=raw, params=params,
+                                 headers={"Content-Type": "application/json"}, timeout=timeout)
+        return requests.post(self.url + "/api/v1/invoke", json=body, params=params, timeout=timeout)
+
+    def auth(self, **fields: object) -> dict[str, object]:
+        return {"appkey": self.appkey, "token": self.token, "namespace": "MusicSourceSeparate", **fields}
+
+
+def gateway_env(model_store: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
+    env.update({
+        "SAMI_HOST": "127.0.0.1", "SAMI_PORT": str(port), "SAMI_MODEL_DIR": str(model_store),
+        "SAMI_APPKEYS": f"{APPKEY},{LIMITED_APPKEY}:SomeOtherNamespace",
+        "SAMI_TOKEN_SECRET": SECRET, "SAMI_FETCH_ALLOW": "localhost", "SAMI_THREADS": "2",
+        "SAMI_MAX_INPUT_BYTES": str(8 * 1024 * 1024), "SAMI_MAX_AUDIO_SECONDS": "60",
+        "PYTHONPATH": str(ROOT),
+    })
+    env.update(extra)
+    return env
+
+
+def issue_token(appkey: str, *extra: str, secret: str = SECRET) -> str:
+    env = {**os.environ, "SAMI_TOKEN_SECRET": secret, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "sami_gateway", "token", "--appkey", appkey, *extra],
+                         env=env, check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode}")
+        try:
+            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("gateway did not become healthy")
+
+
+@pytest.fixture(scope="session")
+def gateway(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """`sami-gateway serve` as a real process, on a free loopback port, for the whole session."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "sami_gateway", "serve"],
+                                   env=gateway_env(model_store, port), stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+        yield Gateway(url, APPKEY, issue_token(APPKEY), process)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}; log:\n{log_path.read_text()}") from exc
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
