@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_core_does_not_import_torch() -> None:
@@ -11,3 +14,9 @@ def test_core_does_not_import_torch() -> None:
             "assert 'torch' not in sys.modules, 'torch imported';"
             "assert not any(m.startswith('namespaces') for m in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_lint_and_types() -> None:
+    """ruff on the whole tree, mypy (strict) on the gateway core."""
+    subprocess.run([sys.executable, "-m", "ruff", "check", "."], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "mypy", "sami_gateway"], check=True, cwd=ROOT)
