@@ -10,13 +10,12 @@ from typing import Any
 
 import jwt
 
-from .config import AppKey
+from .config import MAX_TOKEN_TTL, AppKey
 from .errors import Code, error
 
 ALGORITHM = "HS256"  # pinned: a token naming any other algorithm is refused
 ISSUER = "sami-gateway"
 LEEWAY_SECONDS = 5  # tolerated clock skew between issuer and verifier
-MAX_TTL_SECONDS = 24 * 3600  # SAMI caps token lifetime at one day
 
 
 class TokenService:
@@ -26,8 +25,8 @@ class TokenService:
         self._secret = secret
 
     def issue(self, appkey: str, ttl: int, now: float | None = None) -> str:
-        if not 0 < ttl <= MAX_TTL_SECONDS:
-            raise ValueError(f"ttl must be 1..{MAX_TTL_SECONDS} seconds")
+        if not 0 < ttl <= MAX_TOKEN_TTL:
+            raise ValueError(f"ttl must be 1..{MAX_TOKEN_TTL} seconds")
         issued = int(time.time() if now is None else now)
         claims = {"iss": ISSUER, "sub": appkey, "iat": issued, "nbf": issued,
                   "exp": issued + ttl, "jti": uuid.uuid4().hex}

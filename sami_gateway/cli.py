@@ -33,6 +33,7 @@ def _serve(flags: dict[str, object]) -> int:
     import uvloop
     from aiohttp import web
 
+    from .access_log import AccessLogger
     from .app import create_app
     from .namespace import NamespaceStartError
 
@@ -41,7 +42,7 @@ def _serve(flags: dict[str, object]) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         web.run_app(create_app(config), host=config.host, port=config.port,
-                    loop=uvloop.new_event_loop(), print=None)
+                    loop=uvloop.new_event_loop(), print=None, access_log_class=AccessLogger)
     except NamespaceStartError as exc:
         print(f"sami-gateway: {exc}", file=sys.stderr)
         return 2
@@ -57,7 +58,8 @@ def _token(flags: dict[str, object]) -> int:
     if config.appkeys and appkey not in config.appkeys:
         print(f"warning: {appkey} is not in SAMI_APPKEYS here", file=sys.stderr)
     try:
-        token = TokenService(config.token_secret).issue(appkey, int(ttl or config.token_ttl))  # type: ignore[call-overload]
+        lifetime = config.token_ttl if ttl is None else int(ttl)  # type: ignore[call-overload]
+        token = TokenService(config.token_secret).issue(appkey, lifetime)
     except ValueError as exc:
         print(f"sami-gateway: --ttl: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from types import MappingProxyType
 from typing import Any
 
 MIN_SECRET_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output
+MAX_TOKEN_TTL = 24 * 3600  # SAMI caps token lifetime at one day
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 DEFAULT_MODEL_MAP = MappingProxyType({
     # The 2track models run only the vocals specialist of the htdemucs_ft bag.
     "2track_vocal": "htdemucs_ft:vocals",
@@ -51,6 +54,7 @@ class Config:
     fetch_timeout: float = 60.0
     max_input_bytes: int = 100 * 1024 * 1024
     max_audio_seconds: float = 600.0
+    request_timeout: float = 900.0
     model_dir: Path = Path("~/.cache/sami-gateway/models")
     model_map: Mapping[str, str] = field(default_factory=lambda: DEFAULT_MODEL_MAP)
     device: str = "cpu"
@@ -72,17 +76,26 @@ def _split(value: Any) -> list[str]:
     raise ValueError("expected a comma-separated string or a list of strings")
 
 
+def _appkey(name: str, allowed: list[str] | None) -> AppKey:
+    # Go clients put the appkey unescaped in the query: only URL-safe characters work there.
+    if not _URL_SAFE.fullmatch(name):
+        raise ValueError(f"appkey {name!r} must be made of A-Z a-z 0-9 - _ . ~")
+    if allowed is not None and not all(allowed):
+        raise ValueError(f"appkey {name!r} has an empty namespace list")
+    return AppKey(name, None if allowed is None else frozenset(allowed))
+
+
 def _appkeys(value: Any) -> Mapping[str, AppKey]:
     """`K1,K2:NsA|NsB` from the environment, or a TOML table {K = {namespaces = [...]}}."""
     keys: dict[str, AppKey] = {}
     if isinstance(value, dict):
         for name, spec in value.items():
             allowed = spec.get("namespaces") if isinstance(spec, dict) else None
-            keys[name] = AppKey(name, None if allowed is None else frozenset(_split(allowed)))
+            keys[name] = _appkey(name, None if allowed is None else _split(allowed) or [""])
         return MappingProxyType(keys)
     for item in _split(value):
-        name, _, allowed = item.partition(":")
-        keys[name] = AppKey(name, frozenset(allowed.split("|")) if allowed else None)
+        name, colon, allowed = item.partition(":")
+        keys[name] = _appkey(name, allowed.split("|") if colon else None)
     return MappingProxyType(keys)
 
 
@@ -104,6 +117,13 @@ def _model_map(value: Any) -> Mapping[str, str]:
             raise ValueError(f"unknown SAMI model {key!r} or empty target")
         merged[key] = target
     return MappingProxyType(merged)
+
+
+def _ttl(value: Any) -> int:
+    ttl = int(value)
+    if not 0 < ttl <= MAX_TOKEN_TTL:
+        raise ValueError(f"must be 1..{MAX_TOKEN_TTL}")
+    return ttl
 
 
 def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -147,13 +167,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", _port, "port to listen on"),
     Setting("appkeys", _appkeys, "allowed appkeys, comma-separated; `KEY:NsA|NsB` limits a key to namespaces"),
     Setting("token_secret", str, f"HS256 secret for tokens (at least {MIN_SECRET_LENGTH} characters)"),
-    Setting("token_ttl", _positive(int), "default token lifetime in seconds for `sami-gateway token`"),
+    Setting("token_ttl", _ttl, "default token lifetime in seconds for `sami-gateway token` (at most a day)"),
     Setting("namespaces", lambda v: tuple(_split(v)), "namespace plugin modules to load"),
     Setting("fetch_allow", _fetch_allow, "hosts or CIDRs that `payload.url` may reach despite being private"),
     Setting("fetch_connect_timeout", _positive(float), "seconds to connect for `payload.url`"),
     Setting("fetch_timeout", _positive(float), "total seconds to download `payload.url`"),
     Setting("max_input_bytes", _positive(int), "largest input accepted, in bytes (SAMI: 100 MB)"),
     Setting("max_audio_seconds", _positive(float), "longest audio accepted, in seconds (SAMI: 10 minutes)"),
+    Setting("request_timeout", _positive(float), "seconds an invoke may take before it is answered 504"),
     Setting("model_dir", lambda v: Path(v).expanduser(), "model store in Demucs's layout"),
     Setting("model_map", _model_map, "SAMI model to Demucs model[:only_stem], e.g. `2track_vocal=htdemucs_ft:vocals`"),
     Setting("device", _device, "torch device for inference"),

@@ -44,9 +44,9 @@ class Code(Enum):
     NOT_FOUND = Status(404, 40400001, "NotFound", "no such path")
     METHOD_NOT_ALLOWED = Status(405, 40500001, "MethodNotAllowed", "wrong HTTP method for the path")
     INTERNAL_ERROR = Status(500, 50000001, "InternalError", "unexpected server error (logged with the task_id)")
-    OVERLOADED = Status(503, 50300001, "ServerOverloaded", "admission bound reached; retry after `Retry-After`")
-    UNAVAILABLE = Status(503, 50300002, "ServiceUnavailable", "starting up or shutting down")
-    TIMEOUT = Status(504, 50400001, "Timeout", "the request ran past its deadline")
+    OVERLOADED = Status(503, 50300001, "ServerOverloaded", "reserved for the admission bound (not emitted yet)")
+    UNAVAILABLE = Status(503, 50300002, "ServiceUnavailable", "reserved for start-up and shutdown (not emitted yet)")
+    TIMEOUT = Status(504, 50400001, "Timeout", "the request ran past `SAMI_REQUEST_TIMEOUT`")
 
 
 class GatewayError(Exception):

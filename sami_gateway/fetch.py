@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -16,6 +17,7 @@ from .errors import Code, GatewayError, error
 
 MAX_REDIRECTS = 3  # enough for CDN hops; more is a loop or a trick
 CHUNK_BYTES = 64 * 1024
+_HEADERS = {"Accept-Encoding": "identity"}  # the bytes as stored: no gzip to undo or to bomb us
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, not global
 _METADATA = ipaddress.ip_address("169.254.169.254")
@@ -23,8 +25,11 @@ _METADATA = ipaddress.ip_address("169.254.169.254")
 
 def refusal(address: IPAddress) -> str | None:
     """Why an address may not be fetched from, or None if it is public."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # Judge an IPv4 address carried inside IPv6 (mapped, 6to4, Teredo client) by itself.
+        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
+        if embedded is not None:
+            return refusal(embedded)
     checks = (
         (address == _METADATA, "cloud metadata"),
         (address.is_loopback, "loopback"),
@@ -112,15 +117,8 @@ class Fetcher:
         """The body at `url_text`, following at most MAX_REDIRECTS checked redirects."""
         assert self._session is not None, "Fetcher.open() was not awaited"
         try:
-            url = URL(url_text)
-            for _ in range(MAX_REDIRECTS + 1):
-                self._check_url(url)
-                async with self._session.get(url, allow_redirects=False) as response:
-                    if response.status in (301, 302, 303, 307, 308):
-                        url = url.join(URL(response.headers.get("Location", "")))
-                        continue
-                    return await self._read(response, max_bytes)
-            raise error(Code.FAILED_DOWNLOAD, f"more than {MAX_REDIRECTS} redirects")
+            async with asyncio.timeout(self._timeout.total):  # one budget for all the hops
+                return await self._follow(URL(url_text), max_bytes)
         except GatewayError:
             raise
         except TimeoutError as exc:
@@ -128,10 +126,23 @@ class Fetcher:
         except (aiohttp.ClientError, ValueError, OSError) as exc:
             raise error(Code.FAILED_DOWNLOAD, type(exc).__name__) from exc
 
+    async def _follow(self, url: URL, max_bytes: int) -> bytes:
+        assert self._session is not None
+        for _ in range(MAX_REDIRECTS + 1):
+            self._check_url(url)
+            async with self._session.get(url, allow_redirects=False, headers=_HEADERS) as response:
+                if response.status in (301, 302, 303, 307, 308):
+                    url = url.join(URL(response.headers.get("Location", "")))
+                    continue
+                return await self._read(response, max_bytes)
+        raise error(Code.FAILED_DOWNLOAD, f"more than {MAX_REDIRECTS} redirects")
+
     @staticmethod
     async def _read(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
         if response.status != 200:
             raise error(Code.FAILED_DOWNLOAD, f"HTTP {response.status}")
+        if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+            raise error(Code.FAILED_DOWNLOAD, "the server sent an encoded body")
         too_big = error(Code.EXCEEDED_DATA_SIZE, f"download larger than {max_bytes} bytes")
         if (response.content_length or 0) > max_bytes:
             raise too_big

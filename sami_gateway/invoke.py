@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
-from .errors import Code, error
-from .keys import AUTH, BODY_LIMIT, CONTEXT, FETCHER, NAMESPACES
+from .errors import Code, GatewayError, error
+from .keys import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, NAMESPACES
 from .namespace import InvokeInput, Namespace
-from .protocol import InvokeRequest, decode_data, envelope, parse_invoke
+from .protocol import InvokeRequest, decode_data, envelope, parse_invoke, reject_repeated
 
 READ_CHUNK_BYTES = 1024 * 1024
+CLOSE = {"Connection": "close"}  # the rest of an unread or broken body must not be taken for a request
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request body, refused as soon as it is known to exceed `limit`."""
-    too_big = error(Code.EXCEEDED_DATA_SIZE, f"request body larger than {limit} bytes")
+    too_big = error(Code.EXCEEDED_DATA_SIZE, f"request body larger than {limit} bytes", CLOSE)
     if (request.content_length or 0) > limit:
         raise too_big
     body = bytearray()
-    async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
-        body += chunk
-        if len(body) > limit:
-            raise too_big
+    try:
+        async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+            body += chunk
+            if len(body) > limit:
+                raise too_big
+    except (HttpProcessingError, ClientPayloadError, RequestPayloadError) as exc:  # bad Content-Encoding or chunking
+        raise error(Code.CLIENT_ERROR, "body cannot be read", CLOSE) from exc
     return bytes(body)
 
 
@@ -44,15 +51,32 @@ async def input_bytes(request: web.Request, call: InvokeRequest, namespace: Name
     return b""
 
 
+def authorize_from_query(request: web.Request) -> None:
+    """Clients that put credentials in the query (the Go SDK) are checked before the body is read."""
+    query = request.query
+    if all(query.get(name) for name in ("appkey", "token", "namespace")):
+        request.app[AUTH].authorize(query["appkey"], query["token"], query["namespace"])
+
+
 async def invoke(request: web.Request) -> web.Response:
     context = request[CONTEXT]
+    try:
+        reject_repeated(request.query.items())
+        authorize_from_query(request)
+    except GatewayError as exc:  # answered before the body was read
+        exc.headers.update(CLOSE)
+        raise
     body = await read_body(request, request.app[BODY_LIMIT])
     call = parse_invoke(context.task_id, request.query, body)
     context.namespace = call.namespace
     request.app[AUTH].authorize(call.appkey, call.token, call.namespace)
     namespace = request.app[NAMESPACES][call.namespace]
     namespace.check_payload(call.payload)
-    data = await input_bytes(request, call, namespace)
-    output = await namespace.invoke(InvokeInput(context.task_id, call.appkey, data, call.payload))
+    try:
+        async with asyncio.timeout(request.app[CONFIG].request_timeout):
+            data = await input_bytes(request, call, namespace)
+            output = await namespace.invoke(InvokeInput(context.task_id, call.appkey, data, call.payload))
+    except TimeoutError as exc:
+        raise error(Code.TIMEOUT, f"no answer within {request.app[CONFIG].request_timeout:g} s") from exc
     reply = envelope(context.task_id, call.namespace, data=output.data, payload=output.payload)
     return web.Response(body=reply, content_type="application/json")

@@ -21,9 +21,12 @@ _HTTP_CODES = {
 
 
 def error_response(context: RequestContext, exc: GatewayError) -> web.Response:
-    return web.Response(body=error_envelope(context.task_id, context.namespace, exc),
-                        status=exc.status.http, content_type="application/json",
-                        headers=exc.headers)
+    response = web.Response(body=error_envelope(context.task_id, context.namespace, exc),
+                            status=exc.status.http, content_type="application/json",
+                            headers=exc.headers)
+    if exc.headers.get("Connection") == "close":
+        response.force_close()
+    return response
 
 
 def _from_http(exc: web.HTTPException) -> GatewayError:

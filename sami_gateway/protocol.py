@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,9 +53,13 @@ def decode_data(text: str) -> bytes:
         raise error(Code.INVALID_DATA, "data is not standard padded base64")
     try:
         # strict_mode refuses whitespace, URL-safe characters and misplaced padding.
-        return binascii.a2b_base64(text, strict_mode=True)
+        data = binascii.a2b_base64(text, strict_mode=True)
     except binascii.Error as exc:
         raise error(Code.INVALID_DATA, "data is not standard padded base64") from exc
+    # Only the last quantum can carry non-zero padding bits ("QR==" would silently become "QQ==").
+    if text and base64.b64encode(data[-(len(data) % 3 or 3):]).decode() != text[-4:]:
+        raise error(Code.INVALID_DATA, "data has non-zero padding bits")
+    return data
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
@@ -95,6 +99,14 @@ def routing_field(name: str, query: Mapping[str, str], body: Mapping[str, Any]) 
     if in_query is not None and in_body is not None and in_query != in_body:
         raise error(Code.CLIENT_ERROR, f"{name} differs between query and body")
     return in_query if in_query is not None else (in_body or "")
+
+
+def reject_repeated(pairs: Iterable[tuple[str, str]]) -> None:
+    """A routing field given twice in the query is ambiguous: refused, never guessed."""
+    names = [name for name, _ in pairs if name in ROUTING_FIELDS]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise error(Code.CLIENT_ERROR, f"{repeated[0]} is repeated in the query")
 
 
 def parse_invoke(task_id: str, query: Mapping[str, str], body: bytes) -> InvokeRequest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 from collections.abc import Mapping
@@ -40,13 +41,15 @@ class Echo:
     async def invoke(self, request: InvokeInput) -> InvokeOutput:
         if request.payload.get("fail") == "crash":
             raise RuntimeError("secret internal detail")
+        if request.payload.get("fail") == "slow":
+            await asyncio.sleep(5)
         return InvokeOutput(request.data, {"size": len(request.data)})
 
 
 @pytest.fixture
 async def client(aiohttp_client: Any) -> TestClient:
     config = load_config({}, {"SAMI_TOKEN_SECRET": SECRET, "SAMI_APPKEYS": "k",
-                              "SAMI_MAX_INPUT_BYTES": str(MAX_INPUT)})
+                              "SAMI_MAX_INPUT_BYTES": str(MAX_INPUT), "SAMI_REQUEST_TIMEOUT": "0.5"})
     return await aiohttp_client(create_app(config, {NS: Echo()}))  # type: ignore[dict-item]
 
 
@@ -141,3 +144,27 @@ async def test_healthz(client: TestClient) -> None:
 
 def test_body_limit_covers_base64_of_the_largest_input() -> None:
     assert body_limit(100 * 1024 * 1024) >= len(base64.b64encode(b"\0" * (100 * 1024 * 1024)))
+
+
+async def test_deadline_gives_a_504_envelope(client: TestClient) -> None:
+    response = await client.post("/api/v1/invoke", json=request_body(payload='{"fail": "slow"}'))
+    await check(client, response, 504, Code.TIMEOUT)
+
+
+async def test_query_credentials_are_checked_before_the_body_is_read(client: TestClient) -> None:
+    """A bad token in the query is refused even when the body is too large to read."""
+    params = {"appkey": "k", "token": "bad", "namespace": NS}
+    response = await client.post("/api/v1/invoke", params=params,
+                                 data=io.BytesIO(b" " * (body_limit(MAX_INPUT) + 1)))
+    await check(client, response, 401, Code.DENIED_ACCESS)
+
+
+async def test_repeated_query_field(client: TestClient) -> None:
+    response = await client.post("/api/v1/invoke?namespace=Echo&namespace=Other", json=request_body())
+    await check(client, response, 400, Code.CLIENT_ERROR)
+
+
+async def test_undecodable_body_encoding(client: TestClient) -> None:
+    response = await client.post("/api/v1/invoke", data=b"not gzip at all",
+                                 headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    await check(client, response, 400, Code.CLIENT_ERROR)

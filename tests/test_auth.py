@@ -7,8 +7,8 @@ import time
 import jwt
 import pytest
 
-from sami_gateway.auth import ALGORITHM, MAX_TTL_SECONDS, Authenticator, TokenService
-from sami_gateway.config import AppKey
+from sami_gateway.auth import ALGORITHM, Authenticator, TokenService
+from sami_gateway.config import MAX_TOKEN_TTL, AppKey
 from sami_gateway.errors import Code, GatewayError
 
 SECRET = "s" * 64
@@ -63,7 +63,7 @@ def test_unsigned_token_is_refused() -> None:
 
 def test_ttl_is_capped_at_one_day() -> None:
     with pytest.raises(ValueError):
-        TOKENS.issue("a", MAX_TTL_SECONDS + 1)
+        TOKENS.issue("a", MAX_TOKEN_TTL + 1)
 
 
 @pytest.mark.parametrize(("appkey", "token", "namespace", "code"), [

@@ -71,3 +71,12 @@ def test_config_is_frozen() -> None:
 
 def test_readme_lists_every_setting() -> None:
     assert settings_table_markdown() in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SAMI_TOKEN_TTL", "0"), ("SAMI_TOKEN_TTL", "86401"), ("SAMI_APPKEYS", "a b"),
+    ("SAMI_APPKEYS", "k&x"), ("SAMI_APPKEYS", "k:"), ("SAMI_APPKEYS", "k:Ns|"),
+])
+def test_bad_ttl_and_appkeys(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_config({}, {**SECRET, name: value})

@@ -133,3 +133,24 @@ async def test_status_empty_size_and_time_limits(origin: str) -> None:
     await expect(Code.EXCEEDED_DATA_SIZE, origin + "/file", limit=100)
     await expect(Code.EXCEEDED_DATA_SIZE, origin + "/endless", limit=50_000)
     assert "timed out" in await expect(Code.FAILED_DOWNLOAD, origin + "/slow", total=0.5)
+
+
+@pytest.mark.parametrize(("address", "reason"), [
+    ("2002:7f00:1::", "loopback"), ("2002:a9fe:a9fe::", "cloud metadata"), ("::ffff:10.0.0.1", "private"),
+])
+def test_ipv4_inside_ipv6_is_judged_as_ipv4(address: str, reason: str) -> None:
+    assert refusal(ipaddress.ip_address(address)) == reason
+
+
+async def test_encoded_body_is_refused(aiohttp_server) -> None:  # type: ignore[no-untyped-def]
+    seen: list[str] = []
+
+    async def gzipped(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Accept-Encoding", ""))
+        return web.Response(body=b"\x1f\x8b fake", headers={"Content-Encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_get("/a.wav", gzipped)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    detail = await expect(Code.FAILED_DOWNLOAD, f"http://localhost:{server.port}/a.wav")
+    assert "encoded" in detail and seen == ["identity"]

@@ -19,10 +19,11 @@ import av
 import numpy as np
 import orjson
 import pytest
+import requests
 import soundfile as sf
 
 from sami_gateway.auth import TokenService
-from tests.conftest import LIMITED_APPKEY, ROOT, SECRET, Gateway, issue_token, tone, wav_bytes
+from tests.conftest import APPKEY, LIMITED_APPKEY, ROOT, SECRET, Gateway, issue_token, tone, wav_bytes
 
 MODELS = ("2track_vocal", "2track_acc", "bs_4track_vocal", "bs_4track_acc")
 CLIP_SECONDS = 1.5
@@ -112,6 +113,8 @@ def test_result_payload_describes_the_output(gateway: Gateway) -> None:
     assert payload["duration"] == pytest.approx(1.0)
     assert payload["input"] == {"format": "wav", "sample_rate": 22050, "channel": 1, "duration": 1.0}
     assert payload["processing_time"] > 0
+    two_track = json.loads(separate(gateway, wav_bytes(0.5), model="2track_acc")["payload"])
+    assert two_track["backend_model"] == "htdemucs_ft:vocals"
 
 
 OUTPUT_CASES = [(fmt, rate, channels) for fmt in ("wav", "mp3", "aac")
@@ -171,21 +174,34 @@ def test_input_formats(gateway: Gateway, fmt: str, rate: int, channels: int) -> 
     result = json.loads(reply["payload"])
     assert result["input"]["sample_rate"] == rate and result["input"]["channel"] == channels
     assert result["input"]["format"] == {"m4a": "mp4"}.get(fmt, fmt)
-    assert result["duration"] == pytest.approx(result["input"]["duration"], abs=1e-4)
+    output, out_rate = sf.read(io.BytesIO(audio_of(reply)), always_2d=True)
+    assert out_rate == 44100 and output.shape[1] == 1
+    # The output lasts exactly as long as what the decoder gave for the input.
+    assert output.shape[0] == round(result["input"]["duration"] * rate * 44100 / rate)
+    if fmt in ("wav", "flac", "ogg", "pcm"):
+        assert output.shape[0] == 44100
 
 
 def test_wav_with_six_channels_is_downmixed(gateway: Gateway) -> None:
-    reply = separate(gateway, wav_bytes(0.5, channels=6))
+    reply = separate(gateway, wav_bytes(0.5, channels=6), extra={"output_channel": 2})
+    output, _ = sf.read(io.BytesIO(audio_of(reply)), always_2d=True)
     assert json.loads(reply["payload"])["input"]["channel"] == 6
+    assert output.shape == (22050, 2) and np.abs(output).max() > 0
 
 
 @pytest.fixture(scope="module")
 def origin() -> Iterator[str]:
     """A plain HTTP server on loopback serving a WAV and an empty file."""
-    files = {"/song.wav": wav_bytes(1.0), "/empty.wav": b""}
+    files = {"/song.wav": wav_bytes(1.0), "/empty.wav": b"", "/big.wav": b"\0" * (9 * 1024 * 1024)}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/to-loopback":  # a public-looking name redirecting inside
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.1:{self.server.server_address[1]}/song.wav")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = files.get(self.path)
             self.send_response(200 if body is not None else 404)
             self.send_header("Content-Length", str(len(body or b"")))
@@ -255,15 +271,42 @@ REJECTIONS = {
     "url ftp": (lambda g, o: as_body(g, url="ftp://localhost/song.wav"), 400, 40000024),
     "url 404": (lambda g, o: as_body(g, url=o + "/missing.wav"), 400, 40000024),
     "url empty": (lambda g, o: as_body(g, url=o + "/empty.wav"), 400, 40000011),
-    "version conflict": (lambda g, o: {**g.auth(version="v4"), "data": "QUJD"}, 400, 40000000),
+    "version unsupported": (lambda g, o: {**g.auth(version="v3"), "data": "QUJD"}, 400, 40000000),
+    "no token": (lambda g, o: {**g.auth(), "token": "", "data": "QUJD"}, 401, 40200002),
+    "no namespace": (lambda g, o: {**g.auth(), "namespace": "", "data": "QUJD"}, 400, 40200014),
+    "url redirect inside": (lambda g, o: as_body(g, url=o + "/to-loopback"), 400, 40000024),
+    "url too large": (lambda g, o: as_body(g, url=o + "/big.wav"), 400, 40000016),
+    "unknown extra": (lambda g, o: as_body(g, wav_bytes(0.2), extra={"output_channels": 2}), 400, 40000022),
+}
+QUERY_CASES = {  # body fields, query fields
+    "appkey conflict": (lambda g: g.auth(), {"appkey": "someone-else"}, 400, 40000000),
+    "namespace conflict": (lambda g: g.auth(), {"namespace": "Other"}, 400, 40000000),
+    "version conflict": (lambda g: {**g.auth(version="v4"), "data": "QUJD"}, {"version": "v3"}, 400, 40000000),
+    "repeated appkey": (lambda g: g.auth(), {"appkey": ["a", "b"]}, 400, 40000000),
+    "bad token in query": (lambda g: {"data": "QUJD"}, {"appkey": APPKEY, "token": "x",
+                                                        "namespace": "MusicSourceSeparate"}, 401, 40200002),
 }
 
 
 @pytest.mark.parametrize("case", REJECTIONS)
 def test_rejections(gateway: Gateway, origin: str, case: str) -> None:
     build, http, code = REJECTIONS[case]
-    params = {"version": "v3"} if case == "version conflict" else None
-    response = gateway.invoke(build(gateway, origin), params=params)
+    assert_refused(gateway, gateway.invoke(build(gateway, origin)), http, code)
+
+
+@pytest.mark.parametrize("case", QUERY_CASES)
+def test_query_rejections(gateway: Gateway, case: str) -> None:
+    build, query, http, code = QUERY_CASES[case]
+    assert_refused(gateway, gateway.invoke(build(gateway), params=query), http, code)
+
+
+def test_unknown_path_and_method(gateway: Gateway) -> None:
+    assert_refused(gateway, requests.get(gateway.url + "/api/v2/invoke", timeout=10), 404, 40400001)
+    assert_refused(gateway, requests.get(gateway.url + "/api/v1/invoke", timeout=10), 405, 40500001)
+
+
+def assert_refused(gateway: Gateway, response: requests.Response, http: int, code: int) -> None:
+    assert response.headers["Content-Type"].startswith("application/json")
     reply = response.json()
     assert (response.status_code, reply["status_code"]) == (http, code), reply
     assert reply["task_id"] and isinstance(reply["status_text"], str) and "data" not in reply

@@ -8,7 +8,14 @@ import orjson
 import pytest
 
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.protocol import decode_data, decoded_size, envelope, error_envelope, parse_invoke
+from sami_gateway.protocol import (
+    decode_data,
+    decoded_size,
+    envelope,
+    error_envelope,
+    parse_invoke,
+    reject_repeated,
+)
 
 QUERY = {"appkey": "k", "token": "t", "namespace": "Ns"}
 
@@ -79,3 +86,18 @@ def test_error_envelope_carries_code_and_detail() -> None:
     reply = orjson.loads(error_envelope("tid", "Ns", exc))
     assert reply == {"task_id": "tid", "namespace": "Ns", "status_code": 40200002,
                      "status_text": "DeniedAccess:IllegalToken"}
+
+
+@pytest.mark.parametrize("text", ["QR==", "QUJ=", "QUJDQR=="])
+def test_non_zero_padding_bits_are_invalid(text: str) -> None:
+    """Accepting them would silently change the client's bytes on re-encoding."""
+    with pytest.raises(GatewayError) as info:
+        decode_data(text)
+    assert info.value.code is Code.INVALID_DATA
+
+
+def test_repeated_routing_field_in_query_is_refused() -> None:
+    reject_repeated([("appkey", "a"), ("token", "t"), ("other", "1"), ("other", "2")])
+    with pytest.raises(GatewayError) as info:
+        reject_repeated([("appkey", "a"), ("appkey", "b")])
+    assert info.value.code is Code.CLIENT_ERROR and "appkey" in info.value.detail

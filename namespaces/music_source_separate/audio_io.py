@@ -19,6 +19,9 @@ FORMATS_IN = ("wav", "flac", "ogg", "mp3", "aac", "mp4", "pcm")  # detected name
 FORMATS_OUT = ("wav", "mp3", "aac")
 
 PCM_RATES = (1000, 384000)  # inclusive bounds for a raw-PCM sample_rate hint
+# Decoded samples held at once (all channels): ten minutes of 48 kHz 8-channel audio, under
+# 1 GB as float32, so a small compressed file cannot claim gigabytes of memory.
+MAX_DECODED_SAMPLES = 600 * 48_000 * 8
 _SOUNDFILE_FORMATS = frozenset({"wav", "flac", "ogg"})
 _DEMUXERS = {"mp3": "mp3", "aac": "aac", "mp4": "mov"}  # forced, so ffmpeg never probes further
 _ENCODERS = {"mp3": ("mp3", "libmp3lame"), "aac": ("adts", "aac")}  # muxer, codec
@@ -181,8 +184,16 @@ def probe_duration(data: bytes, fmt: str, hint: AudioHint) -> float | None:
 
 # --- decoding ---------------------------------------------------------------------------------
 
-def _frame_limit(max_seconds: float, rate: int) -> int:
-    return int(min(max_seconds * rate, 2.0 ** 62))
+def _frame_limit(max_seconds: float, rate: int, channels: int) -> int:
+    """Frames that may be decoded: the duration limit, and the memory budget for this channel count."""
+    return int(min(max_seconds * rate, MAX_DECODED_SAMPLES // channels))
+
+
+def _over_limit(frames: float, rate: int, channels: int, max_seconds: float) -> GatewayError:
+    """The refusal for `frames` past _frame_limit: too long, or too many samples to hold."""
+    if frames > max_seconds * rate:
+        return _too_long(max_seconds)
+    return error(Code.ILLEGAL_DATA, f"{channels} channels at {rate} Hz exceed {MAX_DECODED_SAMPLES} samples")
 
 
 def _too_long(max_seconds: float) -> GatewayError:
@@ -211,8 +222,9 @@ def _decode_pcm(data: bytes, hint: AudioHint, max_seconds: float,
     if len(data) % (2 * channels):
         raise error(Code.ILLEGAL_DATA,
                     f"pcm byte count is not a multiple of {2 * channels} (s16le x {channels})")
-    if len(data) // (2 * channels) > _frame_limit(max_seconds, rate):
-        raise _too_long(max_seconds)
+    frames = len(data) // (2 * channels)
+    if frames > _frame_limit(max_seconds, rate, channels):
+        raise _over_limit(frames, rate, channels, max_seconds)
     ints = np.frombuffer(data, dtype="<i2").reshape(-1, channels)
     return np.ascontiguousarray(ints.T, dtype=np.float32) / np.float32(32768), rate
 
@@ -222,11 +234,14 @@ def _decode_soundfile(data: bytes, max_seconds: float, max_channels: int) -> tup
     with sf.SoundFile(io.BytesIO(data)) as file:
         if file.channels > max_channels:
             raise _too_many_channels(file.channels, max_channels)
-        limit = _frame_limit(max_seconds, file.samplerate)
+        rate, channels = file.samplerate, file.channels
+        limit = _frame_limit(max_seconds, rate, channels)
+        if file.frames > limit:  # what the header claims: refused before any sample is read
+            raise _over_limit(file.frames, rate, channels, max_seconds)
         frames = file.read(frames=limit + 1, dtype="float32", always_2d=True)
     if frames.shape[0] > limit:
-        raise _too_long(max_seconds)
-    return np.ascontiguousarray(frames.T), file.samplerate
+        raise _over_limit(frames.shape[0], rate, channels, max_seconds)
+    return np.ascontiguousarray(frames.T), rate
 
 
 def _planar_chunks(container: av.container.InputContainer, stream: av.AudioStream,
@@ -253,7 +268,7 @@ def _decode_av(data: bytes, fmt: str, max_seconds: float, max_channels: int) -> 
             raise _too_many_channels(channels, max_channels)
         if rate <= 0 or channels <= 0:
             raise error(Code.ILLEGAL_DATA, "no sample rate or channel count in the stream")
-        limit = _frame_limit(max_seconds, rate)
+        limit = _frame_limit(max_seconds, rate, channels)
         chunks: list[np.ndarray] = []
         total = 0
         for chunk in _planar_chunks(container, stream, rate):
@@ -262,7 +277,7 @@ def _decode_av(data: bytes, fmt: str, max_seconds: float, max_channels: int) -> 
             chunks.append(chunk)
             total += chunk.shape[1]
             if total > limit:
-                raise _too_long(max_seconds)
+                raise _over_limit(total, rate, channels, max_seconds)
     if not chunks:
         return np.zeros((channels, 0), dtype=np.float32), rate
     return np.concatenate(chunks, axis=1).astype(np.float32, copy=False), rate
@@ -299,7 +314,10 @@ def decode(data: bytes, hint: AudioHint, max_seconds: float, max_channels: int =
         raise error(Code.EMPTY_DATA, "no audio bytes")
     fmt = sniff(data)
     if fmt is None:
-        if (hint.format or "").lower() != "pcm":
+        # Headerless bytes are raw pcm when the hint says so, or names no format but gives its layout.
+        named_pcm = (hint.format or "").lower() == "pcm"
+        layout_only = hint.format is None and hint.sample_rate is not None and hint.channels is not None
+        if not (named_pcm or layout_only):
             raise error(Code.ILLEGAL_DATA, "unrecognised audio format")
         fmt = "pcm"
         _pcm_layout(hint, max_channels)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sami_gateway.errors import Code, error
 
-from .audio_io import AudioHint
+from .audio_io import PCM_RATES, AudioHint
 
 
 class Target(Enum):
@@ -40,8 +40,8 @@ MIN_OUTPUT_RATE, MAX_OUTPUT_RATE = 8000, 48000
 # Rates the MP3 (MPEG-1/2/2.5) and AAC encoders accept inside 8..48 kHz; WAV takes any.
 CODEC_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
 HINT_FORMATS = frozenset({"wav", "mp3", "aac", "pcm", "flac", "ogg", "m4a", "mp4"})
-MAX_HINT_RATE = 384000
 MAX_HINT_CHANNELS = 32
+EXTRA_KEYS = frozenset({"output_format", "output_sample_rate", "output_channel"})
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def parse_hint(payload: Mapping[str, Any]) -> AudioHint:
     if fmt is not None and fmt not in HINT_FORMATS:
         raise error(Code.ILLEGAL_PAYLOAD, f"audio_info.format must be one of {sorted(HINT_FORMATS)}")
     rate = _in_range(_integer(info, "sample_rate", "audio_info.sample_rate"),
-                     1, MAX_HINT_RATE, "audio_info.sample_rate")
+                     *PCM_RATES, "audio_info.sample_rate")
     channels = _in_range(_integer(info, "channel", "audio_info.channel"),
                          1, MAX_HINT_CHANNELS, "audio_info.channel")
     if fmt == "pcm" and (rate is None or channels is None):
@@ -119,6 +119,9 @@ def parse_hint(payload: Mapping[str, Any]) -> AudioHint:
 
 def parse_output(payload: Mapping[str, Any]) -> OutputSpec:
     extra = _object(payload, "extra")
+    unknown = sorted(set(extra) - EXTRA_KEYS)
+    if unknown:  # a misspelt option must not silently fall back to its default
+        raise error(Code.ILLEGAL_PAYLOAD, f"unknown extra fields {unknown}")
     fmt = _string(extra, "output_format", "extra.output_format") or OutputSpec.format
     if fmt not in OUTPUT_FORMATS:
         raise error(Code.ILLEGAL_PAYLOAD, f"extra.output_format must be one of {', '.join(OUTPUT_FORMATS)}")

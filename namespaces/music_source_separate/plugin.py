@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from sami_gateway.config import Config
+from sami_gateway.config import Config, ConfigError
 from sami_gateway.namespace import InvokeInput, InvokeOutput, NamespaceStartError
 
 from . import audio_io
@@ -160,5 +160,11 @@ class MusicSourceSeparate:
 def create_namespace(config: Config) -> MusicSourceSeparate:
     unknown = set(config.model_map) - set(SAMI_MODELS)
     if unknown:
-        raise ValueError(f"SAMI_MODEL_MAP names unknown models {sorted(unknown)}")
+        raise ConfigError(f"SAMI_MODEL_MAP names unknown models {sorted(unknown)}")
+    try:
+        device = torch.device(config.device)
+    except RuntimeError as exc:
+        raise ConfigError(f"SAMI_DEVICE: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"SAMI_DEVICE is {config.device} but torch sees no CUDA device")
     return MusicSourceSeparate(config)

@@ -77,11 +77,13 @@ def verified_file(store: Path, sig: str, name: str) -> Path:
     path = _model_file(store, sig, name)
     if path.resolve().parent != store.resolve():
         raise ModelStoreError(f"{path} is outside the model store {store}")
-    if "-" in path.stem:
-        expected = path.stem.rsplit("-", 1)[1]
-        actual = file_checksum(path, len(expected))
-        if actual != expected:
-            raise ModelStoreError(f"checksum mismatch for {path}: expected {expected}, got {actual}")
+    if "-" not in path.stem:
+        raise ModelStoreError(f"{path} has no checksum in its name (<sig>-<sha256 prefix>.th): "
+                              "it is not loaded, since loading unpickles code")
+    expected = path.stem.rsplit("-", 1)[1]
+    actual = file_checksum(path, len(expected))
+    if actual != expected:
+        raise ModelStoreError(f"checksum mismatch for {path}: expected {expected}, got {actual}")
     return path
 
 

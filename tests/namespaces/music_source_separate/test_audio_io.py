@@ -303,7 +303,7 @@ def test_decoding_stops_when_the_header_lies(monkeypatch: pytest.MonkeyPatch, fm
     monkeypatch.setattr(sf.SoundFile, "read", counting_read)
     assert code_of(data, hint, max_seconds=2) is Code.EXCEEDED_DURATION
     if fmt == "wav":
-        assert yielded == [2 * rate + 1]  # never more than one frame past the limit is read
+        assert yielded == []  # libsndfile's own frame count refuses it before any sample is read
     if fmt in ("mp3", "aac"):
         assert 2 * rate < sum(yielded) <= 2 * rate + 2 * MP3_SLACK
 
@@ -434,3 +434,22 @@ def test_ffmpeg_decodes_our_output(tmp_path: Path, fmt: str, rate: int, channels
     info = sf.info(str(target))
     assert info.samplerate == rate and info.channels == channels
     check_length(fmt, x.shape[1], info.frames)
+
+
+def test_headerless_bytes_with_a_layout_hint_are_pcm() -> None:
+    """SAMI lists only wav/mp3/aac as formats: a rate and channel count alone mean raw pcm."""
+    data = (np.arange(200, dtype="<i2") * 50).tobytes()
+    decoded = audio_io.decode(data, AudioHint(None, 8000, 2), max_seconds=5)
+    assert decoded.format == "pcm" and decoded.samples.shape == (2, 100)
+    assert code_of(data, AudioHint("wav", 8000, 2)) is Code.ILLEGAL_DATA  # a named other format is not pcm
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "pcm"])
+def test_decoded_sample_budget(monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    """Many channels at a high rate are refused by the sample budget, not held in memory."""
+    monkeypatch.setattr(audio_io, "MAX_DECODED_SAMPLES", 20_000)
+    x = sine(44100, 2, seconds=0.5)  # 44,100 samples over both channels
+    data, hint = encoded_input(fmt, x, 44100)
+    assert code_of(data, hint, max_seconds=60) is Code.ILLEGAL_DATA
+    short, hint = encoded_input(fmt, sine(44100, 1, seconds=0.1), 44100)
+    assert audio_io.decode(short, hint, max_seconds=60).samples.shape[0] == 1

@@ -62,3 +62,10 @@ def test_bag_segment_shortens_htdemucs(store: Path) -> None:
 def test_unknown_stem(store: Path) -> None:
     with pytest.raises(ModelStoreError, match="piano"):
         load_ensemble(store, "htdemucs_ft", "piano")
+
+
+def test_file_without_checksum_is_not_unpickled(store: Path) -> None:
+    path = next(store.glob("955717e8-*.th"))
+    path.rename(store / "955717e8.th")
+    with pytest.raises(ModelStoreError, match="no checksum"):
+        load_ensemble(store, "htdemucs")

@@ -1,0 +1,66 @@
+"""The namespace in-process: which model backs what, and where the denoiser runs."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from namespaces.music_source_separate import plugin
+from namespaces.music_source_separate.plugin import MusicSourceSeparate, create_namespace
+from sami_gateway.config import ConfigError, load_config
+from sami_gateway.namespace import InvokeInput, NamespaceStartError
+from tests.conftest import wav_bytes
+
+
+def config_for(store: Path, **env: str):  # type: ignore[no-untyped-def]
+    return load_config({}, {"SAMI_MODEL_DIR": str(store), "SAMI_THREADS": "2", **env}, need_secret=False)
+
+
+@pytest.fixture
+async def namespace(model_store: Path) -> AsyncIterator[MusicSourceSeparate]:
+    ns = create_namespace(config_for(model_store))
+    await ns.start()
+    yield ns
+    await ns.stop()
+
+
+async def test_default_backends(namespace: MusicSourceSeparate) -> None:
+    backends = {name: ens.name for name, ens in namespace._ensembles.items()}
+    assert backends == {"2track_vocal": "htdemucs_ft:vocals", "2track_acc": "htdemucs_ft:vocals",
+                        "bs_4track_vocal": "htdemucs", "bs_4track_acc": "htdemucs"}
+    assert len(namespace._ensembles["2track_vocal"].members) == 1  # only the vocals specialist
+    assert namespace._ensembles["2track_vocal"] is namespace._ensembles["2track_acc"]  # loaded once
+
+
+@pytest.mark.parametrize(("model", "denoised"), [("2track_vocal", False), ("2track_acc", False),
+                                                 ("bs_4track_vocal", True), ("bs_4track_acc", True)])
+async def test_only_bs_models_denoise(namespace: MusicSourceSeparate, monkeypatch: pytest.MonkeyPatch,
+                                      model: str, denoised: bool) -> None:
+    calls: list[tuple[int, ...]] = []
+
+    def spy(samples: np.ndarray, rate: int) -> np.ndarray:
+        calls.append(samples.shape)
+        return np.zeros_like(samples)  # makes the effect visible in the output
+
+    monkeypatch.setattr(plugin, "denoise", spy)
+    out = await namespace.invoke(InvokeInput("t", "k", wav_bytes(0.5), {"model": model}))
+    audio, _ = sf.read(io.BytesIO(out.data or b""))
+    assert bool(calls) is denoised
+    assert bool(np.abs(audio).max() == 0) is denoised
+
+
+async def test_missing_model_stops_the_start(tmp_path: Path) -> None:
+    ns = create_namespace(config_for(tmp_path))
+    with pytest.raises(NamespaceStartError, match="htdemucs_ft"):
+        await ns.start()
+    await ns.stop()
+
+
+def test_bad_device_is_a_config_error(model_store: Path) -> None:
+    with pytest.raises(ConfigError, match="SAMI_DEVICE"):
+        create_namespace(config_for(model_store, SAMI_DEVICE="cuda:0"))
