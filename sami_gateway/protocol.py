@@ -62,17 +62,19 @@ def decode_data(text: str) -> bytes:
     return data
 
 
+def _json_object(text: bytes | str, code: Code, what: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise error(code, f"{what} is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise error(code, f"{what} is not a JSON object")
+    return value
+
+
 def parse_body(body: bytes) -> dict[str, Any]:
     """The JSON object of the request body; an empty body is an empty object."""
-    if not body.strip():
-        return {}
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise error(Code.CLIENT_ERROR, "body is not valid JSON") from exc
-    if not isinstance(value, dict):
-        raise error(Code.CLIENT_ERROR, "body is not a JSON object")
-    return value
+    return _json_object(body, Code.CLIENT_ERROR, "body") if body.strip() else {}
 
 
 def parse_payload(value: Any) -> dict[str, Any]:
@@ -81,13 +83,7 @@ def parse_payload(value: Any) -> dict[str, Any]:
         return {}
     if not isinstance(value, str):
         raise error(Code.INVALID_PAYLOAD, "payload must be a JSON string")
-    try:
-        parsed = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise error(Code.INVALID_PAYLOAD, "payload is not valid JSON") from exc
-    if not isinstance(parsed, dict):
-        raise error(Code.INVALID_PAYLOAD, "payload must encode a JSON object")
-    return parsed
+    return _json_object(value, Code.INVALID_PAYLOAD, "payload")
 
 
 def routing_field(name: str, query: Mapping[str, str], body: Mapping[str, Any]) -> str:
