@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -10,22 +11,32 @@ from collections.abc import Sequence
 from .config import SETTINGS, ConfigError, load_config
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML file (as SAMI_CONFIG)")
     for setting in SETTINGS:
         parser.add_argument("--" + setting.name.replace("_", "-"), dest=setting.name,
                             help=f"{setting.help} (env {setting.env})")
 
 
+COMMANDS_GROUP = "sami_gateway.commands"  # entry points through which namespaces add commands
+
+
+def _plugin_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Each plugin's `register(subparsers)` adds its commands, with `func` set to their handler."""
+    for entry in importlib.metadata.entry_points(group=COMMANDS_GROUP):
+        entry.load()(commands)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sami-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    _plugin_commands(commands)
     serve = commands.add_parser("serve", help="run the gateway")
-    _add_setting_flags(serve)
+    add_setting_flags(serve)
     token = commands.add_parser("token", help="print a token for an appkey (last line)")
     token.add_argument("--appkey", required=True)
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default SAMI_TOKEN_TTL)")
-    _add_setting_flags(token)
+    add_setting_flags(token)
     return parser
 
 
@@ -70,7 +81,10 @@ def _token(flags: dict[str, object]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
+    plugin_handler = args.pop("func", None)
     try:
+        if plugin_handler is not None:
+            return int(plugin_handler(args))
         return _serve(args) if command == "serve" else _token(args)
     except ConfigError as exc:
         print(f"sami-gateway: {exc}", file=sys.stderr)

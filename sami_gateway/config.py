@@ -15,6 +15,7 @@ from typing import Any
 MIN_SECRET_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output
 MAX_TOKEN_TTL = 24 * 3600  # SAMI caps token lifetime at one day
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
+OFFICIAL_MODEL_URL = "https://dl.fbaipublicfiles.com/demucs/"
 DEFAULT_MODEL_MAP = MappingProxyType({
     # The 2track models run only the vocals specialist of the htdemucs_ft bag.
     "2track_vocal": "htdemucs_ft:vocals",
@@ -57,6 +58,7 @@ class Config:
     request_timeout: float = 900.0
     model_dir: Path = Path("~/.cache/sami-gateway/models")
     model_map: Mapping[str, str] = field(default_factory=lambda: DEFAULT_MODEL_MAP)
+    model_url: str = OFFICIAL_MODEL_URL
     device: str = "cpu"
     threads: int = 0
     log_level: str = "INFO"
@@ -126,6 +128,13 @@ def _ttl(value: Any) -> int:
     return ttl
 
 
+def _url(value: Any) -> str:
+    text = str(value)
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("must be an http(s) URL")
+    return text if text.endswith("/") else text + "/"
+
+
 def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
         number = kind(value)
@@ -176,6 +185,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_audio_seconds", _positive(float), "longest audio accepted, in seconds (SAMI: 10 minutes)"),
     Setting("request_timeout", _positive(float), "seconds an invoke may take before it is answered 504"),
     Setting("model_dir", lambda v: Path(v).expanduser(), "model store in Demucs's layout"),
+    Setting("model_url", _url, "where `sami-gateway models fetch` downloads layers (Demucs's official root)"),
     Setting("model_map", _model_map, "SAMI model to Demucs model[:only_stem], e.g. `2track_vocal=htdemucs_ft:vocals`"),
     Setting("device", _device, "torch device for inference"),
     Setting("threads", lambda v: max(0, int(v)), "torch threads for inference (0: one per core)"),

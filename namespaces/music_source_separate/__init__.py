@@ -1,5 +1,25 @@
-"""The MusicSourceSeparate namespace: vocals and accompaniment with Demucs."""
+"""The MusicSourceSeparate namespace and its Demucs-style Python API.
 
-from .plugin import MusicSourceSeparate, create_namespace
+Names load on first use, so importing a light module of this package (its
+command-line registration) does not import torch.
+"""
 
-__all__ = ["MusicSourceSeparate", "create_namespace"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ModelRepository": ".repository",
+    "MusicSourceSeparate": ".plugin",
+    "create_namespace": ".plugin",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value

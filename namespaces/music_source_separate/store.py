@@ -49,9 +49,10 @@ class BagSpec:
 
 
 def missing_message(name: str, store: Path) -> str:
-    return (f"model {name!r} is not in the model store {store}. Put its files there "
-            f"(the Demucs layout: <sig>-<sha256 prefix>.th and {name}.yaml), e.g. copy them "
-            f"from a machine where Demucs downloaded them, or set SAMI_MODEL_DIR")
+    return (f"model {name!r} is not in the model store {store}. Online, run "
+            f"`sami-gateway models fetch {name}`; offline, copy its files (the Demucs layout: "
+            f"<sig>-<sha256 prefix>.th and {name}.yaml) from a machine that has them and run "
+            f"`sami-gateway models import FILE...` (both use SAMI_MODEL_DIR, or pass --model-dir {store})")
 
 
 def file_checksum(path: Path, length: int) -> str:

@@ -1,0 +1,159 @@
+"""The namespace's `sami-gateway` commands: `models list | fetch | import | info | remove`.
+
+Loaded by every `sami-gateway` command line: nothing heavy (torch, demucs) is imported
+here at module level, only inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from .repository import ModelRepository
+
+Flags = dict[str, Any]
+Action = Callable[["ModelRepository", Flags], int]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add this namespace's commands to `sami-gateway`."""
+    _register_models(subparsers)
+
+
+def _register_models(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    models = subparsers.add_parser("models", help="manage the model store (Demucs's layout)",
+                                   description="Manage the model store (Demucs's layout).")
+    _store_flags(models, argparse.SUPPRESS)  # accepted before or after the action
+    actions = models.add_subparsers(dest="action", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _store_flags(common, argparse.SUPPRESS)
+    specs: list[tuple[str, str, Action]] = [
+        ("list", "the models that can be fetched or are in the store", _list),
+        ("fetch", "download models (verified) into the store", _fetch),
+        ("import", "copy <sig>-<sha256 prefix>.th and <name>.yaml files into the store", _import),
+        ("info", "the store's directory and the models it holds", _info),
+        ("remove", "delete models from the store (layers other models use are kept)", _remove),
+    ]
+    for name, help_text, action in specs:
+        parser = actions.add_parser(name, parents=[common], help=help_text, description=help_text)
+        if name in ("fetch", "remove"):
+            parser.add_argument("names", nargs="+", metavar="NAME")
+        elif name == "import":
+            parser.add_argument("files", nargs="+", metavar="FILE")
+        parser.set_defaults(func=_with_repository(action))
+
+
+def _store_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--model-dir", dest="model_dir", default=default,
+                        help="model store (env SAMI_MODEL_DIR)")
+    parser.add_argument("--model-url", dest="model_url", default=default,
+                        help="where layers are downloaded from (env SAMI_MODEL_URL)")
+    parser.add_argument("--config", default=default, help="TOML file (as SAMI_CONFIG)")
+
+
+def _with_repository(action: Action) -> Callable[[Flags], int]:
+    """The handler: config from flags and environment, then `action`; store errors exit 2."""
+    def handler(flags: Flags) -> int:
+        from sami_gateway.config import load_config
+
+        from .repository import ModelRepository
+        from .store import ModelStoreError
+
+        settings = {key: flags.pop(key, None) for key in ("config", "model_dir", "model_url")}
+        try:
+            config = load_config(settings, need_secret=False)
+            return action(ModelRepository(config.model_dir, config.model_url), flags)
+        except ModelStoreError as exc:
+            print(f"sami-gateway: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:  # a download in progress left nothing behind
+            print("sami-gateway: interrupted", file=sys.stderr)
+            return 130
+    return handler
+
+
+def _size(size_bytes: int) -> str:
+    value = float(size_bytes)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.2f} GiB"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in [header, *rows])
+
+
+def _list(repository: ModelRepository, flags: Flags) -> int:
+    cache = repository.get_cache_info()
+    rows = [(name, "yes" if model["cached"] else "no",
+             _size(cache[name]["size_bytes"]) if name in cache else "-", model["description"])
+            for name, model in repository.list_models().items()]
+    print(_table(("NAME", "CACHED", "SIZE", "DESCRIPTION"), rows))
+    return 0
+
+
+class _Bars:
+    """A tqdm bar per layer, in bytes, driven by the progress events."""
+
+    def __init__(self) -> None:
+        self._bar: tqdm[Any] | None = None
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        from tqdm import tqdm
+
+        label = f"{data['model_name']} {data.get('layer_index', 0)}/{data['total_layers']}"
+        if event == "layer_start":
+            self.close()
+            self._bar = tqdm(total=data["layer_size_bytes"] or None, desc=label, unit="B",
+                             unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=True)
+        elif event == "layer_progress" and self._bar is not None:
+            self._bar.update(data["downloaded_bytes"] - self._bar.n)
+        elif event == "layer_complete" and self._bar is not None:
+            self._bar.set_postfix_str("cached" if data.get("cached") else "downloaded")
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _fetch(repository: ModelRepository, flags: Flags) -> int:
+    for name in flags["names"]:
+        bars = _Bars()
+        try:
+            paths = repository.fetch(name, progress_callback=bars)
+        finally:
+            bars.close()
+        print(f"{name}: {len(paths) - 1} layers in {repository.get_cache_dir()}")
+    return 0
+
+
+def _import(repository: ModelRepository, flags: Flags) -> int:
+    for path in repository.import_files(flags["files"]):
+        print(f"imported {path}")
+    return 0
+
+
+def _info(repository: ModelRepository, flags: Flags) -> int:
+    print(f"model store: {repository.get_cache_dir()}")
+    rows = [(name, str(len(model["layers"])), _size(model["size_bytes"]))
+            for name, model in repository.get_cache_info().items()]
+    print(_table(("NAME", "LAYERS", "SIZE"), rows) if rows else "no complete model in the store")
+    return 0
+
+
+def _remove(repository: ModelRepository, flags: Flags) -> int:
+    for name in flags["names"]:
+        removed = repository.remove_model(name)
+        print(f"removed {name}" if removed else f"{name} was not in the store")
+    return 0
