@@ -60,6 +60,7 @@ class Config:
     model_map: Mapping[str, str] = field(default_factory=lambda: DEFAULT_MODEL_MAP)
     model_url: str = OFFICIAL_MODEL_URL
     device: str = "cpu"
+    precision: str = "fast"
     threads: int = 0
     log_level: str = "INFO"
 
@@ -151,6 +152,13 @@ def _port(value: Any) -> int:
     return port
 
 
+def _precision(value: Any) -> str:
+    text = str(value).lower()
+    if text not in ("exact", "fast"):
+        raise ValueError("must be exact or fast")
+    return text
+
+
 def _device(value: Any) -> str:
     text = str(value)
     if text != "cpu" and not text.startswith("cuda"):
@@ -188,6 +196,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("model_url", _url, "where `sami-gateway models fetch` downloads layers (Demucs's official root)"),
     Setting("model_map", _model_map, "SAMI model to Demucs model[:only_stem], e.g. `2track_vocal=htdemucs_ft:vocals`"),
     Setting("device", _device, "torch device for inference"),
+    Setting("precision", _precision, "inference precision: `exact` (fp32) or `fast` (bf16/fp16 where supported)"),
     Setting("threads", lambda v: max(0, int(v)), "torch threads for inference (0: one per core)"),
     Setting("log_level", lambda v: str(v).upper(), "logging level"),
 )

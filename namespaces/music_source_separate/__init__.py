@@ -10,6 +10,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "Separator": ".api",
+    "SeparatedSources": ".api",
+    "select_model": ".api",
     "ModelRepository": ".repository",
     "MusicSourceSeparate": ".plugin",
     "create_namespace": ".plugin",

@@ -16,7 +16,7 @@ import soxr
 from sami_gateway.errors import Code, GatewayError, error
 
 FORMATS_IN = ("wav", "flac", "ogg", "mp3", "aac", "mp4", "pcm")  # detected names
-FORMATS_OUT = ("wav", "mp3", "aac")
+FORMATS_OUT = ("wav", "mp3", "aac", "flac")
 
 PCM_RATES = (1000, 384000)  # inclusive bounds for a raw-PCM sample_rate hint
 # Decoded samples held at once (all channels): ten minutes of 48 kHz 8-channel audio, under
@@ -393,9 +393,9 @@ def to_channels(stereo: np.ndarray, channels: int) -> np.ndarray:
 
 # --- encoding ---------------------------------------------------------------------------------
 
-def _encode_wav(pcm: np.ndarray, sample_rate: int) -> bytes:
+def _encode_soundfile(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     buffer = io.BytesIO()
-    sf.write(buffer, pcm.T, sample_rate, format="WAV", subtype="PCM_16")
+    sf.write(buffer, pcm.T, sample_rate, format=fmt.upper(), subtype="PCM_16")
     return buffer.getvalue()
 
 
@@ -432,7 +432,7 @@ def _encode_av(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
 
 
 def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """float32 (C, n) -> bytes: "wav" 16-bit PCM, "mp3" 128k mono/192k stereo, "aac" ADTS 128k/192k.
+    """float32 (C, n) -> bytes: "wav"/"flac" 16-bit, "mp3" 128k mono/192k stereo, "aac" ADTS 128k/192k.
 
     Samples are clipped to [-1, 1] (NaN becomes 0). mp3 and aac take 1 or 2 channels and
     the rates their encoders list (8000..48000 family); wav takes any.
@@ -443,4 +443,6 @@ def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     if pcm.ndim != 2 or pcm.shape[0] == 0:
         raise ValueError("samples must be shaped (channels, frames)")
     pcm = np.clip(np.nan_to_num(pcm, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
-    return _encode_wav(pcm, sample_rate) if fmt == "wav" else _encode_av(pcm, sample_rate, fmt)
+    if fmt in ("wav", "flac"):
+        return _encode_soundfile(pcm, sample_rate, fmt)
+    return _encode_av(pcm, sample_rate, fmt)

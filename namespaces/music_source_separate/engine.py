@@ -1,18 +1,41 @@
-"""Chunked Demucs inference: overlap-add over the model's segment, bags with per-source weights."""
+"""Chunked Demucs inference: overlap-add over the model's segment, shifts, bags, precision."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .store import Ensemble
+from .store import Ensemble, Member
 
 OVERLAP = 0.25  # Demucs's default overlap between consecutive segments
+MAX_SHIFT_SECONDS = 0.5  # Demucs's shift trick moves the input by up to half a second
 NORM_EPSILON = 1e-8  # keeps silence from dividing by a zero standard deviation
+
+
+class Precision(Enum):
+    """`exact` runs in fp32; `fast` in bf16 (CPU with bf16 support, CUDA) or fp16 (other CUDA)."""
+
+    EXACT = "exact"
+    FAST = "fast"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a model over a mix; the defaults are Demucs's own minus the random shift."""
+
+    shifts: int = 0
+    overlap: float = OVERLAP
+    split: bool = True
+    segment: float | None = None  # seconds; shorter than the model's own for HTDemucs
+    seed: int = 0
+    precision: Precision = Precision.EXACT
 
 
 @dataclass(frozen=True)
@@ -35,9 +58,9 @@ def transition_weight(segment: int) -> Tensor:
     return weight / weight.max()
 
 
-def padded_view(mix: Tensor, chunk: Chunk, target: int) -> Tensor:
-    """The chunk centred in `target` samples, filled from its neighbours, zeros past the ends."""
-    start = chunk.offset - (target - chunk.length) // 2
+def padded_view(mix: Tensor, offset: int, length: int, target: int) -> Tensor:
+    """`length` samples at `offset`, centred in `target`, filled from neighbours, zeros past the ends."""
+    start = offset - (target - length) // 2
     end = start + target
     inner = mix[..., max(0, start):min(mix.shape[-1], end)]
     return F.pad(inner, (max(0, -start), max(0, end - mix.shape[-1])))
@@ -48,43 +71,133 @@ def center_trim(tensor: Tensor, length: int) -> Tensor:
     return tensor[..., delta // 2: delta // 2 + length]
 
 
-def _model_input_length(model: nn.Module, length: int) -> int:
-    valid = getattr(model, "valid_length", None)
-    return int(valid(length)) if valid is not None else length
+def segment_samples(model: nn.Module, segment: float | None = None) -> int:
+    own = float(model.segment)
+    return int(model.samplerate * (own if segment is None else min(segment, own)))
 
 
-def segment_samples(model: nn.Module) -> int:
-    return int(model.samplerate * float(model.segment))
+def autocast(device: torch.device, precision: Precision) -> AbstractContextManager[object]:
+    """The reduced-precision context for `fast`, or nothing where it would not be safe or fast."""
+    if precision is Precision.EXACT:
+        return nullcontext()
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
 
 
-def apply_single(model: nn.Module, mix: Tensor, overlap: float = OVERLAP,
-                 on_chunk: Callable[[], None] | None = None) -> Tensor:
-    """Run one network over `mix` (batch, channels, time) in overlapping segments."""
-    batch, channels, total = mix.shape
-    segment = segment_samples(model)
-    weight = transition_weight(segment).to(mix.device)
-    out = torch.zeros(batch, len(model.sources), channels, total, device=mix.device)
-    weight_sum = torch.zeros(total, device=mix.device)
-    for chunk in plan_chunks(total, segment, overlap):
-        padded = padded_view(mix, chunk, _model_input_length(model, chunk.length))
-        estimate = center_trim(model(padded), chunk.length)
-        span = slice(chunk.offset, chunk.offset + chunk.length)
-        out[..., span] += weight[:chunk.length] * estimate
-        weight_sum[span] += weight[:chunk.length]
-        if on_chunk is not None:
-            on_chunk()
-    assert weight_sum.min() > 0, "every sample must be covered by a segment"
-    return out / weight_sum
+@contextmanager
+def mha_fastpath(enabled: bool) -> Iterator[None]:
+    """PyTorch's fused encoder-layer path materialises the attention matrix; without it
+    attention goes through scaled_dot_product_attention (flash on CPU): same result, faster."""
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
 
 
-def apply_ensemble(ensemble: Ensemble, mix: Tensor, overlap: float = OVERLAP,
-                   on_chunk: Callable[[], None] | None = None) -> Tensor:
-    """Weighted average of the members' estimates, source by source."""
+class ChunkRunner:
+    """Runs one network over a mix chunk by chunk; `on_chunk` is called after each chunk.
+
+    Spans are (start, length) into a root tensor: a segment's context is read from the
+    root past the span's ends, exactly as Demucs's TensorChunk does.
+    """
+
+    def __init__(self, model: nn.Module, options: RunOptions, on_chunk: Callable[[], None] | None,
+                 rng: random.Random) -> None:
+        self.model = model
+        self.options = options
+        self.on_chunk = on_chunk or (lambda: None)
+        self.rng = rng
+
+    def _forward(self, padded: Tensor) -> Tensor:
+        with autocast(padded.device, self.options.precision), mha_fastpath(False):
+            out = self.model(padded)
+        self.on_chunk()
+        return out.float()
+
+    def _input_length(self, length: int, segment: int) -> int:
+        if type(self.model).__name__ == "HTDemucs" and self.options.segment is not None:
+            return segment  # as demucs.apply: an overridden segment is the model's input length
+        valid = getattr(self.model, "valid_length", None)
+        return int(valid(length)) if valid is not None else length
+
+    def split(self, root: Tensor, start: int, length: int) -> Tensor:
+        """Overlap-add over segments, weighted by Demucs's transition."""
+        batch, channels = root.shape[:2]
+        segment = segment_samples(self.model, self.options.segment)
+        weight = transition_weight(segment).to(root.device)
+        out = torch.zeros(batch, len(self.model.sources), channels, length, device=root.device)
+        weight_sum = torch.zeros(length, device=root.device)
+        for chunk in plan_chunks(length, segment, self.options.overlap):
+            target = self._input_length(chunk.length, segment)
+            estimate = self._forward(padded_view(root, start + chunk.offset, chunk.length, target))
+            span = slice(chunk.offset, chunk.offset + chunk.length)
+            out[..., span] += weight[:chunk.length] * center_trim(estimate, chunk.length)
+            weight_sum[span] += weight[:chunk.length]
+        assert weight_sum.min() > 0, "every sample must be covered by a segment"
+        return out / weight_sum
+
+    def whole(self, root: Tensor, start: int, length: int) -> Tensor:
+        padded = padded_view(root, start, length, self._input_length(length, length))
+        return center_trim(self._forward(padded), length)
+
+    def run(self, mix: Tensor) -> Tensor:
+        """All shifts of the mix (a seeded random offset each), split or whole, averaged."""
+        apply = self.split if self.options.split else self.whole
+        length = mix.shape[-1]
+        if not self.options.shifts:
+            return apply(mix, 0, length)
+        max_shift = int(MAX_SHIFT_SECONDS * self.model.samplerate)
+        padded = F.pad(mix, (max_shift, max_shift))
+        total: Tensor | None = None
+        for _ in range(self.options.shifts):
+            offset = self.rng.randint(0, max_shift)
+            estimate = apply(padded, offset, length + max_shift - offset)[..., max_shift - offset:]
+            total = estimate if total is None else total + estimate
+        assert total is not None
+        return total / self.options.shifts
+
+
+def count_chunks(ensemble: Ensemble, total: int, options: RunOptions = RunOptions(),
+                 only_stem: str | None = None) -> int:
+    """How many model calls `apply_ensemble` makes for `total` samples (same random draws)."""
+    rng = random.Random(options.seed)
+    calls = 0
+    for member in iter_members(ensemble, only_stem):
+        segment = segment_samples(member.model, options.segment)
+        max_shift = int(MAX_SHIFT_SECONDS * member.model.samplerate)
+        spans = [total + max_shift - rng.randint(0, max_shift) for _ in range(options.shifts)] or [total]
+        calls += sum(len(plan_chunks(span, segment, options.overlap)) if options.split else 1 for span in spans)
+    return calls
+
+
+def iter_members(ensemble: Ensemble, only_stem: str | None) -> Iterator[Member]:
+    """All members, or only the specialist that alone is weighted for `only_stem`."""
+    if only_stem is None or len(ensemble.members) == 1:
+        yield from ensemble.members
+        return
+    column = ensemble.sources.index(only_stem)
+    for member in ensemble.members:
+        if member.weights[column] > 0 and sum(1 for w in member.weights if w > 0) == 1:
+            yield member
+            return
+    raise ValueError(f"{ensemble.name} has no specialist for {only_stem!r}")
+
+
+def apply_ensemble(ensemble: Ensemble, mix: Tensor, options: RunOptions = RunOptions(),
+                   on_chunk: Callable[[], None] | None = None, only_stem: str | None = None) -> Tensor:
+    """Weighted average of the members' estimates, source by source (batch, sources, channels, time)."""
     estimates: Tensor | None = None
     totals = torch.zeros(len(ensemble.sources))
-    for member in ensemble.members:
+    rng = random.Random(options.seed)  # one sequence across members, as Demucs draws them
+    for member in iter_members(ensemble, only_stem):
         weights = torch.tensor(member.weights, dtype=torch.float32)
-        out = apply_single(member.model, mix, overlap, on_chunk) * weights[:, None, None].to(mix.device)
+        out = ChunkRunner(member.model, options, on_chunk, rng).run(mix) * weights[:, None, None].to(mix.device)
         estimates = out if estimates is None else estimates + out
         totals += weights
     assert estimates is not None
@@ -92,15 +205,12 @@ def apply_ensemble(ensemble: Ensemble, mix: Tensor, overlap: float = OVERLAP,
     return estimates / totals.clamp(min=1e-12)[:, None, None].to(mix.device)
 
 
-def count_chunks(ensemble: Ensemble, total: int) -> int:
-    return sum(len(plan_chunks(total, segment_samples(m.model))) for m in ensemble.members)
-
-
-def separate(ensemble: Ensemble, mix: Tensor,
-             on_chunk: Callable[[], None] | None = None) -> Tensor:
+def separate(ensemble: Ensemble, mix: Tensor, options: RunOptions = RunOptions(),
+             on_chunk: Callable[[], None] | None = None, only_stem: str | None = None) -> Tensor:
     """Stems (sources, channels, time) of `mix` (channels, time), normalised as Demucs does."""
     reference = mix.mean(0)
-    mean, std = reference.mean(), reference.std() if mix.shape[-1] > 1 else torch.tensor(0.0)
+    mean = reference.mean()
+    std = (reference.std() if mix.shape[-1] > 1 else torch.tensor(0.0)) + NORM_EPSILON
     with torch.inference_mode():
-        stems = apply_ensemble(ensemble, ((mix - mean) / (std + NORM_EPSILON))[None], on_chunk=on_chunk)[0]
-    return stems * (std + NORM_EPSILON) + mean
+        stems = apply_ensemble(ensemble, ((mix - mean) / std)[None], options, on_chunk, only_stem)[0]
+    return stems * std + mean

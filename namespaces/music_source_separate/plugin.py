@@ -18,8 +18,8 @@ from sami_gateway.config import Config, ConfigError
 from sami_gateway.namespace import InvokeInput, InvokeOutput, NamespaceStartError
 
 from . import audio_io
+from .api import Separator
 from .denoise import denoise
-from .engine import separate
 from .params import SAMI_MODELS, SeparateParams, Target, parse_params
 from .store import Ensemble, ModelStoreError, load_ensemble
 
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 NAME = "MusicSourceSeparate"
 VOCALS = "vocals"
 AUDIO_WORKERS = 2  # decoding/encoding threads, apart from the inference thread
+SHIFTS = 0  # Demucs's one random shift averages nothing and makes answers irreproducible
 T = TypeVar("T")
 
 
@@ -60,7 +61,9 @@ class MusicSourceSeparate:
         self._targets = {model: parse_target(spec) for model, spec in config.model_map.items()}
         self._threads = config.threads or os.cpu_count() or 1
         self._device = torch.device(config.device)
+        self._precision = config.precision
         self._ensembles: dict[str, Ensemble] = {}
+        self._separators: dict[str, Separator] = {}
         self._audio_pool: ThreadPoolExecutor | None = None
         self._infer_pool: ThreadPoolExecutor | None = None
 
@@ -91,6 +94,8 @@ class MusicSourceSeparate:
                 ensemble = loaded[target]
                 for member in ensemble.members:
                     member.model.to(self._device)
+                self._separators[ensemble.name] = Separator(ensemble, str(self._device),
+                                                            precision=self._precision)
                 self._warm_up(ensemble)
                 log.info("loaded %s for %s in %.2f s", ensemble.name, model,
                          time.perf_counter() - started)
@@ -100,7 +105,7 @@ class MusicSourceSeparate:
 
     def _warm_up(self, ensemble: Ensemble) -> None:
         """One short run so the first request does not pay for kernel initialisation."""
-        separate(ensemble, torch.zeros(ensemble.audio_channels, ensemble.samplerate, device=self._device))
+        self._separate(ensemble, np.zeros((ensemble.audio_channels, ensemble.samplerate), dtype=np.float32))
 
     async def _run(self, pool: ThreadPoolExecutor | None, func: Callable[..., T], *args: Any) -> T:
         assert pool is not None, "start() was not awaited"
@@ -135,8 +140,9 @@ class MusicSourceSeparate:
                         audio.sample_rate, audio.samples.shape[0], audio.format)
 
     def _separate(self, ensemble: Ensemble, mix: np.ndarray) -> np.ndarray:
-        stems = separate(ensemble, torch.from_numpy(mix).to(self._device))
-        return stems.cpu().numpy()
+        separator = self._separators[ensemble.name]
+        result = separator.separate((torch.from_numpy(mix), ensemble.samplerate), shifts=SHIFTS)
+        return torch.stack([result[name] for name in ensemble.sources]).cpu().numpy()
 
     def _finish(self, params: SeparateParams, ensemble: Ensemble, prepared: Prepared,
                 stems: np.ndarray) -> tuple[bytes, int]:

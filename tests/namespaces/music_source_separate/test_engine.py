@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 import torch
 from demucs.apply import BagOfModels, apply_model
+from demucs.demucs import Demucs
+from demucs.hdemucs import HDemucs
 
+from namespaces.music_source_separate.demo_store import SOURCES
 from namespaces.music_source_separate.engine import (
+    Precision,
+    RunOptions,
     apply_ensemble,
     count_chunks,
     plan_chunks,
     segment_samples,
     separate,
 )
-from namespaces.music_source_separate.store import load_ensemble
+from namespaces.music_source_separate.store import Ensemble, Member, load_ensemble
 
 TOLERANCE = 1e-4
 
@@ -80,3 +86,68 @@ def test_chunk_callback_counts_every_chunk(single) -> None:  # type: ignore[no-u
     length = 3 * segment_samples(single.members[0].model)
     separate(single, torch.zeros(2, length), on_chunk=lambda: calls.append(1))
     assert len(calls) == count_chunks(single, length) == 4
+
+
+def as_ensemble(model: torch.nn.Module) -> Ensemble:
+    return Ensemble("m", (Member(model.eval(), (1.0,) * len(model.sources)),), tuple(model.sources),
+                    model.samplerate, model.audio_channels)
+
+
+@pytest.mark.parametrize("shifts", [1])
+def test_shift_trick_matches_demucs(single, shifts: int) -> None:  # type: ignore[no-untyped-def]
+    """One shift draws its offset before any model call, so seeding `random` the same matches Demucs."""
+    mix = torch.randn(1, 2, 3 * 44100)
+    random.seed(7)
+    with torch.no_grad():
+        reference = apply_model(single.members[0].model, mix, shifts=shifts, split=True, overlap=0.25)
+    ours = apply_ensemble(single, mix, RunOptions(shifts=shifts, seed=7))
+    assert (ours - reference).abs().max().item() <= TOLERANCE
+
+
+def test_shifts_are_seeded(single) -> None:  # type: ignore[no-untyped-def]
+    mix = torch.randn(1, 2, 2 * 44100)
+    first, again, other = (apply_ensemble(single, mix, RunOptions(shifts=2, seed=s)) for s in (1, 1, 2))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_whole_and_shorter_segment_match_demucs(single) -> None:  # type: ignore[no-untyped-def]
+    model = single.members[0].model
+    mix = torch.randn(1, 2, 5 * 44100)
+    with torch.no_grad():
+        whole = apply_model(model, mix, shifts=0, split=False)
+        short = apply_model(model, mix, shifts=0, split=True, overlap=0.25, segment=2)
+    assert (apply_ensemble(single, mix, RunOptions(split=False)) - whole).abs().max() <= TOLERANCE
+    assert (apply_ensemble(single, mix, RunOptions(segment=2)) - short).abs().max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("shifts", [0, 1, 3])
+def test_chunk_count_predicts_calls(single, shifts: int) -> None:  # type: ignore[no-untyped-def]
+    calls: list[int] = []
+    options = RunOptions(shifts=shifts, seed=4)
+    apply_ensemble(single, torch.zeros(1, 2, 11 * 44100), options, on_chunk=lambda: calls.append(1))
+    assert len(calls) == count_chunks(single, 11 * 44100, options)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: HDemucs(sources=list(SOURCES), channels=4, segment=4),  # Demucs's own unit-test size
+    lambda: Demucs(sources=list(SOURCES), channels=8, depth=4, segment=4),
+    lambda: HDemucs(sources=list(SOURCES) + ["guitar", "piano"], channels=4, segment=4),
+], ids=["hdemucs", "demucs", "six-stem"])
+def test_other_architectures_match_demucs(build) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(5)
+    model = build().eval()
+    mix = torch.randn(1, 2, 9 * 44100 + 77)
+    with torch.no_grad():
+        reference = apply_model(model, mix, shifts=0, split=True, overlap=0.25)
+    ours = apply_ensemble(as_ensemble(model), mix)
+    assert ours.shape[1] == len(model.sources)
+    assert (ours - reference).abs().max().item() <= TOLERANCE
+
+
+def test_fast_precision_stays_close(single) -> None:  # type: ignore[no-untyped-def]
+    mix = torch.randn(2, 3 * 44100)
+    exact = separate(single, mix)
+    fast = separate(single, mix, RunOptions(precision=Precision.FAST))
+    snr = 10 * torch.log10(exact.pow(2).sum() / (exact - fast).pow(2).sum())
+    assert snr > 30  # bf16 on the tiny random model; the benchmark measures the real-size one
