@@ -1,4 +1,4 @@
-"""The namespace's `sami-gateway` commands: `models list | fetch | import | info | remove`.
+"""The namespace's `sami-gateway` commands: `models list | fetch | import | info | remove`, `separate`.
 
 Loaded by every `sami-gateway` command line: nothing heavy (torch, demucs) is imported
 here at module level, only inside the handlers.
@@ -23,6 +23,22 @@ Action = Callable[["ModelRepository", Flags], int]
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this namespace's commands to `sami-gateway`."""
     _register_models(subparsers)
+    _register_separate(subparsers)
+
+
+def _register_separate(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("separate", help="separate audio files into stems",
+                                   description="Separate audio files into stems, as `demucs` does.")
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument("-m", "--model", default="htdemucs", help="model name (default htdemucs)")
+    parser.add_argument("--two-stems", metavar="STEM", help="write STEM and no_STEM only")
+    parser.add_argument("-o", "--out", default="separated", help="output folder (default separated)")
+    parser.add_argument("--format", choices=("wav", "mp3", "flac"), default="wav")
+    parser.add_argument("--shifts", type=int, default=1, help="random shifts averaged (Demucs's default 1)")
+    parser.add_argument("--precision", choices=("exact", "fast"), help="default: SAMI_PRECISION")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    _store_flags(parser, None)
+    parser.set_defaults(func=_with_repository(_separate))
 
 
 def _register_models(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -156,4 +172,53 @@ def _remove(repository: ModelRepository, flags: Flags) -> int:
     for name in flags["names"]:
         removed = repository.remove_model(name)
         print(f"removed {name}" if removed else f"{name} was not in the store")
+    return 0
+
+
+class _ChunkBar:
+    """A tqdm bar over the chunks of one file, driven by the processing events."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._bar: tqdm[Any] | None = None
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        from tqdm import tqdm
+
+        if event == "processing_start":
+            self._bar = tqdm(total=data["total_chunks"], desc=self.label, unit="chunk", file=sys.stderr)
+        elif event == "chunk_complete" and self._bar is not None:
+            self._bar.update(data["completed_chunks"] - self._bar.n)
+        elif event == "processing_complete" and self._bar is not None:
+            self._bar.close()
+
+
+def _separate(repository: ModelRepository, flags: Flags) -> int:
+    from pathlib import Path
+
+    from sami_gateway.config import load_config
+    from sami_gateway.errors import GatewayError
+
+    from .api import Separator
+
+    precision = flags.get("precision") or load_config({}, need_secret=False).precision
+    separator = Separator(flags["model"], flags.get("device"), repository=repository, precision=precision)
+    stem = flags.get("two_stems")
+    if stem is not None and stem not in separator.sources:
+        print(f"sami-gateway: {flags['model']} has no stem {stem!r} ({', '.join(separator.sources)})",
+              file=sys.stderr)
+        return 2
+    for file in flags["files"]:
+        track = Path(file)
+        try:
+            sources = separator.separate(track, shifts=flags["shifts"], progress_callback=_ChunkBar(track.name))
+        except (OSError, GatewayError) as exc:
+            print(f"sami-gateway: {track}: {exc}", file=sys.stderr)
+            return 2
+        if stem is not None:
+            sources = sources.isolate_stem(stem)
+        folder = Path(flags["out"]) / flags["model"] / track.stem
+        for stem in sources.sources:
+            written = sources.export_stem(stem, folder / f"{stem}.{flags['format']}", format=flags["format"])
+            print(written)
     return 0
