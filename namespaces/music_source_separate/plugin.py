@@ -80,6 +80,7 @@ class MusicSourceSeparate:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
         self._ensembles.clear()
+        self._separators.clear()
 
     def _load_all(self) -> None:
         torch.set_num_threads(self._threads)
@@ -92,8 +93,6 @@ class MusicSourceSeparate:
                 except ModelStoreError as exc:
                     raise NamespaceStartError(f"{NAME}: {exc}") from exc
                 ensemble = loaded[target]
-                for member in ensemble.members:
-                    member.model.to(self._device)
                 self._separators[ensemble.name] = Separator(ensemble, str(self._device),
                                                             precision=self._precision)
                 self._warm_up(ensemble)
