@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import Enum
@@ -100,25 +100,49 @@ def mha_fastpath(enabled: bool) -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(previous)
 
 
+@dataclass(frozen=True)
+class ModelCall:
+    """One network call a separation needs: the unit of work a scheduler interleaves."""
+
+    model: nn.Module
+    input: Tensor
+    precision: Precision
+
+
+Steps = Generator[ModelCall, Tensor, Tensor]  # yields calls, receives their outputs, returns stems
+
+
+def forward(call: ModelCall) -> Tensor:
+    """Run one call (inside torch.inference_mode, which the caller holds)."""
+    with autocast(call.input.device, call.precision), mha_fastpath(False):
+        return call.model(call.input).float()
+
+
+def drive(steps: Steps, run: Callable[[ModelCall], Tensor] = forward) -> Tensor:
+    """Run every call of `steps` in order, here: the sequential counterpart of a scheduler."""
+    with torch.inference_mode():
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(run(call))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
 class ChunkRunner:
-    """Runs one network over a mix chunk by chunk; `on_chunk` is called after each chunk.
+    """The calls that run one network over a mix, chunk by chunk.
 
     Spans are (start, length) into a root tensor: a segment's context is read from the
     root past the span's ends, exactly as Demucs's TensorChunk does.
     """
 
-    def __init__(self, model: nn.Module, options: RunOptions, on_chunk: Callable[[], None] | None,
-                 rng: random.Random) -> None:
+    def __init__(self, model: nn.Module, options: RunOptions, rng: random.Random) -> None:
         self.model = model
         self.options = options
-        self.on_chunk = on_chunk or (lambda: None)
         self.rng = rng
 
-    def _forward(self, padded: Tensor) -> Tensor:
-        with autocast(padded.device, self.options.precision), mha_fastpath(False):
-            out = self.model(padded)
-        self.on_chunk()
-        return out.float()
+    def _call(self, padded: Tensor) -> ModelCall:
+        return ModelCall(self.model, padded, self.options.precision)
 
     def _input_length(self, length: int, segment: int) -> int:
         if type(self.model).__name__ == "HTDemucs" and self.options.segment is not None:
@@ -126,7 +150,7 @@ class ChunkRunner:
         valid = getattr(self.model, "valid_length", None)
         return int(valid(length)) if valid is not None else length
 
-    def split(self, root: Tensor, start: int, length: int) -> Tensor:
+    def split(self, root: Tensor, start: int, length: int) -> Steps:
         """Overlap-add over segments, weighted by Demucs's transition."""
         batch, channels = root.shape[:2]
         segment = segment_samples(self.model, self.options.segment)
@@ -135,29 +159,30 @@ class ChunkRunner:
         weight_sum = torch.zeros(length, device=root.device)
         for chunk in plan_chunks(length, segment, self.options.overlap):
             target = self._input_length(chunk.length, segment)
-            estimate = self._forward(padded_view(root, start + chunk.offset, chunk.length, target))
+            estimate = yield self._call(padded_view(root, start + chunk.offset, chunk.length, target))
             span = slice(chunk.offset, chunk.offset + chunk.length)
             out[..., span] += weight[:chunk.length] * center_trim(estimate, chunk.length)
             weight_sum[span] += weight[:chunk.length]
         assert weight_sum.min() > 0, "every sample must be covered by a segment"
         return out / weight_sum
 
-    def whole(self, root: Tensor, start: int, length: int) -> Tensor:
+    def whole(self, root: Tensor, start: int, length: int) -> Steps:
         padded = padded_view(root, start, length, self._input_length(length, length))
-        return center_trim(self._forward(padded), length)
+        estimate = yield self._call(padded)
+        return center_trim(estimate, length)
 
-    def run(self, mix: Tensor) -> Tensor:
+    def run(self, mix: Tensor) -> Steps:
         """All shifts of the mix (a seeded random offset each), split or whole, averaged."""
         apply = self.split if self.options.split else self.whole
         length = mix.shape[-1]
         if not self.options.shifts:
-            return apply(mix, 0, length)
+            return (yield from apply(mix, 0, length))
         max_shift = int(MAX_SHIFT_SECONDS * self.model.samplerate)
         padded = F.pad(mix, (max_shift, max_shift))
         total: Tensor | None = None
         for _ in range(self.options.shifts):
             offset = self.rng.randint(0, max_shift)
-            estimate = apply(padded, offset, length + max_shift - offset)[..., max_shift - offset:]
+            estimate = (yield from apply(padded, offset, length + max_shift - offset))[..., max_shift - offset:]
             total = estimate if total is None else total + estimate
         assert total is not None
         return total / self.options.shifts
@@ -165,7 +190,7 @@ class ChunkRunner:
 
 def count_chunks(ensemble: Ensemble, total: int, options: RunOptions = RunOptions(),
                  only_stem: str | None = None) -> int:
-    """How many model calls `apply_ensemble` makes for `total` samples (same random draws)."""
+    """How many model calls the separation of `total` samples makes (same random draws)."""
     rng = random.Random(options.seed)
     calls = 0
     for member in iter_members(ensemble, only_stem):
@@ -189,15 +214,15 @@ def iter_members(ensemble: Ensemble, only_stem: str | None) -> Iterator[Member]:
     raise ValueError(f"{ensemble.name} has no specialist for {only_stem!r}")
 
 
-def apply_ensemble(ensemble: Ensemble, mix: Tensor, options: RunOptions = RunOptions(),
-                   on_chunk: Callable[[], None] | None = None, only_stem: str | None = None) -> Tensor:
+def ensemble_steps(ensemble: Ensemble, mix: Tensor, options: RunOptions = RunOptions(),
+                   only_stem: str | None = None) -> Steps:
     """Weighted average of the members' estimates, source by source (batch, sources, channels, time)."""
     estimates: Tensor | None = None
     totals = torch.zeros(len(ensemble.sources))
     rng = random.Random(options.seed)  # one sequence across members, as Demucs draws them
     for member in iter_members(ensemble, only_stem):
         weights = torch.tensor(member.weights, dtype=torch.float32)
-        out = ChunkRunner(member.model, options, on_chunk, rng).run(mix) * weights[:, None, None].to(mix.device)
+        out = (yield from ChunkRunner(member.model, options, rng).run(mix)) * weights[:, None, None].to(mix.device)
         estimates = out if estimates is None else estimates + out
         totals += weights
     assert estimates is not None
@@ -205,12 +230,35 @@ def apply_ensemble(ensemble: Ensemble, mix: Tensor, options: RunOptions = RunOpt
     return estimates / totals.clamp(min=1e-12)[:, None, None].to(mix.device)
 
 
-def separate(ensemble: Ensemble, mix: Tensor, options: RunOptions = RunOptions(),
-             on_chunk: Callable[[], None] | None = None, only_stem: str | None = None) -> Tensor:
+def separation_steps(ensemble: Ensemble, mix: Tensor, options: RunOptions = RunOptions(),
+                     only_stem: str | None = None) -> Steps:
     """Stems (sources, channels, time) of `mix` (channels, time), normalised as Demucs does."""
     reference = mix.mean(0)
     mean = reference.mean()
     std = (reference.std() if mix.shape[-1] > 1 else torch.tensor(0.0)) + NORM_EPSILON
-    with torch.inference_mode():
-        stems = apply_ensemble(ensemble, ((mix - mean) / std)[None], options, on_chunk, only_stem)[0]
-    return stems * std + mean
+    stems = yield from ensemble_steps(ensemble, ((mix - mean) / std)[None], options, only_stem)
+    return stems[0] * std + mean
+
+
+def counting(run: Callable[[ModelCall], Tensor], on_chunk: Callable[[], None] | None
+             ) -> Callable[[ModelCall], Tensor]:
+    if on_chunk is None:
+        return run
+
+    def counted(call: ModelCall) -> Tensor:
+        out = run(call)
+        on_chunk()
+        return out
+    return counted
+
+
+def apply_ensemble(ensemble: Ensemble, mix: Tensor, options: RunOptions = RunOptions(),
+                   on_chunk: Callable[[], None] | None = None, only_stem: str | None = None) -> Tensor:
+    """`ensemble_steps` run here, in order."""
+    return drive(ensemble_steps(ensemble, mix, options, only_stem), counting(forward, on_chunk))
+
+
+def separate(ensemble: Ensemble, mix: Tensor, options: RunOptions = RunOptions(),
+             on_chunk: Callable[[], None] | None = None, only_stem: str | None = None) -> Tensor:
+    """`separation_steps` run here, in order."""
+    return drive(separation_steps(ensemble, mix, options, only_stem), counting(forward, on_chunk))
