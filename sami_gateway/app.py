@@ -10,9 +10,10 @@ from .auth import Authenticator, TokenService
 from .config import Config
 from .fetch import Fetcher, FetchPolicy
 from .invoke import invoke
-from .keys import AUTH, BODY_LIMIT, CONFIG, FETCHER, NAMESPACES
+from .keys import AUTH, BODY_LIMIT, CONFIG, FETCHER, NAMESPACES, READY, SCHEDULER
 from .middleware import envelope_errors
 from .namespace import Namespace, load_namespaces
+from .scheduler import Limits, Scheduler
 
 PAYLOAD_ALLOWANCE_BYTES = 1024 * 1024  # room for the JSON around `data` and the payload string
 
@@ -23,15 +24,45 @@ def body_limit(max_input_bytes: int) -> int:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """The process is alive and its event loop answers."""
     return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Models loaded and room to admit a request; 503 otherwise."""
+    snapshot = request.app[SCHEDULER].snapshot()
+    loaded = request.app[READY].get("namespaces", False)
+    admitting = request.app[READY].get("admitting", False)
+    ready = loaded and admitting and not snapshot.saturated
+    body = {"status": "ready" if ready else "unavailable", "models_loaded": loaded, "admitting": admitting,
+            "requests": snapshot.jobs, "queued_audio_seconds": round(snapshot.queued_cost, 3)}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    scheduler = app[SCHEDULER]
+    scheduler.start()
+    app[READY]["admitting"] = True
+    yield
+    app[READY]["admitting"] = False
+    await scheduler.drain(config.shutdown_grace)
+    scheduler.close()
+
+
+async def _stop_admitting(app: web.Application) -> None:
+    """SIGTERM: new requests get 503 while the admitted ones finish."""
+    app[READY]["admitting"] = False
+    app[SCHEDULER].stop_admitting()
 
 
 async def _namespaces_ctx(app: web.Application) -> AsyncIterator[None]:
     started: list[Namespace] = []
     try:
         for namespace in app[NAMESPACES].values():
-            await namespace.start()
+            await namespace.start(app[SCHEDULER])
             started.append(namespace)
+        app[READY]["namespaces"] = True
         yield
     finally:
         for namespace in reversed(started):
@@ -57,7 +88,11 @@ def create_app(config: Config, namespaces: dict[str, Namespace] | None = None) -
     app[AUTH] = Authenticator(config.appkeys, TokenService(config.token_secret), namespaces)
     app[FETCHER] = Fetcher(FetchPolicy.from_entries(config.fetch_allow),
                            config.fetch_connect_timeout, config.fetch_timeout)
-    app.cleanup_ctx.extend([_fetcher_ctx, _namespaces_ctx])
+    app[SCHEDULER] = Scheduler(Limits(config.max_jobs, config.max_queued_seconds))
+    app[READY] = {}
+    app.cleanup_ctx.extend([_fetcher_ctx, _scheduler_ctx, _namespaces_ctx])
+    app.on_shutdown.append(_stop_admitting)
     app.router.add_post("/api/v1/invoke", invoke)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app

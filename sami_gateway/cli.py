@@ -53,7 +53,8 @@ def _serve(flags: dict[str, object]) -> int:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         web.run_app(create_app(config), host=config.host, port=config.port,
-                    loop=uvloop.new_event_loop(), print=None, access_log_class=AccessLogger)
+                    loop=uvloop.new_event_loop(), print=None, access_log_class=AccessLogger,
+                    handler_cancellation=True, shutdown_timeout=config.shutdown_grace)
     except NamespaceStartError as exc:
         print(f"sami-gateway: {exc}", file=sys.stderr)
         return 2

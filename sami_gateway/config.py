@@ -56,6 +56,9 @@ class Config:
     max_input_bytes: int = 100 * 1024 * 1024
     max_audio_seconds: float = 600.0
     request_timeout: float = 900.0
+    max_jobs: int = field(default_factory=lambda: default_max_jobs())
+    max_queued_seconds: float = field(default_factory=lambda: default_max_queued_seconds())
+    shutdown_grace: float = 60.0
     model_dir: Path = Path("~/.cache/sami-gateway/models")
     model_map: Mapping[str, str] = field(default_factory=lambda: DEFAULT_MODEL_MAP)
     model_url: str = OFFICIAL_MODEL_URL
@@ -63,6 +66,20 @@ class Config:
     precision: str = "fast"
     threads: int = 0
     log_level: str = "INFO"
+
+
+def default_max_jobs() -> int:
+    """Requests admitted at once: a few per core keeps every core busy between chunks."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def default_max_queued_seconds() -> float:
+    """Audio-seconds admitted at once: about 4 MB of buffers per second of audio, half the memory."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError):
+        memory = 8 * 2**30
+    return float(min(7200, memory // 2 // (4 * 2**20)))
 
 
 def default_model_dir(environ: Mapping[str, str]) -> Path:
@@ -173,6 +190,7 @@ class Setting:
     name: str
     parse: Callable[[Any], Any]
     help: str
+    shown_default: str | None = None  # for defaults that depend on the machine
 
     @property
     def env(self) -> str:
@@ -192,6 +210,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_input_bytes", _positive(int), "largest input accepted, in bytes (SAMI: 100 MB)"),
     Setting("max_audio_seconds", _positive(float), "longest audio accepted, in seconds (SAMI: 10 minutes)"),
     Setting("request_timeout", _positive(float), "seconds an invoke may take before it is answered 504"),
+    Setting("max_jobs", _positive(int), "requests admitted at once; more are refused 503", "4 per core"),
+    Setting("max_queued_seconds", _positive(float), "audio-seconds admitted at once; more are refused 503",
+            "memory / 2 / 4 MiB, at most 7200"),
+    Setting("shutdown_grace", _positive(float), "seconds SIGTERM waits for admitted requests"),
     Setting("model_dir", lambda v: Path(v).expanduser(), "model store in Demucs's layout"),
     Setting("model_url", _url, "where `sami-gateway models fetch` downloads layers (Demucs's official root)"),
     Setting("model_map", _model_map, "SAMI model to Demucs model[:only_stem], e.g. `2track_vocal=htdemucs_ft:vocals`"),
@@ -243,7 +265,7 @@ def settings_table_markdown() -> str:
     defaults = Config(model_dir=Path("~/.cache/sami-gateway/models"))
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for setting in SETTINGS:
-        default = getattr(defaults, setting.name)
+        default = setting.shown_default or getattr(defaults, setting.name)
         if isinstance(default, Mapping):
             default = ",".join(f"{k}={v}" for k, v in default.items()) or "(none)"
         elif isinstance(default, tuple):

@@ -44,8 +44,8 @@ class Code(Enum):
     NOT_FOUND = Status(404, 40400001, "NotFound", "no such path")
     METHOD_NOT_ALLOWED = Status(405, 40500001, "MethodNotAllowed", "wrong HTTP method for the path")
     INTERNAL_ERROR = Status(500, 50000001, "InternalError", "unexpected server error (logged with the task_id)")
-    OVERLOADED = Status(503, 50300001, "ServerOverloaded", "reserved for the admission bound (not emitted yet)")
-    UNAVAILABLE = Status(503, 50300002, "ServiceUnavailable", "reserved for start-up and shutdown (not emitted yet)")
+    OVERLOADED = Status(503, 50300001, "ServerOverloaded", "admission bound reached; retry after `Retry-After` seconds")
+    UNAVAILABLE = Status(503, 50300002, "ServiceUnavailable", "shutting down: admitted requests finish, new ones are refused")
     TIMEOUT = Status(504, 50400001, "Timeout", "the request ran past `SAMI_REQUEST_TIMEOUT`")
 
 

@@ -10,9 +10,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from .errors import Code, GatewayError, error
-from .keys import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, NAMESPACES
+from .keys import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, NAMESPACES, SCHEDULER
 from .namespace import InvokeInput, Namespace
 from .protocol import InvokeRequest, decode_data, envelope, parse_invoke, reject_repeated
+from .scheduler import JobTimeout
 
 READ_CHUNK_BYTES = 1024 * 1024
 CLOSE = {"Connection": "close"}  # the rest of an unread or broken body must not be taken for a request
@@ -61,6 +62,7 @@ def authorize_from_query(request: web.Request) -> None:
 async def invoke(request: web.Request) -> web.Response:
     context = request[CONTEXT]
     try:
+        request.app[SCHEDULER].check()  # full: refused at once, before the body is read
         reject_repeated(request.query.items())
         authorize_from_query(request)
     except GatewayError as exc:  # answered before the body was read
@@ -76,7 +78,7 @@ async def invoke(request: web.Request) -> web.Response:
         async with asyncio.timeout(request.app[CONFIG].request_timeout):
             data = await input_bytes(request, call, namespace)
             output = await namespace.invoke(InvokeInput(context.task_id, call.appkey, data, call.payload))
-    except TimeoutError as exc:
+    except (TimeoutError, JobTimeout) as exc:
         raise error(Code.TIMEOUT, f"no answer within {request.app[CONFIG].request_timeout:g} s") from exc
     reply = envelope(context.task_id, call.namespace, data=output.data, payload=output.payload)
     return web.Response(body=reply, content_type="application/json")

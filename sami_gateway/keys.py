@@ -10,6 +10,7 @@ from .auth import Authenticator
 from .config import Config
 from .fetch import Fetcher
 from .namespace import Namespace
+from .scheduler import Scheduler
 
 
 @dataclass
@@ -25,4 +26,6 @@ BODY_LIMIT = web.AppKey("body_limit", int)
 AUTH = web.AppKey("auth", Authenticator)
 FETCHER = web.AppKey("fetcher", Fetcher)
 NAMESPACES = web.AppKey("namespaces", dict[str, Namespace])
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+READY = web.AppKey("ready", dict[str, bool])
 CONTEXT = web.RequestKey("context", RequestContext)

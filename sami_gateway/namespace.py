@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .config import Config
+from .scheduler import Scheduler
 
 
 class NamespaceStartError(RuntimeError):
@@ -42,8 +43,10 @@ class Namespace(Protocol):
     def check_payload(self, payload: Mapping[str, Any]) -> None:
         """Raise GatewayError for a payload that can never succeed (before any download)."""
 
-    async def start(self) -> None:
-        """Load what the namespace needs (models); called once before serving."""
+    async def start(self, scheduler: Scheduler) -> None:
+        """Load what the namespace needs (models); called once before serving.
+
+        Heavy work goes through `scheduler`, which admits, interleaves and drops it."""
 
     async def stop(self) -> None:
         """Release what start() took."""

@@ -17,6 +17,7 @@ from sami_gateway.auth import TokenService
 from sami_gateway.config import load_config
 from sami_gateway.errors import Code, error
 from sami_gateway.namespace import InvokeInput, InvokeOutput
+from sami_gateway.scheduler import Scheduler
 
 SECRET = "q" * 32
 NS = "Echo"
@@ -34,7 +35,7 @@ class Echo:
         if payload.get("fail") == "client":
             raise error(Code.ILLEGAL_PAYLOAD, "fail")
 
-    async def start(self) -> None: ...
+    async def start(self, scheduler: Scheduler) -> None: ...
 
     async def stop(self) -> None: ...
 

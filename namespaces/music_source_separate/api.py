@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from . import audio_io
-from .engine import Precision, RunOptions, count_chunks, separate
+from .engine import Precision, RunOptions, Steps, count_chunks, counting, drive, forward, separation_steps
 from .repository import ModelRepository
 from .store import Ensemble, Member
 
@@ -117,7 +117,7 @@ class Separator:
         options = RunOptions(shifts=shifts, overlap=split_overlap, split=split,
                              segment=None if split_size is None else float(split_size),
                              seed=self.seed, precision=self.precision)
-        on_chunk = None
+        on_chunk: Callable[[], None] | None = None
         if progress_callback is not None and split:
             total = count_chunks(self.model, mix.shape[-1], options, use_only_stem)
             progress_callback("processing_start", {"total_chunks": total})
@@ -127,13 +127,23 @@ class Separator:
                 done[0] += 1
                 progress_callback("chunk_complete", {"completed_chunks": done[0], "total_chunks": total})
 
-        stems = separate(self.model, mix, options, on_chunk, use_only_stem)
+        stems = drive(separation_steps(self.model, mix, options, use_only_stem), counting(forward, on_chunk))
         if progress_callback is not None and split:
             progress_callback("processing_complete", {"total_chunks": total})
+        return self.sources_of(stems, mix, use_only_stem)
+
+    def sources_of(self, stems: Tensor, mix: Tensor, use_only_stem: str | None = None) -> SeparatedSources:
+        """Name the (sources, channels, time) output of `plan`."""
         named = {name: stems[index] for index, name in enumerate(self.model.sources)}
         if use_only_stem is not None and len(self.model.members) > 1:
             named = {use_only_stem: named[use_only_stem]}
         return SeparatedSources(named, self.model.samplerate, mix)
+
+    def plan(self, mix: Tensor, shifts: int = 0, split_overlap: float = 0.25) -> Steps:
+        """The model calls that separate `mix` (channels, time at the model's rate), for a scheduler
+        to run (`engine.forward` on each, under torch.inference_mode); returns the stems."""
+        options = RunOptions(shifts=shifts, overlap=split_overlap, seed=self.seed, precision=self.precision)
+        return separation_steps(self.model, mix.to(self.device), options)
 
 
 def _check_audio(audio: AudioInput) -> None:

@@ -16,10 +16,12 @@ import torch
 
 from sami_gateway.config import Config, ConfigError
 from sami_gateway.namespace import InvokeInput, InvokeOutput, NamespaceStartError
+from sami_gateway.scheduler import Scheduler
 
 from . import audio_io
 from .api import Separator
 from .denoise import denoise
+from .engine import drive, forward
 from .params import SAMI_MODELS, SeparateParams, Target, parse_params
 from .store import Ensemble, ModelStoreError, load_ensemble
 
@@ -64,21 +66,21 @@ class MusicSourceSeparate:
         self._precision = config.precision
         self._ensembles: dict[str, Ensemble] = {}
         self._separators: dict[str, Separator] = {}
+        self._timeout = config.request_timeout
         self._audio_pool: ThreadPoolExecutor | None = None
-        self._infer_pool: ThreadPoolExecutor | None = None
+        self._scheduler: Scheduler | None = None
 
     def check_payload(self, payload: Mapping[str, Any]) -> None:
         parse_params(payload)
 
-    async def start(self) -> None:
+    async def start(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
         self._audio_pool = ThreadPoolExecutor(AUDIO_WORKERS, thread_name_prefix="mss-audio")
-        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="mss-infer")
-        await self._run(self._infer_pool, self._load_all)
+        await self._run(self._audio_pool, self._load_all)
 
     async def stop(self) -> None:
-        for pool in (self._audio_pool, self._infer_pool):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        if self._audio_pool is not None:
+            self._audio_pool.shutdown(wait=True, cancel_futures=True)
         self._ensembles.clear()
         self._separators.clear()
 
@@ -104,7 +106,8 @@ class MusicSourceSeparate:
 
     def _warm_up(self, ensemble: Ensemble) -> None:
         """One short run so the first request does not pay for kernel initialisation."""
-        self._separate(ensemble, np.zeros((ensemble.audio_channels, ensemble.samplerate), dtype=np.float32))
+        separator = self._separators[ensemble.name]
+        drive(separator.plan(torch.zeros(ensemble.audio_channels, ensemble.samplerate), shifts=SHIFTS))
 
     async def _run(self, pool: ThreadPoolExecutor | None, func: Callable[..., T], *args: Any) -> T:
         assert pool is not None, "start() was not awaited"
@@ -115,7 +118,12 @@ class MusicSourceSeparate:
         params = parse_params(request.payload)
         ensemble = self._ensembles[params.model.name]
         prepared = await self._run(self._audio_pool, self._prepare, request.data, params, ensemble)
-        stems = await self._run(self._infer_pool, self._separate, ensemble, prepared.mix)
+        assert self._scheduler is not None, "start() was not awaited"
+        separator = self._separators[ensemble.name]
+        steps = separator.plan(torch.from_numpy(prepared.mix), shifts=SHIFTS)
+        cost = prepared.input_frames / prepared.input_rate  # audio-seconds, what admission counts
+        stems_tensor = await self._scheduler.submit(steps, cost, self._timeout, forward, torch.inference_mode)
+        stems = stems_tensor.cpu().numpy()
         data, frames = await self._run(self._audio_pool, self._finish, params, ensemble, prepared, stems)
         out = params.output
         return InvokeOutput(data, {
@@ -137,11 +145,6 @@ class MusicSourceSeparate:
         mix = audio_io.resample(stereo, audio.sample_rate, ensemble.samplerate)
         return Prepared(np.ascontiguousarray(mix, dtype=np.float32), audio.samples.shape[-1],
                         audio.sample_rate, audio.samples.shape[0], audio.format)
-
-    def _separate(self, ensemble: Ensemble, mix: np.ndarray) -> np.ndarray:
-        separator = self._separators[ensemble.name]
-        result = separator.separate((torch.from_numpy(mix), ensemble.samplerate), shifts=SHIFTS)
-        return torch.stack([result[name] for name in ensemble.sources]).cpu().numpy()
 
     def _finish(self, params: SeparateParams, ensemble: Ensemble, prepared: Prepared,
                 stems: np.ndarray) -> tuple[bytes, int]:

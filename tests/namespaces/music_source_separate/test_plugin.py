@@ -14,6 +14,7 @@ from namespaces.music_source_separate import plugin
 from namespaces.music_source_separate.plugin import MusicSourceSeparate, create_namespace
 from sami_gateway.config import ConfigError, load_config
 from sami_gateway.namespace import InvokeInput, NamespaceStartError
+from sami_gateway.scheduler import Limits, Scheduler
 from tests.conftest import wav_bytes
 
 
@@ -22,9 +23,17 @@ def config_for(store: Path, **env: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def namespace(model_store: Path) -> AsyncIterator[MusicSourceSeparate]:
+async def scheduler() -> AsyncIterator[Scheduler]:
+    sched = Scheduler(Limits(max_jobs=4, max_cost=1000.0))
+    sched.start()
+    yield sched
+    sched.close()
+
+
+@pytest.fixture
+async def namespace(model_store: Path, scheduler: Scheduler) -> AsyncIterator[MusicSourceSeparate]:
     ns = create_namespace(config_for(model_store))
-    await ns.start()
+    await ns.start(scheduler)
     yield ns
     await ns.stop()
 
@@ -54,10 +63,10 @@ async def test_only_bs_models_denoise(namespace: MusicSourceSeparate, monkeypatc
     assert bool(np.abs(audio).max() == 0) is denoised
 
 
-async def test_missing_model_stops_the_start(tmp_path: Path) -> None:
+async def test_missing_model_stops_the_start(tmp_path: Path, scheduler: Scheduler) -> None:
     ns = create_namespace(config_for(tmp_path))
     with pytest.raises(NamespaceStartError, match="htdemucs_ft"):
-        await ns.start()
+        await ns.start(scheduler)
     await ns.stop()
 
 

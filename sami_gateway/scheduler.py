@@ -1,0 +1,206 @@
+"""Admission and fair interleaving of inference work on a worker thread.
+
+A job is a generator that yields units of work (one model call each) and
+receives their results; the worker runs one unit of one job at a time, taking
+jobs round-robin, so a short request waits for a few units of a long one,
+never for all of it. Jobs past their deadline or whose client left are dropped
+between units. Nothing here knows what a unit is: the namespace supplies how
+to run one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import Code, error
+
+log = logging.getLogger(__name__)
+Steps = Generator[Any, Any, Any]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The admission bound: requests admitted at once and the work (audio-seconds) they carry."""
+
+    max_jobs: int
+    max_cost: float
+
+
+@dataclass(eq=False)
+class Job:
+    """One admitted request: its generator, where its answer goes, and its bookkeeping."""
+
+    steps: Steps
+    cost: float
+    deadline: float  # time.monotonic()
+    run: Callable[[Any], Any]
+    context: Callable[[], AbstractContextManager[Any]]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    admitted: float = field(default_factory=time.monotonic)
+    units: int = 0
+    pending: Any = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the scheduler holds now, for health and metrics."""
+
+    jobs: int
+    queued_cost: float
+    saturated: bool
+    units_done: int
+
+
+class JobTimeout(Exception):
+    """The job's deadline passed before it finished."""
+
+
+class Scheduler:
+    """Admits jobs within `limits` and runs their units round-robin on one worker thread."""
+
+    def __init__(self, limits: Limits, name: str = "inference") -> None:
+        self.limits = limits
+        self._ready: deque[Job] = deque()
+        self._lock = threading.Condition()
+        self._jobs = 0
+        self._cost = 0.0
+        self._units_done = 0
+        self._seconds_per_cost = 1.0  # learnt: wall seconds per unit of cost, for Retry-After
+        self._admitting = True
+        self._stopped = False
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # -- the event loop's side ---------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return Snapshot(self._jobs, self._cost, self._full(0.0), self._units_done)
+
+    def _full(self, cost: float) -> bool:
+        return self._jobs >= self.limits.max_jobs or (self._jobs > 0 and self._cost + cost > self.limits.max_cost)
+
+    def retry_after(self) -> int:
+        """Seconds until the queued work is likely done."""
+        return max(1, math.ceil(self._cost * self._seconds_per_cost / max(1, self.limits.max_jobs)))
+
+    def check(self, cost: float = 0.0) -> None:
+        """Refuse at once (503 with Retry-After) what could not be admitted now."""
+        with self._lock:
+            self._check(cost)
+
+    def _check(self, cost: float) -> None:
+        if not self._admitting:
+            raise error(Code.UNAVAILABLE, "shutting down", {"Retry-After": "5"})
+        if self._full(cost):
+            raise error(Code.OVERLOADED, f"{self._jobs} requests, {self._cost:.0f} s of audio queued",
+                        {"Retry-After": str(self.retry_after())})
+
+    def _admit(self, cost: float) -> None:
+        with self._lock:
+            self._check(cost)
+            self._jobs += 1
+            self._cost += cost
+
+    async def submit(self, steps: Steps, cost: float, timeout: float, run: Callable[[Any], Any],
+                     context: Callable[[], AbstractContextManager[Any]] = nullcontext) -> Any:
+        """The generator's return value, once all its units ran; refused at once when full."""
+        self._admit(cost)
+        loop = asyncio.get_running_loop()
+        job = Job(steps, cost, time.monotonic() + timeout, run, context, loop.create_future(), loop)
+        with self._lock:
+            self._ready.append(job)
+            self._lock.notify()
+        try:
+            return await job.future
+        except asyncio.CancelledError:  # the client left or the request timed out: drop its units
+            job.cancelled.set()
+            raise
+
+    def stop_admitting(self) -> None:
+        with self._lock:
+            self._admitting = False
+
+    async def drain(self, grace: float) -> bool:
+        """Stop admitting, wait up to `grace` seconds for admitted jobs; True if none is left."""
+        self.stop_admitting()
+        deadline = time.monotonic() + grace
+        while self.snapshot().jobs and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.snapshot().jobs == 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._lock.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    # -- the worker's side -------------------------------------------------------------------
+
+    def _next(self) -> Job | None:
+        with self._lock:
+            while not self._ready and not self._stopped:
+                self._lock.wait()
+            return None if self._stopped else self._ready.popleft()
+
+    def _work(self) -> None:
+        while (job := self._next()) is not None:
+            if self._step(job):
+                with self._lock:
+                    self._ready.append(job)
+
+    def _step(self, job: Job) -> bool:
+        """Run one unit of `job`; False once the job is finished, failed or dropped."""
+        if job.cancelled.is_set():
+            return self._finish(job, None, None, dropped=True)
+        if time.monotonic() > job.deadline:
+            return self._finish(job, None, JobTimeout())
+        try:
+            with job.context():
+                if job.units == 0:
+                    job.pending = next(job.steps)
+                result = job.run(job.pending)
+                job.units += 1
+                with self._lock:
+                    self._units_done += 1
+                job.pending = job.steps.send(result)
+            return True
+        except StopIteration as done:
+            return self._finish(job, done.value, None)
+        except Exception as exc:  # noqa: BLE001 - handed to the request, which logs it
+            return self._finish(job, None, exc)
+
+    def _finish(self, job: Job, value: Any, exc: BaseException | None, dropped: bool = False) -> bool:
+        job.steps.close()
+        with self._lock:
+            self._jobs -= 1
+            self._cost -= job.cost
+            if exc is None and not dropped and job.cost > 0:  # a moving average for Retry-After
+                observed = (time.monotonic() - job.admitted) / job.cost
+                self._seconds_per_cost = 0.8 * self._seconds_per_cost + 0.2 * observed
+        if not dropped:
+            job.loop.call_soon_threadsafe(_settle, job.future, value, exc)
+        return False
+
+
+def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(value)
+    else:
+        future.set_exception(exc)

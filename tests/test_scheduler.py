@@ -1,0 +1,120 @@
+"""The scheduler with stand-in work: admission, fairness, deadlines, cancellation, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Generator
+
+import pytest
+
+from sami_gateway.errors import Code, GatewayError
+from sami_gateway.scheduler import JobTimeout, Limits, Scheduler
+
+UNIT = 0.01  # seconds of stand-in work per unit
+
+
+def work(units: int, log: list[str] | None = None, tag: str = "") -> Generator[float, None, str]:
+    for _ in range(units):
+        yield UNIT
+        if log is not None:
+            log.append(tag)
+    return tag or "done"
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+@pytest.fixture
+async def scheduler() -> AsyncIterator[Scheduler]:
+    sched = Scheduler(Limits(max_jobs=3, max_cost=100.0))
+    sched.start()
+    yield sched
+    sched.close()
+
+
+def submit(sched: Scheduler, steps: Generator[float, None, str], cost: float = 1.0,
+           timeout: float = 30.0) -> asyncio.Task[str]:
+    return asyncio.create_task(sched.submit(steps, cost, timeout, sleep))
+
+
+async def test_runs_a_job_to_its_return_value(scheduler: Scheduler) -> None:
+    assert await submit(scheduler, work(3, tag="x")) == "x"
+    assert scheduler.snapshot().jobs == 0 and scheduler.snapshot().units_done == 3
+
+
+async def test_refuses_past_the_job_bound_at_once(scheduler: Scheduler) -> None:
+    tasks = [submit(scheduler, work(30)) for _ in range(3)]
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    with pytest.raises(GatewayError) as info:
+        await scheduler.submit(work(1), 1.0, 30.0, sleep)
+    assert time.monotonic() - started < 0.1
+    assert info.value.code is Code.OVERLOADED and int(info.value.headers["Retry-After"]) >= 1
+    assert scheduler.snapshot().saturated
+    await asyncio.gather(*tasks)
+    assert await submit(scheduler, work(1)) == "done"  # room again
+
+
+async def test_refuses_past_the_cost_bound_but_admits_a_lone_big_job(scheduler: Scheduler) -> None:
+    first = submit(scheduler, work(20), cost=80)
+    await asyncio.sleep(0)
+    with pytest.raises(GatewayError) as info:
+        scheduler.check(30)
+    assert info.value.code is Code.OVERLOADED
+    await first
+    assert await submit(scheduler, work(1), cost=500) == "done"  # alone, even past the bound
+
+
+async def test_short_job_is_not_starved_by_a_long_one(scheduler: Scheduler) -> None:
+    log: list[str] = []
+    long = submit(scheduler, work(60, log, "long"))
+    await asyncio.sleep(5 * UNIT)
+    short = submit(scheduler, work(3, log, "short"))
+    await short
+    assert not long.done()
+    assert log.count("long") < 20  # the short one waited for a few units, not for sixty
+    await long
+
+
+async def test_deadline_drops_the_remaining_units(scheduler: Scheduler) -> None:
+    log: list[str] = []
+    with pytest.raises(JobTimeout):
+        await submit(scheduler, work(200, log, "slow"), timeout=0.1)
+    ran = len(log)
+    assert ran < 50
+    await asyncio.sleep(10 * UNIT)
+    assert len(log) == ran and scheduler.snapshot().jobs == 0
+
+
+async def test_cancelled_request_stops_within_a_unit(scheduler: Scheduler) -> None:
+    log: list[str] = []
+    task = submit(scheduler, work(200, log, "gone"))
+    await asyncio.sleep(5 * UNIT)
+    task.cancel()
+    await asyncio.sleep(5 * UNIT)
+    ran = len(log)
+    await asyncio.sleep(10 * UNIT)
+    assert len(log) == ran < 50 and scheduler.snapshot().jobs == 0
+
+
+async def test_a_failing_unit_fails_only_its_job(scheduler: Scheduler) -> None:
+    def broken() -> Generator[float, None, str]:
+        yield UNIT
+        raise ValueError("bad chunk")
+
+    with pytest.raises(ValueError, match="bad chunk"):
+        await submit(scheduler, broken())
+    assert await submit(scheduler, work(2)) == "done"
+
+
+async def test_drain_finishes_admitted_work_and_refuses_new(scheduler: Scheduler) -> None:
+    running = submit(scheduler, work(10))
+    await asyncio.sleep(0)
+    drained = asyncio.create_task(scheduler.drain(grace=5.0))
+    await asyncio.sleep(0)
+    with pytest.raises(GatewayError) as info:
+        scheduler.check()
+    assert info.value.code is Code.UNAVAILABLE
+    assert await running == "done" and await drained is True
