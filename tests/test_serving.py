@@ -1,0 +1,105 @@
+"""Serving under load against a real gateway process: admission, fairness, readiness, SIGTERM."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import APPKEY, Gateway, free_port, gateway_env, issue_token, wait_healthy, wav_bytes
+
+LONG_SECONDS = 60.0  # about ten chunks of the tiny model
+SHORT_SECONDS = 1.0
+
+
+def start_gateway(model_store: Path, log_path: Path, **settings: str) -> Gateway:
+    port = free_port()
+    env = gateway_env(model_store, port, SAMI_MAX_AUDIO_SECONDS="120", SAMI_MAX_INPUT_BYTES=str(32 << 20),
+                      **settings)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "sami_gateway", "serve"], env=env,
+                                   stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, process)
+    return Gateway(url, APPKEY, issue_token(APPKEY), process)
+
+
+@pytest.fixture
+def small_gateway(model_store: Path, tmp_path: Path) -> Iterator[Gateway]:
+    """Admits two requests at once."""
+    gateway = start_gateway(model_store, tmp_path / "gateway.log", SAMI_MAX_JOBS="2")
+    yield gateway
+    if gateway.process.poll() is None:
+        gateway.process.terminate()
+        gateway.process.wait(timeout=60)
+
+
+def body(gateway: Gateway, seconds: float) -> dict[str, object]:
+    return gateway.auth(data=base64.b64encode(wav_bytes(seconds)).decode(), payload=json.dumps({}))
+
+
+def timed_post(gateway: Gateway, payload: dict[str, object], results: list[tuple[str, int, float, float]],
+               tag: str) -> None:
+    started = time.monotonic()
+    response = requests.post(gateway.url + "/api/v1/invoke", json=payload, timeout=300)
+    results.append((tag, response.status_code, started, time.monotonic()))
+
+
+def test_overload_is_refused_at_once_and_admitted_work_succeeds(small_gateway: Gateway) -> None:
+    long_body = body(small_gateway, LONG_SECONDS)
+    results: list[tuple[str, int, float, float]] = []
+    admitted = [threading.Thread(target=timed_post, args=(small_gateway, long_body, results, "long"))
+                for _ in range(2)]
+    for thread in admitted:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while requests.get(small_gateway.url + "/readyz", timeout=5).status_code == 200:
+        assert time.monotonic() < deadline, "the two long requests were never admitted"
+        time.sleep(0.05)
+    ready = requests.get(small_gateway.url + "/readyz", timeout=5).json()
+    assert ready["status"] == "unavailable" and ready["requests"] == 2
+    for _ in range(4):
+        started = time.monotonic()
+        response = small_gateway.invoke(body(small_gateway, SHORT_SECONDS))
+        elapsed = time.monotonic() - started
+        reply = response.json()
+        assert (response.status_code, reply["status_code"]) == (503, 50300001), reply
+        assert int(response.headers["Retry-After"]) >= 1 and elapsed < 0.5
+    for thread in admitted:
+        thread.join()
+    assert [status for _, status, _, _ in results] == [200, 200]
+    assert requests.get(small_gateway.url + "/readyz", timeout=5).status_code == 200
+
+
+def test_short_request_finishes_before_a_long_one(small_gateway: Gateway) -> None:
+    results: list[tuple[str, int, float, float]] = []
+    long = threading.Thread(target=timed_post, args=(small_gateway, body(small_gateway, LONG_SECONDS),
+                                                     results, "long"))
+    long.start()
+    time.sleep(1.0)
+    timed_post(small_gateway, body(small_gateway, SHORT_SECONDS), results, "short")
+    long.join()
+    finished = {tag: (status, end) for tag, status, _, end in results}
+    assert finished["short"][0] == finished["long"][0] == 200
+    assert finished["short"][1] < finished["long"][1]
+
+
+def test_sigterm_drains_admitted_requests_then_exits_0(small_gateway: Gateway) -> None:
+    results: list[tuple[str, int, float, float]] = []
+    long = threading.Thread(target=timed_post, args=(small_gateway, body(small_gateway, LONG_SECONDS / 2),
+                                                     results, "long"))
+    long.start()
+    time.sleep(1.0)
+    small_gateway.process.send_signal(signal.SIGTERM)
+    long.join()
+    assert results[0][1] == 200  # finished, not cut off
+    assert small_gateway.process.wait(timeout=60) == 0
