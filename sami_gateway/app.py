@@ -10,8 +10,9 @@ from .auth import Authenticator, TokenService
 from .config import Config
 from .fetch import Fetcher, FetchPolicy
 from .invoke import invoke
-from .keys import AUTH, BODY_LIMIT, CONFIG, FETCHER, NAMESPACES, READY, SCHEDULER
-from .middleware import envelope_errors
+from .keys import AUTH, BODY_LIMIT, CONFIG, FETCHER, METRICS, NAMESPACES, READY, SCHEDULER
+from .metrics import Metrics, metrics_handler
+from .middleware import envelope_errors, invoke_metrics
 from .namespace import Namespace, load_namespaces
 from .scheduler import Limits, Scheduler
 
@@ -62,6 +63,8 @@ async def _namespaces_ctx(app: web.Application) -> AsyncIterator[None]:
         for namespace in app[NAMESPACES].values():
             await namespace.start(app[SCHEDULER])
             started.append(namespace)
+            for model, seconds in getattr(namespace, "load_seconds", {}).items():
+                app[METRICS].model_load.labels(model).set(seconds)
         app[READY]["namespaces"] = True
         yield
     finally:
@@ -81,18 +84,22 @@ def create_app(config: Config, namespaces: dict[str, Namespace] | None = None) -
     if namespaces is None:
         namespaces = load_namespaces(config)
     limit = body_limit(config.max_input_bytes)
-    app = web.Application(middlewares=[envelope_errors], client_max_size=limit)
+    app = web.Application(middlewares=[invoke_metrics, envelope_errors], client_max_size=limit)
     app[CONFIG] = config
     app[BODY_LIMIT] = limit
     app[NAMESPACES] = namespaces
     app[AUTH] = Authenticator(config.appkeys, TokenService(config.token_secret), namespaces)
     app[FETCHER] = Fetcher(FetchPolicy.from_entries(config.fetch_allow),
                            config.fetch_connect_timeout, config.fetch_timeout)
-    app[SCHEDULER] = Scheduler(Limits(config.max_jobs, config.max_queued_seconds))
+    metrics = Metrics(namespaces)
+    app[METRICS] = metrics
+    app[SCHEDULER] = Scheduler(Limits(config.max_jobs, config.max_queued_seconds), on_job_done=metrics.job_done)
+    metrics.watch(app[SCHEDULER])
     app[READY] = {}
     app.cleanup_ctx.extend([_fetcher_ctx, _scheduler_ctx, _namespaces_ctx])
     app.on_shutdown.append(_stop_admitting)
     app.router.add_post("/api/v1/invoke", invoke)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
     return app

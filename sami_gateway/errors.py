@@ -45,7 +45,8 @@ class Code(Enum):
     METHOD_NOT_ALLOWED = Status(405, 40500001, "MethodNotAllowed", "wrong HTTP method for the path")
     INTERNAL_ERROR = Status(500, 50000001, "InternalError", "unexpected server error (logged with the task_id)")
     OVERLOADED = Status(503, 50300001, "ServerOverloaded", "admission bound reached; retry after `Retry-After` seconds")
-    UNAVAILABLE = Status(503, 50300002, "ServiceUnavailable", "shutting down: admitted requests finish, new ones are refused")
+    UNAVAILABLE = Status(503, 50300002, "ServiceUnavailable",
+                         "shutting down: admitted requests finish, new ones are refused")
     TIMEOUT = Status(504, 50400001, "Timeout", "the request ran past `SAMI_REQUEST_TIMEOUT`")
 
 

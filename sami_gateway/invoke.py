@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import ClientPayloadError, web
@@ -10,7 +11,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from .errors import Code, GatewayError, error
-from .keys import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, NAMESPACES, SCHEDULER
+from .keys import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, METRICS, NAMESPACES, SCHEDULER
 from .namespace import InvokeInput, Namespace
 from .protocol import InvokeRequest, decode_data, envelope, parse_invoke, reject_repeated
 from .scheduler import JobTimeout
@@ -52,6 +53,13 @@ async def input_bytes(request: web.Request, call: InvokeRequest, namespace: Name
     return b""
 
 
+def record_audio(request: web.Request, namespace: str, log: Mapping[str, Any]) -> None:
+    seconds = log.get("input_seconds")
+    if isinstance(seconds, int | float):
+        metrics = request.app[METRICS]
+        metrics.audio.labels(metrics.namespace_label(namespace), str(log.get("model", ""))).inc(seconds)
+
+
 def authorize_from_query(request: web.Request) -> None:
     """Clients that put credentials in the query (the Go SDK) are checked before the body is read."""
     query = request.query
@@ -72,6 +80,7 @@ async def invoke(request: web.Request) -> web.Response:
     call = parse_invoke(context.task_id, request.query, body)
     context.namespace = call.namespace
     request.app[AUTH].authorize(call.appkey, call.token, call.namespace)
+    context.appkey = call.appkey
     namespace = request.app[NAMESPACES][call.namespace]
     namespace.check_payload(call.payload)
     try:
@@ -80,5 +89,8 @@ async def invoke(request: web.Request) -> web.Response:
             output = await namespace.invoke(InvokeInput(context.task_id, call.appkey, data, call.payload))
     except (TimeoutError, JobTimeout) as exc:
         raise error(Code.TIMEOUT, f"no answer within {request.app[CONFIG].request_timeout:g} s") from exc
+    context.status_code = Code.OK.value.code
+    context.log.update(output.log)
+    record_audio(request, call.namespace, output.log)
     reply = envelope(context.task_id, call.namespace, data=output.data, payload=output.payload)
     return web.Response(body=reply, content_type="application/json")

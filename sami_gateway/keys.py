@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from .auth import Authenticator
 from .config import Config
 from .fetch import Fetcher
+from .metrics import Metrics
 from .namespace import Namespace
 from .scheduler import Scheduler
 
 
 @dataclass
 class RequestContext:
-    """What the error middleware needs to answer any request in the envelope."""
+    """What the middleware and the access log know of a request (never its token)."""
 
     task_id: str
     namespace: str = ""
+    appkey: str = ""
+    status_code: int = 0
+    log: dict[str, Any] = field(default_factory=dict)
 
 
 CONFIG = web.AppKey("config", Config)
@@ -27,5 +32,6 @@ AUTH = web.AppKey("auth", Authenticator)
 FETCHER = web.AppKey("fetcher", Fetcher)
 NAMESPACES = web.AppKey("namespaces", dict[str, Namespace])
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+METRICS = web.AppKey("metrics", Metrics)
 READY = web.AppKey("ready", dict[str, bool])
 CONTEXT = web.RequestKey("context", RequestContext)

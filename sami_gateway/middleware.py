@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .errors import Code, GatewayError, error
-from .keys import CONTEXT, RequestContext
+from .keys import CONTEXT, METRICS, RequestContext
 from .protocol import error_envelope, new_task_id
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ _HTTP_CODES = {
 
 
 def error_response(context: RequestContext, exc: GatewayError) -> web.Response:
+    context.status_code = exc.status.code
     response = web.Response(body=error_envelope(context.task_id, context.namespace, exc),
                             status=exc.status.http, content_type="application/json",
                             headers=exc.headers)
@@ -34,6 +36,15 @@ def _from_http(exc: web.HTTPException) -> GatewayError:
     return error(code, exc.reason.replace(" ", ""))
 
 
+_REJECTIONS = {Code.OVERLOADED: "overloaded", Code.UNAVAILABLE: "shutting_down", Code.TIMEOUT: "timeout"}
+
+
+def count_rejection(request: web.Request, exc: GatewayError) -> None:
+    reason = _REJECTIONS.get(exc.code)
+    if reason is not None:
+        request.app[METRICS].rejections.labels(reason).inc()
+
+
 @web.middleware
 async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give each request a task id; turn GatewayError and HTTP errors into envelopes."""
@@ -42,6 +53,7 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     try:
         return await handler(request)
     except GatewayError as exc:
+        count_rejection(request, exc)
         return error_response(context, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -50,3 +62,21 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("task %s: unexpected error", context.task_id)
         return error_response(context, error(Code.INTERNAL_ERROR))
+
+
+@web.middleware
+async def invoke_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts and times invoke requests (inside envelope_errors, so errors are answers here)."""
+    if request.path != "/api/v1/invoke":
+        return await handler(request)
+    metrics = request.app[METRICS]
+    started = time.monotonic()
+    metrics.in_flight.inc()
+    try:
+        return await handler(request)
+    finally:
+        metrics.in_flight.dec()
+        context = request[CONTEXT]
+        namespace = metrics.namespace_label(context.namespace)
+        metrics.requests.labels(namespace, str(context.status_code or Code.INTERNAL_ERROR.value.code)).inc()
+        metrics.request_seconds.labels(namespace).observe(time.monotonic() - started)

@@ -31,6 +31,7 @@ class InvokeOutput:
 
     data: bytes | None
     payload: Mapping[str, Any] = field(default_factory=dict)
+    log: Mapping[str, Any] = field(default_factory=dict)  # for the request's log line: model, durations
 
 
 class Namespace(Protocol):

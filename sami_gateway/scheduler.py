@@ -47,9 +47,21 @@ class Job:
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     admitted: float = field(default_factory=time.monotonic)
+    first_unit: float | None = None
+    busy: float = 0.0
     units: int = 0
     pending: Any = None
     cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """How one job went, reported when it leaves the scheduler."""
+
+    outcome: str  # "done", "failed", "timeout" or "cancelled"
+    queue_wait: float  # admitted until its first unit started
+    busy: float  # seconds its units ran
+    units: int
 
 
 @dataclass(frozen=True)
@@ -69,8 +81,10 @@ class JobTimeout(Exception):
 class Scheduler:
     """Admits jobs within `limits` and runs their units round-robin on one worker thread."""
 
-    def __init__(self, limits: Limits, name: str = "inference") -> None:
+    def __init__(self, limits: Limits, name: str = "inference",
+                 on_job_done: Callable[[JobStats], None] | None = None) -> None:
         self.limits = limits
+        self._on_job_done = on_job_done or (lambda stats: None)
         self._ready: deque[Job] = deque()
         self._lock = threading.Condition()
         self._jobs = 0
@@ -169,12 +183,15 @@ class Scheduler:
             return self._finish(job, None, None, dropped=True)
         if time.monotonic() > job.deadline:
             return self._finish(job, None, JobTimeout())
+        started = time.monotonic()
+        job.first_unit = job.first_unit or started
         try:
             with job.context():
                 if job.units == 0:
                     job.pending = next(job.steps)
                 result = job.run(job.pending)
                 job.units += 1
+                job.busy += time.monotonic() - started
                 with self._lock:
                     self._units_done += 1
                 job.pending = job.steps.send(result)
@@ -186,6 +203,10 @@ class Scheduler:
 
     def _finish(self, job: Job, value: Any, exc: BaseException | None, dropped: bool = False) -> bool:
         job.steps.close()
+        outcome = "cancelled" if dropped else "timeout" if isinstance(exc, JobTimeout) else \
+            "failed" if exc is not None else "done"
+        wait = (job.first_unit or time.monotonic()) - job.admitted
+        self._on_job_done(JobStats(outcome, wait, job.busy, job.units))
         with self._lock:
             self._jobs -= 1
             self._cost -= job.cost

@@ -169,3 +169,19 @@ async def test_undecodable_body_encoding(client: TestClient) -> None:
     response = await client.post("/api/v1/invoke", data=b"not gzip at all",
                                  headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
     await check(client, response, 400, Code.CLIENT_ERROR)
+
+
+async def test_metrics_count_requests_with_bounded_labels(client: TestClient) -> None:
+    await client.post("/api/v1/invoke", json=request_body())
+    await client.post("/api/v1/invoke", json=request_body(namespace="Secret-Namespace-Name"))
+    text = await (await client.get("/metrics")).text()
+    assert 'sami_gateway_requests_total{namespace="Echo",status_code="20000000"} 1.0' in text
+    assert 'sami_gateway_requests_total{namespace="unknown",status_code="40200014"} 1.0' in text
+    assert "sami_gateway_request_duration_seconds_bucket" in text and "sami_gateway_queue_depth 0.0" in text
+    assert "Secret" not in text and "token" not in text
+
+
+async def test_readyz(client: TestClient) -> None:
+    response = await client.get("/readyz")
+    body = await response.json()
+    assert response.status == 200 and body["status"] == "ready" and body["models_loaded"]

@@ -66,6 +66,7 @@ class MusicSourceSeparate:
         self._precision = config.precision
         self._ensembles: dict[str, Ensemble] = {}
         self._separators: dict[str, Separator] = {}
+        self.load_seconds: dict[str, float] = {}
         self._timeout = config.request_timeout
         self._audio_pool: ThreadPoolExecutor | None = None
         self._scheduler: Scheduler | None = None
@@ -98,8 +99,8 @@ class MusicSourceSeparate:
                 self._separators[ensemble.name] = Separator(ensemble, str(self._device),
                                                             precision=self._precision)
                 self._warm_up(ensemble)
-                log.info("loaded %s for %s in %.2f s", ensemble.name, model,
-                         time.perf_counter() - started)
+                self.load_seconds[ensemble.name] = time.perf_counter() - started
+                log.info("loaded %s for %s in %.2f s", ensemble.name, model, self.load_seconds[ensemble.name])
             if VOCALS not in loaded[target].sources:
                 raise NamespaceStartError(f"{NAME}: {loaded[target].name} has no {VOCALS} stem")
             self._ensembles[model] = loaded[target]
@@ -122,11 +123,16 @@ class MusicSourceSeparate:
         separator = self._separators[ensemble.name]
         steps = separator.plan(torch.from_numpy(prepared.mix), shifts=SHIFTS)
         cost = prepared.input_frames / prepared.input_rate  # audio-seconds, what admission counts
+        submitted = time.perf_counter()
         stems_tensor = await self._scheduler.submit(steps, cost, self._timeout, forward, torch.inference_mode)
+        separated = time.perf_counter() - submitted
         stems = stems_tensor.cpu().numpy()
         data, frames = await self._run(self._audio_pool, self._finish, params, ensemble, prepared, stems)
         out = params.output
-        return InvokeOutput(data, {
+        log = {"model": params.model.name, "input_seconds": round(cost, 3),
+               "separation_seconds": round(separated, 3),
+               "total_seconds": round(time.perf_counter() - started, 3)}
+        return InvokeOutput(data, log=log, payload={
             "model": params.model.name,
             "backend_model": ensemble.name,
             "duration": round(frames / out.sample_rate, 6),

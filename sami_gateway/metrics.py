@@ -1,0 +1,64 @@
+"""Prometheus metrics, in a registry of the app's own (`GET /metrics`)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .scheduler import JobStats, Scheduler
+
+# Seconds: from a short clip on a warm model to a ten-minute song on a busy CPU.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
+UNKNOWN = "unknown"  # the label for anything outside the known set: labels stay bounded
+
+
+class Metrics:
+    """Every metric the gateway exports; labels are namespaces, models and status codes only."""
+
+    def __init__(self, namespaces: Collection[str]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._namespaces = frozenset(namespaces)
+        r = self.registry
+        self.requests = Counter("sami_gateway_requests", "Invoke requests answered",
+                                ["namespace", "status_code"], registry=r)
+        self.request_seconds = Histogram("sami_gateway_request_duration_seconds", "Invoke wall time",
+                                         ["namespace"], buckets=DURATION_BUCKETS, registry=r)
+        self.queue_wait = Histogram("sami_gateway_queue_wait_seconds", "Admission to first model call",
+                                    buckets=DURATION_BUCKETS, registry=r)
+        self.inference = Histogram("sami_gateway_inference_seconds", "Model time of one request",
+                                   buckets=DURATION_BUCKETS, registry=r)
+        self.jobs = Counter("sami_gateway_jobs", "Scheduler jobs by outcome", ["outcome"], registry=r)
+        self.units = Counter("sami_gateway_model_calls", "Model calls (chunks) run", registry=r)
+        self.audio = Counter("sami_gateway_audio_seconds", "Seconds of input audio processed",
+                             ["namespace", "model"], registry=r)
+        self.rejections = Counter("sami_gateway_rejections", "Requests refused before running",
+                                  ["reason"], registry=r)
+        self.in_flight = Gauge("sami_gateway_in_flight_requests", "Invoke requests being handled", registry=r)
+        self.queue_depth = Gauge("sami_gateway_queue_depth", "Requests admitted by the scheduler", registry=r)
+        self.queued_audio = Gauge("sami_gateway_queued_audio_seconds", "Audio-seconds admitted", registry=r)
+        self.model_load = Gauge("sami_gateway_model_load_seconds", "Time to load a model at start",
+                                ["model"], registry=r)
+
+    def namespace_label(self, namespace: str) -> str:
+        return namespace if namespace in self._namespaces else UNKNOWN
+
+    def watch(self, scheduler: Scheduler) -> None:
+        self.queue_depth.set_function(lambda: scheduler.snapshot().jobs)
+        self.queued_audio.set_function(lambda: scheduler.snapshot().queued_cost)
+
+    def job_done(self, stats: JobStats) -> None:
+        """The scheduler's report of one job (called from its worker thread)."""
+        self.jobs.labels(stats.outcome).inc()
+        self.units.inc(stats.units)
+        if stats.units:
+            self.queue_wait.observe(stats.queue_wait)
+            self.inference.observe(stats.busy)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    from .keys import METRICS
+
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
