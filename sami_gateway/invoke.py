@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from aiohttp import ClientPayloadError, web
@@ -67,15 +68,28 @@ def authorize_from_query(request: web.Request) -> None:
         request.app[AUTH].authorize(query["appkey"], query["token"], query["namespace"])
 
 
-async def invoke(request: web.Request) -> web.Response:
-    context = request[CONTEXT]
+@contextmanager
+def refused_before_body() -> Iterator[None]:
+    """Errors raised before the body is read close the connection: the unread body is not a request."""
     try:
-        request.app[SCHEDULER].check()  # full: refused at once, before the body is read
-        reject_repeated(request.query.items())
-        authorize_from_query(request)
-    except GatewayError as exc:  # answered before the body was read
+        yield
+    except GatewayError as exc:
         exc.headers.update(CLOSE)
         raise
+
+
+async def invoke(request: web.Request) -> web.Response:
+    with ExitStack() as stack:
+        with refused_before_body():
+            reject_repeated(request.query.items())
+            authorize_from_query(request)
+            stack.enter_context(request.app[SCHEDULER].admission())  # full: refused at once
+        return await admitted(request)
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow exceptions
+
+
+async def admitted(request: web.Request) -> web.Response:
+    context = request[CONTEXT]
     body = await read_body(request, request.app[BODY_LIMIT])
     call = parse_invoke(context.task_id, request.query, body)
     context.namespace = call.namespace

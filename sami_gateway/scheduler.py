@@ -16,8 +16,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,37 +102,54 @@ class Scheduler:
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            return Snapshot(self._jobs, self._cost, self._full(0.0), self._units_done)
+            return Snapshot(self._jobs, self._cost, self._full(), self._units_done)
 
-    def _full(self, cost: float) -> bool:
-        return self._jobs >= self.limits.max_jobs or (self._jobs > 0 and self._cost + cost > self.limits.max_cost)
+    def _full(self) -> bool:
+        return self._jobs >= self.limits.max_jobs or self._cost >= self.limits.max_cost
 
     def retry_after(self) -> int:
         """Seconds until the queued work is likely done."""
         return max(1, math.ceil(self._cost * self._seconds_per_cost / max(1, self.limits.max_jobs)))
 
-    def check(self, cost: float = 0.0) -> None:
-        """Refuse at once (503 with Retry-After) what could not be admitted now."""
+    def check(self) -> None:
+        """Refuse at once (503 with Retry-After) when no request could be admitted now."""
         with self._lock:
-            self._check(cost)
+            self._check_slot()
 
-    def _check(self, cost: float) -> None:
+    def _check_slot(self) -> None:
         if not self._admitting:
             raise error(Code.UNAVAILABLE, "shutting down", {"Retry-After": "5"})
-        if self._full(cost):
-            raise error(Code.OVERLOADED, f"{self._jobs} requests, {self._cost:.0f} s of audio queued",
-                        {"Retry-After": str(self.retry_after())})
+        if self._jobs >= self.limits.max_jobs:
+            raise self._overloaded()
 
-    def _admit(self, cost: float) -> None:
+    def _overloaded(self) -> Exception:
+        return error(Code.OVERLOADED, f"{self._jobs} requests, {self._cost:.0f} s of audio admitted",
+                     {"Retry-After": str(self.retry_after())})
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold one request slot for the whole request, taken before its body is read."""
         with self._lock:
-            self._check(cost)
+            self._check_slot()
             self._jobs += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._jobs -= 1
+
+    def _admit_cost(self, cost: float) -> None:
+        with self._lock:
+            if self._cost > 0 and self._cost + cost > self.limits.max_cost:
+                raise self._overloaded()
             self._cost += cost
 
     async def submit(self, steps: Steps, cost: float, timeout: float, run: Callable[[Any], Any],
                      context: Callable[[], AbstractContextManager[Any]] = nullcontext) -> Any:
-        """The generator's return value, once all its units ran; refused at once when full."""
-        self._admit(cost)
+        """The generator's return value, once all its units ran; refused at once past the cost bound.
+
+        The caller holds an `admission` slot; `cost` (audio-seconds) is counted while the job runs."""
+        self._admit_cost(cost)
         loop = asyncio.get_running_loop()
         job = Job(steps, cost, time.monotonic() + timeout, run, context, loop.create_future(), loop)
         with self._lock:
@@ -208,7 +225,6 @@ class Scheduler:
         wait = (job.first_unit or time.monotonic()) - job.admitted
         self._on_job_done(JobStats(outcome, wait, job.busy, job.units))
         with self._lock:
-            self._jobs -= 1
             self._cost -= job.cost
             if exc is None and not dropped and job.cost > 0:  # a moving average for Retry-After
                 observed = (time.monotonic() - job.admitted) / job.cost

@@ -41,27 +41,32 @@ def submit(sched: Scheduler, steps: Generator[float, None, str], cost: float = 1
 
 async def test_runs_a_job_to_its_return_value(scheduler: Scheduler) -> None:
     assert await submit(scheduler, work(3, tag="x")) == "x"
-    assert scheduler.snapshot().jobs == 0 and scheduler.snapshot().units_done == 3
+    assert scheduler.snapshot().queued_cost == 0 and scheduler.snapshot().units_done == 3
 
 
-async def test_refuses_past_the_job_bound_at_once(scheduler: Scheduler) -> None:
-    tasks = [submit(scheduler, work(30)) for _ in range(3)]
-    await asyncio.sleep(0)
+async def test_refuses_past_the_request_bound_at_once(scheduler: Scheduler) -> None:
+    slots = [scheduler.admission() for _ in range(3)]
+    for slot in slots:
+        slot.__enter__()
+    assert scheduler.snapshot().saturated
     started = time.monotonic()
-    with pytest.raises(GatewayError) as info:
-        await scheduler.submit(work(1), 1.0, 30.0, sleep)
+    with pytest.raises(GatewayError) as info, scheduler.admission():
+        pass
     assert time.monotonic() - started < 0.1
     assert info.value.code is Code.OVERLOADED and int(info.value.headers["Retry-After"]) >= 1
-    assert scheduler.snapshot().saturated
-    await asyncio.gather(*tasks)
-    assert await submit(scheduler, work(1)) == "done"  # room again
+    slots[0].__exit__(None, None, None)
+    with scheduler.admission():  # room again
+        assert await submit(scheduler, work(1)) == "done"
+    for slot in slots[1:]:
+        slot.__exit__(None, None, None)
+    assert scheduler.snapshot().jobs == 0
 
 
 async def test_refuses_past_the_cost_bound_but_admits_a_lone_big_job(scheduler: Scheduler) -> None:
     first = submit(scheduler, work(20), cost=80)
     await asyncio.sleep(0)
     with pytest.raises(GatewayError) as info:
-        scheduler.check(30)
+        await scheduler.submit(work(1), 30, 30.0, sleep)
     assert info.value.code is Code.OVERLOADED
     await first
     assert await submit(scheduler, work(1), cost=500) == "done"  # alone, even past the bound
@@ -85,7 +90,7 @@ async def test_deadline_drops_the_remaining_units(scheduler: Scheduler) -> None:
     ran = len(log)
     assert ran < 50
     await asyncio.sleep(10 * UNIT)
-    assert len(log) == ran and scheduler.snapshot().jobs == 0
+    assert len(log) == ran and scheduler.snapshot().queued_cost == 0
 
 
 async def test_cancelled_request_stops_within_a_unit(scheduler: Scheduler) -> None:
@@ -96,7 +101,7 @@ async def test_cancelled_request_stops_within_a_unit(scheduler: Scheduler) -> No
     await asyncio.sleep(5 * UNIT)
     ran = len(log)
     await asyncio.sleep(10 * UNIT)
-    assert len(log) == ran < 50 and scheduler.snapshot().jobs == 0
+    assert len(log) == ran < 50 and scheduler.snapshot().queued_cost == 0
 
 
 async def test_a_failing_unit_fails_only_its_job(scheduler: Scheduler) -> None:
