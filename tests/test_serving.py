@@ -103,3 +103,19 @@ def test_sigterm_drains_admitted_requests_then_exits_0(small_gateway: Gateway) -
     long.join()
     assert results[0][1] == 200  # finished, not cut off
     assert small_gateway.process.wait(timeout=60) == 0
+
+
+def test_client_that_leaves_frees_the_worker(small_gateway: Gateway) -> None:
+    """Its remaining chunks are dropped: the job ends as cancelled within about a chunk's time."""
+    song = body(small_gateway, 2 * LONG_SECONDS)  # long enough to be mid-separation when the client leaves
+    with pytest.raises(requests.Timeout):
+        requests.post(small_gateway.url + "/api/v1/invoke", json=song, timeout=4.0)
+    left = time.monotonic()
+    deadline = left + 10
+    cancelled = 'sami_gateway_jobs_total{outcome="cancelled"} 1.0'
+    while cancelled not in requests.get(small_gateway.url + "/metrics", timeout=5).text:
+        assert time.monotonic() < deadline, "the abandoned request's chunks kept running"
+        time.sleep(0.02)
+    assert time.monotonic() - left < 2.0  # a chunk of the tiny model takes well under a second
+    ready = requests.get(small_gateway.url + "/readyz", timeout=5).json()
+    assert ready["requests"] == 0 and ready["queued_audio_seconds"] == 0
