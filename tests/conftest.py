@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +17,29 @@ import pytest
 import requests
 import soundfile as sf
 
+from sami_gateway.scheduler import Limits, Scheduler
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789abcdef0123456789"
 APPKEY = "test-appkey"
 LIMITED_APPKEY = "limited-appkey"  # allowed on another namespace only
 STARTUP_SECONDS = 120
+
+
+@pytest.fixture
+def make_scheduler() -> Iterator[Callable[[int, float], Scheduler]]:
+    """Started schedulers with the given bounds, closed after the test."""
+    started: list[Scheduler] = []
+
+    def make(max_jobs: int, max_cost: float) -> Scheduler:
+        scheduler = Scheduler(Limits(max_jobs, max_cost))
+        scheduler.start()
+        started.append(scheduler)
+        return scheduler
+
+    yield make
+    for scheduler in started:
+        scheduler.close()
 
 
 @pytest.fixture(scope="session")

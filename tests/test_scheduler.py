@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import Callable, Generator
 
 import pytest
 
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.scheduler import JobTimeout, Limits, Scheduler
+from sami_gateway.scheduler import JobTimeout, Scheduler
 
 UNIT = 0.01  # seconds of stand-in work per unit
 
@@ -27,11 +27,8 @@ def sleep(seconds: float) -> None:
 
 
 @pytest.fixture
-async def scheduler() -> AsyncIterator[Scheduler]:
-    sched = Scheduler(Limits(max_jobs=3, max_cost=100.0))
-    sched.start()
-    yield sched
-    sched.close()
+def scheduler(make_scheduler: Callable[[int, float], Scheduler]) -> Scheduler:
+    return make_scheduler(3, 100.0)
 
 
 def submit(sched: Scheduler, steps: Generator[float, None, str], cost: float = 1.0,

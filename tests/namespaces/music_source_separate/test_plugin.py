@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from namespaces.music_source_separate import plugin
 from namespaces.music_source_separate.plugin import MusicSourceSeparate, create_namespace
 from sami_gateway.config import ConfigError, load_config
 from sami_gateway.namespace import InvokeInput, NamespaceStartError
-from sami_gateway.scheduler import Limits, Scheduler
+from sami_gateway.scheduler import Scheduler
 from tests.conftest import wav_bytes
 
 
@@ -23,11 +23,8 @@ def config_for(store: Path, **env: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-async def scheduler() -> AsyncIterator[Scheduler]:
-    sched = Scheduler(Limits(max_jobs=4, max_cost=1000.0))
-    sched.start()
-    yield sched
-    sched.close()
+def scheduler(make_scheduler: Callable[[int, float], Scheduler]) -> Scheduler:
+    return make_scheduler(4, 1000.0)
 
 
 @pytest.fixture
