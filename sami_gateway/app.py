@@ -10,10 +10,11 @@ from .auth import Authenticator, TokenService
 from .config import Config
 from .fetch import Fetcher, FetchPolicy
 from .invoke import invoke
-from .keys import AUTH, BODY_LIMIT, CONFIG, FETCHER, METRICS, NAMESPACES, READY, SCHEDULER
+from .keys import AUTH, BODY_LIMIT, CONFIG, FETCHER, METRICS, NAMESPACES, QUOTAS, READY, SCHEDULER
 from .metrics import Metrics, metrics_handler
 from .middleware import envelope_errors, invoke_metrics
 from .namespace import Namespace, load_namespaces
+from .quota import QuotaTracker
 from .scheduler import Limits, Scheduler
 
 PAYLOAD_ALLOWANCE_BYTES = 1024 * 1024  # room for the JSON around `data` and the payload string
@@ -88,6 +89,8 @@ def create_app(config: Config, namespaces: dict[str, Namespace] | None = None) -
     app[CONFIG] = config
     app[BODY_LIMIT] = limit
     app[NAMESPACES] = namespaces
+    app[QUOTAS] = QuotaTracker(config.default_quota,
+                               {name: key.quota for name, key in config.appkeys.items() if key.quota})
     app[AUTH] = Authenticator(config.appkeys, TokenService(config.token_secret), namespaces)
     app[FETCHER] = Fetcher(FetchPolicy.from_entries(config.fetch_allow),
                            config.fetch_connect_timeout, config.fetch_timeout)

@@ -12,8 +12,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .quota import Quota
+
 MIN_SECRET_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output
 MAX_TOKEN_TTL = 24 * 3600  # SAMI caps token lifetime at one day
+DEFAULT_QUOTA = Quota(rate=20.0, burst=40, concurrent=8)  # generous: quotas guard against one key starving others
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 OFFICIAL_MODEL_URL = "https://dl.fbaipublicfiles.com/demucs/"
 DEFAULT_MODEL_MAP = MappingProxyType({
@@ -31,10 +34,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class AppKey:
-    """An application key and the namespaces it may call (None: all of them)."""
+    """An application key, the namespaces it may call (None: all of them) and its own quota."""
 
     name: str
     namespaces: frozenset[str] | None = None
+    quota: Quota | None = None  # None: the default quota
 
     def allows(self, namespace: str) -> bool:
         return self.namespaces is None or namespace in self.namespaces
@@ -65,7 +69,14 @@ class Config:
     device: str = "cpu"
     precision: str = "fast"
     threads: int = 0
+    quota_rate: float = DEFAULT_QUOTA.rate
+    quota_burst: int = DEFAULT_QUOTA.burst
+    quota_concurrent: int = DEFAULT_QUOTA.concurrent
     log_level: str = "INFO"
+
+    @property
+    def default_quota(self) -> Quota:
+        return Quota(self.quota_rate, self.quota_burst, self.quota_concurrent)
 
 
 def default_max_jobs() -> int:
@@ -96,13 +107,18 @@ def _split(value: Any) -> list[str]:
     raise ValueError("expected a comma-separated string or a list of strings")
 
 
-def _appkey(name: str, allowed: list[str] | None) -> AppKey:
+def _quota(spec: Mapping[str, Any], default: Quota) -> Quota:
+    return Quota(float(spec.get("rate", default.rate)), int(spec.get("burst", default.burst)),
+                 int(spec.get("concurrent", default.concurrent)))
+
+
+def _appkey(name: str, allowed: list[str] | None, quota: Quota | None = None) -> AppKey:
     # Go clients put the appkey unescaped in the query: only URL-safe characters work there.
     if not _URL_SAFE.fullmatch(name):
         raise ValueError(f"appkey {name!r} must be made of A-Z a-z 0-9 - _ . ~")
     if allowed is not None and not all(allowed):
         raise ValueError(f"appkey {name!r} has an empty namespace list")
-    return AppKey(name, None if allowed is None else frozenset(allowed))
+    return AppKey(name, None if allowed is None else frozenset(allowed), quota)
 
 
 def _appkeys(value: Any) -> Mapping[str, AppKey]:
@@ -110,8 +126,10 @@ def _appkeys(value: Any) -> Mapping[str, AppKey]:
     keys: dict[str, AppKey] = {}
     if isinstance(value, dict):
         for name, spec in value.items():
-            allowed = spec.get("namespaces") if isinstance(spec, dict) else None
-            keys[name] = _appkey(name, None if allowed is None else _split(allowed) or [""])
+            spec = spec if isinstance(spec, dict) else {}
+            allowed = spec.get("namespaces")
+            quota = _quota(spec, DEFAULT_QUOTA) if {"rate", "burst", "concurrent"} & set(spec) else None
+            keys[name] = _appkey(name, None if allowed is None else _split(allowed) or [""], quota)
         return MappingProxyType(keys)
     for item in _split(value):
         name, colon, allowed = item.partition(":")
@@ -220,6 +238,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("device", _device, "torch device for inference"),
     Setting("precision", _precision, "inference precision: `exact` (fp32) or `fast` (bf16/fp16 where supported)"),
     Setting("threads", lambda v: max(0, int(v)), "torch threads for inference (0: one per core)"),
+    Setting("quota_rate", _positive(float), "requests per second per appkey, on average (`[appkeys.K] rate`)"),
+    Setting("quota_burst", _positive(int), "requests an appkey may send at once above the rate (`burst`)"),
+    Setting("quota_concurrent", _positive(int), "requests an appkey may have in flight (`concurrent`)"),
     Setting("log_level", lambda v: str(v).upper(), "logging level"),
 )
 

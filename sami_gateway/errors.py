@@ -43,6 +43,8 @@ class Code(Enum):
     # The gateway's own codes.
     NOT_FOUND = Status(404, 40400001, "NotFound", "no such path")
     METHOD_NOT_ALLOWED = Status(405, 40500001, "MethodNotAllowed", "wrong HTTP method for the path")
+    QUOTA_EXCEEDED = Status(429, 42900001, "QuotaExceeded",
+                            "the appkey's request rate or concurrency quota is used up; retry after `Retry-After`")
     INTERNAL_ERROR = Status(500, 50000001, "InternalError", "unexpected server error (logged with the task_id)")
     OVERLOADED = Status(503, 50300001, "ServerOverloaded", "admission bound reached; retry after `Retry-After` seconds")
     UNAVAILABLE = Status(503, 50300002, "ServiceUnavailable",

@@ -12,8 +12,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from .errors import Code, GatewayError, error
-from .keys import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, METRICS, NAMESPACES, SCHEDULER
-from .namespace import InvokeInput, Namespace
+from .keys import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, METRICS, NAMESPACES, QUOTAS, SCHEDULER
+from .namespace import InvokeInput, InvokeOutput, Namespace
 from .protocol import InvokeRequest, decode_data, envelope, parse_invoke, reject_repeated
 from .scheduler import JobTimeout
 
@@ -89,22 +89,30 @@ async def invoke(request: web.Request) -> web.Response:
 
 
 async def admitted(request: web.Request) -> web.Response:
+    """An admitted request: body, envelope, auth, the appkey's quota, then the namespace."""
     context = request[CONTEXT]
     body = await read_body(request, request.app[BODY_LIMIT])
     call = parse_invoke(context.task_id, request.query, body)
     context.namespace = call.namespace
     request.app[AUTH].authorize(call.appkey, call.token, call.namespace)
     context.appkey = call.appkey
-    namespace = request.app[NAMESPACES][call.namespace]
-    namespace.check_payload(call.payload)
-    try:
-        async with asyncio.timeout(request.app[CONFIG].request_timeout):
-            data = await input_bytes(request, call, namespace)
-            output = await namespace.invoke(InvokeInput(context.task_id, call.appkey, data, call.payload))
-    except (TimeoutError, JobTimeout) as exc:
-        raise error(Code.TIMEOUT, f"no answer within {request.app[CONFIG].request_timeout:g} s") from exc
+    with request.app[QUOTAS].charge(call.appkey):
+        output = await run_namespace(request, call)
     context.status_code = Code.OK.value.code
     context.log.update(output.log)
     record_audio(request, call.namespace, output.log)
     reply = envelope(context.task_id, call.namespace, data=output.data, payload=output.payload)
     return web.Response(body=reply, content_type="application/json")
+
+
+async def run_namespace(request: web.Request, call: InvokeRequest) -> InvokeOutput:
+    """Validate the payload, get the input, run the namespace, all within the request's deadline."""
+    namespace = request.app[NAMESPACES][call.namespace]
+    namespace.check_payload(call.payload)
+    timeout = request.app[CONFIG].request_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            data = await input_bytes(request, call, namespace)
+            return await namespace.invoke(InvokeInput(call.task_id, call.appkey, data, call.payload))
+    except (TimeoutError, JobTimeout) as exc:
+        raise error(Code.TIMEOUT, f"no answer within {timeout:g} s") from exc

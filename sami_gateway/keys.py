@@ -12,6 +12,7 @@ from .config import Config
 from .fetch import Fetcher
 from .metrics import Metrics
 from .namespace import Namespace
+from .quota import QuotaTracker
 from .scheduler import Scheduler
 
 
@@ -33,5 +34,6 @@ FETCHER = web.AppKey("fetcher", Fetcher)
 NAMESPACES = web.AppKey("namespaces", dict[str, Namespace])
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 METRICS = web.AppKey("metrics", Metrics)
+QUOTAS = web.AppKey("quotas", QuotaTracker)
 READY = web.AppKey("ready", dict[str, bool])
 CONTEXT = web.RequestKey("context", RequestContext)

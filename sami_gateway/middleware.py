@@ -36,7 +36,8 @@ def _from_http(exc: web.HTTPException) -> GatewayError:
     return error(code, exc.reason.replace(" ", ""))
 
 
-_REJECTIONS = {Code.OVERLOADED: "overloaded", Code.UNAVAILABLE: "shutting_down", Code.TIMEOUT: "timeout"}
+_REJECTIONS = {Code.OVERLOADED: "overloaded", Code.UNAVAILABLE: "shutting_down", Code.TIMEOUT: "timeout",
+               Code.QUOTA_EXCEEDED: "quota"}
 
 
 def count_rejection(request: web.Request, exc: GatewayError) -> None:

@@ -1,0 +1,73 @@
+"""Per-appkey quotas: a token bucket for the request rate and a bound on concurrent requests."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .errors import Code, error
+
+
+@dataclass(frozen=True)
+class Quota:
+    """`rate` requests per second on average, bursts of `burst`, at most `concurrent` at once."""
+
+    rate: float
+    burst: int
+    concurrent: int
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.burst < 1 or self.concurrent < 1:
+            raise ValueError("quota needs rate > 0, burst >= 1 and concurrent >= 1")
+
+
+@dataclass
+class _Usage:
+    tokens: float
+    updated: float
+    active: int = 0
+
+
+class QuotaTracker:
+    """Charges each request to its appkey; past the quota: 429 with Retry-After, others unaffected."""
+
+    def __init__(self, default: Quota, per_key: Mapping[str, Quota],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._default = default
+        self._per_key = per_key
+        self._clock = clock
+        self._usage: dict[str, _Usage] = {}
+        self._lock = threading.Lock()
+
+    def quota(self, appkey: str) -> Quota:
+        return self._per_key.get(appkey, self._default)
+
+    def _take(self, appkey: str) -> None:
+        quota, now = self.quota(appkey), self._clock()
+        usage = self._usage.setdefault(appkey, _Usage(float(quota.burst), now))
+        usage.tokens = min(float(quota.burst), usage.tokens + (now - usage.updated) * quota.rate)
+        usage.updated = now
+        if usage.active >= quota.concurrent:
+            raise error(Code.QUOTA_EXCEEDED, f"at most {quota.concurrent} concurrent requests",
+                        {"Retry-After": "1"})
+        if usage.tokens < 1:
+            wait = math.ceil((1 - usage.tokens) / quota.rate)
+            raise error(Code.QUOTA_EXCEEDED, f"at most {quota.rate:g} requests per second",
+                        {"Retry-After": str(max(1, wait))})
+        usage.tokens -= 1
+        usage.active += 1
+
+    @contextmanager
+    def charge(self, appkey: str) -> Iterator[None]:
+        """Hold one of the appkey's concurrent requests for the duration of the block."""
+        with self._lock:
+            self._take(appkey)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._usage[appkey].active -= 1

@@ -1,0 +1,87 @@
+"""Per-appkey quotas: rate, burst and concurrency, 429 with Retry-After, other keys unaffected."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from sami_gateway.app import create_app
+from sami_gateway.auth import TokenService
+from sami_gateway.config import load_config
+from sami_gateway.errors import Code, GatewayError
+from sami_gateway.quota import Quota, QuotaTracker
+from tests.test_app import NS, SECRET, Echo
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def refused(tracker: QuotaTracker, appkey: str) -> GatewayError:
+    with pytest.raises(GatewayError) as info, tracker.charge(appkey):
+        pass
+    assert info.value.code is Code.QUOTA_EXCEEDED and info.value.status.http == 429
+    return info.value
+
+
+def test_burst_then_rate_with_retry_after() -> None:
+    clock = Clock()
+    tracker = QuotaTracker(Quota(rate=0.5, burst=2, concurrent=5), {}, clock)
+    for _ in range(2):
+        with tracker.charge("a"):
+            pass
+    assert refused(tracker, "a").headers["Retry-After"] == "2"  # one token takes 2 s at 0.5/s
+    with tracker.charge("b"):  # another appkey has its own bucket
+        pass
+    clock.now = 2.0
+    with tracker.charge("a"):
+        pass
+
+
+def test_concurrency_bound_and_release() -> None:
+    tracker = QuotaTracker(Quota(rate=100, burst=100, concurrent=1), {"vip": Quota(100, 100, 3)})
+    with tracker.charge("a"):
+        assert refused(tracker, "a").headers["Retry-After"] == "1"
+        with tracker.charge("vip"), tracker.charge("vip"):
+            pass
+    with tracker.charge("a"):  # released
+        pass
+
+
+def test_quota_is_validated() -> None:
+    with pytest.raises(ValueError):
+        Quota(rate=0, burst=1, concurrent=1)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, tmp_path: Path) -> TestClient:
+    config_file = tmp_path / "gateway.toml"
+    config_file.write_text('[appkeys.small]\nrate = 0.01\nburst = 2\nconcurrent = 2\n[appkeys.other]\n')
+    config = load_config({}, {"SAMI_TOKEN_SECRET": SECRET, "SAMI_CONFIG": str(config_file)})
+    return await aiohttp_client(create_app(config, {NS: Echo()}))  # type: ignore[dict-item]
+
+
+def body(appkey: str) -> dict[str, str]:
+    return {"appkey": appkey, "token": TokenService(SECRET).issue(appkey, 60), "namespace": NS,
+            "data": base64.b64encode(b"x").decode()}
+
+
+async def test_exceeding_a_quota_gives_429_while_other_appkeys_work(client: TestClient) -> None:
+    for _ in range(2):
+        assert (await client.post("/api/v1/invoke", json=body("small"))).status == 200
+    response = await client.post("/api/v1/invoke", json=body("small"))
+    reply = await response.json()
+    assert (response.status, reply["status_code"]) == (429, 42900001)
+    assert int(response.headers["Retry-After"]) >= 1
+    for _ in range(3):
+        assert (await client.post("/api/v1/invoke", json=body("other"))).status == 200
+    metrics = await (await client.get("/metrics")).text()
+    assert 'sami_gateway_rejections_total{reason="quota"} 1.0' in metrics
