@@ -1,0 +1,105 @@
+"""Property-based fuzzing of the parsers that see untrusted input first.
+
+A fixed budget runs in CI; `HYPOTHESIS_PROFILE=long python3 -m pytest tests/test_fuzz.py`
+runs a longer search (see the README).
+"""
+
+from __future__ import annotations
+
+import os
+import string
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from namespaces.music_source_separate.audio_io import AudioHint, decode, sniff
+from namespaces.music_source_separate.params import parse_params
+from sami_gateway.errors import GatewayError
+from sami_gateway.protocol import decode_data, parse_invoke
+
+settings.register_profile("ci", max_examples=150, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=20_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12)
+FIELDS = st.sampled_from(["appkey", "token", "namespace", "version", "data", "payload", "x"])
+
+
+@given(st.binary(max_size=2000))
+def test_any_body_is_answered_or_refused_cleanly(body: bytes) -> None:
+    try:
+        parse_invoke("t", {}, body)
+    except GatewayError as exc:
+        assert 400 <= exc.status.http < 500
+
+
+@given(st.dictionaries(FIELDS, JSON_VALUES, max_size=7), st.dictionaries(FIELDS, st.text(max_size=8)))
+def test_any_json_envelope(fields: dict[str, object], query: dict[str, str]) -> None:
+    try:
+        call = parse_invoke("t", query, orjson.dumps(fields))
+    except GatewayError as exc:
+        assert 400 <= exc.status.http < 500
+    else:
+        assert isinstance(call.payload, dict) and isinstance(call.data_b64, str)
+
+
+@given(st.text(alphabet=string.ascii_letters + string.digits + "+/=-_ \\n", max_size=64))
+def test_base64_is_strict_and_round_trips(text: str) -> None:
+    try:
+        data = decode_data(text)
+    except GatewayError as exc:
+        assert exc.status.code == 40000010
+    else:
+        import base64
+
+        assert base64.b64encode(data).decode() == text  # accepted means canonical
+
+
+@given(st.dictionaries(st.sampled_from(["model", "url", "audio_info", "extra", "other"]), JSON_VALUES,
+                       max_size=5) | st.fixed_dictionaries({
+                           "extra": st.dictionaries(
+                               st.sampled_from(["output_format", "output_sample_rate", "output_channel"]),
+                               JSON_VALUES, max_size=3)}))
+def test_any_payload(payload: dict[str, object]) -> None:
+    try:
+        params = parse_params(payload)
+    except GatewayError as exc:
+        assert exc.status.code == 40000022
+    else:
+        assert 8000 <= params.output.sample_rate <= 48000 and params.output.channels in (1, 2)
+
+
+AUDIO_PREFIXES = st.sampled_from([b"", b"RIFF\x00\x00\x00\x00WAVEfmt ", b"fLaC", b"OggS", b"ID3\x03\x00\x00",
+                                  b"\xff\xfb\x90\x00", b"\xff\xf1\x50\x80", b"\x00\x00\x00\x18ftypM4A "])
+
+
+@settings(max_examples=60)
+@given(AUDIO_PREFIXES, st.binary(max_size=4000),
+       st.sampled_from([AudioHint(), AudioHint("pcm", 8000, 1), AudioHint(None, 44100, 2)]))
+def test_sniff_and_decode_never_crash(prefix: bytes, rest: bytes, hint: AudioHint) -> None:
+    data = prefix + rest
+    assert sniff(data) in (None, "wav", "flac", "ogg", "mp3", "aac", "mp4")
+    try:
+        audio = decode(data, hint, max_seconds=5.0)
+    except GatewayError as exc:
+        assert 400 <= exc.status.http < 500
+    else:
+        assert audio.samples.ndim == 2 and audio.samples.shape[1] > 0
+
+
+def test_integers_beyond_64_bits_are_a_client_error() -> None:
+    import pytest
+
+    with pytest.raises(GatewayError) as info:
+        parse_invoke("t", {}, b'{"appkey": 123456789012345678901234567890}')
+    assert info.value.status.code == 40000000
+    with pytest.raises(GatewayError) as info:
+        parse_params(parse_invoke("t", {}, b'{"payload": "{\\"model\\": 1e999999}"}').payload)
+    assert info.value.status.http == 400
