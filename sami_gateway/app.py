@@ -9,6 +9,7 @@ from aiohttp import web
 from .auth import Authenticator, TokenService
 from .config import Config
 from .fetch import Fetcher, FetchPolicy
+from .gettoken import GetTokenService, add_gettoken_routes
 from .invoke import invoke
 from .keys import AUTH, BODY_LIMIT, CONFIG, FETCHER, METRICS, NAMESPACES, QUOTAS, READY, SCHEDULER
 from .metrics import Metrics, metrics_handler
@@ -99,6 +100,8 @@ def create_app(config: Config, namespaces: dict[str, Namespace] | None = None) -
     app[SCHEDULER] = Scheduler(Limits(config.max_jobs, config.max_queued_seconds), on_job_done=metrics.job_done)
     metrics.watch(app[SCHEDULER])
     app[READY] = {}
+    add_gettoken_routes(app, GetTokenService(config.access_keys, TokenService(config.token_secret),
+                                             config.appkeys))
     app.cleanup_ctx.extend([_fetcher_ctx, _scheduler_ctx, _namespaces_ctx])
     app.on_shutdown.append(_stop_admitting)
     app.router.add_post("/api/v1/invoke", invoke)

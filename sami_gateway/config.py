@@ -12,6 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .access_keys import AccessKey, parse_access_keys
 from .quota import Quota
 
 MIN_SECRET_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output
@@ -51,6 +52,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     appkeys: Mapping[str, AppKey] = field(default_factory=lambda: MappingProxyType({}))
+    access_keys: Mapping[str, AccessKey] = field(default_factory=lambda: MappingProxyType({}))
     token_secret: str = ""
     token_ttl: int = 3600
     namespaces: tuple[str, ...] = ("namespaces.music_source_separate",)
@@ -209,6 +211,7 @@ class Setting:
     parse: Callable[[Any], Any]
     help: str
     shown_default: str | None = None  # for defaults that depend on the machine
+    secret: bool = False  # its value never appears in an error message
 
     @property
     def env(self) -> str:
@@ -219,6 +222,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "address to listen on"),
     Setting("port", _port, "port to listen on"),
     Setting("appkeys", _appkeys, "allowed appkeys, comma-separated; `KEY:NsA|NsB` limits a key to namespaces"),
+    Setting("access_keys", lambda v: MappingProxyType(parse_access_keys(v)),
+            "GetToken credentials, `AK:SK:appkey1|appkey2,...` (TOML: `[access_keys.AK]`)", secret=True),
     Setting("token_secret", str, f"HS256 secret for tokens (at least {MIN_SECRET_LENGTH} characters)"),
     Setting("token_ttl", _ttl, "default token lifetime in seconds for `sami-gateway token` (at most a day)"),
     Setting("namespaces", lambda v: tuple(_split(v)), "namespace plugin modules to load"),
@@ -274,7 +279,8 @@ def load_config(flags: Mapping[str, Any] | None = None,
             try:
                 values[setting.name] = setting.parse(raw)
             except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{setting.env} ({source}): invalid value {raw!r}: {exc}") from exc
+                shown = "(hidden)" if setting.secret or setting.name == "token_secret" else repr(raw)
+                raise ConfigError(f"{setting.env} ({source}): invalid value {shown}: {exc}") from exc
     config = Config(**values)
     if need_secret and len(config.token_secret) < MIN_SECRET_LENGTH:
         raise ConfigError(f"SAMI_TOKEN_SECRET must be set to at least {MIN_SECRET_LENGTH} characters")

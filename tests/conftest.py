@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789abcdef0123456789"
 APPKEY = "test-appkey"
 LIMITED_APPKEY = "limited-appkey"  # allowed on another namespace only
+ACCESS_KEY, SECRET_KEY = "AKLTliveGatewayKey", "liveGatewaySecretKey0123"  # GetToken credentials
 STARTUP_SECONDS = 120
 
 
@@ -96,6 +97,7 @@ def gateway_env(model_store: Path, port: int, **extra: str) -> dict[str, str]:
         "SAMI_HOST": "127.0.0.1", "SAMI_PORT": str(port), "SAMI_MODEL_DIR": str(model_store),
         "SAMI_APPKEYS": f"{APPKEY},{LIMITED_APPKEY}:SomeOtherNamespace",
         "SAMI_TOKEN_SECRET": SECRET, "SAMI_FETCH_ALLOW": "localhost", "SAMI_THREADS": "2",
+        "SAMI_ACCESS_KEYS": f"{ACCESS_KEY}:{SECRET_KEY}:{APPKEY}",
         "SAMI_MAX_INPUT_BYTES": str(8 * 1024 * 1024), "SAMI_MAX_AUDIO_SECONDS": "60",
         "PYTHONPATH": str(ROOT),
     })

@@ -323,3 +323,18 @@ def test_malformed_and_oversized_bodies_get_the_envelope(gateway: Gateway) -> No
     assert response.json()["status_code"] == 40200001
     assert orjson.loads(gateway.invoke(raw=b"{}").content)["task_id"]
     separate(gateway, wav_bytes(0.3))
+
+
+def test_official_volcengine_signer_gets_a_token_that_invokes(gateway: Gateway) -> None:
+    """GetToken as SAMI clients call it (volcengine's signed Service.json), then invoke with that token."""
+    from tests.conftest import ACCESS_KEY, SECRET_KEY
+    from tests.test_gettoken import sdk_get_token
+
+    host = gateway.url.removeprefix("http://")
+    reply = sdk_get_token(host, {"token_version": "volc-auth-v1", "appkey": gateway.appkey, "expiration": 600},
+                          ACCESS_KEY, SECRET_KEY)
+    assert reply["status_code"] == 20000000 and reply["expires_at"] > time.time() + 500
+    body = {**gateway.auth(token=reply["token"]), "data": base64.b64encode(wav_bytes(0.3)).decode()}
+    ok(gateway.invoke(body))
+    with pytest.raises(Exception, match="AccessDenied"):  # the SDK raises with the error envelope
+        sdk_get_token(host, {"appkey": "someone-else"}, ACCESS_KEY, SECRET_KEY)
