@@ -9,13 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import ClientPayloadError, web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
+from aiohttp import web
 from multidict import MultiMapping
 
 from .access_keys import AccessKey
 from .auth import TokenService
+from .body import BodyTooLarge, BodyUnreadable, read_capped
 from .config import MAX_TOKEN_TTL
 from .errors import Code
 from .keys import CONTEXT
@@ -31,7 +30,6 @@ REGION = "cn-north-1"
 TOKEN_VERSION = "volc-auth-v1"
 DEFAULT_EXPIRATION = 3600  # seconds, when a client sends no `expiration` (SAMI's documented example)
 MAX_BODY_BYTES = 64 * 1024  # a GetToken body is about 100 bytes: a larger one is no GetToken client
-READ_CHUNK_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -132,19 +130,13 @@ def check_action(query: MultiMapping[str]) -> None:
 
 
 async def read_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The request body, refused as soon as it is known to exceed `limit`."""
-    too_big = _bad_body(f"the body is larger than {limit} bytes")
-    if (request.content_length or 0) > limit:
-        raise too_big
-    body = bytearray()
+    """The request body within `limit`, or a MissingRequestInfo refusal."""
     try:
-        async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
-            body += chunk
-            if len(body) > limit:
-                raise too_big
-    except (HttpProcessingError, ClientPayloadError, RequestPayloadError) as exc:  # bad chunking or encoding
+        return await read_capped(request, limit)
+    except BodyTooLarge as exc:
+        raise _bad_body(f"the body is larger than {limit} bytes") from exc
+    except BodyUnreadable as exc:
         raise _bad_body("the body cannot be read") from exc
-    return bytes(body)
 
 
 def signed_request(request: web.Request, body: bytes) -> SignedRequest:

@@ -7,34 +7,26 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from aiohttp import ClientPayloadError, web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
+from aiohttp import web
 
+from .body import BodyTooLarge, BodyUnreadable, read_capped
 from .errors import Code, GatewayError, error
 from .keys import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, METRICS, NAMESPACES, QUOTAS, SCHEDULER
 from .namespace import InvokeInput, InvokeOutput, Namespace
 from .protocol import InvokeRequest, decode_data, envelope, parse_invoke, reject_repeated
 from .scheduler import JobTimeout
 
-READ_CHUNK_BYTES = 1024 * 1024
 CLOSE = {"Connection": "close"}  # the rest of an unread or broken body must not be taken for a request
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refused as soon as it is known to exceed `limit`."""
-    too_big = error(Code.EXCEEDED_DATA_SIZE, f"request body larger than {limit} bytes", CLOSE)
-    if (request.content_length or 0) > limit:
-        raise too_big
-    body = bytearray()
+    """The request body within `limit`, or the envelope's refusal."""
     try:
-        async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
-            body += chunk
-            if len(body) > limit:
-                raise too_big
-    except (HttpProcessingError, ClientPayloadError, RequestPayloadError) as exc:  # bad Content-Encoding or chunking
+        return await read_capped(request, limit)
+    except BodyTooLarge as exc:
+        raise error(Code.EXCEEDED_DATA_SIZE, f"request body larger than {limit} bytes", CLOSE) from exc
+    except BodyUnreadable as exc:
         raise error(Code.CLIENT_ERROR, "body cannot be read", CLOSE) from exc
-    return bytes(body)
 
 
 async def input_bytes(request: web.Request, call: InvokeRequest, namespace: Namespace) -> bytes:

@@ -1,0 +1,32 @@
+"""Reading a request body under a size cap, for every endpoint that takes one."""
+
+from __future__ import annotations
+
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+
+READ_CHUNK_BYTES = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    """The body is, or claims to be, larger than the cap."""
+
+
+class BodyUnreadable(Exception):
+    """The body's transfer or content encoding is broken."""
+
+
+async def read_capped(request: web.Request, limit: int) -> bytes:
+    """The request body, refused as soon as it is known to exceed `limit`."""
+    if (request.content_length or 0) > limit:
+        raise BodyTooLarge(limit)
+    body = bytearray()
+    try:
+        async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+            body += chunk
+            if len(body) > limit:
+                raise BodyTooLarge(limit)
+    except (HttpProcessingError, ClientPayloadError, RequestPayloadError) as exc:  # bad chunking or encoding
+        raise BodyUnreadable(str(exc)) from exc
+    return bytes(body)
