@@ -92,7 +92,7 @@ def create_app(config: Config, namespaces: dict[str, Namespace] | None = None) -
     app[NAMESPACES] = namespaces
     app[QUOTAS] = QuotaTracker(config.default_quota,
                                {name: key.quota for name, key in config.appkeys.items() if key.quota})
-    app[AUTH] = Authenticator(config.appkeys, TokenService(config.token_secret), namespaces)
+    app[AUTH] = Authenticator(config.appkeys, TokenService.from_config(config), namespaces)
     app[FETCHER] = Fetcher(FetchPolicy.from_entries(config.fetch_allow),
                            config.fetch_connect_timeout, config.fetch_timeout)
     metrics = Metrics(namespaces)
@@ -100,7 +100,7 @@ def create_app(config: Config, namespaces: dict[str, Namespace] | None = None) -
     app[SCHEDULER] = Scheduler(Limits(config.max_jobs, config.max_queued_seconds), on_job_done=metrics.job_done)
     metrics.watch(app[SCHEDULER])
     app[READY] = {}
-    add_gettoken_routes(app, GetTokenService(config.access_keys, TokenService(config.token_secret),
+    add_gettoken_routes(app, GetTokenService(config.access_keys, TokenService.from_config(config),
                                              config.appkeys))
     app.cleanup_ctx.extend([_fetcher_ctx, _scheduler_ctx, _namespaces_ctx])
     app.on_shutdown.append(_stop_admitting)

@@ -10,7 +10,7 @@ from typing import Any
 
 import jwt
 
-from .config import MAX_TOKEN_TTL, AppKey
+from .config import DEFAULT_KID, MAX_TOKEN_TTL, AppKey, Config
 from .errors import Code, error
 
 ALGORITHM = "HS256"  # pinned: a token naming any other algorithm is refused
@@ -19,10 +19,17 @@ LEEWAY_SECONDS = 5  # tolerated clock skew between issuer and verifier
 
 
 class TokenService:
-    """Issues and verifies HS256 JWTs whose subject is an appkey."""
+    """Issues HS256 JWTs whose subject is an appkey, signed with the current key (`kid` in the header),
+    and verifies tokens signed with it or with a previous key still listed (rotation)."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, kid: str = DEFAULT_KID, previous: Mapping[str, str] | None = None) -> None:
         self._secret = secret
+        self._kid = kid
+        self._keys = {**(previous or {}), kid: secret}
+
+    @classmethod
+    def from_config(cls, config: Config) -> TokenService:
+        return cls(config.token_secret, config.token_kid, config.token_previous_keys)
 
     def issue(self, appkey: str, ttl: int, now: float | None = None) -> str:
         if not 0 < ttl <= MAX_TOKEN_TTL:
@@ -30,7 +37,12 @@ class TokenService:
         issued = int(time.time() if now is None else now)
         claims = {"iss": ISSUER, "sub": appkey, "iat": issued, "nbf": issued,
                   "exp": issued + ttl, "jti": uuid.uuid4().hex}
-        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM, headers={"kid": self._kid})
+
+    def _key_for(self, token: str) -> str | None:
+        """The secret named by the token's `kid` (a token without one: the current key)."""
+        kid = jwt.get_unverified_header(token).get("kid", self._kid)
+        return self._keys.get(kid) if isinstance(kid, str) else None
 
     def verify(self, token: str, appkey: str) -> dict[str, Any]:
         """The token's claims if it is valid now and bound to `appkey`."""
@@ -38,8 +50,11 @@ class TokenService:
         if not token:
             raise denied
         try:
+            secret = self._key_for(token)
+            if secret is None:
+                raise denied
             claims: dict[str, Any] = jwt.decode(
-                token, self._secret, algorithms=[ALGORITHM], issuer=ISSUER,
+                token, secret, algorithms=[ALGORITHM], issuer=ISSUER,
                 leeway=LEEWAY_SECONDS, options={"require": ["exp", "iat", "sub", "iss"]})
         except jwt.PyJWTError as exc:
             raise denied from exc
@@ -58,6 +73,10 @@ class Authenticator:
         self._appkeys = appkeys
         self._tokens = tokens
         self._namespaces = frozenset(namespaces)
+
+    def replace(self, appkeys: Mapping[str, AppKey], tokens: TokenService) -> None:
+        """New appkeys and keys, effective for the next request (a configuration reload)."""
+        self._appkeys, self._tokens = appkeys, tokens
 
     def authorize(self, appkey: str, token: str, namespace: str) -> None:
         key = self._appkeys.get(appkey) if appkey else None

@@ -47,12 +47,15 @@ def _serve(flags: dict[str, object]) -> int:
     from .access_log import AccessLogger
     from .app import create_app
     from .namespace import NamespaceStartError
+    from .reload import on_sighup
 
     config = load_config(flags)
     logging.basicConfig(level=config.log_level,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = create_app(config)
+    app.on_startup.append(on_sighup(flags))
     try:
-        web.run_app(create_app(config), host=config.host, port=config.port,
+        web.run_app(app, host=config.host, port=config.port,
                     loop=uvloop.new_event_loop(), print=None, access_log_class=AccessLogger,
                     handler_cancellation=True, shutdown_timeout=config.shutdown_grace)
     except NamespaceStartError as exc:
@@ -71,7 +74,7 @@ def _token(flags: dict[str, object]) -> int:
         print(f"warning: {appkey} is not in SAMI_APPKEYS here", file=sys.stderr)
     try:
         lifetime = config.token_ttl if ttl is None else int(ttl)  # type: ignore[call-overload]
-        token = TokenService(config.token_secret).issue(appkey, lifetime)
+        token = TokenService.from_config(config).issue(appkey, lifetime)
     except ValueError as exc:
         print(f"sami-gateway: --ttl: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from .quota import Quota
 
 MIN_SECRET_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output
 MAX_TOKEN_TTL = 24 * 3600  # SAMI caps token lifetime at one day
+DEFAULT_KID = "k1"
 DEFAULT_QUOTA = Quota(rate=20.0, burst=40, concurrent=8)  # generous: quotas guard against one key starving others
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 OFFICIAL_MODEL_URL = "https://dl.fbaipublicfiles.com/demucs/"
@@ -54,6 +55,8 @@ class Config:
     appkeys: Mapping[str, AppKey] = field(default_factory=lambda: MappingProxyType({}))
     access_keys: Mapping[str, AccessKey] = field(default_factory=lambda: MappingProxyType({}))
     token_secret: str = ""
+    token_kid: str = DEFAULT_KID
+    token_previous_keys: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     token_ttl: int = 3600
     namespaces: tuple[str, ...] = ("namespaces.music_source_separate",)
     fetch_allow: tuple[str, ...] = ()
@@ -159,6 +162,21 @@ def _model_map(value: Any) -> Mapping[str, str]:
     return MappingProxyType(merged)
 
 
+def _kid(text: str) -> str:
+    if not _URL_SAFE.fullmatch(text):
+        raise ValueError("a key id is made of A-Z a-z 0-9 - _ . ~")
+    return text
+
+
+def _previous_keys(value: Any) -> Mapping[str, str]:
+    pairs = dict(value) if isinstance(value, dict) else dict(item.split(":", 1) for item in _split(value))
+    for kid, secret in pairs.items():
+        _kid(kid)
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(f"key {kid}: the secret needs at least {MIN_SECRET_LENGTH} characters")
+    return MappingProxyType(pairs)
+
+
 def _ttl(value: Any) -> int:
     ttl = int(value)
     if not 0 < ttl <= MAX_TOKEN_TTL:
@@ -225,6 +243,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("access_keys", lambda v: MappingProxyType(parse_access_keys(v)),
             "GetToken credentials, `AK:SK:appkey1|appkey2,...` (TOML: `[access_keys.AK]`)", secret=True),
     Setting("token_secret", str, f"HS256 secret for tokens (at least {MIN_SECRET_LENGTH} characters)"),
+    Setting("token_kid", lambda v: _kid(str(v)), "key id of SAMI_TOKEN_SECRET, written in each token's header"),
+    Setting("token_previous_keys", _previous_keys,
+            "keys that still verify after a rotation, `kid:secret,...`", secret=True),
     Setting("token_ttl", _ttl, "default token lifetime in seconds for `sami-gateway token` (at most a day)"),
     Setting("namespaces", lambda v: tuple(_split(v)), "namespace plugin modules to load"),
     Setting("fetch_allow", _fetch_allow, "hosts or CIDRs that `payload.url` may reach despite being private"),

@@ -96,6 +96,11 @@ class GetTokenService:
         self._known_appkeys = known_appkeys
         self._clock = clock
 
+    def replace(self, access_keys: Mapping[str, AccessKey], tokens: TokenService,
+                known_appkeys: Collection[str]) -> None:
+        """New credentials and keys, effective for the next request (a configuration reload)."""
+        self._access_keys, self._tokens, self._known_appkeys = access_keys, tokens, known_appkeys
+
     def _secret_for(self, access_key: str) -> str | None:
         key = self._access_keys.get(access_key)
         return None if key is None else key.secret_key

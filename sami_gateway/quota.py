@@ -43,6 +43,11 @@ class QuotaTracker:
         self._usage: dict[str, _Usage] = {}
         self._lock = threading.Lock()
 
+    def replace(self, default: Quota, per_key: Mapping[str, Quota]) -> None:
+        """New quotas for the next request; usage so far is kept."""
+        with self._lock:
+            self._default, self._per_key = default, per_key
+
     def quota(self, appkey: str) -> Quota:
         return self._per_key.get(appkey, self._default)
 

@@ -78,3 +78,25 @@ def test_ttl_is_capped_at_one_day() -> None:
 def test_auth_rule(appkey: str, token: str | None, namespace: str, code: Code) -> None:
     real = TOKENS.issue(appkey, 60) if token is None else token
     assert code_of(lambda: AUTH.authorize(appkey, real, namespace)) is code
+
+
+def test_key_rotation_by_kid() -> None:
+    old = TokenService("o" * 40, kid="2025")
+    token = old.issue("a", 60)
+    assert jwt.get_unverified_header(token)["kid"] == "2025"
+    rotated = TokenService("n" * 40, kid="2026", previous={"2025": "o" * 40})
+    assert rotated.verify(token, "a")["sub"] == "a"  # still valid after the rotation
+    assert jwt.get_unverified_header(rotated.issue("a", 60))["kid"] == "2026"
+    retired = TokenService("n" * 40, kid="2026")
+    assert code_of(lambda: retired.verify(token, "a")) is Code.DENIED_ACCESS  # its key is gone
+    forged = jwt.encode({"iss": "sami-gateway", "sub": "a", "iat": int(time.time()), "exp": int(time.time()) + 60},
+                        "o" * 40, algorithm="HS256", headers={"kid": "2026"})
+    assert code_of(lambda: rotated.verify(forged, "a")) is Code.DENIED_ACCESS  # kid names the key
+
+
+def test_replace_revokes_an_appkey() -> None:
+    auth = Authenticator({"a": AppKey("a"), "b": AppKey("b")}, TOKENS, ["MusicSourceSeparate"])
+    token = TOKENS.issue("b", 60)
+    auth.authorize("b", token, "MusicSourceSeparate")
+    auth.replace({"a": AppKey("a")}, TOKENS)
+    assert code_of(lambda: auth.authorize("b", token, "MusicSourceSeparate")) is Code.INVALID_ACCESS
