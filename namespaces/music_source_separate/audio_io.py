@@ -22,6 +22,7 @@ PCM_RATES = (1000, 384000)  # inclusive bounds for a raw-PCM sample_rate hint
 # Decoded samples held at once (all channels): ten minutes of 48 kHz 8-channel audio, under
 # 1 GB as float32, so a small compressed file cannot claim gigabytes of memory.
 MAX_DECODED_SAMPLES = 600 * 48_000 * 8
+MIN_SECONDS = 0.01  # shorter input (a handful of samples) is no music to separate: refused
 _SOUNDFILE_FORMATS = frozenset({"wav", "flac", "ogg"})
 _DEMUXERS = {"mp3": "mp3", "aac": "aac", "mp4": "mov"}  # forced, so ffmpeg never probes further
 _ENCODERS = {"mp3": ("mp3", "libmp3lame"), "aac": ("adts", "aac")}  # muxer, codec
@@ -321,15 +322,35 @@ def decode(data: bytes, hint: AudioHint, max_seconds: float, max_channels: int =
             raise error(Code.ILLEGAL_DATA, "unrecognised audio format")
         fmt = "pcm"
         _pcm_layout(hint, max_channels)
+    if fmt == "wav":
+        _check_wav_complete(data)
     seconds = probe_duration(data, fmt, hint)
     if seconds is not None and seconds > max_seconds:
         raise error(Code.EXCEEDED_DURATION, f"audio lasts {seconds:.1f} s, the limit is {max_seconds:g} s")
     samples, rate = _decode_samples(data, fmt, hint, max_seconds, max_channels)
     if samples.shape[-1] == 0 or samples.shape[0] == 0:
         raise error(Code.ILLEGAL_DATA, f"{fmt} holds no audio samples")
+    if samples.shape[-1] < MIN_SECONDS * rate:
+        raise error(Code.ILLEGAL_DATA, f"audio shorter than {MIN_SECONDS * 1000:g} ms")
     if not np.isfinite(samples).all():
         raise error(Code.ILLEGAL_DATA, "audio contains NaN or infinite samples")
     return DecodedAudio(np.ascontiguousarray(samples, dtype=np.float32), int(rate), fmt)
+
+
+def _check_wav_complete(data: bytes) -> None:
+    """A RIFF WAVE whose `data` chunk claims more bytes than the file holds was cut short:
+    refused rather than separated in part (0 and 0xFFFFFFFF mean "until the end", as streams write)."""
+    if data[:4] != b"RIFF":
+        return  # RF64 keeps its sizes elsewhere; libsndfile checks it
+    position = 12
+    while position + 8 <= len(data):
+        chunk, size = data[position:position + 4], int.from_bytes(data[position + 4:position + 8], "little")
+        if chunk == b"data":
+            if size not in (0, 0xFFFFFFFF) and position + 8 + size > len(data):
+                raise error(Code.ILLEGAL_DATA, f"wav is truncated: {size} data bytes declared, "
+                                               f"{len(data) - position - 8} present")
+            return
+        position += 8 + size + (size & 1)
 
 
 # --- conversion -------------------------------------------------------------------------------

@@ -181,7 +181,7 @@ def test_decode_round_trip(fmt: str, rate: int, channels: int) -> None:
 
 
 def test_decode_pcm_exact_values() -> None:
-    ints = np.array([[0, 1], [-32768, 32767], [1000, -1000]], dtype="<i2")
+    ints = np.tile(np.array([[0, 1], [-32768, 32767], [1000, -1000]], dtype="<i2"), (40, 1))  # 15 ms
     decoded = audio_io.decode(ints.tobytes(), AudioHint("pcm", 8000, 2), max_seconds=1)
     np.testing.assert_array_equal(decoded.samples, ints.T.astype(np.float32) / 32768)
 
@@ -453,3 +453,15 @@ def test_decoded_sample_budget(monkeypatch: pytest.MonkeyPatch, fmt: str) -> Non
     assert code_of(data, hint, max_seconds=60) is Code.ILLEGAL_DATA
     short, hint = encoded_input(fmt, sine(44100, 1, seconds=0.1), 44100)
     assert audio_io.decode(short, hint, max_seconds=60).samples.shape[0] == 1
+
+
+def test_truncated_wav_is_refused_not_separated_in_part() -> None:
+    data = soundfile_bytes(sine(8000, 1, 1.0), 8000)
+    assert audio_io.decode(data, NO_HINT, max_seconds=5).samples.shape == (1, 8000)
+    assert code_of(data[: len(data) // 2]) is Code.ILLEGAL_DATA
+    assert code_of(data[:60]) is Code.ILLEGAL_DATA
+
+
+def test_a_few_samples_are_too_short() -> None:
+    assert code_of(soundfile_bytes(np.zeros((2, 1), np.float32), 44100)) is Code.ILLEGAL_DATA
+    assert audio_io.decode(soundfile_bytes(np.zeros((1, 441), np.float32), 44100), NO_HINT, 5).samples.shape[1] == 441
