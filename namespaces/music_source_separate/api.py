@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from . import audio_io
-from .engine import Precision, RunOptions, Steps, count_chunks, counting, drive, forward, separation_steps
+from .engine import Precision, RunOptions, Steps, count_chunks, separate, separation_steps
 from .repository import ModelRepository
 from .store import Ensemble, Member
 
@@ -127,7 +127,7 @@ class Separator:
                 done[0] += 1
                 progress_callback("chunk_complete", {"completed_chunks": done[0], "total_chunks": total})
 
-        stems = drive(separation_steps(self.model, mix, options, use_only_stem), counting(forward, on_chunk))
+        stems = separate(self.model, mix, options, on_chunk, use_only_stem)
         if progress_callback is not None and split:
             progress_callback("processing_complete", {"total_chunks": total})
         return self.sources_of(stems, mix, use_only_stem)

@@ -21,9 +21,9 @@ from .store import (
     BagSpec,
     Ensemble,
     ModelStoreError,
-    _load_package,
     file_checksum,
     load_ensemble,
+    load_package,
     read_bag,
     verified_file,
 )
@@ -412,9 +412,9 @@ class ModelRepository:
         for path in paths:
             try:
                 try:
-                    state = _load_package(path, mmap=True)["state"]
+                    state = load_package(path, mmap=True)["state"]
                 except RuntimeError:  # the legacy format cannot be memory-mapped
-                    state = _load_package(path)["state"]
+                    state = load_package(path)["state"]
             except ModuleNotFoundError as exc:
                 if (exc.name or "").split(".")[0] == "diffq":
                     raise _diffq_error(name) from exc

@@ -99,7 +99,7 @@ def read_bag(store: Path, name: str) -> BagSpec:
                    bag.get("segment"))
 
 
-def _load_package(path: Path, mmap: bool = False) -> dict[str, Any]:
+def load_package(path: Path, mmap: bool = False) -> dict[str, Any]:
     # The package pickles the model class: only files that passed verified_file come here.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -111,7 +111,7 @@ def _specialist(store: Path, spec: BagSpec, name: str, stem: str) -> int:
     # Members of a bag share their sources: any layer present on disk tells them.
     present = next((sig for sig in spec.signatures if list(store.glob(f"{sig}*.th"))),
                    spec.signatures[0])
-    package = _load_package(verified_file(store, present, name), mmap=True)
+    package = load_package(verified_file(store, present, name), mmap=True)
     sources = list(package["kwargs"]["sources"])
     if stem not in sources:
         raise ModelStoreError(f"{name} has no stem {stem!r} (it has {sources})")
@@ -141,7 +141,7 @@ def load_ensemble(store: Path, name: str, only_load: str | None = None) -> Ensem
         indices = [_specialist(store, spec, name, only_load)]
     members = []
     for index in indices:
-        model = load_model(_load_package(verified_file(store, spec.signatures[index], name)))
+        model = load_model(load_package(verified_file(store, spec.signatures[index], name)))
         model.eval()
         _apply_segment(model, spec.segment)
         weights = spec.weights[index] if spec.weights else (1.0,) * len(model.sources)
