@@ -17,6 +17,7 @@ from .quota import Quota
 
 MIN_SECRET_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output
 MAX_TOKEN_TTL = 24 * 3600  # SAMI caps token lifetime at one day
+MAX_INPUT_CHANNELS = 32  # more than stereo is downmixed; this bounds memory per second of audio
 DEFAULT_KID = "k1"
 DEFAULT_QUOTA = Quota(rate=20.0, burst=40, concurrent=8)  # generous: quotas guard against one key starving others
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
@@ -64,6 +65,7 @@ class Config:
     fetch_timeout: float = 60.0
     max_input_bytes: int = 100 * 1024 * 1024
     max_audio_seconds: float = 600.0
+    max_input_channels: int = 2
     request_timeout: float = 900.0
     max_jobs: int = field(default_factory=lambda: default_max_jobs())
     max_queued_seconds: float = field(default_factory=lambda: default_max_queued_seconds())
@@ -200,6 +202,13 @@ def _positive(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse
 
 
+def _channels(value: Any) -> int:
+    channels = int(value)
+    if not 1 <= channels <= MAX_INPUT_CHANNELS:
+        raise ValueError(f"must be 1..{MAX_INPUT_CHANNELS}")
+    return channels
+
+
 def _port(value: Any) -> int:
     port = int(value)
     if not 0 <= port <= 65535:
@@ -253,6 +262,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fetch_timeout", _positive(float), "total seconds to download `payload.url`"),
     Setting("max_input_bytes", _positive(int), "largest input accepted, in bytes (SAMI: 100 MB)"),
     Setting("max_audio_seconds", _positive(float), "longest audio accepted, in seconds (SAMI: 10 minutes)"),
+    Setting("max_input_channels", _channels,
+            f"input channels accepted (SAMI: mono or stereo); up to {MAX_INPUT_CHANNELS}, downmixed to stereo"),
     Setting("request_timeout", _positive(float), "seconds an invoke may take before it is answered 504"),
     Setting("max_jobs", _positive(int), "requests admitted at once; more are refused 503", "4 per core"),
     Setting("max_queued_seconds", _positive(float), "audio-seconds admitted at once; more are refused 503",

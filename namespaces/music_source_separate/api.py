@@ -18,6 +18,7 @@ from .store import Ensemble, Member
 ProgressCallback = Callable[[str, dict[str, Any]], object]
 AudioInput = tuple[Tensor, int] | Path | str | bytes
 FILE_SECONDS_LIMIT = 24 * 3600.0  # library use has no SAMI limit; this only bounds a lying header
+FILE_CHANNELS_LIMIT = 32  # files of more channels than stereo are downmixed, as Demucs does
 EXPORT_FORMATS = ("wav", "flac", "mp3", "aac")
 FOUR_STEMS = ("drums", "bass", "other", "vocals")
 SIX_STEM_ONLY = ("guitar", "piano")
@@ -41,7 +42,7 @@ def load_audio(audio: AudioInput, samplerate: int, channels: int) -> Tensor:
         samples = np.atleast_2d(wav.detach().cpu().float().numpy())
     else:
         data = audio if isinstance(audio, bytes) else Path(audio).read_bytes()
-        decoded = audio_io.decode(data, audio_io.AudioHint(), FILE_SECONDS_LIMIT)
+        decoded = audio_io.decode(data, audio_io.AudioHint(), FILE_SECONDS_LIMIT, FILE_CHANNELS_LIMIT)
         samples, rate = decoded.samples, decoded.sample_rate
     stereo = audio_io.to_stereo(samples) if channels == 2 else samples.mean(axis=0, keepdims=True)
     return torch.from_numpy(np.ascontiguousarray(audio_io.resample(stereo, rate, samplerate)))

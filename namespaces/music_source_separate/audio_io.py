@@ -15,10 +15,15 @@ import soxr
 
 from sami_gateway.errors import Code, GatewayError, error
 
+from . import framing
+
 FORMATS_IN = ("wav", "flac", "ogg", "mp3", "aac", "mp4", "pcm")  # detected names
 FORMATS_OUT = ("wav", "mp3", "aac", "flac")
 
-PCM_RATES = (1000, 384000)  # inclusive bounds for a raw-PCM sample_rate hint
+# Input sample rates accepted, inclusive: telephone audio up to studio 192 kHz. The models
+# hear 44.1 kHz, so a higher rate only costs memory and resampling time.
+INPUT_RATES = (8000, 192000)
+MAX_CHANNELS = 2  # mono or stereo, as SAMI takes; more is a setting (`max_input_channels`)
 # Decoded samples held at once (all channels): ten minutes of 48 kHz 8-channel audio, under
 # 1 GB as float32, so a small compressed file cannot claim gigabytes of memory.
 MAX_DECODED_SAMPLES = 600 * 48_000 * 8
@@ -27,13 +32,6 @@ _SOUNDFILE_FORMATS = frozenset({"wav", "flac", "ogg"})
 _DEMUXERS = {"mp3": "mp3", "aac": "aac", "mp4": "mov"}  # forced, so ffmpeg never probes further
 _ENCODERS = {"mp3": ("mp3", "libmp3lame"), "aac": ("adts", "aac")}  # muxer, codec
 _BIT_RATES = {1: 128_000, 2: 192_000}  # by channel count
-_MP3_KBPS = {  # layer III bit rates by bitrate index: MPEG-1, then MPEG-2 and 2.5
-    True: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
-    False: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
-}
-_MP3_RATE_SHIFT = {3: 0, 2: 1, 0: 2}  # version bits -> MPEG-1, MPEG-2, MPEG-2.5 (rate halvings)
-_ADTS_SCAN_FRAMES = 1 << 18  # bounds the header walk on hostile files of tiny frames
-_ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 
 
 @dataclass(frozen=True)
@@ -56,38 +54,6 @@ class DecodedAudio:
 
 # --- sniffing ---------------------------------------------------------------------------------
 
-def _id3_end(data: bytes, pos: int) -> int:
-    """Offset just past an ID3v2 tag starting at `pos` (synchsafe size, optional footer)."""
-    size = 0
-    for byte in data[pos + 6:pos + 10]:
-        size = (size << 7) | (byte & 0x7F)
-    footer = 10 if len(data) > pos + 5 and data[pos + 5] & 0x10 else 0
-    return pos + 10 + size + footer
-
-
-def _mp3_frame_length(data: bytes, pos: int) -> int | None:
-    """Length of the MPEG audio layer III frame whose header is at `pos`, or None if it is not one."""
-    if pos + 4 > len(data) or data[pos] != 0xFF or data[pos + 1] & 0xE0 != 0xE0:
-        return None
-    version, layer = (data[pos + 1] >> 3) & 3, (data[pos + 1] >> 1) & 3
-    index, rate_index, padding = data[pos + 2] >> 4, (data[pos + 2] >> 2) & 3, (data[pos + 2] >> 1) & 1
-    if version == 1 or layer != 1 or index in (0, 15) or rate_index == 3:
-        return None
-    mpeg1 = version == 3
-    rate = (44100, 48000, 32000)[rate_index] >> _MP3_RATE_SHIFT[version]
-    return (144 if mpeg1 else 72) * _MP3_KBPS[mpeg1][index] * 1000 // rate + padding
-
-
-def _adts_frame_length(data: bytes, pos: int) -> int | None:
-    """Length of the ADTS frame at `pos` (sync 0xFFF and layer bits 00), or None if it is not one."""
-    if pos + 7 > len(data) or data[pos] != 0xFF or data[pos + 1] & 0xF6 != 0xF0:
-        return None
-    if (data[pos + 2] >> 2) & 0xF >= len(_ADTS_RATES):
-        return None
-    length = ((data[pos + 3] & 3) << 11) | (data[pos + 4] << 3) | (data[pos + 5] >> 5)
-    return length if length >= 7 else None
-
-
 def _frame_sync(data: bytes, pos: int, frame_length: Callable[[bytes, int], int | None]) -> bool:
     """A frame header at `pos`, confirmed by the next header when the bytes reach that far."""
     length = frame_length(data, pos)
@@ -107,18 +73,11 @@ def _sniff_at(data: bytes, pos: int) -> str | None:
         return "ogg"
     if head[4:8] == b"ftyp":
         return "mp4"
-    if _frame_sync(data, pos, _adts_frame_length):
+    if _frame_sync(data, pos, framing.adts_frame_length):
         return "aac"
-    if _frame_sync(data, pos, _mp3_frame_length):
+    if _frame_sync(data, pos, framing.mp3_frame_length):
         return "mp3"
     return None
-
-
-def _skip_id3(data: bytes) -> int:
-    pos = 0
-    while data[pos:pos + 3] == b"ID3":
-        pos = _id3_end(data, pos)
-    return pos
 
 
 def sniff(data: bytes) -> str | None:
@@ -128,7 +87,7 @@ def sniff(data: bytes) -> str | None:
     followed by anything unrecognised counts as "mp3". MPEG sync words are confirmed
     by the next frame header when the data is long enough to hold one.
     """
-    start = _skip_id3(data)
+    start = framing.skip_id3(data)
     if start == 0:
         return _sniff_at(data, 0)
     return _sniff_at(data, start) or "mp3"
@@ -139,16 +98,10 @@ def sniff(data: bytes) -> str | None:
 def _adts_seconds(data: bytes) -> float | None:
     """Seconds counted from the ADTS frame headers.
 
-    Exact, or a lower bound when the chain breaks or the scan stops at _ADTS_SCAN_FRAMES
-    (over 45 minutes even at 96 kHz), so it never overstates the length.
+    Exact, or a lower bound when the chain breaks or the walk stops at its frame bound,
+    so it never overstates the length.
     """
-    pos, frames = _skip_id3(data), 0
-    rate, blocks = 0, 0
-    while frames < _ADTS_SCAN_FRAMES and (length := _adts_frame_length(data, pos)) is not None:
-        frames += 1
-        rate = rate or _ADTS_RATES[(data[pos + 2] >> 2) & 0xF]
-        blocks += (data[pos + 6] & 3) + 1
-        pos += length
+    _, _, blocks, rate = framing.adts_walk(data)
     return blocks * 1024 / rate if rate else None
 
 
@@ -201,16 +154,20 @@ def _too_long(max_seconds: float) -> GatewayError:
     return error(Code.EXCEEDED_DURATION, f"audio is longer than {max_seconds:g} s")
 
 
-def _too_many_channels(channels: int, max_channels: int) -> GatewayError:
-    return error(Code.ILLEGAL_DATA, f"{channels} channels, at most {max_channels} are accepted")
+def _check_layout(rate: int, channels: int, max_channels: int) -> None:
+    """The stream's rate and channel count, refused from the header before any sample is read."""
+    if not 1 <= channels <= max_channels:
+        raise error(Code.ILLEGAL_DATA, f"{channels} channels, 1..{max_channels} are accepted")
+    if not INPUT_RATES[0] <= rate <= INPUT_RATES[1]:
+        raise error(Code.ILLEGAL_DATA, f"sample rate {rate} Hz, {INPUT_RATES[0]}..{INPUT_RATES[1]} are accepted")
 
 
 def _pcm_layout(hint: AudioHint, max_channels: int) -> tuple[int, int]:
     """(sample_rate, channels) from the hint, which raw PCM cannot do without."""
     rate, channels = hint.sample_rate, hint.channels
-    if not isinstance(rate, int) or isinstance(rate, bool) or not PCM_RATES[0] <= rate <= PCM_RATES[1]:
+    if not isinstance(rate, int) or isinstance(rate, bool) or not INPUT_RATES[0] <= rate <= INPUT_RATES[1]:
         raise error(Code.ILLEGAL_PAYLOAD,
-                    f"pcm needs audio_info.sample_rate {PCM_RATES[0]}..{PCM_RATES[1]}")
+                    f"pcm needs audio_info.sample_rate {INPUT_RATES[0]}..{INPUT_RATES[1]}")
     if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= max_channels:
         raise error(Code.ILLEGAL_PAYLOAD, f"pcm needs audio_info.channel 1..{max_channels}")
     return rate, channels
@@ -231,17 +188,23 @@ def _decode_pcm(data: bytes, hint: AudioHint, max_seconds: float,
 
 
 def _decode_soundfile(data: bytes, max_seconds: float, max_channels: int) -> tuple[np.ndarray, int]:
-    """wav/flac/ogg through libsndfile, reading at most one frame past the limit."""
+    """wav/flac/ogg through libsndfile, reading at most one frame past the limit.
+
+    The decoder must deliver every frame the header declares: libvorbis skips a page
+    whose checksum fails and libsndfile stops at a damaged FLAC frame, both silently.
+    """
     with sf.SoundFile(io.BytesIO(data)) as file:
-        if file.channels > max_channels:
-            raise _too_many_channels(file.channels, max_channels)
-        rate, channels = file.samplerate, file.channels
+        rate, channels, declared = file.samplerate, file.channels, file.frames
+        _check_layout(rate, channels, max_channels)
         limit = _frame_limit(max_seconds, rate, channels)
-        if file.frames > limit:  # what the header claims: refused before any sample is read
-            raise _over_limit(file.frames, rate, channels, max_seconds)
+        if declared > limit:  # what the header claims: refused before any sample is read
+            raise _over_limit(declared, rate, channels, max_seconds)
         frames = file.read(frames=limit + 1, dtype="float32", always_2d=True)
     if frames.shape[0] > limit:
         raise _over_limit(frames.shape[0], rate, channels, max_seconds)
+    if frames.shape[0] < declared:
+        raise error(Code.ILLEGAL_DATA, f"damaged: {frames.shape[0]} of the {declared} frames "
+                                       "its header declares could be decoded")
     return np.ascontiguousarray(frames.T), rate
 
 
@@ -265,10 +228,7 @@ def _decode_av(data: bytes, fmt: str, max_seconds: float, max_channels: int) -> 
             raise error(Code.ILLEGAL_DATA, "no audio stream")
         stream = container.streams.audio[0]
         channels, rate = stream.codec_context.channels, stream.codec_context.sample_rate
-        if channels > max_channels:
-            raise _too_many_channels(channels, max_channels)
-        if rate <= 0 or channels <= 0:
-            raise error(Code.ILLEGAL_DATA, "no sample rate or channel count in the stream")
+        _check_layout(rate, channels, max_channels)
         limit = _frame_limit(max_seconds, rate, channels)
         chunks: list[np.ndarray] = []
         total = 0
@@ -304,12 +264,14 @@ def _decode_samples(data: bytes, fmt: str, hint: AudioHint, max_seconds: float,
         raise error(Code.ILLEGAL_DATA, f"cannot decode {fmt}: {_short_reason(exc)}") from exc
 
 
-def decode(data: bytes, hint: AudioHint, max_seconds: float, max_channels: int = 32) -> DecodedAudio:
-    """Decode client bytes to float32 (channels, frames), refusing bad or over-long audio.
+def decode(data: bytes, hint: AudioHint, max_seconds: float, max_channels: int = MAX_CHANNELS) -> DecodedAudio:
+    """Decode client bytes to float32 (channels, frames), refusing bad, damaged or over-long audio.
 
     The format comes from the bytes; the hint only matters for headerless PCM.
-    A header claiming more than `max_seconds` is refused before any sample is decoded,
-    and decoding stops as soon as the samples pass `max_seconds` whatever the header said.
+    A header claiming more than `max_seconds`, more than `max_channels` or a rate outside
+    INPUT_RATES is refused before any sample is decoded, and decoding stops as soon as the
+    samples pass `max_seconds` whatever the header said. A file whose framing shows it cut
+    short or broken is refused rather than separated in part (see framing).
     """
     if not data:
         raise error(Code.EMPTY_DATA, "no audio bytes")
@@ -322,11 +284,11 @@ def decode(data: bytes, hint: AudioHint, max_seconds: float, max_channels: int =
             raise error(Code.ILLEGAL_DATA, "unrecognised audio format")
         fmt = "pcm"
         _pcm_layout(hint, max_channels)
-    if fmt == "wav":
-        _check_wav_complete(data)
     seconds = probe_duration(data, fmt, hint)
     if seconds is not None and seconds > max_seconds:
         raise error(Code.EXCEEDED_DURATION, f"audio lasts {seconds:.1f} s, the limit is {max_seconds:g} s")
+    if problem := framing.damage(data, fmt):
+        raise error(Code.ILLEGAL_DATA, f"{fmt} is cut short or damaged: {problem}")
     samples, rate = _decode_samples(data, fmt, hint, max_seconds, max_channels)
     if samples.shape[-1] == 0 or samples.shape[0] == 0:
         raise error(Code.ILLEGAL_DATA, f"{fmt} holds no audio samples")
@@ -335,22 +297,6 @@ def decode(data: bytes, hint: AudioHint, max_seconds: float, max_channels: int =
     if not np.isfinite(samples).all():
         raise error(Code.ILLEGAL_DATA, "audio contains NaN or infinite samples")
     return DecodedAudio(np.ascontiguousarray(samples, dtype=np.float32), int(rate), fmt)
-
-
-def _check_wav_complete(data: bytes) -> None:
-    """A RIFF WAVE whose `data` chunk claims more bytes than the file holds was cut short:
-    refused rather than separated in part (0 and 0xFFFFFFFF mean "until the end", as streams write)."""
-    if data[:4] != b"RIFF":
-        return  # RF64 keeps its sizes elsewhere; libsndfile checks it
-    position = 12
-    while position + 8 <= len(data):
-        chunk, size = data[position:position + 4], int.from_bytes(data[position + 4:position + 8], "little")
-        if chunk == b"data":
-            if size not in (0, 0xFFFFFFFF) and position + 8 + size > len(data):
-                raise error(Code.ILLEGAL_DATA, f"wav is truncated: {size} data bytes declared, "
-                                               f"{len(data) - position - 8} present")
-            return
-        position += 8 + size + (size & 1)
 
 
 # --- conversion -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 from sami_gateway.errors import Code, error
 
-from .audio_io import PCM_RATES, AudioHint
+from .audio_io import INPUT_RATES, AudioHint
 
 
 class Target(Enum):
@@ -109,7 +109,7 @@ def parse_hint(payload: Mapping[str, Any]) -> AudioHint:
     if fmt is not None and fmt not in HINT_FORMATS:
         raise error(Code.ILLEGAL_PAYLOAD, f"audio_info.format must be one of {sorted(HINT_FORMATS)}")
     rate = _in_range(_integer(info, "sample_rate", "audio_info.sample_rate"),
-                     *PCM_RATES, "audio_info.sample_rate")
+                     *INPUT_RATES, "audio_info.sample_rate")
     channels = _in_range(_integer(info, "channel", "audio_info.channel"),
                          1, MAX_HINT_CHANNELS, "audio_info.channel")
     if fmt == "pcm" and (rate is None or channels is None):

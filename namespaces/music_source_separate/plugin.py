@@ -59,6 +59,7 @@ class MusicSourceSeparate:
     def __init__(self, config: Config) -> None:
         self.max_input_bytes = config.max_input_bytes
         self._max_seconds = config.max_audio_seconds
+        self._max_channels = config.max_input_channels
         self._store = config.model_dir
         self._targets = {model: parse_target(spec) for model, spec in config.model_map.items()}
         self._threads = config.threads or os.cpu_count() or 1
@@ -146,7 +147,7 @@ class MusicSourceSeparate:
         })
 
     def _prepare(self, data: bytes, params: SeparateParams, ensemble: Ensemble) -> Prepared:
-        audio = audio_io.decode(data, params.hint, self._max_seconds)
+        audio = audio_io.decode(data, params.hint, self._max_seconds, self._max_channels)
         stereo = audio_io.to_stereo(audio.samples)
         mix = audio_io.resample(stereo, audio.sample_rate, ensemble.samplerate)
         return Prepared(np.ascontiguousarray(mix, dtype=np.float32), audio.samples.shape[-1],

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from namespaces.music_source_separate import audio_io
+from namespaces.music_source_separate import audio_io, framing
 from namespaces.music_source_separate.audio_io import AudioHint, DecodedAudio
 from sami_gateway.errors import Code, GatewayError
 
@@ -465,3 +465,70 @@ def test_truncated_wav_is_refused_not_separated_in_part() -> None:
 def test_a_few_samples_are_too_short() -> None:
     assert code_of(soundfile_bytes(np.zeros((2, 1), np.float32), 44100)) is Code.ILLEGAL_DATA
     assert audio_io.decode(soundfile_bytes(np.zeros((1, 441), np.float32), 44100), NO_HINT, 5).samples.shape[1] == 441
+
+
+# --- framing: files cut short or damaged ------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "ogg", "mp3", "aac", "mp4"])
+def test_files_cut_short_are_refused(samples_by_format: dict[str, bytes], fmt: str) -> None:
+    data = samples_by_format[fmt]
+    assert audio_io.decode(data, NO_HINT, 5).samples.shape[1] > 0
+    for keep in (len(data) - 1, len(data) * 2 // 3):
+        assert code_of(data[:keep]) is Code.ILLEGAL_DATA, keep
+
+
+def test_trailing_tags_after_the_last_frame_are_accepted(samples_by_format: dict[str, bytes]) -> None:
+    id3v1 = b"TAG" + bytes(125)
+    for fmt in ("mp3", "aac"):
+        whole = audio_io.decode(samples_by_format[fmt], NO_HINT, 5).samples
+        tagged = audio_io.decode(samples_by_format[fmt] + id3v1, NO_HINT, 5).samples
+        np.testing.assert_array_equal(tagged, whole)
+    assert code_of(samples_by_format["mp3"] + b"junk" * 40) is Code.ILLEGAL_DATA
+
+
+def test_ogg_without_its_end_of_stream_page_is_refused(samples_by_format: dict[str, bytes]) -> None:
+    data = samples_by_format["ogg"]
+    last = data.rindex(b"OggS")
+    assert data[last + 5] & 0x04  # the last page carries the end-of-stream flag
+    assert code_of(data[:last]) is Code.ILLEGAL_DATA  # whole pages, but the stream never ends
+
+
+def test_mp3_cut_between_frames_is_refused_by_its_frame_count(samples_by_format: dict[str, bytes]) -> None:
+    data = samples_by_format["mp3"]
+    position = framing.skip_id3(data)
+    for _ in range(5):
+        position += framing.mp3_frame_length(data, position) or 0
+    assert framing.damage(data[:position], "mp3") == "4 MPEG frames of the 21 its header declares"
+
+
+@pytest.mark.parametrize(("name", "args", "suffix"), [
+    ("mp3 without a Xing header", ["-c:a", "libmp3lame", "-write_xing", "0"], "mp3"),
+    ("mp3 vbr", ["-c:a", "libmp3lame", "-q:a", "2"], "mp3"),
+    ("opus in ogg", ["-c:a", "libopus"], "ogg"),
+    ("vorbis in ogg", ["-c:a", "libvorbis"], "ogg"),
+    ("flac", ["-c:a", "flac"], "flac"),
+    ("adts", ["-c:a", "aac", "-f", "adts"], "aac"),
+    ("mp4 with the index first", ["-c:a", "aac", "-movflags", "+faststart"], "mp4"),
+    ("m4a", ["-c:a", "aac"], "m4a"),
+])
+def test_whole_files_from_ffmpeg_are_accepted(tmp_path: Path, name: str, args: list[str], suffix: str) -> None:
+    """Files from another muxer pass the framing walks: the checks refuse damage, not producers."""
+    ffmpeg = shutil.which("ffmpeg")
+    assert ffmpeg, "ffmpeg is required: bash scripts/install.sh --test installs it"
+    source, output = tmp_path / "in.wav", tmp_path / f"out.{suffix}"
+    source.write_bytes(soundfile_bytes(sine(44100, 2, 1.0), 44100))
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(source), *args, str(output)], check=True, timeout=60)
+    data = output.read_bytes()
+    assert framing.damage(data, audio_io.sniff(data) or "") is None, name
+    decoded = audio_io.decode(data, NO_HINT, 5)
+    assert decoded.samples.shape[0] == 2 and decoded.samples.shape[1] >= decoded.sample_rate  # all of 1 s
+
+
+def test_input_rates_and_channels_are_bounded() -> None:
+    for rate in audio_io.INPUT_RATES:
+        assert audio_io.decode(soundfile_bytes(sine(rate, 1, 0.05), rate), NO_HINT, 5).sample_rate == rate
+    for rate in (audio_io.INPUT_RATES[0] - 1, audio_io.INPUT_RATES[1] + 1, 384000):
+        assert code_of(soundfile_bytes(sine(rate, 1, 0.05), rate)) is Code.ILLEGAL_DATA
+    eight = np.zeros((8, 800), np.float32)
+    assert code_of(soundfile_bytes(eight, 8000)) is Code.ILLEGAL_DATA  # SAMI takes mono or stereo
+    assert audio_io.decode(soundfile_bytes(eight, 8000), NO_HINT, 5, max_channels=8).samples.shape == (8, 800)
