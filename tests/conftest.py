@@ -7,11 +7,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import requests
@@ -70,6 +73,28 @@ def tone(seconds: float, rate: int = 44100, channels: int = 2, seed: int = 0) ->
 def wav_bytes(seconds: float, rate: int = 44100, channels: int = 2) -> bytes:
     buffer = io.BytesIO()
     sf.write(buffer, tone(seconds, rate, channels), rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def encode_input(fmt: str, seconds: float = 1.0, rate: int = 44100, channels: int = 2) -> bytes:
+    """tone() as a client would send it: wav/flac/ogg, raw s16le pcm, mp3, ADTS aac or m4a."""
+    samples = tone(seconds, rate, channels)
+    if fmt in ("wav", "flac", "ogg"):
+        buffer = io.BytesIO()
+        sf.write(buffer, samples, rate, format=fmt.upper())
+        return buffer.getvalue()
+    if fmt == "pcm":
+        return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    container_format, codec = {"mp3": ("mp3", "libmp3lame"), "aac": ("adts", "aac"),
+                               "m4a": ("ipod", "aac")}[fmt]
+    layout = "stereo" if channels == 2 else "mono"
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=rate, layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.T), format="fltp", layout=layout)
+        frame.sample_rate = rate
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
     return buffer.getvalue()
 
 
@@ -143,3 +168,52 @@ def gateway(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+ORIGIN_REDIRECTS = {  # path -> where it redirects: public-looking URLs that lead inside
+    "/to-loopback": "http://127.0.0.1:{port}/song.wav",
+    "/to-metadata": "http://169.254.169.254/latest/meta-data/",
+    "/loop": "http://localhost:{port}/loop",
+}
+
+
+@pytest.fixture(scope="session")
+def origin() -> Iterator[str]:
+    """A plain HTTP server on loopback, reached as `localhost` (which the test gateway allows).
+
+    Serves a WAV, an empty file, one over the test size cap with and without a
+    Content-Length, and the redirects of ORIGIN_REDIRECTS.
+    """
+    big = b"\0" * (9 * 1024 * 1024)
+    files = {"/song.wav": wav_bytes(1.0), "/empty.wav": b"", "/big.wav": big}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self) -> None:  # noqa: N802
+            port = self.server.server_address[1]
+            if self.path in ORIGIN_REDIRECTS:
+                self.send_response(302)
+                self.send_header("Location", ORIGIN_REDIRECTS[self.path].format(port=port))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if self.path == "/big-unannounced":  # no Content-Length: only the streamed count can stop it
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(big)
+                return
+            body = files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://localhost:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import string
+from functools import cache
 
+import numpy as np
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from namespaces.music_source_separate.audio_io import AudioHint, decode, sniff
+from namespaces.music_source_separate.framing import damage
 from namespaces.music_source_separate.params import parse_params
 from sami_gateway.errors import GatewayError
 from sami_gateway.protocol import decode_data, parse_invoke
@@ -80,7 +83,6 @@ AUDIO_PREFIXES = st.sampled_from([b"", b"RIFF\x00\x00\x00\x00WAVEfmt ", b"fLaC",
                                   b"\xff\xfb\x90\x00", b"\xff\xf1\x50\x80", b"\x00\x00\x00\x18ftypM4A "])
 
 
-@settings(max_examples=60)
 @given(AUDIO_PREFIXES, st.binary(max_size=4000),
        st.sampled_from([AudioHint(), AudioHint("pcm", 8000, 1), AudioHint(None, 44100, 2)]))
 def test_sniff_and_decode_never_crash(prefix: bytes, rest: bytes, hint: AudioHint) -> None:
@@ -92,6 +94,40 @@ def test_sniff_and_decode_never_crash(prefix: bytes, rest: bytes, hint: AudioHin
         assert 400 <= exc.status.http < 500
     else:
         assert audio.samples.ndim == 2 and audio.samples.shape[1] > 0
+
+
+@cache
+def valid_file(fmt: str) -> bytes:
+    from tests.conftest import encode_input
+
+    return encode_input(fmt, 0.3)
+
+
+MUTATIONS = st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=6)
+
+
+@given(st.sampled_from(["wav", "flac", "ogg", "mp3", "aac", "m4a"]), MUTATIONS,
+       st.none() | st.integers(0, 1 << 16), st.binary(max_size=64))
+def test_mutated_real_files_are_decoded_or_refused(fmt: str, edits: list[tuple[int, int]], cut: int | None,
+                                                   tail: bytes) -> None:
+    """Valid files with bytes overwritten, cut short and extended: decoded to sane audio, or a 4xx."""
+    data = bytearray(valid_file(fmt))
+    for position, value in edits:
+        data[position % len(data)] = value
+    mutated = bytes(data[:cut]) + tail
+    try:
+        audio = decode(mutated, AudioHint(), max_seconds=5.0)
+    except GatewayError as exc:
+        assert 400 <= exc.status.http < 500
+    else:
+        assert audio.samples.shape[0] in (1, 2) and audio.samples.shape[1] > 0
+        assert np.isfinite(audio.samples).all()
+
+
+@given(st.sampled_from(["wav", "flac", "ogg", "mp3", "aac", "mp4", "pcm"]), st.binary(max_size=3000))
+def test_framing_walks_take_any_bytes(fmt: str, data: bytes) -> None:
+    problem = damage(data, fmt)
+    assert problem is None or (isinstance(problem, str) and len(problem) < 120)
 
 
 def test_integers_beyond_64_bits_are_a_client_error() -> None:
