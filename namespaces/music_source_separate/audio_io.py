@@ -29,7 +29,10 @@ MAX_CHANNELS = 2  # mono or stereo, as SAMI takes; more is a setting (`max_input
 MAX_DECODED_SAMPLES = 600 * 48_000 * 8
 MIN_SECONDS = 0.01  # shorter input (a handful of samples) is no music to separate: refused
 _SOUNDFILE_FORMATS = frozenset({"wav", "flac", "ogg"})
-_DEMUXERS = {"mp3": "mp3", "aac": "aac", "mp4": "mov"}  # forced, so ffmpeg never probes further
+_UNKNOWN_FRAMES = 1 << 62  # libsndfile's SF_COUNT_MAX and anything near it: "length not in the header"
+# Forced, so ffmpeg never probes further; wav/flac/ogg go to FFmpeg only when their header
+# leaves the length unknown, which libsndfile cannot read in bounded steps.
+_DEMUXERS = {"mp3": "mp3", "aac": "aac", "mp4": "mov", "wav": "wav", "flac": "flac", "ogg": "ogg"}
 _ENCODERS = {"mp3": ("mp3", "libmp3lame"), "aac": ("adts", "aac")}  # muxer, codec
 _BIT_RATES = {1: 128_000, 2: 192_000}  # by channel count
 
@@ -124,7 +127,8 @@ def probe_duration(data: bytes, fmt: str, hint: AudioHint) -> float | None:
     try:
         if fmt in _SOUNDFILE_FORMATS:
             info = sf.info(io.BytesIO(data))
-            return float(info.frames / info.samplerate)
+            frames = _declared_frames(info.frames)
+            return None if frames is None else frames / info.samplerate
         if fmt == "pcm":
             if not hint.sample_rate or not hint.channels:
                 return None
@@ -137,6 +141,12 @@ def probe_duration(data: bytes, fmt: str, hint: AudioHint) -> float | None:
 
 
 # --- decoding ---------------------------------------------------------------------------------
+
+def _declared_frames(frames: int) -> int | None:
+    """libsndfile's frame count, or None where the header leaves it unknown (a FLAC written
+    as a stream has 0 total samples in STREAMINFO, which libsndfile reports as SF_COUNT_MAX)."""
+    return frames if frames < _UNKNOWN_FRAMES else None
+
 
 def _frame_limit(max_seconds: float, rate: int, channels: int) -> int:
     """Frames that may be decoded: the duration limit, and the memory budget for this channel count."""
@@ -255,7 +265,7 @@ def _decode_samples(data: bytes, fmt: str, hint: AudioHint, max_seconds: float,
     try:
         if fmt == "pcm":
             return _decode_pcm(data, hint, max_seconds, max_channels)
-        if fmt in _SOUNDFILE_FORMATS:
+        if fmt in _SOUNDFILE_FORMATS and _declared_frames(sf.info(io.BytesIO(data)).frames) is not None:
             return _decode_soundfile(data, max_seconds, max_channels)
         return _decode_av(data, fmt, max_seconds, max_channels)
     except (GatewayError, MemoryError):

@@ -19,7 +19,9 @@ _MP3_KBPS = {  # layer III bit rates by bitrate index: MPEG-1, then MPEG-2 and 2
     False: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
 }
 _MP3_RATE_SHIFT = {3: 0, 2: 1, 0: 2}  # version bits -> MPEG-1, MPEG-2, MPEG-2.5 (rate halvings)
-_TRAILING_TAGS = (b"TAG", b"APETAGEX", b"LYRICSBEGIN", b"ID3")  # metadata players accept after the audio
+_END_TAGS = (b"APETAGEX", b"LYRICSBEGIN")  # metadata blocks players accept after the last frame
+_ID3V1_BYTES = 128  # "TAG" and 125 bytes, the very end of a file
+_RESYNC_BYTES = 64 * 1024  # padding or junk tolerated between the ID3 tag and the first frame
 _OGG_END_OF_STREAM = 0x04
 
 
@@ -79,22 +81,33 @@ def adts_walk(data: bytes) -> tuple[int, int, int, int]:
     return pos, frames, blocks, rate
 
 
+def _first_frame(data: bytes, start: int, frame_length: Callable[[bytes, int], int | None]) -> int | None:
+    """The first frame header within _RESYNC_BYTES of `start`, confirmed by the next one."""
+    pos, stop = start, min(len(data), start + _RESYNC_BYTES)
+    while 0 <= pos < stop:
+        length = frame_length(data, pos)
+        if length is not None and (pos + length + 4 > len(data) or frame_length(data, pos + length)):
+            return pos
+        pos = data.find(b"\xff", pos + 1, stop)
+    return None
+
+
 def _frames_end(data: bytes, start: int, frame_length: Callable[[bytes, int], int | None]) -> tuple[int, int]:
-    """(end offset, frame count) of the chain of frames starting at `start`."""
+    """(end offset, frame count) of the chain of frames from `start`."""
     pos, count = start, 0
     while (length := frame_length(data, pos)) is not None:
-        pos += length
-        count += 1
+        pos, count = pos + length, count + 1
     return pos, count
 
 
 def _chain_end_problem(data: bytes, end: int, unit: str) -> str | None:
-    """What is wrong where a chain of frames stopped at `end`: cut short, or followed by non-tag bytes."""
+    """What is wrong where a chain of frames stopped at `end`: cut short, or followed by what no tag is."""
     if end > len(data):
         return f"the last {unit} is cut short ({end - len(data)} bytes missing)"
-    if end < len(data) and not data[end:].startswith(_TRAILING_TAGS):
-        return f"{unit} sync lost at byte {end} of {len(data)}"
-    return None
+    rest = data[end:]
+    if not rest or rest.startswith(_END_TAGS) or (rest[:3] == b"TAG" and len(rest) == _ID3V1_BYTES):
+        return None
+    return f"{unit} sync lost at byte {end} of {len(data)}"
 
 
 def _xing_frames(data: bytes, pos: int) -> int | None:
@@ -108,10 +121,10 @@ def _xing_frames(data: bytes, pos: int) -> int | None:
 
 
 def _mp3_damage(data: bytes) -> str | None:
-    start = skip_id3(data)
-    end, count = _frames_end(data, start, mp3_frame_length)
-    if count == 0:
+    start = _first_frame(data, skip_id3(data), mp3_frame_length)
+    if start is None:
         return "no MPEG audio frame where the stream starts"
+    end, count = _frames_end(data, start, mp3_frame_length)
     if problem := _chain_end_problem(data, end, "MPEG frame"):
         return problem
     declared = _xing_frames(data, start)

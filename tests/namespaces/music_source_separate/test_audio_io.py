@@ -484,6 +484,27 @@ def test_trailing_tags_after_the_last_frame_are_accepted(samples_by_format: dict
         tagged = audio_io.decode(samples_by_format[fmt] + id3v1, NO_HINT, 5).samples
         np.testing.assert_array_equal(tagged, whole)
     assert code_of(samples_by_format["mp3"] + b"junk" * 40) is Code.ILLEGAL_DATA
+    assert code_of(samples_by_format["mp3"] + id3v1 + b"junk") is Code.ILLEGAL_DATA
+
+
+def test_mp3_padding_after_its_tag_is_accepted(samples_by_format: dict[str, bytes]) -> None:
+    mp3 = samples_by_format["mp3"]
+    tag_end = id3_end(mp3)
+    padded = mp3[:tag_end] + bytes(700) + mp3[tag_end:]  # zeros a tagger left after the tag
+    # FFmpeg finds the frames, though no longer the LAME gapless trim: every frame is decoded.
+    assert audio_io.decode(padded, NO_HINT, 5).samples.shape == (2, 21 * 1152)
+    assert framing.damage(mp3[:tag_end] + b"\x13\x37" * 500, "mp3") == "no MPEG audio frame where the stream starts"
+
+
+def test_flac_of_unknown_length_is_decoded_and_bounded() -> None:
+    """STREAMINFO's total of 0 means "unknown" (stream encoders write it): decoded in full,
+    the duration limit applied while decoding, and a cut-short one still refused."""
+    data = bytearray(soundfile_bytes(sine(44100, 2, 1.0), 44100, "FLAC"))
+    field = int.from_bytes(data[18:26], "big")
+    data[18:26] = (field & ~((1 << 36) - 1)).to_bytes(8, "big")
+    assert audio_io.decode(bytes(data), NO_HINT, 5).samples.shape == (2, 44100)
+    assert code_of(bytes(data), max_seconds=0.5) is Code.EXCEEDED_DURATION
+    assert code_of(bytes(data[: len(data) // 2])) is Code.ILLEGAL_DATA
 
 
 def test_ogg_without_its_end_of_stream_page_is_refused(samples_by_format: dict[str, bytes]) -> None:
