@@ -31,7 +31,7 @@ MIN_SECONDS = 0.01  # shorter input (a handful of samples) is no music to separa
 _SOUNDFILE_FORMATS = frozenset({"wav", "flac", "ogg"})
 _UNKNOWN_FRAMES = 1 << 62  # libsndfile's SF_COUNT_MAX and anything near it: "length not in the header"
 # Forced, so ffmpeg never probes further; wav/flac/ogg go to FFmpeg only when their header
-# leaves the length unknown, which libsndfile cannot read in bounded steps.
+# leaves the length unknown (see _length_known).
 _DEMUXERS = {"mp3": "mp3", "aac": "aac", "mp4": "mov", "wav": "wav", "flac": "flac", "ogg": "ogg"}
 _ENCODERS = {"mp3": ("mp3", "libmp3lame"), "aac": ("adts", "aac")}  # muxer, codec
 _BIT_RATES = {1: 128_000, 2: 192_000}  # by channel count
@@ -148,6 +148,13 @@ def _declared_frames(frames: int) -> int | None:
     return frames if frames < _UNKNOWN_FRAMES else None
 
 
+def _length_known(data: bytes, fmt: str) -> bool:
+    """Whether libsndfile knows how many frames to read: not for a FLAC of unknown length, nor
+    a WAV whose `data` size a stream writer left at 0 (libsndfile reads no frames of it)."""
+    frames = sf.info(io.BytesIO(data)).frames
+    return _declared_frames(frames) is not None and not (fmt == "wav" and frames == 0)
+
+
 def _frame_limit(max_seconds: float, rate: int, channels: int) -> int:
     """Frames that may be decoded: the duration limit, and the memory budget for this channel count."""
     return int(min(max_seconds * rate, MAX_DECODED_SAMPLES // channels))
@@ -219,12 +226,23 @@ def _decode_soundfile(data: bytes, max_seconds: float, max_channels: int) -> tup
 
 
 def _planar_chunks(container: av.container.InputContainer, stream: av.AudioStream,
-                   rate: int) -> Iterator[np.ndarray]:
-    """Each decoded frame as float32 (channels, n); format conversion only, the rate is never changed."""
+                   rate: int, contiguous: bool = False) -> Iterator[np.ndarray]:
+    """Each decoded frame as float32 (channels, n); format conversion only, the rate is never changed.
+
+    With `contiguous`, each frame must start where the previous one ended: FFmpeg drops
+    a FLAC frame whose CRC fails and goes on, which only its timestamps show.
+    """
     resampler = av.AudioResampler(format="fltp")
+    expected: int | None = None
     for frame in container.decode(stream):
         if frame.sample_rate != rate:
             raise error(Code.ILLEGAL_DATA, "sample rate changes within the stream")
+        if contiguous and frame.pts is not None and frame.time_base is not None:
+            start = round(frame.pts * frame.time_base * rate)
+            if expected is not None and abs(start - expected) > 1:
+                raise error(Code.ILLEGAL_DATA, f"damaged: {start - expected} samples missing "
+                                               f"at {expected / rate:.2f} s")
+            expected = start + frame.samples
         for converted in resampler.resample(frame):
             yield converted.to_ndarray()
     for converted in resampler.resample(None):
@@ -232,7 +250,8 @@ def _planar_chunks(container: av.container.InputContainer, stream: av.AudioStrea
 
 
 def _decode_av(data: bytes, fmt: str, max_seconds: float, max_channels: int) -> tuple[np.ndarray, int]:
-    """mp3/aac/mp4 through FFmpeg, stopping as soon as the decoded length passes the limit."""
+    """mp3/aac/mp4 (and wav/flac/ogg of unknown length) through FFmpeg, stopping as soon as
+    the decoded length passes the limit."""
     with av.open(io.BytesIO(data), mode="r", format=_DEMUXERS[fmt]) as container:
         if not container.streams.audio:
             raise error(Code.ILLEGAL_DATA, "no audio stream")
@@ -242,7 +261,7 @@ def _decode_av(data: bytes, fmt: str, max_seconds: float, max_channels: int) -> 
         limit = _frame_limit(max_seconds, rate, channels)
         chunks: list[np.ndarray] = []
         total = 0
-        for chunk in _planar_chunks(container, stream, rate):
+        for chunk in _planar_chunks(container, stream, rate, contiguous=fmt in _SOUNDFILE_FORMATS):
             if chunk.shape[0] != channels:
                 raise error(Code.ILLEGAL_DATA, "channel count changes within the stream")
             chunks.append(chunk)
@@ -265,7 +284,7 @@ def _decode_samples(data: bytes, fmt: str, hint: AudioHint, max_seconds: float,
     try:
         if fmt == "pcm":
             return _decode_pcm(data, hint, max_seconds, max_channels)
-        if fmt in _SOUNDFILE_FORMATS and _declared_frames(sf.info(io.BytesIO(data)).frames) is not None:
+        if fmt in _SOUNDFILE_FORMATS and _length_known(data, fmt):
             return _decode_soundfile(data, max_seconds, max_channels)
         return _decode_av(data, fmt, max_seconds, max_channels)
     except (GatewayError, MemoryError):
@@ -294,11 +313,13 @@ def decode(data: bytes, hint: AudioHint, max_seconds: float, max_channels: int =
             raise error(Code.ILLEGAL_DATA, "unrecognised audio format")
         fmt = "pcm"
         _pcm_layout(hint, max_channels)
+    try:
+        data = framing.whole(data, fmt)
+    except framing.Damaged as exc:
+        raise error(Code.ILLEGAL_DATA, f"{fmt} is cut short or damaged: {exc}") from exc
     seconds = probe_duration(data, fmt, hint)
     if seconds is not None and seconds > max_seconds:
         raise error(Code.EXCEEDED_DURATION, f"audio lasts {seconds:.1f} s, the limit is {max_seconds:g} s")
-    if problem := framing.damage(data, fmt):
-        raise error(Code.ILLEGAL_DATA, f"{fmt} is cut short or damaged: {problem}")
     samples, rate = _decode_samples(data, fmt, hint, max_seconds, max_channels)
     if samples.shape[-1] == 0 or samples.shape[0] == 0:
         raise error(Code.ILLEGAL_DATA, f"{fmt} holds no audio samples")

@@ -2,7 +2,7 @@
 
 Decoders conceal damage: FFmpeg resynchronises past a broken MP3 frame, libvorbis skips a
 page whose checksum fails, and both return shorter audio without an error. Separating what
-is left would hand the client stems of audio it never sent, so `damage` walks the file's
+is left would hand the client stems of audio it never sent, so `whole` walks the file's
 own framing (RIFF chunks, Ogg pages, MPEG and ADTS frames, MP4 boxes) and names the first
 place where it is cut short or broken. What framing cannot show (flipped bits inside an MP3
 frame, which carries no checksum by default) is left to the decoder.
@@ -19,9 +19,9 @@ _MP3_KBPS = {  # layer III bit rates by bitrate index: MPEG-1, then MPEG-2 and 2
     False: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
 }
 _MP3_RATE_SHIFT = {3: 0, 2: 1, 0: 2}  # version bits -> MPEG-1, MPEG-2, MPEG-2.5 (rate halvings)
-_END_TAGS = (b"APETAGEX", b"LYRICSBEGIN")  # metadata blocks players accept after the last frame
-_ID3V1_BYTES = 128  # "TAG" and 125 bytes, the very end of a file
 _RESYNC_BYTES = 64 * 1024  # padding or junk tolerated between the ID3 tag and the first frame
+_MAX_BLOCKS = 4096  # top-level MP4 boxes, RIFF chunks before `data`, leading ID3 tags: real files have a few
+_OGG_BEGIN_OF_STREAM = 0x02
 _OGG_END_OF_STREAM = 0x04
 
 
@@ -35,10 +35,10 @@ def id3_end(data: bytes, pos: int) -> int:
 
 
 def skip_id3(data: bytes) -> int:
-    """Offset of the first byte after any leading ID3v2 tags."""
-    pos = 0
-    while data[pos:pos + 3] == b"ID3":
-        pos = id3_end(data, pos)
+    """Offset of the first byte after the leading ID3v2 tags (at most _MAX_BLOCKS of them)."""
+    pos, tags = 0, 0
+    while data[pos:pos + 3] == b"ID3" and tags < _MAX_BLOCKS:
+        pos, tags = id3_end(data, pos), tags + 1
     return pos
 
 
@@ -81,6 +81,10 @@ def adts_walk(data: bytes) -> tuple[int, int, int, int]:
     return pos, frames, blocks, rate
 
 
+class Damaged(ValueError):
+    """The framing shows the file cut short or broken; the message says where."""
+
+
 def _first_frame(data: bytes, start: int, frame_length: Callable[[bytes, int], int | None]) -> int | None:
     """The first frame header within _RESYNC_BYTES of `start`, confirmed by the next one."""
     pos, stop = start, min(len(data), start + _RESYNC_BYTES)
@@ -92,22 +96,65 @@ def _first_frame(data: bytes, start: int, frame_length: Callable[[bytes, int], i
     return None
 
 
-def _frames_end(data: bytes, start: int, frame_length: Callable[[bytes, int], int | None]) -> tuple[int, int]:
-    """(end offset, frame count) of the chain of frames from `start`."""
-    pos, count = start, 0
-    while (length := frame_length(data, pos)) is not None:
-        pos, count = pos + length, count + 1
-    return pos, count
+def _tags_start(data: bytes) -> int:
+    """Where the metadata a player skips at the end of an MPEG stream begins (the end if none):
+    ID3v1 (with its "TAG+" extension), APE tags (footer, optional header), Lyrics3 v1 and v2,
+    and an ID3v2 tag appended with its footer."""
+    end = len(data)
+    for _ in range(4):  # each kind once, in any order
+        if end >= 128 and data[end - 128:end - 125] == b"TAG":
+            end -= 128
+            if data[end - 227:end - 223] == b"TAG+":
+                end -= 227
+        elif data[end - 32:end - 24] == b"APETAGEX":
+            size = int.from_bytes(data[end - 20:end - 16], "little")
+            header = 32 if data[end - 9] & 0x80 else 0  # flags bit 31: the tag also has a header
+            end -= size + header
+        elif data[end - 9:end] == b"LYRICS200" and data[end - 15:end - 9].isdigit():
+            end -= int(data[end - 15:end - 9]) + 15
+        elif data[end - 9:end] == b"LYRICSEND":
+            begin = data.rfind(b"LYRICSBEGIN", max(0, end - 5100), end)
+            end = begin if begin >= 0 else end
+        elif data[end - 10:end - 7] == b"3DI":  # an ID3v2 footer: the tag ends the file
+            end -= id3_end(data, end - 10) - (end - 10)  # header, body and footer
+        else:
+            break
+    return max(end, 0)
 
 
-def _chain_end_problem(data: bytes, end: int, unit: str) -> str | None:
-    """What is wrong where a chain of frames stopped at `end`: cut short, or followed by what no tag is."""
-    if end > len(data):
-        return f"the last {unit} is cut short ({end - len(data)} bytes missing)"
-    rest = data[end:]
-    if not rest or rest.startswith(_END_TAGS) or (rest[:3] == b"TAG" and len(rest) == _ID3V1_BYTES):
-        return None
-    return f"{unit} sync lost at byte {end} of {len(data)}"
+def _frame_runs(data: bytes, start: int, end: int,
+                frame_length: Callable[[bytes, int], int | None]) -> tuple[list[tuple[int, int]], int, int]:
+    """(runs of whole frames as (start, stop), frame count, where the walk stopped), stepping
+    over ID3v2 tags between frames as concatenated files carry them."""
+    runs, pos, count, run_start, tags = [], start, 0, start, 0
+    while pos < end:
+        if (length := frame_length(data, pos)) is not None:
+            pos, count = pos + length, count + 1
+        elif data[pos:pos + 3] == b"ID3" and tags < _MAX_BLOCKS:
+            runs.append((run_start, pos))
+            pos = run_start = id3_end(data, pos)
+            tags += 1
+        else:
+            break
+    runs.append((run_start, min(pos, end)))
+    return [(a, b) for a, b in runs if b > a], count, pos
+
+
+def _chain(data: bytes, start: int | None, frame_length: Callable[[bytes, int], int | None],
+           unit: str) -> tuple[bytes, int]:
+    """The stream as the decoder should see it (leading tags, then the frames, without tags
+    between or after them) and the frame count; Damaged where the frames stop short of the tags."""
+    if start is None:
+        raise Damaged(f"no {unit} where the stream starts")
+    end = _tags_start(data)
+    runs, count, stopped = _frame_runs(data, start, end, frame_length)
+    if stopped > end:
+        raise Damaged(f"the last {unit} is cut short ({stopped - end} bytes missing)")
+    if stopped < end:
+        raise Damaged(f"{unit} sync lost at byte {stopped} of {len(data)}")
+    if runs == [(start, end)] and end == len(data):
+        return data, count
+    return data[:start] + b"".join(data[a:b] for a, b in runs), count
 
 
 def _xing_frames(data: bytes, pos: int) -> int | None:
@@ -120,87 +167,95 @@ def _xing_frames(data: bytes, pos: int) -> int | None:
     return int.from_bytes(data[offset + 8:offset + 12], "big") if flags & 1 else None
 
 
-def _mp3_damage(data: bytes) -> str | None:
+def _mp3(data: bytes) -> bytes:
     start = _first_frame(data, skip_id3(data), mp3_frame_length)
-    if start is None:
-        return "no MPEG audio frame where the stream starts"
-    end, count = _frames_end(data, start, mp3_frame_length)
-    if problem := _chain_end_problem(data, end, "MPEG frame"):
-        return problem
-    declared = _xing_frames(data, start)
-    if declared is not None and count - 1 < declared:  # the Xing/Info frame itself holds no audio
-        return f"{count - 1} MPEG frames of the {declared} its header declares"
-    return None
+    stream, count = _chain(data, start, mp3_frame_length, "MPEG frame")
+    declared = _xing_frames(data, start) if start is not None else None
+    # Encoders disagree on whether the count includes the Xing/Info frame itself: one frame of slack.
+    if declared is not None and count < declared:
+        raise Damaged(f"{count - 1} MPEG frames of the {declared} its header declares")
+    return stream
 
 
-def _adts_damage(data: bytes) -> str | None:
-    end, frames, _, _ = adts_walk(data)
-    if frames == 0:
-        return "no ADTS frame where the stream starts"
-    if frames >= ADTS_SCAN_FRAMES:
-        return None  # longer than any duration limit; the decoder's own bounds apply
-    return _chain_end_problem(data, end, "ADTS frame")
+def _adts(data: bytes) -> bytes:
+    start = skip_id3(data)
+    if adts_walk(data)[1] >= ADTS_SCAN_FRAMES:
+        return data  # longer than any duration limit; the decoder's own bounds apply
+    return _chain(data, start if adts_frame_length(data, start) else None, adts_frame_length, "ADTS frame")[0]
 
 
-def _ogg_damage(data: bytes) -> str | None:
-    pos, flags = 0, 0
+def _ogg(data: bytes) -> bytes:
+    pos, flags, ended = 0, 0, False
     while pos + 27 <= len(data) and data[pos:pos + 4] == b"OggS":
-        segments = data[pos + 26]
+        segments, flags = data[pos + 26], data[pos + 5]
+        if flags & _OGG_BEGIN_OF_STREAM and ended:
+            raise Damaged("chained Ogg streams (one after another) are not accepted: send one stream")
+        ended = ended or bool(flags & _OGG_END_OF_STREAM)
         table = data[pos + 27:pos + 27 + segments]
-        flags = data[pos + 5]
         pos += 27 + segments + sum(table)
         if len(table) < segments:
             break
     if pos == len(data):
-        return None if flags & _OGG_END_OF_STREAM else "the stream ends without its end-of-stream page"
+        if not flags & _OGG_END_OF_STREAM:
+            raise Damaged("the stream ends without its end-of-stream page")
+        return data
     if pos > len(data) or data[pos:pos + 4] == b"OggS":
-        return "the last Ogg page is cut short"
-    return f"Ogg page sync lost at byte {pos} of {len(data)}"
+        raise Damaged("the last Ogg page is cut short")
+    raise Damaged(f"Ogg page sync lost at byte {pos} of {len(data)}")
 
 
-def _mp4_damage(data: bytes) -> str | None:
-    pos = 0
+def _mp4(data: bytes) -> bytes:
+    pos, boxes, kinds = 0, 0, set()
     while pos + 8 <= len(data):
-        size = int.from_bytes(data[pos:pos + 4], "big")
+        boxes += 1
+        if boxes > _MAX_BLOCKS:
+            raise Damaged(f"more than {_MAX_BLOCKS} top-level MP4 boxes")
+        size, kinds = int.from_bytes(data[pos:pos + 4], "big"), kinds | {data[pos + 4:pos + 8]}
         if size == 1 and pos + 16 <= len(data):
             size = int.from_bytes(data[pos + 8:pos + 16], "big")
         elif size == 0:  # the last box runs to the end of the file
             size = len(data) - pos
         if size < 8:
-            return f"MP4 box of {size} bytes at byte {pos}"
+            raise Damaged(f"MP4 box of {size} bytes at byte {pos}")
         pos += size
     if pos != len(data):
         box = "box" if pos > len(data) else "box header"
-        return f"the last MP4 {box} is cut short ({abs(pos - len(data))} bytes)"
-    return None
+        raise Damaged(f"the last MP4 {box} is cut short ({abs(pos - len(data))} bytes)")
+    if b"moov" not in kinds:
+        raise Damaged("no `moov` box: the MP4 index is missing")
+    return data
 
 
-def _wav_damage(data: bytes) -> str | None:
-    """A RIFF WAVE whose `data` chunk claims more bytes than the file holds was cut short
-    (0 and 0xFFFFFFFF mean "until the end", as streams write). RF64 keeps its sizes elsewhere."""
+def _wav(data: bytes) -> bytes:
+    """A RIFF WAVE whose `data` chunk claims more bytes than the file holds was cut short.
+    Streaming writers leave 0, 0xFFFFFFFF or a value near 2 GiB (arecord: 0x7FFFFF00) to mean
+    "until the end"; decoders read to the end of such files. RF64 keeps its sizes elsewhere."""
     if data[:4] != b"RIFF":
-        return None
-    pos = 12
-    while pos + 8 <= len(data):
+        return data
+    pos, chunks = 12, 0
+    while pos + 8 <= len(data) and chunks < _MAX_BLOCKS:
         chunk, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
         if chunk == b"data":
-            if size not in (0, 0xFFFFFFFF) and pos + 8 + size > len(data):
-                return f"{size} data bytes declared, {len(data) - pos - 8} present"
-            return None
-        pos += 8 + size + (size & 1)
-    return None
+            if size != 0 and size < _WAV_UNTIL_END and pos + 8 + size > len(data):
+                raise Damaged(f"{size} data bytes declared, {len(data) - pos - 8} present")
+            return data
+        pos, chunks = pos + 8 + size + (size & 1), chunks + 1
+    if chunks >= _MAX_BLOCKS:
+        raise Damaged(f"more than {_MAX_BLOCKS} chunks before the audio")
+    return data
 
 
-_CHECKS: dict[str, Callable[[bytes], str | None]] = {
-    "wav": _wav_damage, "ogg": _ogg_damage, "mp3": _mp3_damage, "aac": _adts_damage, "mp4": _mp4_damage,
-}
+_WAV_UNTIL_END = 0x7FFFF000
+_WALKS: dict[str, Callable[[bytes], bytes]] = {"wav": _wav, "ogg": _ogg, "mp3": _mp3, "aac": _adts, "mp4": _mp4}
 
 
-def damage(data: bytes, fmt: str) -> str | None:
-    """Why the framing of `data` (sniffed as `fmt`) shows it cut short or broken, or None.
+def whole(data: bytes, fmt: str) -> bytes:
+    """The bytes to decode when the framing of `data` (sniffed as `fmt`) shows it whole; else Damaged.
 
-    FLAC needs no walk here: libFLAC checks every frame's CRC and the decoder's frame count
-    is compared with STREAMINFO after decoding. Raw PCM has no framing to check.
+    MPEG and ADTS streams come back without the tags between or after their frames, which
+    decoders would otherwise try to play. FLAC needs no walk: libFLAC checks every frame's
+    CRC, and the decoded frame count is compared with STREAMINFO afterwards. Raw PCM has no
+    framing to check.
     """
-    check = _CHECKS.get(fmt)
-    return check(data) if check else None
+    walk = _WALKS.get(fmt)
+    return walk(data) if walk else data
