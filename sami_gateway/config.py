@@ -67,6 +67,7 @@ class Config:
     max_audio_seconds: float = 600.0
     max_input_channels: int = 2
     request_timeout: float = 900.0
+    body_timeout: float = 120.0
     max_jobs: int = field(default_factory=lambda: default_max_jobs())
     max_queued_seconds: float = field(default_factory=lambda: default_max_queued_seconds())
     shutdown_grace: float = 60.0
@@ -265,6 +266,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_input_channels", _channels,
             f"input channels accepted (SAMI: mono or stereo); up to {MAX_INPUT_CHANNELS}, downmixed to stereo"),
     Setting("request_timeout", _positive(float), "seconds an invoke may take before it is answered 504"),
+    Setting("body_timeout", _positive(float),
+            "seconds a client has to send its whole request body (100 MB of base64 at 10 Mbit/s: 107 s); "
+            "slower bodies are answered 408"),
     Setting("max_jobs", _positive(int), "requests admitted at once; more are refused 503", "4 per core"),
     Setting("max_queued_seconds", _positive(float), "audio-seconds admitted at once; more are refused 503",
             "memory / 2 / 4 MiB, at most 7200"),

@@ -43,6 +43,8 @@ class Code(Enum):
     # The gateway's own codes.
     NOT_FOUND = Status(404, 40400001, "NotFound", "no such path")
     METHOD_NOT_ALLOWED = Status(405, 40500001, "MethodNotAllowed", "wrong HTTP method for the path")
+    BODY_TIMEOUT = Status(408, 40800001, "RequestTimeout",
+                          "the request body did not arrive within `SAMI_BODY_TIMEOUT`; the connection is closed")
     QUOTA_EXCEEDED = Status(429, 42900001, "QuotaExceeded",
                             "the appkey's request rate or concurrency quota is used up; retry after `Retry-After`")
     INTERNAL_ERROR = Status(500, 50000001, "InternalError", "unexpected server error (logged with the task_id)")

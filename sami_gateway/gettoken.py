@@ -14,7 +14,7 @@ from multidict import MultiMapping
 
 from .access_keys import AccessKey
 from .auth import TokenService
-from .body import BodyTooLarge, BodyUnreadable, read_capped
+from .body import BodyTimeout, BodyTooLarge, BodyUnreadable, read_capped
 from .config import MAX_TOKEN_TTL
 from .errors import Code
 from .keys import CONTEXT
@@ -30,6 +30,7 @@ REGION = "cn-north-1"
 TOKEN_VERSION = "volc-auth-v1"
 DEFAULT_EXPIRATION = 3600  # seconds, when a client sends no `expiration` (SAMI's documented example)
 MAX_BODY_BYTES = 64 * 1024  # a GetToken body is about 100 bytes: a larger one is no GetToken client
+BODY_SECONDS = 30.0  # nor is one that takes this long to send them
 
 
 @dataclass(frozen=True)
@@ -137,11 +138,13 @@ def check_action(query: MultiMapping[str]) -> None:
 async def read_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The request body within `limit`, or a MissingRequestInfo refusal."""
     try:
-        return await read_capped(request, limit)
+        return await read_capped(request, limit, BODY_SECONDS)
     except BodyTooLarge as exc:
         raise _bad_body(f"the body is larger than {limit} bytes") from exc
     except BodyUnreadable as exc:
         raise _bad_body("the body cannot be read") from exc
+    except BodyTimeout as exc:
+        raise _bad_body(f"the body did not arrive within {BODY_SECONDS:g} s") from exc
 
 
 def signed_request(request: web.Request, body: bytes) -> SignedRequest:

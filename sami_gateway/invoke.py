@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .body import BodyTooLarge, BodyUnreadable, read_capped
+from .body import BodyTimeout, BodyTooLarge, BodyUnreadable, read_capped
 from .errors import Code, GatewayError, error
 from .keys import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, METRICS, NAMESPACES, QUOTAS, SCHEDULER
 from .namespace import InvokeInput, InvokeOutput, Namespace
@@ -20,13 +20,16 @@ CLOSE = {"Connection": "close"}  # the rest of an unread or broken body must not
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body within `limit`, or the envelope's refusal."""
+    """The request body within `limit` and the body timeout, or the envelope's refusal."""
+    timeout = request.app[CONFIG].body_timeout
     try:
-        return await read_capped(request, limit)
+        return await read_capped(request, limit, timeout)
     except BodyTooLarge as exc:
         raise error(Code.EXCEEDED_DATA_SIZE, f"request body larger than {limit} bytes", CLOSE) from exc
     except BodyUnreadable as exc:
         raise error(Code.CLIENT_ERROR, "body cannot be read", CLOSE) from exc
+    except BodyTimeout as exc:
+        raise error(Code.BODY_TIMEOUT, f"the body did not arrive within {timeout:g} s", CLOSE) from exc
 
 
 async def input_bytes(request: web.Request, call: InvokeRequest, namespace: Namespace) -> bytes:

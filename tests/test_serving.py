@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -119,3 +120,35 @@ def test_client_that_leaves_frees_the_worker(small_gateway: Gateway) -> None:
     assert time.monotonic() - left < 2.0  # a chunk of the tiny model takes well under a second
     ready = requests.get(small_gateway.url + "/readyz", timeout=5).json()
     assert ready["requests"] == 0 and ready["queued_audio_seconds"] == 0
+
+
+def slow_client(url: str, declared: int, sent: bytes) -> socket.socket:
+    """A client that announces a body of `declared` bytes, sends `sent`, then goes quiet."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(f"POST /api/v1/invoke HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {declared}\r\n\r\n".encode() + sent)
+    return sock
+
+
+def test_a_client_too_slow_to_send_its_body_loses_its_slot(model_store: Path, tmp_path: Path) -> None:
+    """Admission comes before the body, so a stalled body must not hold the only slot forever."""
+    gateway = start_gateway(model_store, tmp_path / "gateway.log", SAMI_MAX_JOBS="1", SAMI_BODY_TIMEOUT="1.5")
+    try:
+        started = time.monotonic()
+        sock = slow_client(gateway.url, 100_000, b'{"appkey": "')
+        time.sleep(0.3)
+        busy = requests.post(gateway.url + "/api/v1/invoke", json=body(gateway, 0.3), timeout=30)
+        assert (busy.status_code, busy.json()["status_code"]) == (503, 50300001)  # the stalled client holds it
+        reply = sock.recv(65536).decode()
+        waited = time.monotonic() - started
+        sock.close()
+        status_line, _, rest = reply.partition("\r\n")
+        assert status_line.startswith("HTTP/1.1 408") and "Connection: close" in rest, reply[:300]
+        assert json.loads(rest.split("\r\n\r\n", 1)[1])["status_code"] == 40800001
+        assert 1.5 <= waited < 5
+        freed = requests.post(gateway.url + "/api/v1/invoke", json=body(gateway, 0.3), timeout=30)
+        assert (freed.status_code, freed.json()["status_code"]) == (200, 20000000)
+    finally:
+        gateway.process.terminate()
+        gateway.process.wait(timeout=60)
