@@ -13,6 +13,7 @@ import soundfile as sf
 from namespaces.music_source_separate import plugin
 from namespaces.music_source_separate.plugin import MusicSourceSeparate, create_namespace
 from sami_gateway.config import ConfigError, load_config
+from sami_gateway.errors import Code, GatewayError
 from sami_gateway.namespace import InvokeInput, NamespaceStartError
 from sami_gateway.scheduler import Scheduler
 from tests.conftest import wav_bytes
@@ -70,3 +71,20 @@ async def test_missing_model_stops_the_start(tmp_path: Path, scheduler: Schedule
 def test_bad_device_is_a_config_error(model_store: Path) -> None:
     with pytest.raises(ConfigError, match="SAMI_DEVICE"):
         create_namespace(config_for(model_store, SAMI_DEVICE="cuda:0"))
+
+
+async def test_more_channels_only_where_configured(model_store: Path, scheduler: Scheduler,
+                                                   namespace: MusicSourceSeparate) -> None:
+    """SAMI takes mono or stereo; SAMI_MAX_INPUT_CHANNELS lets surround in, downmixed to stereo."""
+    six = InvokeInput("t", "k", wav_bytes(0.5, channels=6), {"model": "2track_acc", "extra": {"output_channel": 2}})
+    with pytest.raises(GatewayError) as refused:
+        await namespace.invoke(six)
+    assert refused.value.code is Code.ILLEGAL_DATA and "6 channels" in refused.value.detail
+    wide = create_namespace(config_for(model_store, SAMI_MAX_INPUT_CHANNELS="6"))
+    await wide.start(scheduler)
+    try:
+        out = await wide.invoke(six)
+    finally:
+        await wide.stop()
+    audio, rate = sf.read(io.BytesIO(out.data or b""), always_2d=True)
+    assert audio.shape == (rate // 2, 2) and np.abs(audio).max() > 0
