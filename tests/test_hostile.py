@@ -10,6 +10,7 @@ more than RSS_GROWTH_LIMIT above the peak of valid requests alone.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import threading
 import time
@@ -68,8 +69,6 @@ def float_wav(value: float) -> bytes:
 
 
 def soundfile_bytes(samples: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
-    import io
-
     buffer = io.BytesIO()
     sf.write(buffer, samples, rate, format="WAV", subtype=subtype)
     return buffer.getvalue()

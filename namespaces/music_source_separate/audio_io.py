@@ -148,10 +148,9 @@ def _declared_frames(frames: int) -> int | None:
     return frames if frames < _UNKNOWN_FRAMES else None
 
 
-def _length_known(data: bytes, fmt: str) -> bool:
+def _length_known(frames: int, fmt: str) -> bool:
     """Whether libsndfile knows how many frames to read: not for a FLAC of unknown length, nor
     a WAV whose `data` size a stream writer left at 0 (libsndfile reads no frames of it)."""
-    frames = sf.info(io.BytesIO(data)).frames
     return _declared_frames(frames) is not None and not (fmt == "wav" and frames == 0)
 
 
@@ -204,14 +203,18 @@ def _decode_pcm(data: bytes, hint: AudioHint, max_seconds: float,
     return np.ascontiguousarray(ints.T, dtype=np.float32) / np.float32(32768), rate
 
 
-def _decode_soundfile(data: bytes, max_seconds: float, max_channels: int) -> tuple[np.ndarray, int]:
-    """wav/flac/ogg through libsndfile, reading at most one frame past the limit.
+def _decode_soundfile(data: bytes, fmt: str, max_seconds: float,
+                      max_channels: int) -> tuple[np.ndarray, int] | None:
+    """wav/flac/ogg through libsndfile, reading at most one frame past the limit; None where
+    the header leaves the length unknown, for FFmpeg to decode instead.
 
     The decoder must deliver every frame the header declares: libvorbis skips a page
     whose checksum fails and libsndfile stops at a damaged FLAC frame, both silently.
     """
     with sf.SoundFile(io.BytesIO(data)) as file:
         rate, channels, declared = file.samplerate, file.channels, file.frames
+        if not _length_known(declared, fmt):
+            return None
         _check_layout(rate, channels, max_channels)
         limit = _frame_limit(max_seconds, rate, channels)
         if declared > limit:  # what the header claims: refused before any sample is read
@@ -284,8 +287,8 @@ def _decode_samples(data: bytes, fmt: str, hint: AudioHint, max_seconds: float,
     try:
         if fmt == "pcm":
             return _decode_pcm(data, hint, max_seconds, max_channels)
-        if fmt in _SOUNDFILE_FORMATS and _length_known(data, fmt):
-            return _decode_soundfile(data, max_seconds, max_channels)
+        if fmt in _SOUNDFILE_FORMATS and (decoded := _decode_soundfile(data, fmt, max_seconds, max_channels)):
+            return decoded
         return _decode_av(data, fmt, max_seconds, max_channels)
     except (GatewayError, MemoryError):
         raise

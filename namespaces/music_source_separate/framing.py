@@ -122,12 +122,13 @@ def _tags_start(data: bytes) -> int:
     return max(end, 0)
 
 
-def _frame_runs(data: bytes, start: int, end: int,
-                frame_length: Callable[[bytes, int], int | None]) -> tuple[list[tuple[int, int]], int, int]:
+def _frame_runs(data: bytes, start: int, end: int, frame_length: Callable[[bytes, int], int | None],
+                max_frames: int | None) -> tuple[list[tuple[int, int]], int, int]:
     """(runs of whole frames as (start, stop), frame count, where the walk stopped), stepping
-    over ID3v2 tags between frames as concatenated files carry them."""
+    over ID3v2 tags between frames as concatenated files carry them, and stopping after
+    `max_frames` frames when given."""
     runs, pos, count, run_start, tags = [], start, 0, start, 0
-    while pos < end:
+    while pos < end and (max_frames is None or count < max_frames):
         if (length := frame_length(data, pos)) is not None:
             pos, count = pos + length, count + 1
         elif data[pos:pos + 3] == b"ID3" and tags < _MAX_BLOCKS:
@@ -141,13 +142,16 @@ def _frame_runs(data: bytes, start: int, end: int,
 
 
 def _chain(data: bytes, start: int | None, frame_length: Callable[[bytes, int], int | None],
-           unit: str) -> tuple[bytes, int]:
+           unit: str, max_frames: int | None = None) -> tuple[bytes, int]:
     """The stream as the decoder should see it (leading tags, then the frames, without tags
-    between or after them) and the frame count; Damaged where the frames stop short of the tags."""
+    between or after them) and the frame count; Damaged where the frames stop short of the tags.
+    A stream of `max_frames` frames or more comes back as it is, its length being past any limit."""
     if start is None:
         raise Damaged(f"no {unit} where the stream starts")
     end = _tags_start(data)
-    runs, count, stopped = _frame_runs(data, start, end, frame_length)
+    runs, count, stopped = _frame_runs(data, start, end, frame_length, max_frames)
+    if max_frames is not None and count >= max_frames:
+        return data, count
     if stopped > end:
         raise Damaged(f"the last {unit} is cut short ({stopped - end} bytes missing)")
     if stopped < end:
@@ -179,9 +183,9 @@ def _mp3(data: bytes) -> bytes:
 
 def _adts(data: bytes) -> bytes:
     start = skip_id3(data)
-    if adts_walk(data)[1] >= ADTS_SCAN_FRAMES:
-        return data  # longer than any duration limit; the decoder's own bounds apply
-    return _chain(data, start if adts_frame_length(data, start) else None, adts_frame_length, "ADTS frame")[0]
+    first = start if adts_frame_length(data, start) else None
+    # Past ADTS_SCAN_FRAMES the stream is longer than any duration limit; the decoder's bounds apply.
+    return _chain(data, first, adts_frame_length, "ADTS frame", ADTS_SCAN_FRAMES)[0]
 
 
 def _ogg(data: bytes) -> bytes:
