@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Install sami-gateway into the current Python environment.
-#   bash scripts/install.sh          the service
+#   bash scripts/install.sh          the service (and a C compiler if there is none)
 #   bash scripts/install.sh --test   the service, test tools, and the system packages the
 #                                    tests use (golang-go for the Go client, ffmpeg to cross-check codecs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-if [[ "${1:-}" == "--test" ]] && { ! command -v go >/dev/null || ! command -v ffmpeg >/dev/null; }; then
+# A C compiler builds the native attention kernel on first use (without one, `fast`
+# precision falls back to PyTorch's attention); the tests also use Go and ffmpeg.
+PACKAGES=()
+command -v cc >/dev/null || PACKAGES+=(gcc libc6-dev)
+if [[ "${1:-}" == "--test" ]]; then
+    command -v go >/dev/null || PACKAGES+=(golang-go)
+    command -v ffmpeg >/dev/null || PACKAGES+=(ffmpeg)
+fi
+if (( ${#PACKAGES[@]} )); then
     SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq golang-go ffmpeg >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
 fi
 
 # torch first, pinned: every later requirement admits 2.13.0, so pip keeps this build

@@ -11,6 +11,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tomllib
 
 from tests.conftest import ROOT, Gateway, free_port
 
@@ -68,3 +69,12 @@ def test_healthcheck_command_tells_a_live_gateway_from_a_dead_port(gateway: Gate
     dead = subprocess.run(health_command(), env={**os.environ, "SAMI_PORT": str(free_port())},
                           capture_output=True, timeout=10, check=False)
     assert dead.returncode != 0
+
+
+def test_the_image_ships_and_prebuilds_the_native_kernel() -> None:
+    """`pip install .` must carry attention.c, and the image builds it where the service looks."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "*.c" in data["namespaces.music_source_separate"]
+    installs = " ".join(args for name, args in instructions() if name == "RUN")
+    assert "gcc" in installs and "native.build(native.cache_dir())" in installs
+    assert env_values()["XDG_CACHE_HOME"] in installs  # handed to the service user

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import audio_io
+from . import audio_io, native
 from .engine import Precision, RunOptions, Steps, count_chunks, separate, separation_steps
 from .repository import ModelRepository
 from .store import Ensemble, Member
@@ -94,6 +94,8 @@ class Separator:
                  only_load: str | None = None, *, repository: ModelRepository | None = None,
                  precision: str | Precision = Precision.FAST, seed: int = 0) -> None:
         self.device = torch.device(device or default_device())
+        if self.device.type == "cpu":
+            native.retain_freed_memory()
         if isinstance(model, str):
             model = (repository or ModelRepository()).get_model(model, only_load=only_load)
         self.model = model if isinstance(model, Ensemble) else _as_ensemble(model)

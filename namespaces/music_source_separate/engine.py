@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from . import fastpath
 from .store import Ensemble, Member
 
 OVERLAP = 0.25  # Demucs's default overlap between consecutive segments
@@ -113,8 +114,12 @@ Steps = Generator[ModelCall, Tensor, Tensor]  # yields calls, receives their out
 
 
 def forward(call: ModelCall) -> Tensor:
-    """Run one call (inside torch.inference_mode, which the caller holds)."""
-    with autocast(call.input.device, call.precision), mha_fastpath(False):
+    """Run one call (inside torch.inference_mode, which the caller holds); `fast` calls on CPU
+    take the fast forms of attention and DConv (fastpath.py)."""
+    fast = call.precision is Precision.FAST and call.input.device.type == "cpu"
+    if fast:
+        fastpath.accelerate(call.model)
+    with autocast(call.input.device, call.precision), mha_fastpath(False), fastpath.active(fast):
         return call.model(call.input).float()
 
 
