@@ -66,7 +66,7 @@ def write_store(store: Path) -> None:
     write_bag(store, "htdemucs", (HTDEMUCS_SIG,))
 
 
-def run_reference(store: Path, mix: np.ndarray, shifts: int) -> tuple[np.ndarray, float]:
+def run_reference(store: Path, mix: np.ndarray, shifts: int) -> tuple[np.ndarray, float, int]:
     import torch
     from demucs.apply import apply_model
     from demucs.pretrained import get_model
@@ -82,12 +82,12 @@ def run_reference(store: Path, mix: np.ndarray, shifts: int) -> tuple[np.ndarray
         return out * ref.std() + ref.mean()
 
     separate(wav[:, :RATE])  # warm-up, as for ours
-    started = time.perf_counter()
+    started, faults = time.perf_counter(), minor_faults()
     out = separate(wav)
-    return out.numpy(), time.perf_counter() - started
+    return out.numpy(), time.perf_counter() - started, minor_faults() - faults
 
 
-def run_ours(store: Path, mix: np.ndarray, precision: str) -> tuple[np.ndarray, float]:
+def run_ours(store: Path, mix: np.ndarray, precision: str) -> tuple[np.ndarray, float, int]:
     import torch
 
     from namespaces.music_source_separate import ModelRepository, Separator
@@ -95,10 +95,15 @@ def run_ours(store: Path, mix: np.ndarray, precision: str) -> tuple[np.ndarray, 
     separator = Separator("htdemucs", "cpu", repository=ModelRepository(store, "http://127.0.0.1:9/"),
                           precision=precision)
     separator.separate((torch.from_numpy(mix[:, :RATE]), RATE), shifts=0)  # warm-up
-    started = time.perf_counter()
+    started, faults = time.perf_counter(), minor_faults()
     result = separator.separate((torch.from_numpy(mix), RATE), shifts=0)
     out = torch.stack([result[name] for name in separator.sources])
-    return out.numpy(), time.perf_counter() - started
+    return out.numpy(), time.perf_counter() - started, minor_faults() - faults
+
+
+def minor_faults() -> int:
+    """Pages this process has faulted in so far (memory the allocator mapped afresh)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def child(config: str, store: Path, mix_path: Path, out_path: Path) -> None:
@@ -106,12 +111,12 @@ def child(config: str, store: Path, mix_path: Path, out_path: Path) -> None:
     warnings.simplefilter("ignore")
     mix = np.load(mix_path)
     if config.startswith("reference"):
-        out, seconds = run_reference(store, mix, shifts=0 if config.endswith("shifts0") else 1)
+        out, seconds, faults = run_reference(store, mix, shifts=0 if config.endswith("shifts0") else 1)
     else:
-        out, seconds = run_ours(store, mix, config)
+        out, seconds, faults = run_ours(store, mix, config)
     np.save(out_path.with_suffix(".npy"), out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out_path.write_text(json.dumps({"seconds": seconds, "peak_rss_bytes": peak}))
+    out_path.write_text(json.dumps({"seconds": seconds, "peak_rss_bytes": peak, "minor_faults": faults}))
 
 
 def measure(config: str, store: Path, mix_path: Path, work: Path, run: int) -> dict[str, float]:
@@ -167,13 +172,14 @@ def report(args: argparse.Namespace) -> None:
                 "audio_seconds_per_second": round(args.seconds / seconds, 3),
                 "speed_vs_reference": round(base / seconds, 3),
                 "peak_rss_mib": round(max(r["peak_rss_bytes"] for r in measured) / 2**20, 1),
+                "median_minor_page_faults": int(statistics.median(r["minor_faults"] for r in measured)),
                 "snr_db_vs_reference_fp32": round(snr_db(truth, np.load(work / f"{config}-0.npy")), 1),
                 "runs": len(measured),
             }
-    print(f"{'configuration':<20}{'audio s/s':>10}{'speed':>8}{'peak RSS MiB':>14}{'SNR dB':>9}")
+    print(f"{'configuration':<20}{'audio s/s':>10}{'speed':>8}{'peak RSS MiB':>14}{'SNR dB':>9}{'page faults':>13}")
     for config, row in rows.items():
         print(f"{config:<20}{row['audio_seconds_per_second']:>10}{row['speed_vs_reference']:>8}"
-              f"{row['peak_rss_mib']:>14}{row['snr_db_vs_reference_fp32']:>9}")
+              f"{row['peak_rss_mib']:>14}{row['snr_db_vs_reference_fp32']:>9}{row['median_minor_page_faults']:>13}")
     result = {
         "benchmark": "separation", "input_seconds": args.seconds, "repeats": args.repeats,
         "model": {"architecture": "HTDemucs", "weights": "random, seed 0",

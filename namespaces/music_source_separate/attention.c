@@ -22,7 +22,7 @@ typedef uint16_t bf16;
 
 /* e^x for x <= 0: 2^n * 2^f with f in [-1/2, 1/2], 2^f by its Taylor series to degree 7 (error < 1e-8). */
 static inline __m512 exp_nonpositive(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), x); /* a NaN (second operand) stays NaN */
     __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
     __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_sub_ps(t, n);

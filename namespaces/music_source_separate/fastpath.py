@@ -61,7 +61,7 @@ def accelerate(model: nn.Module) -> nn.Module:
             module.__class__ = OverlapAddHTDemucs
         elif type(module) is nn.MultiheadAttention:
             module.__class__ = NativeAttention
-        elif type(module) is DConv and all(_plain(layer) for layer in module.layers):
+        elif type(module) is DConv and len(module.layers) and all(_plain(layer) for layer in module.layers):
             module.__class__ = FusedDConv
         elif type(module) in (nn.Conv1d, nn.Conv2d) and _pointwise(module):  # type: ignore[arg-type]
             module.__class__ = PointwiseConv1d if type(module) is nn.Conv1d else PointwiseConv2d
@@ -102,7 +102,8 @@ class NativeAttention(nn.MultiheadAttention):
                 need_weights: bool = True, attn_mask: Tensor | None = None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
         if (_ACTIVE.get() and not need_weights and key_padding_mask is None and attn_mask is None
-                and not is_causal and self._plain() and torch.is_autocast_enabled("cpu")
+                and not is_causal and query.dim() == 3 and not torch.is_grad_enabled()  # the kernel has no backward
+                and self._plain() and torch.is_autocast_enabled("cpu")
                 and torch.get_autocast_dtype("cpu") == torch.bfloat16 and native.library() is not None):
             out = self._native(query, key, value)
             if out is not None:
@@ -153,7 +154,8 @@ class FusedDConv(DConv):
     """DConv computed block by block with its second GroupNorm folded, for wide inputs."""
 
     def forward(self, x: Tensor) -> Any:
-        if not (_ACTIVE.get() and x.dim() == 3 and x.device.type == "cpu"
+        if not (_ACTIVE.get() and x.dim() == 3 and x.device.type == "cpu" and x.dtype == torch.float32
+                and all(p.dtype == torch.float32 for p in self.parameters())
                 and (x.shape[0] >= FUSE_MIN_ROWS or x.shape[-1] >= FUSE_MIN_TIME)):
             return super().forward(x)  # type: ignore[no-untyped-call]
         with torch.autocast("cpu", enabled=False):

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -29,7 +30,7 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-fopenmp",
          "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma"]
 HEAD_DIM = 64
 CPU_FLAG = "avx512_bf16"
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters (malloc.h)
 
 
 def cpu_supported(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -43,13 +44,14 @@ def cpu_supported(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 @functools.cache
 def retain_freed_memory() -> bool:
-    """Have glibc serve every allocation from its heap and keep what is freed for reuse.
+    """Have glibc serve every allocation from its one main heap and keep what is freed for reuse.
 
-    By default glibc maps each block over 32 MiB afresh and unmaps it when freed, so every
-    forward pass faults in its large activations page by page again (about a million page
-    faults per minute of audio); kept, they are reused, 5% faster end to end at the same peak
-    RSS. This is what PyTorch's CPU performance guide gets from jemalloc or tcmalloc. The cost:
-    the process keeps its peak memory instead of returning it. Elsewhere than glibc, nothing.
+    By default glibc maps large blocks afresh and unmaps them when freed, and threads other than
+    the main one allocate from arenas of at most 64 MiB that map anything larger, so every
+    forward pass faults in its activations page by page again (bench/separation.py counts the
+    faults). Kept, they are reused: what PyTorch's CPU performance guide gets from jemalloc or
+    tcmalloc. The cost: the process keeps its peak memory instead of returning it. Threads that
+    allocated before this call keep their arenas. Elsewhere than glibc, nothing.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -58,7 +60,8 @@ def retain_freed_memory() -> bool:
     mallopt = getattr(libc, "mallopt", None)
     if mallopt is None:
         return False
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    return all(mallopt(option, value) for option, value in
+               ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1), (M_ARENA_MAX, 1)))
 
 
 def cache_dir(environ: dict[str, str] | os._Environ[str] = os.environ) -> Path:
@@ -68,8 +71,9 @@ def cache_dir(environ: dict[str, str] | os._Environ[str] = os.environ) -> Path:
 
 def build(target_dir: Path) -> Path:
     """Compile attention.c into `target_dir` unless this source was built there already."""
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
+    found = shutil.which("cc") or shutil.which("gcc")
+    compiler = shlex.split(os.environ.get("CC", "")) or ([found] if found else [])  # CC may be "ccache gcc"
+    if not compiler:
         raise RuntimeError("no C compiler (cc or gcc) on PATH")
     source = SOURCE.read_bytes()
     digest = hashlib.sha256(source + " ".join(FLAGS).encode()).hexdigest()[:16]
@@ -79,10 +83,10 @@ def build(target_dir: Path) -> Path:
     target_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target_dir) as scratch:
         built = Path(scratch) / target.name
-        result = subprocess.run([compiler, *FLAGS, "-o", str(built), str(SOURCE)],
+        result = subprocess.run([*compiler, *FLAGS, "-o", str(built), str(SOURCE)],
                                 capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
-            raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"{' '.join(compiler)} failed: {result.stderr.strip()[-2000:]}")
         os.replace(built, target)  # atomic: a concurrent builder finds a whole file or none
     return target
 
@@ -93,9 +97,9 @@ def library() -> ctypes.CDLL | None:
     if not cpu_supported():
         log.info("native attention off: this CPU has no %s", CPU_FLAG)
         return None
-    for directory in (cache_dir(), Path(tempfile.gettempdir()) / f"sami-gateway-native-{os.getuid()}"):
+    for directory in (cache_dir(), None):  # None: a private directory of this process's own
         try:
-            lib = ctypes.CDLL(str(build(directory)))
+            lib = ctypes.CDLL(str(build(directory or Path(tempfile.mkdtemp(prefix="sami-gateway-native-")))))
         except (OSError, RuntimeError, subprocess.SubprocessError) as error:
             log.warning("native attention: cannot build in %s: %s", directory, error)
             continue

@@ -54,13 +54,29 @@ def test_native_attention_is_as_accurate_as_bf16_flash_attention(kernel: bool, b
     assert snr(exact, ours) > 35
 
 
-def test_native_attention_declines_what_it_cannot_take(kernel: bool) -> None:
+def test_native_attention_takes_only_what_it_was_written_for() -> None:
     q = heads(1, 8, 2).bfloat16()
-    assert native.attention(q.float(), q.float(), q.float()) is None  # fp32
+    assert native.usable(q, q, q)
+    assert native.usable(q, heads(1, 3, 2).bfloat16(), heads(1, 3, 2).bfloat16())  # other key count
+    assert not native.usable(q.float(), q.float(), q.float())  # fp32
     wide = torch.randn(1, 2, 8, 32, dtype=torch.bfloat16)
-    assert native.attention(wide, wide, wide) is None  # heads of 32
+    assert not native.usable(wide, wide, wide)  # heads of 32
     strided = torch.randn(1, 2, 8, 128, dtype=torch.bfloat16)[..., ::2]
-    assert native.attention(strided, strided, strided) is None  # dimension not contiguous
+    assert not native.usable(strided, strided, strided)  # dimension not contiguous
+    assert not native.usable(q, heads(1, 8, 3).bfloat16(), heads(1, 8, 3).bfloat16())  # head counts differ
+    assert not native.usable(q, q[:, :, :0], q[:, :, :0])  # no keys
+
+
+def test_native_attention_propagates_nan_as_pytorch_does(kernel: bool) -> None:
+    q, k, v = (heads(1, 9, 2).bfloat16() for _ in range(3))
+    k[0, 1, 4, 7] = float("nan")
+    ours = native.attention(q, k, v)
+    if not kernel:
+        assert ours is None
+        return
+    assert ours is not None
+    assert torch.isnan(ours[0, 1]).all() and not torch.isnan(ours[0, 0]).any()
+    assert torch.isnan(F.scaled_dot_product_attention(q, k, v)[0, 1]).all()
 
 
 def test_cpu_flag_is_read_from_cpuinfo(tmp_path: Path) -> None:
@@ -78,6 +94,8 @@ def test_build_is_cached_by_source_and_reports_a_failing_compiler(tmp_path: Path
         built = native.build(tmp_path / "ok")
         monkeypatch.setenv("CC", "false")  # a compiler that always fails: the cached build is reused
         assert native.build(tmp_path / "ok") == built
+    monkeypatch.setenv("CC", "env cc")  # a compiler command with arguments, as ccache users set it
+    assert native.build(tmp_path / "wrapped").name.startswith("attention-")
     monkeypatch.setenv("CC", "false")
     with pytest.raises(RuntimeError, match="failed"):
         native.build(tmp_path / "fresh")
@@ -102,6 +120,11 @@ def test_attention_module_takes_the_kernel_only_when_active(kernel: bool, monkey
             ours_self = layer(x, x, x, need_weights=False)[0]
             ours_cross = layer(x, memory, memory, need_weights=False)[0]
             with_weights = layer(x, x, x, need_weights=True)
+        with fastpath.active(True):  # what the kernel cannot do keeps PyTorch's path
+            layer(x, x, x, need_weights=False, key_padding_mask=torch.zeros(1, 300, dtype=torch.bool))
+            layer(x[0], x[0], x[0], need_weights=False)  # unbatched
+    with torch.enable_grad(), BF16, fastpath.active(True):
+        layer(x, x, x, need_weights=False)  # training needs a backward the kernel does not have
     assert len(calls) == (2 if kernel else 0)
     assert with_weights[1] is not None  # asking for the weights keeps PyTorch's path
     assert snr(expected_self.float(), ours_self.float()) > 35
@@ -172,10 +195,20 @@ def test_pointwise_convolution_is_the_same_product() -> None:
         assert (ours - theirs).abs().max().item() <= 1e-5 * theirs.abs().max().item()
 
 
-def test_dconv_with_an_lstm_keeps_its_own_forward() -> None:
-    dconv = DConv(16, compress=4, depth=2, lstm=True).eval()
-    fastpath.accelerate(dconv)
-    assert type(dconv) is DConv
+def test_dconv_with_an_lstm_or_no_layers_keeps_its_own_forward() -> None:
+    for dconv in (DConv(16, compress=4, depth=2, lstm=True).eval(), DConv(16, depth=0).eval()):
+        fastpath.accelerate(dconv)
+        assert type(dconv) is DConv
+
+
+def test_fused_dconv_leaves_other_dtypes_to_the_original() -> None:
+    dconv = trained_like_dconv(16).double()
+    x = torch.randn(fastpath.FUSE_MIN_ROWS, 16, 20, dtype=torch.float64)
+    with torch.inference_mode():
+        expected = dconv(x)
+        fastpath.accelerate(dconv)
+        with fastpath.active(True):
+            assert torch.equal(dconv(x), expected)
 
 
 def test_fast_forward_of_an_htdemucs_with_64_dim_heads(kernel: bool, monkeypatch: pytest.MonkeyPatch) -> None:
