@@ -101,10 +101,15 @@ def default_max_queued_seconds() -> float:
     return float(min(7200, memory // 2 // (4 * 2**20)))
 
 
+def user_cache_dir(environ: Mapping[str, str]) -> Path:
+    """This project's directory in the platform's user cache ($XDG_CACHE_HOME, else ~/.cache)."""
+    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sami-gateway"
+
+
 def default_model_dir(environ: Mapping[str, str]) -> Path:
     """The platform's user cache directory, as Demucs users expect it."""
-    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sami-gateway" / "models"
+    return user_cache_dir(environ) / "models"
 
 
 def _split(value: Any) -> list[str]:

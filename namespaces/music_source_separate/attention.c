@@ -92,20 +92,22 @@ static void scores(const bf16 *q, const bf16 *kp, long groups, float *s, long ld
     }
 }
 
+/* The lanes of keys j .. j + 15 that exist (are below lk). */
+static inline __mmask16 real_keys(long j, long lk) {
+    return j + 16 <= lk ? 0xFFFF : (j >= lk ? 0 : (__mmask16)((1u << (lk - j)) - 1));
+}
+
 /* p = exp(scale * (s - max)) as bf16, zero past lk; returns the sum of the fp32 exponentials. */
 static float softmax_row(const float *s, long lk, long padded, float scale, bf16 *p) {
     __m512 top = _mm512_set1_ps(-3.0e38f);
-    for (long j = 0; j < padded; j += 16) {
-        __mmask16 valid = j + 16 <= lk ? 0xFFFF : (j >= lk ? 0 : (__mmask16)((1u << (lk - j)) - 1));
-        top = _mm512_mask_max_ps(top, valid, top, _mm512_loadu_ps(s + j));
-    }
+    for (long j = 0; j < padded; j += 16)
+        top = _mm512_mask_max_ps(top, real_keys(j, lk), top, _mm512_loadu_ps(s + j));
     __m512 shift = _mm512_set1_ps(_mm512_reduce_max_ps(top));
     __m512 scaled = _mm512_set1_ps(scale);
     __m512 total = _mm512_setzero_ps();
     for (long j = 0; j < padded; j += 16) {
-        __mmask16 valid = j + 16 <= lk ? 0xFFFF : (j >= lk ? 0 : (__mmask16)((1u << (lk - j)) - 1));
         __m512 e = exp_nonpositive(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(s + j), shift), scaled));
-        e = _mm512_maskz_mov_ps(valid, e);
+        e = _mm512_maskz_mov_ps(real_keys(j, lk), e);
         total = _mm512_add_ps(total, e);
         _mm256_storeu_si256((__m256i *)(p + j), (__m256i)_mm512_cvtneps_pbh(e));
     }

@@ -24,6 +24,7 @@ untouched.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -54,8 +55,15 @@ def active(on: bool) -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
+_accelerated: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models already walked
+
+
 def accelerate(model: nn.Module) -> nn.Module:
-    """Give `model`'s attention and plain DConv modules their fast forms (idempotent)."""
+    """Give `model`'s HTDemucs, attention, plain DConv and 1x1 convolution modules their fast
+    forms; the walk happens once per model, the first call (engine.forward calls it each time)."""
+    if model in _accelerated:
+        return model
+    _accelerated.add(model)
     for module in model.modules():
         if type(module) is HTDemucs:
             module.__class__ = OverlapAddHTDemucs

@@ -18,10 +18,13 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from sami_gateway.config import user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +67,8 @@ def retain_freed_memory() -> bool:
                ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1), (M_ARENA_MAX, 1)))
 
 
-def cache_dir(environ: dict[str, str] | os._Environ[str] = os.environ) -> Path:
-    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sami-gateway" / "native"
+def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    return user_cache_dir(environ) / "native"
 
 
 def build(target_dir: Path) -> Path:
