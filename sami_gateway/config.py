@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import resource
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ class Config:
     max_input_channels: int = 2
     request_timeout: float = 900.0
     body_timeout: float = 120.0
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 30.0
+    max_connections: int = field(default_factory=lambda: default_max_connections())
     max_jobs: int = field(default_factory=lambda: default_max_jobs())
     max_queued_seconds: float = field(default_factory=lambda: default_max_queued_seconds())
     shutdown_grace: float = 60.0
@@ -90,6 +94,17 @@ class Config:
 def default_max_jobs() -> int:
     """Requests admitted at once: a few per core keeps every core busy between chunks."""
     return 4 * (os.cpu_count() or 1)
+
+
+def default_max_connections() -> int:
+    """Open connections at once: each holds a file descriptor, so half the process's limit, at most 4096."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        soft = 1024
+    if soft == resource.RLIM_INFINITY:
+        soft = 8192
+    return max(16, min(4096, soft // 2))
 
 
 def default_max_queued_seconds() -> float:
@@ -274,6 +289,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("body_timeout", _positive(float),
             "seconds a client has to send its whole request body (100 MB of base64 at 10 Mbit/s: 107 s); "
             "slower bodies are answered 408"),
+    Setting("header_timeout", _positive(float),
+            "seconds a client has to send a request's headers; a connection that trickles them is closed"),
+    Setting("keepalive_timeout", _positive(float), "seconds an idle keep-alive connection stays open"),
+    Setting("max_connections", _positive(int), "open connections at once; past it new ones get a 503 and are closed",
+            "half the file descriptor limit, at most 4096"),
     Setting("max_jobs", _positive(int), "requests admitted at once; more are refused 503", "4 per core"),
     Setting("max_queued_seconds", _positive(float), "audio-seconds admitted at once; more are refused 503",
             "memory / 2 / 4 MiB, at most 7200"),
