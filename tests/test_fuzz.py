@@ -15,8 +15,11 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from namespaces.music_source_separate.audio_io import AudioHint, decode, sniff
-from namespaces.music_source_separate.framing import Damaged, whole
+from namespaces.music_source_separate.audio.decode import AudioHint, decode
+from namespaces.music_source_separate.audio.errors import AudioError
+from namespaces.music_source_separate.audio.framing import Damaged, whole
+from namespaces.music_source_separate.audio.sniff import sniff
+from namespaces.music_source_separate.codes import gateway_error
 from namespaces.music_source_separate.params import parse_params
 from sami_gateway.errors import GatewayError
 from sami_gateway.protocol import decode_data, parse_invoke
@@ -90,8 +93,8 @@ def test_sniff_and_decode_never_crash(prefix: bytes, rest: bytes, hint: AudioHin
     assert sniff(data) in (None, "wav", "flac", "ogg", "mp3", "aac", "mp4")
     try:
         audio = decode(data, hint, max_seconds=5.0)
-    except GatewayError as exc:
-        assert 400 <= exc.status.http < 500
+    except AudioError as exc:
+        assert 400 <= gateway_error(exc).status.http < 500
     else:
         assert audio.samples.ndim == 2 and audio.samples.shape[1] > 0
 
@@ -117,8 +120,8 @@ def test_mutated_real_files_are_decoded_or_refused(fmt: str, edits: list[tuple[i
     mutated = bytes(data[:cut]) + tail
     try:
         audio = decode(mutated, AudioHint(), max_seconds=5.0)
-    except GatewayError as exc:
-        assert 400 <= exc.status.http < 500
+    except AudioError as exc:
+        assert 400 <= gateway_error(exc).status.http < 500
     else:
         assert audio.samples.shape[0] in (1, 2) and audio.samples.shape[1] > 0
         assert np.isfinite(audio.samples).all()

@@ -25,7 +25,7 @@ import pytest
 import requests
 import soundfile as sf
 
-from namespaces.music_source_separate import framing
+from namespaces.music_source_separate.audio import framing
 from sami_gateway.auth import TokenService
 from tests.conftest import APPKEY, LIMITED_APPKEY, SECRET, Gateway, encode_input, issue_token, tone, wav_bytes
 

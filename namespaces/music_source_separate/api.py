@@ -10,7 +10,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import audio_io, native
+from . import native
+from .audio.convert import resample, to_stereo
+from .audio.decode import AudioHint, decode
+from .audio.encode import FORMATS, encode
 from .engine import Precision, RunOptions, Steps, count_chunks, separate, separation_steps
 from .repository import ModelRepository
 from .store import Ensemble, Member
@@ -19,7 +22,6 @@ ProgressCallback = Callable[[str, dict[str, Any]], object]
 AudioInput = tuple[Tensor, int] | Path | str | bytes
 FILE_SECONDS_LIMIT = 24 * 3600.0  # library use has no SAMI limit; this only bounds a lying header
 FILE_CHANNELS_LIMIT = 32  # files of more channels than stereo are downmixed, as Demucs does
-EXPORT_FORMATS = ("wav", "flac", "mp3", "aac")
 FOUR_STEMS = ("drums", "bass", "other", "vocals")
 SIX_STEM_ONLY = ("guitar", "piano")
 
@@ -42,10 +44,10 @@ def load_audio(audio: AudioInput, samplerate: int, channels: int) -> Tensor:
         samples = np.atleast_2d(wav.detach().cpu().float().numpy())
     else:
         data = audio if isinstance(audio, bytes) else Path(audio).read_bytes()
-        decoded = audio_io.decode(data, audio_io.AudioHint(), FILE_SECONDS_LIMIT, FILE_CHANNELS_LIMIT)
+        decoded = decode(data, AudioHint(), FILE_SECONDS_LIMIT, FILE_CHANNELS_LIMIT)
         samples, rate = decoded.samples, decoded.sample_rate
-    stereo = audio_io.to_stereo(samples) if channels == 2 else samples.mean(axis=0, keepdims=True)
-    return torch.from_numpy(np.ascontiguousarray(audio_io.resample(stereo, rate, samplerate)))
+    stereo = to_stereo(samples) if channels == 2 else samples.mean(axis=0, keepdims=True)
+    return torch.from_numpy(np.ascontiguousarray(resample(stereo, rate, samplerate)))
 
 
 class SeparatedSources:
@@ -69,8 +71,8 @@ class SeparatedSources:
     def export_stem(self, stem_name: str, path: Path | str | None = None, format: str = "wav",
                     clip: str | None = "rescale") -> Path | bytes:
         """Encode one stem; written to `path` (returned) or returned as bytes."""
-        if format not in EXPORT_FORMATS:
-            raise ValueError(f"format must be one of {EXPORT_FORMATS}")
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}")
         wav = self.sources[stem_name].detach().cpu().float()
         if clip == "rescale":  # as Demucs: scale down just enough to avoid clipping
             wav = wav / max(1.01 * float(wav.abs().max()), 1.0)
@@ -78,7 +80,7 @@ class SeparatedSources:
             wav = wav.clamp(-0.99, 0.99)
         elif clip is not None:
             raise ValueError("clip must be 'rescale', 'clamp' or None")
-        data = audio_io.encode(wav.numpy(), self.sample_rate, format)
+        data = encode(wav.numpy(), self.sample_rate, format)
         if path is None:
             return data
         target = Path(path)

@@ -27,13 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _register_separate(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from .audio.encode import FORMATS
+
     parser = subparsers.add_parser("separate", help="separate audio files into stems",
                                    description="Separate audio files into stems, as `demucs` does.")
     parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("-m", "--model", default="htdemucs", help="model name (default htdemucs)")
     parser.add_argument("--two-stems", metavar="STEM", help="write STEM and no_STEM only")
     parser.add_argument("-o", "--out", default="separated", help="output folder (default separated)")
-    parser.add_argument("--format", choices=("wav", "mp3", "flac"), default="wav")
+    parser.add_argument("--format", choices=FORMATS, default="wav")
     parser.add_argument("--shifts", type=int, default=1, help="random shifts averaged (Demucs's default 1)")
     parser.add_argument("--precision", choices=("exact", "fast"), help="default: SAMI_PRECISION")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
@@ -197,9 +199,9 @@ def _separate(repository: ModelRepository, flags: Flags) -> int:
     from pathlib import Path
 
     from sami_gateway.config import load_config
-    from sami_gateway.errors import GatewayError
 
     from .api import Separator
+    from .audio.errors import AudioError
 
     precision = flags.get("precision") or load_config({}, need_secret=False).precision
     separator = Separator(flags["model"], flags.get("device"), repository=repository, precision=precision)
@@ -212,7 +214,7 @@ def _separate(repository: ModelRepository, flags: Flags) -> int:
         track = Path(file)
         try:
             sources = separator.separate(track, shifts=flags["shifts"], progress_callback=_ChunkBar(track.name))
-        except (OSError, GatewayError) as exc:
+        except (OSError, AudioError) as exc:
             print(f"sami-gateway: {track}: {exc}", file=sys.stderr)
             return 2
         if stem is not None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sami_gateway.errors import Code, error
 
-from .audio_io import INPUT_RATES, AudioHint
+from .audio.decode import INPUT_RATES, AudioHint
 
 
 class Target(Enum):

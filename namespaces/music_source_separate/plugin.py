@@ -18,8 +18,11 @@ from sami_gateway.config import Config, ConfigError
 from sami_gateway.namespace import InvokeInput, InvokeOutput, NamespaceStartError
 from sami_gateway.scheduler import Scheduler
 
-from . import audio_io
 from .api import Separator
+from .audio.convert import fit_length, output_frames, resample, to_channels, to_stereo
+from .audio.decode import decode
+from .audio.encode import encode
+from .codes import translated
 from .denoise import denoise
 from .engine import drive, forward
 from .params import SAMI_MODELS, SeparateParams, Target, parse_params
@@ -147,9 +150,10 @@ class MusicSourceSeparate:
         })
 
     def _prepare(self, data: bytes, params: SeparateParams, ensemble: Ensemble) -> Prepared:
-        audio = audio_io.decode(data, params.hint, self._max_seconds, self._max_channels)
-        stereo = audio_io.to_stereo(audio.samples)
-        mix = audio_io.resample(stereo, audio.sample_rate, ensemble.samplerate)
+        with translated():
+            audio = decode(data, params.hint, self._max_seconds, self._max_channels)
+            stereo = to_stereo(audio.samples)
+            mix = resample(stereo, audio.sample_rate, ensemble.samplerate)
         return Prepared(np.ascontiguousarray(mix, dtype=np.float32), audio.samples.shape[-1],
                         audio.sample_rate, audio.samples.shape[0], audio.format)
 
@@ -165,11 +169,11 @@ class MusicSourceSeparate:
         if params.model.denoise:
             target = denoise(target, ensemble.samplerate)
         out = params.output
-        frames = audio_io.output_frames(prepared.input_frames, prepared.input_rate, out.sample_rate)
-        resampled = audio_io.resample(np.ascontiguousarray(target, dtype=np.float32),
-                                      ensemble.samplerate, out.sample_rate)
-        samples = audio_io.fit_length(audio_io.to_channels(resampled, out.channels), frames)
-        return audio_io.encode(samples, out.sample_rate, out.format), frames
+        with translated():
+            frames = output_frames(prepared.input_frames, prepared.input_rate, out.sample_rate)
+            resampled = resample(np.ascontiguousarray(target, dtype=np.float32), ensemble.samplerate, out.sample_rate)
+            samples = fit_length(to_channels(resampled, out.channels), frames)
+            return encode(samples, out.sample_rate, out.format), frames
 
 
 def create_namespace(config: Config) -> MusicSourceSeparate:

@@ -1,0 +1,1 @@
+"""The audio library: sniffing, framing checks, bounded decoding, conversion and encoding, with its own errors."""
