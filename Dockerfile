@@ -10,11 +10,12 @@ RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY sami_gateway ./sami_gateway
 COPY namespaces ./namespaces
-# The native attention kernel is built here, into the cache the service reads it from.
+# The native attention kernel is built here, into the cache the service reads it from
+# ($XDG_CACHE_HOME/sami-gateway/native).
 ENV XDG_CACHE_HOME=/var/cache/sami
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
     && pip install . && useradd --system --uid 10001 --home-dir /app sami \
-    && python -c "from namespaces.music_source_separate import native; native.build(native.cache_dir())" \
+    && python -c "from namespaces.music_source_separate import native; native.build('/var/cache/sami/sami-gateway/native')" \
     && mkdir -p /models && chown sami /models && chown -R sami /var/cache/sami
 
 USER sami

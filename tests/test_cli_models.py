@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from namespaces.music_source_separate.catalogue import Catalogue
 from namespaces.music_source_separate.demo_store import HTDEMUCS_SIG
-from namespaces.music_source_separate.repository import Catalogue
 from sami_gateway.cli import main
-from tests.namespaces.music_source_separate.test_repository import ModelServer, Remote, build_remote, serve
+from tests.namespaces.music_source_separate.model_server import ModelServer, Remote, build_remote, serve
 
 
 @pytest.fixture(scope="module")

@@ -76,5 +76,6 @@ def test_the_image_ships_and_prebuilds_the_native_kernel() -> None:
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "*.c" in data["namespaces.music_source_separate"]
     installs = " ".join(args for name, args in instructions() if name == "RUN")
-    assert "gcc" in installs and "native.build(native.cache_dir())" in installs
-    assert env_values()["XDG_CACHE_HOME"] in installs  # handed to the service user
+    cache = env_values()["XDG_CACHE_HOME"]
+    assert "gcc" in installs and f"native.build('{cache}/sami-gateway/native')" in installs
+    assert f"chown -R sami {cache}" in installs  # handed to the service user

@@ -10,9 +10,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Separator": ".api",
-    "SeparatedSources": ".api",
-    "select_model": ".api",
+    "Separator": ".separator",
+    "SeparatedSources": ".separator",
+    "select_model": ".separator",
     "ModelRepository": ".repository",
     "MusicSourceSeparate": ".plugin",
     "create_namespace": ".plugin",

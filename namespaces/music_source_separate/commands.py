@@ -198,16 +198,22 @@ class _ChunkBar:
 def _separate(repository: ModelRepository, flags: Flags) -> int:
     from pathlib import Path
 
+    import torch
+
     from sami_gateway.config import load_config
 
-    from .api import Separator
+    from . import native
     from .audio.errors import AudioError
+    from .separator import Separator, default_device
 
     precision = flags.get("precision") or load_config({}, need_secret=False).precision
-    separator = Separator(flags["model"], flags.get("device"), repository=repository, precision=precision)
-    stem = flags.get("two_stems")
-    if stem is not None and stem not in separator.sources:
-        print(f"sami-gateway: {flags['model']} has no stem {stem!r} ({', '.join(separator.sources)})",
+    device = torch.device(flags.get("device") or default_device())
+    if device.type == "cpu":
+        native.retain_freed_memory()  # before the model loads, so its threads share the one heap
+    separator = Separator(flags["model"], str(device), repository=repository, precision=precision)
+    two_stems = flags.get("two_stems")
+    if two_stems is not None and two_stems not in separator.sources:
+        print(f"sami-gateway: {flags['model']} has no stem {two_stems!r} ({', '.join(separator.sources)})",
               file=sys.stderr)
         return 2
     for file in flags["files"]:
@@ -217,10 +223,9 @@ def _separate(repository: ModelRepository, flags: Flags) -> int:
         except (OSError, AudioError) as exc:
             print(f"sami-gateway: {track}: {exc}", file=sys.stderr)
             return 2
-        if stem is not None:
-            sources = sources.isolate_stem(stem)
+        if two_stems is not None:
+            sources = sources.isolate_stem(two_stems)
         folder = Path(flags["out"]) / flags["model"] / track.stem
         for stem in sources.sources:
-            written = sources.export_stem(stem, folder / f"{stem}.{flags['format']}", format=flags["format"])
-            print(written)
+            print(sources.export_stem(stem, folder / f"{stem}.{flags['format']}", format=flags["format"]))
     return 0

@@ -257,12 +257,6 @@ def counting(run: Callable[[ModelCall], Tensor], on_chunk: Callable[[], None] | 
     return counted
 
 
-def apply_ensemble(ensemble: Ensemble, mix: Tensor, options: RunOptions = RunOptions(),
-                   on_chunk: Callable[[], None] | None = None, only_stem: str | None = None) -> Tensor:
-    """`ensemble_steps` run here, in order."""
-    return drive(ensemble_steps(ensemble, mix, options, only_stem), counting(forward, on_chunk))
-
-
 def separate(ensemble: Ensemble, mix: Tensor, options: RunOptions = RunOptions(),
              on_chunk: Callable[[], None] | None = None, only_stem: str | None = None) -> Tensor:
     """`separation_steps` run here, in order."""

@@ -1,11 +1,4 @@
-"""What the engine asks of the machine beneath PyTorch: the native bf16 attention kernel
-(attention.c), built with the system C compiler on first use, cached by the hash of its source,
-loaded with ctypes and run on PyTorch's OpenMP threads; and glibc's allocator kept from
-returning freed memory (`retain_freed_memory`).
-
-Where the CPU lacks AVX512-BF16, or no compiler is installed, `attention` returns None and
-callers keep PyTorch's scaled_dot_product_attention; the reason is logged once.
-"""
+"""The machine beneath PyTorch: the native bf16 attention kernel (attention.c) and glibc's allocator."""
 
 from __future__ import annotations
 
@@ -14,17 +7,15 @@ import functools
 import hashlib
 import logging
 import os
-import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
-
-from sami_gateway.config import user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +25,19 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-fopenmp",
 HEAD_DIM = 64
 CPU_FLAG = "avx512_bf16"
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters (malloc.h)
+DEFAULT_CACHE_DIR = Path("~/.cache/sami-gateway/native")  # the library's default; a service passes its own
+COMPILERS = ("cc", "gcc")  # looked up on PATH when no compiler command is given
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Where the kernel is built and cached, and the compiler command (None: `COMPILERS` on PATH)."""
+
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    compiler: tuple[str, ...] | None = None
+
+
+_settings = BuildSettings()  # replaced by `configure`; nothing here reads the environment
 
 
 def cpu_supported(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -67,16 +71,34 @@ def retain_freed_memory() -> bool:
                ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1), (M_ARENA_MAX, 1)))
 
 
-def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    return user_cache_dir(environ) / "native"
+def configure(cache_dir: Path | str | None = None, compiler: Sequence[str] | None = None) -> None:
+    """Build the kernel in `cache_dir` with `compiler` (a command and its arguments, e.g.
+    ["ccache", "gcc"]); None keeps the library's default. Call it before the first separation:
+    a kernel already loaded is let go and the next call to `library` loads it afresh."""
+    global _settings
+    _settings = BuildSettings(Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR,
+                                 tuple(compiler) if compiler is not None else None)
+    library.cache_clear()
 
 
-def build(target_dir: Path) -> Path:
-    """Compile attention.c into `target_dir` unless this source was built there already."""
-    found = shutil.which("cc") or shutil.which("gcc")
-    compiler = shlex.split(os.environ.get("CC", "")) or ([found] if found else [])  # CC may be "ccache gcc"
-    if not compiler:
-        raise RuntimeError("no C compiler (cc or gcc) on PATH")
+def cache_dir() -> Path:
+    """The directory `library` builds the kernel in and loads it from."""
+    return _settings.cache_dir.expanduser()
+
+
+def default_compiler() -> list[str]:
+    """The first of `COMPILERS` on PATH, or [] where there is none."""
+    found = next((path for path in map(shutil.which, COMPILERS) if path), None)
+    return [found] if found else []
+
+
+def build(target_dir: Path | str, compiler: Sequence[str] | None = None) -> Path:
+    """Compile attention.c into `target_dir` with `compiler` (default: the configured one, else
+    `default_compiler()`) unless this source was built there already."""
+    command = list(compiler or _settings.compiler or default_compiler())
+    if not command:
+        raise RuntimeError(f"no C compiler ({' or '.join(COMPILERS)}) on PATH")
+    target_dir = Path(target_dir)
     source = SOURCE.read_bytes()
     digest = hashlib.sha256(source + " ".join(FLAGS).encode()).hexdigest()[:16]
     target = target_dir / f"attention-{digest}.so"
@@ -85,17 +107,23 @@ def build(target_dir: Path) -> Path:
     target_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target_dir) as scratch:
         built = Path(scratch) / target.name
-        result = subprocess.run([*compiler, *FLAGS, "-o", str(built), str(SOURCE)],
+        result = subprocess.run([*command, *FLAGS, "-o", str(built), str(SOURCE)],
                                 capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(compiler)} failed: {result.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()[-2000:]}")
         os.replace(built, target)  # atomic: a concurrent builder finds a whole file or none
     return target
 
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The loaded kernel, or None (logged once) where it cannot run here."""
+    """The loaded kernel, or None (logged once) where it cannot run here.
+
+    It is built with the configured compiler on first use, cached in `cache_dir()` by the hash of
+    its source (a private directory of this process where that one is not writable), loaded with
+    ctypes and run on PyTorch's OpenMP threads. Without AVX512-BF16 or a working compiler, callers
+    keep PyTorch's scaled_dot_product_attention.
+    """
     if not cpu_supported():
         log.info("native attention off: this CPU has no %s", CPU_FLAG)
         return None

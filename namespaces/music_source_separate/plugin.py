@@ -18,7 +18,6 @@ from sami_gateway.config import Config, ConfigError
 from sami_gateway.namespace import InvokeInput, InvokeOutput, NamespaceStartError
 from sami_gateway.scheduler import Scheduler
 
-from .api import Separator
 from .audio.convert import fit_length, output_frames, resample, to_channels, to_stereo
 from .audio.decode import decode
 from .audio.encode import encode
@@ -26,6 +25,7 @@ from .codes import translated
 from .denoise import denoise
 from .engine import drive, forward
 from .params import SAMI_MODELS, SeparateParams, Target, parse_params
+from .separator import Separator
 from .store import Ensemble, ModelStoreError, load_ensemble
 
 log = logging.getLogger(__name__)

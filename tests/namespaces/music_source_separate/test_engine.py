@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,11 @@ from namespaces.music_source_separate.demo_store import SOURCES
 from namespaces.music_source_separate.engine import (
     Precision,
     RunOptions,
-    apply_ensemble,
     count_chunks,
+    counting,
+    drive,
+    ensemble_steps,
+    forward,
     plan_chunks,
     segment_samples,
     separate,
@@ -24,6 +28,12 @@ from namespaces.music_source_separate.engine import (
 from namespaces.music_source_separate.store import Ensemble, Member, load_ensemble
 
 TOLERANCE = 1e-4
+
+
+def apply_ensemble(ensemble: Ensemble, mix: torch.Tensor, options: RunOptions | None = None,
+                   on_chunk: Callable[[], None] | None = None) -> torch.Tensor:
+    """`ensemble_steps` run here, in order: what apply_model computes for a batch (no normalisation)."""
+    return drive(ensemble_steps(ensemble, mix, options or RunOptions()), counting(forward, on_chunk))
 
 
 @pytest.fixture(scope="module")

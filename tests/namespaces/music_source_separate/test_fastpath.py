@@ -88,18 +88,38 @@ def test_cpu_flag_is_read_from_cpuinfo(tmp_path: Path) -> None:
     assert not native.cpu_supported(tmp_path / "missing")
 
 
-def test_build_is_cached_by_source_and_reports_a_failing_compiler(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_is_cached_by_source_and_reports_a_failing_compiler(tmp_path: Path) -> None:
     if native.cpu_supported():
         built = native.build(tmp_path / "ok")
-        monkeypatch.setenv("CC", "false")  # a compiler that always fails: the cached build is reused
-        assert native.build(tmp_path / "ok") == built
-    monkeypatch.setenv("CC", "env cc")  # a compiler command with arguments, as ccache users set it
-    assert native.build(tmp_path / "wrapped").name.startswith("attention-")
-    monkeypatch.setenv("CC", "false")
+        assert native.build(tmp_path / "ok", compiler=["false"]) == built  # a failing compiler: the cache is used
+    wrapped = native.build(tmp_path / "wrapped", compiler=["env", "cc"])  # a command with arguments (ccache gcc)
+    assert wrapped.name.startswith("attention-")
     with pytest.raises(RuntimeError, match="failed"):
-        native.build(tmp_path / "fresh")
+        native.build(tmp_path / "fresh", compiler=["false"])
     assert list((tmp_path / "fresh").iterdir()) == []  # nothing half-written left behind
+
+
+def test_build_reads_no_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", "false")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert native.default_compiler() and native.build(tmp_path / "plain").is_file()
+    assert native.cache_dir() == native.DEFAULT_CACHE_DIR.expanduser()
+
+
+def test_configure_sets_the_directory_and_the_compiler(tmp_path: Path) -> None:
+    try:
+        native.configure(tmp_path / "configured", ["false"])
+        assert native.cache_dir() == tmp_path / "configured"
+        with pytest.raises(RuntimeError, match="false failed"):
+            native.build(tmp_path / "fresh")
+        assert native.build(tmp_path / "given", compiler=["env", "cc"]).parent == tmp_path / "given"
+        if native.cpu_supported():  # the kernel is loaded from the configured directory
+            native.configure(tmp_path / "loaded")
+            assert native.library() is not None and list((tmp_path / "loaded").glob("attention-*.so"))
+        native.configure()
+        assert native.cache_dir() == native.DEFAULT_CACHE_DIR.expanduser()
+    finally:
+        native.configure()
 
 
 def test_attention_module_takes_the_kernel_only_when_active(kernel: bool, monkeypatch: pytest.MonkeyPatch) -> None:

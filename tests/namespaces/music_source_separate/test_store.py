@@ -69,3 +69,11 @@ def test_file_without_checksum_is_not_unpickled(store: Path) -> None:
     path.rename(store / "955717e8.th")
     with pytest.raises(ModelStoreError, match="no checksum"):
         load_ensemble(store, "htdemucs")
+
+
+def test_missing_model_message_says_how_to_fetch_or_import(tmp_path: Path) -> None:
+    with pytest.raises(ModelStoreError) as info:
+        load_ensemble(tmp_path, "htdemucs_ft", "vocals")
+    message = str(info.value)
+    assert "'htdemucs_ft'" in message and str(tmp_path) in message
+    assert "sami-gateway models fetch htdemucs_ft" in message and "sami-gateway models import FILE..." in message

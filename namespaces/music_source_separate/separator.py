@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import native
 from .audio.convert import resample, to_stereo
 from .audio.decode import AudioHint, decode
 from .audio.encode import FORMATS, encode
@@ -27,6 +26,7 @@ SIX_STEM_ONLY = ("guitar", "piano")
 
 
 def default_device() -> str:
+    """cuda where available, else mps, else cpu."""
     if torch.cuda.is_available():
         return "cuda"
     return "mps" if torch.backends.mps.is_available() else "cpu"
@@ -96,8 +96,6 @@ class Separator:
                  only_load: str | None = None, *, repository: ModelRepository | None = None,
                  precision: str | Precision = Precision.FAST, seed: int = 0) -> None:
         self.device = torch.device(device or default_device())
-        if self.device.type == "cpu":
-            native.retain_freed_memory()
         if isinstance(model, str):
             model = (repository or ModelRepository()).get_model(model, only_load=only_load)
         self.model = model if isinstance(model, Ensemble) else _as_ensemble(model)

@@ -1,0 +1,65 @@
+"""The separation library stands apart from the service: no `sami_gateway` import, no environment read."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "namespaces" / "music_source_separate"
+# The namespace's edge: what turns the library into a SAMI namespace and a command line, and
+# reads the gateway's settings. The audio/ subpackage has its own layering test (audio/test_layering.py).
+EDGE = {"plugin.py", "params.py", "commands.py", "codes.py", "settings.py", "__init__.py", "demo_store.py"}
+ENVIRONMENT = {"environ", "environb", "getenv", "getenvb", "putenv"}
+
+
+def library_modules() -> list[Path]:
+    return sorted(path for path in PACKAGE.rglob("*.py")
+                  if path.name not in EDGE or path.parent != PACKAGE
+                  if path.relative_to(PACKAGE).parts[0] != "audio")
+
+
+def violations(source: str) -> list[str]:
+    """What in `source` imports the gateway or reads the environment, as `line: what`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            modules = [node.module or ""] if node.level == 0 else []
+            found += [f"{node.lineno}: {alias.name}" for alias in node.names if alias.name in ENVIRONMENT]
+        else:
+            name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+            found += [f"{getattr(node, 'lineno', 0)}: {name}"] if name in ENVIRONMENT else []
+            continue
+        found += [f"{node.lineno}: import {module}" for module in modules
+                  if module == "sami_gateway" or module.startswith("sami_gateway.")]
+    return found
+
+
+def test_the_library_is_the_modules_apart_from_the_edge() -> None:
+    names = {str(path.relative_to(PACKAGE)) for path in library_modules()}
+    assert {"native.py", "engine.py", "separator.py", "repository.py", "store.py", "download.py"} <= names
+    assert not names & EDGE and not any(name.startswith("audio/") for name in names)
+
+
+@pytest.mark.parametrize("path", library_modules(), ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_no_gateway_import_and_no_environment(path: Path) -> None:
+    assert violations(path.read_text()) == []
+
+
+@pytest.mark.parametrize("source", [
+    "import sami_gateway", "import sami_gateway.config as c", "from sami_gateway.errors import GatewayError",
+    "from sami_gateway import config", "import os\nos.environ.get('CC')", "import os\nos.getenv('CC')",
+    "from os import environ", "from os import getenv as g",
+])
+def test_the_check_sees_each_form(source: str) -> None:
+    assert violations(source)
+
+
+def test_the_check_passes_relative_and_other_imports() -> None:
+    assert violations("import os\nfrom . import native\nfrom .store import read_bag\nos.replace('a', 'b')\n"
+                      "import sami_gateway_other\n") == []
