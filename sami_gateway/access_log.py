@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from .keys import CONTEXT
+from .state import CONTEXT
 
 
 def log_record(request: web.BaseRequest, response: web.StreamResponse, seconds: float) -> dict[str, Any]:
@@ -18,7 +18,11 @@ def log_record(request: web.BaseRequest, response: web.StreamResponse, seconds: 
     context = request.get(CONTEXT)
     if context is not None:
         record.update(task_id=context.task_id, appkey=context.appkey, namespace=context.namespace,
-                      status_code=context.status_code, **context.log)
+                      status_code=context.status_code)
+        if context.report is not None:
+            report = context.report
+            record.update(model=report.model, input_seconds=round(report.input_seconds, 3),
+                          **{f"{stage}_seconds": round(seconds, 3) for stage, seconds in report.stage_seconds.items()})
     return record
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -11,18 +12,18 @@ from .config import Config
 from .fetch import Fetcher, FetchPolicy
 from .gettoken import GetTokenService, add_gettoken_routes
 from .invoke import invoke
-from .keys import AUTH, BODY_LIMIT, CONFIG, FETCHER, METRICS, NAMESPACES, QUOTAS, READY, SCHEDULER
-from .metrics import Metrics, metrics_handler
+from .metrics import Metrics
 from .middleware import envelope_errors, invoke_metrics
 from .namespace import Namespace, load_namespaces
 from .quota import QuotaTracker
 from .scheduler import Limits, Scheduler
+from .state import AUTH, BODY_LIMIT, CONFIG, FETCHER, METRICS, NAMESPACES, QUOTAS, READY, SCHEDULER, Readiness
 
 PAYLOAD_ALLOWANCE_BYTES = 1024 * 1024  # room for the JSON around `data` and the payload string
 
 
 def body_limit(max_input_bytes: int) -> int:
-    """Largest invoke body: the base64 of the largest input (4/3 of it) plus the envelope."""
+    """Largest invoke body: the base64 of the largest input (4/3 of it) plus the envelope around it."""
     return 4 * -(-max_input_bytes // 3) + PAYLOAD_ALLOWANCE_BYTES
 
 
@@ -34,8 +35,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Models loaded and room to admit a request; 503 otherwise."""
     snapshot = request.app[SCHEDULER].snapshot()
-    loaded = request.app[READY].get("namespaces", False)
-    admitting = request.app[READY].get("admitting", False)
+    loaded, admitting = request.app[READY].models_loaded, request.app[READY].admitting
     ready = loaded and admitting and not snapshot.saturated
     body = {"status": "ready" if ready else "unavailable", "models_loaded": loaded, "admitting": admitting,
             "requests": snapshot.jobs, "queued_audio_seconds": round(snapshot.queued_cost, 3)}
@@ -46,28 +46,28 @@ async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     scheduler = app[SCHEDULER]
     scheduler.start()
-    app[READY]["admitting"] = True
+    app[READY].admitting = True
     yield
-    app[READY]["admitting"] = False
+    app[READY].admitting = False
     await scheduler.drain(config.shutdown_grace)
     scheduler.close()
 
 
 async def _stop_admitting(app: web.Application) -> None:
     """SIGTERM: new requests get 503 while the admitted ones finish."""
-    app[READY]["admitting"] = False
+    app[READY].admitting = False
     app[SCHEDULER].stop_admitting()
 
 
 async def _namespaces_ctx(app: web.Application) -> AsyncIterator[None]:
-    started: list[Namespace] = []
+    started: list[Namespace[Any]] = []
     try:
         for namespace in app[NAMESPACES].values():
             await namespace.start(app[SCHEDULER])
             started.append(namespace)
-            for model, seconds in getattr(namespace, "load_seconds", {}).items():
+            for model, seconds in namespace.load_seconds().items():
                 app[METRICS].model_load.labels(model).set(seconds)
-        app[READY]["namespaces"] = True
+        app[READY].models_loaded = True
         yield
     finally:
         for namespace in reversed(started):
@@ -81,7 +81,7 @@ async def _fetcher_ctx(app: web.Application) -> AsyncIterator[None]:
     await fetcher.close()
 
 
-def create_app(config: Config, namespaces: dict[str, Namespace] | None = None) -> web.Application:
+def create_app(config: Config, namespaces: dict[str, Namespace[Any]] | None = None) -> web.Application:
     """Build the gateway; `namespaces` replaces the configured plugins (tests)."""
     if namespaces is None:
         namespaces = load_namespaces(config)
@@ -90,16 +90,15 @@ def create_app(config: Config, namespaces: dict[str, Namespace] | None = None) -
     app[CONFIG] = config
     app[BODY_LIMIT] = limit
     app[NAMESPACES] = namespaces
-    app[QUOTAS] = QuotaTracker(config.default_quota,
-                               {name: key.quota for name, key in config.appkeys.items() if key.quota})
-    app[AUTH] = Authenticator(config.appkeys, TokenService.from_config(config), namespaces)
+    app[QUOTAS] = QuotaTracker()
+    app[AUTH] = Authenticator(config.appkeys, TokenService.from_config(config), namespaces, config.default_quota)
     app[FETCHER] = Fetcher(FetchPolicy.from_entries(config.fetch_allow),
                            config.fetch_connect_timeout, config.fetch_timeout)
     metrics = Metrics(namespaces)
     app[METRICS] = metrics
     app[SCHEDULER] = Scheduler(Limits(config.max_jobs, config.max_queued_seconds), on_job_done=metrics.job_done)
     metrics.watch(app[SCHEDULER])
-    app[READY] = {}
+    app[READY] = Readiness()
     add_gettoken_routes(app, GetTokenService(config.access_keys, TokenService.from_config(config),
                                              config.appkeys))
     app.cleanup_ctx.extend([_fetcher_ctx, _scheduler_ctx, _namespaces_ctx])
@@ -107,5 +106,5 @@ def create_app(config: Config, namespaces: dict[str, Namespace] | None = None) -
     app.router.add_post("/api/v1/invoke", invoke)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", metrics.handler)
     return app

@@ -1,4 +1,8 @@
-"""Who may call what: appkeys from configuration and JWT tokens bound to an appkey."""
+"""Who may call what: appkeys from configuration and JWT tokens bound to an appkey.
+
+The rule (`Authenticator.authorize`) is apart from the plumbing: it takes the three routing
+fields and returns the decision as a value, made once per request and kept on its context.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ import hmac
 import time
 import uuid
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
-from .config import DEFAULT_KID, MAX_TOKEN_TTL, AppKey, Config
+from .config import DEFAULT_KID, MAX_TOKEN_TTL, AppKeyRule, Config
 from .errors import Code, error
+from .quota import Quota
 
 ALGORITHM = "HS256"  # pinned: a token naming any other algorithm is refused
 ISSUER = "sami-gateway"
@@ -65,23 +71,35 @@ class TokenService:
         return claims
 
 
-class Authenticator:
-    """The auth rule of an invoke: appkey known, token valid for it, namespace allowed."""
+@dataclass(frozen=True)
+class Authorization:
+    """The decision for one request: this appkey, with a valid token, may call this namespace
+    under this quota."""
 
-    def __init__(self, appkeys: Mapping[str, AppKey], tokens: TokenService,
-                 namespaces: Collection[str]) -> None:
+    appkey: str
+    namespace: str
+    quota: Quota
+
+
+class Authenticator:
+    """The auth rule of an invoke: appkey known, token valid for it, namespace served and allowed."""
+
+    def __init__(self, appkeys: Mapping[str, AppKeyRule], tokens: TokenService,
+                 namespaces: Collection[str], default_quota: Quota) -> None:
         self._appkeys = appkeys
         self._tokens = tokens
         self._namespaces = frozenset(namespaces)
+        self._default_quota = default_quota
 
-    def replace(self, appkeys: Mapping[str, AppKey], tokens: TokenService) -> None:
-        """New appkeys and keys, effective for the next request (a configuration reload)."""
-        self._appkeys, self._tokens = appkeys, tokens
+    def replace(self, appkeys: Mapping[str, AppKeyRule], tokens: TokenService, default_quota: Quota) -> None:
+        """New appkeys, keys and quotas, effective for the next request (a configuration reload)."""
+        self._appkeys, self._tokens, self._default_quota = appkeys, tokens, default_quota
 
-    def authorize(self, appkey: str, token: str, namespace: str) -> None:
-        key = self._appkeys.get(appkey) if appkey else None
-        if key is None:
+    def authorize(self, appkey: str, token: str, namespace: str) -> Authorization:
+        rule = self._appkeys.get(appkey) if appkey else None
+        if rule is None:
             raise error(Code.INVALID_ACCESS, "unknown appkey" if appkey else "missing appkey")
         self._tokens.verify(token, appkey)
-        if namespace not in self._namespaces or not key.allows(namespace):
+        if namespace not in self._namespaces or not rule.allows(namespace):
             raise error(Code.DENIED_NAMESPACE, namespace or "missing namespace")
+        return Authorization(appkey, namespace, rule.quota or self._default_quota)

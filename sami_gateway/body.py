@@ -1,8 +1,9 @@
-"""Reading a request body under a size cap, for every endpoint that takes one."""
+"""Reading a request body under a size cap and a deadline, whole or chunk by chunk as it arrives."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -23,20 +24,29 @@ class BodyTimeout(Exception):
     """The body did not arrive in time: a client too slow, or one holding the connection open."""
 
 
-async def read_capped(request: web.Request, limit: int, timeout: float) -> bytes:
-    """The request body, refused as soon as it is known to exceed `limit`, or once `timeout`
-    seconds pass before all of it has arrived (a slow client must not hold its slot forever)."""
+async def stream_capped(request: web.Request, limit: int, timeout: float, sink: Callable[[bytes], None]) -> None:
+    """Hand the request body to `sink` chunk by chunk as it arrives, refused as soon as it is known
+    to exceed `limit`, or once `timeout` seconds pass before all of it has arrived (a slow client
+    must not hold its slot forever). The event loop runs other requests between chunks."""
     if (request.content_length or 0) > limit:
         raise BodyTooLarge(limit)
-    body = bytearray()
+    received = 0
     try:
         async with asyncio.timeout(timeout):
             async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
-                body += chunk
-                if len(body) > limit:
+                received += len(chunk)
+                if received > limit:
                     raise BodyTooLarge(limit)
+                sink(chunk)
+                await asyncio.sleep(0)  # chunks already buffered would otherwise run back to back
     except (HttpProcessingError, ClientPayloadError, RequestPayloadError) as exc:  # bad chunking or encoding
         raise BodyUnreadable(str(exc)) from exc
     except TimeoutError as exc:
         raise BodyTimeout(timeout) from exc
+
+
+async def read_capped(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The whole request body, within `limit` and `timeout` (see `stream_capped`)."""
+    body = bytearray()
+    await stream_capped(request, limit, timeout, body.extend)
     return bytes(body)

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -17,9 +18,9 @@ from .auth import TokenService
 from .body import BodyTimeout, BodyTooLarge, BodyUnreadable, read_capped
 from .config import MAX_TOKEN_TTL
 from .errors import Code
-from .keys import CONTEXT
 from .protocol import new_task_id
-from .signature import OpenApiCode, OpenApiError, SignedRequest, verify
+from .signature import Fault, SignatureError, SignedRequest, verify
+from .state import CONTEXT
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,66 @@ TOKEN_VERSION = "volc-auth-v1"
 DEFAULT_EXPIRATION = 3600  # seconds, when a client sends no `expiration` (SAMI's documented example)
 MAX_BODY_BYTES = 64 * 1024  # a GetToken body is about 100 bytes: a larger one is no GetToken client
 BODY_SECONDS = 30.0  # nor is one that takes this long to send them
+
+
+@dataclass(frozen=True)
+class OpenApiStatus:
+    """One row of the OpenAPI error table: HTTP status, CodeN and Code."""
+
+    http: int
+    code_n: int
+    code: str
+
+
+class OpenApiCode(Enum):
+    """The Volcengine OpenAPI errors (`ResponseMetadata.Error`) GetToken answers with.
+
+    Distinct from the SAMI invoke table in errors.py: another envelope, other numbers.
+    """
+
+    MISSING_PARAMETER = OpenApiStatus(400, 100002, "MissingParameter")
+    MISSING_REQUEST_INFO = OpenApiStatus(400, 100004, "MissingRequestInfo")
+    MISSING_SIGNATURE = OpenApiStatus(401, 100005, "MissingSignature")
+    INVALID_TIMESTAMP = OpenApiStatus(400, 100006, "InvalidTimestamp")
+    INVALID_ACTION_OR_VERSION = OpenApiStatus(404, 100008, "InvalidActionOrVersion")
+    INVALID_ACCESS_KEY = OpenApiStatus(401, 100009, "InvalidAccessKey")
+    SIGNATURE_DOES_NOT_MATCH = OpenApiStatus(401, 100010, "SignatureDoesNotMatch")
+    ACCESS_DENIED = OpenApiStatus(403, 100013, "AccessDenied")
+    INTERNAL_ERROR = OpenApiStatus(500, 100014, "InternalError")
+
+
+SIGNATURE_CODES = {
+    Fault.MISSING: OpenApiCode.MISSING_SIGNATURE,
+    Fault.INCOMPLETE: OpenApiCode.MISSING_REQUEST_INFO,
+    Fault.STALE: OpenApiCode.INVALID_TIMESTAMP,
+    Fault.UNKNOWN_KEY: OpenApiCode.INVALID_ACCESS_KEY,
+    Fault.MISMATCH: OpenApiCode.SIGNATURE_DOES_NOT_MATCH,
+}
+
+
+class OpenApiError(Exception):
+    """An OpenAPI answer that is not success: its row of the table and a message."""
+
+    def __init__(self, kind: OpenApiCode, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+    @classmethod
+    def of_signature(cls, exc: SignatureError) -> OpenApiError:
+        return cls(SIGNATURE_CODES[exc.fault], exc.message)
+
+    @property
+    def code_n(self) -> int:
+        return self.kind.value.code_n
+
+    @property
+    def code(self) -> str:
+        return self.kind.value.code
+
+    @property
+    def http_status(self) -> int:
+        return self.kind.value.http
 
 
 @dataclass(frozen=True)
@@ -109,7 +170,10 @@ class GetTokenService:
     def grant(self, request: SignedRequest) -> Grant:
         """Verify the signed request and issue a token; OpenApiError says why not."""
         now = self._clock()
-        access_key = verify(request, self._secret_for, now, region=REGION, service=SERVICE)
+        try:
+            access_key = verify(request, self._secret_for, now, region=REGION, service=SERVICE)
+        except SignatureError as exc:
+            raise OpenApiError.of_signature(exc) from exc
         asked = parse_token_request(request.body)
         key = self._access_keys.get(access_key)
         if key is None or asked.appkey not in key.appkeys:
@@ -188,7 +252,7 @@ async def get_token(request: web.Request) -> web.Response:
         log.info("GetToken %s: access key %s got a token for appkey %s until %d",
                  request_id, grant.access_key, grant.appkey, grant.expires_at)
         if context is not None:
-            context.appkey = grant.appkey
+            context.appkey = grant.appkey  # for the access log
             context.status_code = Code.OK.value.code
         return _json({"status_code": Code.OK.value.code, "status_text": Code.OK.value.text,
                       "task_id": request_id, "token": grant.token, "expires_at": grant.expires_at})

@@ -1,44 +1,55 @@
-"""The `POST /api/v1/invoke` handler: envelope, auth, input, namespace, reply."""
+"""The `POST /api/v1/invoke` handler: admission, envelope, auth, input, namespace, reply.
+
+Each value is decided once and handed on: the body is read and `data` decoded as it streams in
+(`EnvelopeReader`), the envelope parsed once (`parse_invoke`), the caller authorized once (from
+the query before the body, else from the body) into an `Authorization` kept on the request's
+context, the payload parsed once by the namespace (`Namespace.parse`) and its value handed to
+`Namespace.run`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from aiohttp import web
 
-from .body import BodyTimeout, BodyTooLarge, BodyUnreadable, read_capped
+from .auth import Authorization
+from .body import BodyTimeout, BodyTooLarge, BodyUnreadable, stream_capped
+from .envelope_reader import EnvelopeReader, ReceivedEnvelope
 from .errors import Code, GatewayError, error
-from .keys import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, METRICS, NAMESPACES, QUOTAS, SCHEDULER
-from .namespace import InvokeInput, InvokeOutput, Namespace
-from .protocol import InvokeRequest, decode_data, envelope, parse_invoke, reject_repeated
+from .namespace import Call, InputBytes, Namespace, Result
+from .protocol import InvokeRequest, base64_pieces, envelope_parts, parse_invoke, reject_repeated
 from .scheduler import JobTimeout
+from .state import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, METRICS, NAMESPACES, QUOTAS, SCHEDULER
 
 CLOSE = {"Connection": "close"}  # the rest of an unread or broken body must not be taken for a request
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body within `limit` and the body timeout, or the envelope's refusal."""
+async def read_envelope(request: web.Request, limit: int) -> ReceivedEnvelope:
+    """The request body within `limit` and the body timeout, `data` decoded as it arrives."""
     timeout = request.app[CONFIG].body_timeout
+    reader = EnvelopeReader(request.app[CONFIG].max_input_bytes, request.content_length or 0)
     try:
-        return await read_capped(request, limit, timeout)
+        await stream_capped(request, limit, timeout, reader.feed)
     except BodyTooLarge as exc:
         raise error(Code.EXCEEDED_DATA_SIZE, f"request body larger than {limit} bytes", CLOSE) from exc
     except BodyUnreadable as exc:
         raise error(Code.CLIENT_ERROR, "body cannot be read", CLOSE) from exc
     except BodyTimeout as exc:
         raise error(Code.BODY_TIMEOUT, f"the body did not arrive within {timeout:g} s", CLOSE) from exc
+    return reader.close()
 
 
-async def input_bytes(request: web.Request, call: InvokeRequest, namespace: Namespace) -> bytes:
-    """`data` decoded, else the download of `payload.url`, within the namespace's size limit."""
+async def input_bytes(request: web.Request, call: InvokeRequest, namespace: Namespace[Any]) -> InputBytes:
+    """`data` as decoded, else the download of `payload.url`, within the namespace's size limit."""
     limit = namespace.max_input_bytes
-    if call.data_b64:
-        if call.data_size > limit:
+    if call.data is not None:
+        if call.data.size > limit:
             raise error(Code.EXCEEDED_DATA_SIZE, f"data larger than {limit} bytes")
-        return decode_data(call.data_b64)
+        return call.data.value()
     url: Any = call.payload.get("url")
     if url is not None and not isinstance(url, str):
         raise error(Code.ILLEGAL_PAYLOAD, "url must be a string")
@@ -49,18 +60,12 @@ async def input_bytes(request: web.Request, call: InvokeRequest, namespace: Name
     return b""
 
 
-def record_audio(request: web.Request, namespace: str, log: Mapping[str, Any]) -> None:
-    seconds = log.get("input_seconds")
-    if isinstance(seconds, int | float):
-        metrics = request.app[METRICS]
-        metrics.audio.labels(metrics.namespace_label(namespace), str(log.get("model", ""))).inc(seconds)
-
-
-def authorize_from_query(request: web.Request) -> None:
+def authorize_from_query(request: web.Request) -> Authorization | None:
     """Clients that put credentials in the query (the Go SDK) are checked before the body is read."""
     query = request.query
     if all(query.get(name) for name in ("appkey", "token", "namespace")):
-        request.app[AUTH].authorize(query["appkey"], query["token"], query["namespace"])
+        return request.app[AUTH].authorize(query["appkey"], query["token"], query["namespace"])
+    return None
 
 
 @contextmanager
@@ -73,41 +78,60 @@ def refused_before_body() -> Iterator[None]:
         raise
 
 
-async def invoke(request: web.Request) -> web.Response:
+async def invoke(request: web.Request) -> web.StreamResponse:
     with ExitStack() as stack:
         with refused_before_body():
             reject_repeated(request.query.items())
-            authorize_from_query(request)
+            request[CONTEXT].auth = authorize_from_query(request)  # the body may not contradict it
             stack.enter_context(request.app[SCHEDULER].admission())  # full: refused at once
         return await admitted(request)
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow exceptions
 
 
-async def admitted(request: web.Request) -> web.Response:
+async def admitted(request: web.Request) -> web.StreamResponse:
     """An admitted request: body, envelope, auth, the appkey's quota, then the namespace."""
     context = request[CONTEXT]
-    body = await read_body(request, request.app[BODY_LIMIT])
-    call = parse_invoke(context.task_id, request.query, body)
+    received = await read_envelope(request, request.app[BODY_LIMIT])
+    call = parse_invoke(context.task_id, request.query, received)
     context.namespace = call.namespace
-    request.app[AUTH].authorize(call.appkey, call.token, call.namespace)
-    context.appkey = call.appkey
-    with request.app[QUOTAS].charge(call.appkey):
-        output = await run_namespace(request, call)
+    # Credentials from the query were verified before the body; the body cannot contradict them.
+    auth = context.auth or request.app[AUTH].authorize(call.appkey, call.token, call.namespace)
+    context.auth, context.appkey = auth, auth.appkey
+    namespace = request.app[NAMESPACES][auth.namespace]
+    with request.app[QUOTAS].charge(auth.appkey, auth.quota):
+        result = await run_namespace(request, call, namespace)
     context.status_code = Code.OK.value.code
-    context.log.update(output.log)
-    record_audio(request, call.namespace, output.log)
-    reply = envelope(context.task_id, call.namespace, data=output.data, payload=output.payload)
-    return web.Response(body=reply, content_type="application/json")
+    context.report = result.report
+    request.app[METRICS].record_run(auth.namespace, result.report)
+    return await reply(request, auth.namespace, result)
 
 
-async def run_namespace(request: web.Request, call: InvokeRequest) -> InvokeOutput:
-    """Validate the payload, get the input, run the namespace, all within the request's deadline."""
-    namespace = request.app[NAMESPACES][call.namespace]
-    namespace.check_payload(call.payload)
+async def run_namespace(request: web.Request, call: InvokeRequest, namespace: Namespace[Any]) -> Result:
+    """Parse the payload, get the input, run the namespace, all within the request's deadline."""
+    params = namespace.parse(call.payload)
     timeout = request.app[CONFIG].request_timeout
     try:
         async with asyncio.timeout(timeout):
             data = await input_bytes(request, call, namespace)
-            return await namespace.invoke(InvokeInput(call.task_id, call.appkey, data, call.payload))
+            return await namespace.run(Call(call.task_id, call.appkey, params, data))
     except (TimeoutError, JobTimeout) as exc:
         raise error(Code.TIMEOUT, f"no answer within {timeout:g} s") from exc
+
+
+async def reply(request: web.Request, namespace: str, result: Result) -> web.StreamResponse:
+    """The success envelope, its base64 `data` written a piece at a time: a long result never
+    holds the event loop for one encoding of the whole."""
+    data = result.data
+    head, tail = envelope_parts(request[CONTEXT].task_id, namespace, result.payload, data is not None)
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = len(head) + 4 * -(-len(data or b"") // 3) + len(tail)
+    await response.prepare(request)
+    try:
+        await response.write(head)
+        for piece in base64_pieces(data or b""):
+            await response.write(piece)
+        await response.write(tail)
+        await response.write_eof()
+    except ConnectionResetError:  # the client left while its answer was being sent
+        pass
+    return response

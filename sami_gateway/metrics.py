@@ -7,6 +7,7 @@ from collections.abc import Collection
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .namespace import RunReport
 from .scheduler import JobStats, Scheduler
 
 # Seconds: from a short clip on a warm model to a ten-minute song on a busy CPU.
@@ -41,6 +42,14 @@ class Metrics:
         self.model_load = Gauge("sami_gateway_model_load_seconds", "Time to load a model at start",
                                 ["model"], registry=r)
 
+    def record_run(self, namespace: str, report: RunReport) -> None:
+        """A namespace's report of one successful run."""
+        self.audio.labels(self.namespace_label(namespace), report.model).inc(report.input_seconds)
+
+    async def handler(self, request: web.Request) -> web.Response:
+        """`GET /metrics`, in Prometheus's text format."""
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     def namespace_label(self, namespace: str) -> str:
         return namespace if namespace in self._namespaces else UNKNOWN
 
@@ -50,15 +59,8 @@ class Metrics:
 
     def job_done(self, stats: JobStats) -> None:
         """The scheduler's report of one job (called from its worker thread)."""
-        self.jobs.labels(stats.outcome).inc()
+        self.jobs.labels(stats.outcome.value).inc()
         self.units.inc(stats.units)
         if stats.units:
             self.queue_wait.observe(stats.queue_wait)
             self.inference.observe(stats.busy)
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    from .keys import METRICS
-
-    body = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -9,8 +9,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .errors import Code, GatewayError, error
-from .keys import CONTEXT, METRICS, RequestContext
 from .protocol import error_envelope, new_task_id
+from .state import CONTEXT, METRICS, RequestContext
 
 log = logging.getLogger(__name__)
 

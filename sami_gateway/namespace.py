@@ -1,14 +1,23 @@
-"""The contract between the gateway and a namespace plugin."""
+"""The contract between the gateway and a namespace plugin: parse, start, run, stop.
+
+`parse` validates a payload cheaply, before any download, into the namespace's own value;
+`run` gets that value back with the input bytes. The invoke handler (and any later entry
+point) calls the same two verbs, so nothing is parsed or validated twice.
+"""
 
 from __future__ import annotations
 
 import importlib
+import mmap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from .config import Config
 from .scheduler import Scheduler
+
+Params = TypeVar("Params")
+InputBytes = bytes | mmap.mmap  # an input as decoded from `data` (a memory map when large) or downloaded
 
 
 class NamespaceStartError(RuntimeError):
@@ -16,33 +25,42 @@ class NamespaceStartError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class InvokeInput:
-    """What a namespace receives: the input bytes (decoded or downloaded) and the payload."""
+class Call(Generic[Params]):
+    """One run: the payload as `parse` returned it and the input bytes."""
 
     task_id: str
     appkey: str
-    data: bytes
-    payload: Mapping[str, Any]
+    params: Params
+    data: InputBytes
 
 
 @dataclass(frozen=True)
-class InvokeOutput:
-    """What a namespace returns: binary result and the JSON payload describing it."""
+class RunReport:
+    """What the gateway logs and counts of a run."""
+
+    model: str  # a bounded name (the metrics label)
+    input_seconds: float  # seconds of input processed
+    stage_seconds: Mapping[str, float] = field(default_factory=dict)  # logged as `<stage>_seconds`
+
+
+@dataclass(frozen=True)
+class Result:
+    """A run's answer: binary result, the JSON payload describing it, and its report."""
 
     data: bytes | None
-    payload: Mapping[str, Any] = field(default_factory=dict)
-    log: Mapping[str, Any] = field(default_factory=dict)  # for the request's log line: model, durations
+    payload: Mapping[str, Any]
+    report: RunReport
 
 
-class Namespace(Protocol):
-    """A SAMI namespace: validates its payload cheaply, then runs off the event loop."""
+class Namespace(Protocol[Params]):
+    """A SAMI namespace: parses its payload cheaply, then runs off the event loop."""
 
     name: str
     needs_input: bool
     max_input_bytes: int
 
-    def check_payload(self, payload: Mapping[str, Any]) -> None:
-        """Raise GatewayError for a payload that can never succeed (before any download)."""
+    def parse(self, payload: Mapping[str, Any]) -> Params:
+        """The payload as the namespace's value; raise GatewayError for one that can never succeed."""
 
     async def start(self, scheduler: Scheduler) -> None:
         """Load what the namespace needs (models); called once before serving.
@@ -52,16 +70,19 @@ class Namespace(Protocol):
     async def stop(self) -> None:
         """Release what start() took."""
 
-    async def invoke(self, request: InvokeInput) -> InvokeOutput:
+    def load_seconds(self) -> Mapping[str, float]:
+        """Each model start() loaded, with the seconds it took."""
+
+    async def run(self, call: Call[Params]) -> Result:
         """Run one request; raise GatewayError for the client's mistakes."""
 
 
-def load_namespaces(config: Config) -> dict[str, Namespace]:
-    """Import each configured plugin module and build its namespace from the config."""
-    loaded: dict[str, Namespace] = {}
+def load_namespaces(config: Config) -> dict[str, Namespace[Any]]:
+    """Import each configured plugin package and build its namespace from the config."""
+    loaded: dict[str, Namespace[Any]] = {}
     for module_name in config.namespaces:
         module = importlib.import_module(module_name)
-        namespace: Namespace = module.create_namespace(config)
+        namespace: Namespace[Any] = module.create_namespace(config)
         if namespace.name in loaded:
             raise ValueError(f"namespace {namespace.name} is provided twice")
         loaded[namespace.name] = namespace

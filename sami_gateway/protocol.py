@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from .envelope_reader import DataDecoder, ReceivedEnvelope, decode_text, parse_object
 from .errors import Code, GatewayError, error
 
 SUPPORTED_VERSIONS = frozenset({"v4"})
@@ -19,20 +19,15 @@ ROUTING_FIELDS = ("appkey", "token", "namespace", "version")
 
 @dataclass(frozen=True)
 class InvokeRequest:
-    """A parsed invoke request: routing fields, raw input bytes and the payload object."""
+    """A parsed invoke request: routing fields, the payload object and `data` as it was decoded."""
 
     task_id: str
     appkey: str
     token: str
     namespace: str
     version: str | None
-    data_b64: str
+    data: DataDecoder | None  # None: no data (the input is payload.url's)
     payload: dict[str, Any]
-
-    @property
-    def data_size(self) -> int:
-        """Size in bytes of `data` once decoded, known without decoding it."""
-        return decoded_size(self.data_b64)
 
 
 def new_task_id() -> str:
@@ -47,34 +42,8 @@ def decoded_size(text: str) -> int:
 
 
 def decode_data(text: str) -> bytes:
-    """Decode strict standard padded base64 (RFC 4648 section 4)."""
-    padding = len(text) - len(text.rstrip("="))
-    if len(text) % 4 or padding > 2 or not text.isascii():
-        raise error(Code.INVALID_DATA, "data is not standard padded base64")
-    try:
-        # strict_mode refuses whitespace, URL-safe characters and misplaced padding.
-        data = binascii.a2b_base64(text, strict_mode=True)
-    except binascii.Error as exc:
-        raise error(Code.INVALID_DATA, "data is not standard padded base64") from exc
-    # Only the last quantum can carry non-zero padding bits ("QR==" would silently become "QQ==").
-    if text and base64.b64encode(data[-(len(data) % 3 or 3):]).decode() != text[-4:]:
-        raise error(Code.INVALID_DATA, "data has non-zero padding bits")
-    return data
-
-
-def _json_object(text: bytes | str, code: Code, what: str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise error(code, f"{what} is not valid JSON") from exc
-    if not isinstance(value, dict):
-        raise error(code, f"{what} is not a JSON object")
-    return value
-
-
-def parse_body(body: bytes) -> dict[str, Any]:
-    """The JSON object of the request body; an empty body is an empty object."""
-    return _json_object(body, Code.CLIENT_ERROR, "body") if body.strip() else {}
+    """Decode strict standard padded base64 (RFC 4648 section 4), as `data` is decoded."""
+    return bytes(decode_text(text, len(text)).value())
 
 
 def parse_payload(value: Any) -> dict[str, Any]:
@@ -83,7 +52,7 @@ def parse_payload(value: Any) -> dict[str, Any]:
         return {}
     if not isinstance(value, str):
         raise error(Code.INVALID_PAYLOAD, "payload must be a JSON string")
-    return _json_object(value, Code.INVALID_PAYLOAD, "payload")
+    return parse_object(value, Code.INVALID_PAYLOAD, "payload")
 
 
 def routing_field(name: str, query: Mapping[str, str], body: Mapping[str, Any]) -> str:
@@ -105,42 +74,60 @@ def reject_repeated(pairs: Iterable[tuple[str, str]]) -> None:
         raise error(Code.CLIENT_ERROR, f"{repeated[0]} is repeated in the query")
 
 
-def parse_invoke(task_id: str, query: Mapping[str, str], body: bytes) -> InvokeRequest:
+def _data(received: ReceivedEnvelope) -> DataDecoder | None:
+    """The streamed data, or a `data` string the stream did not see (under an escaped key)."""
+    if received.data is not None:
+        return received.data if received.data.text_length else None
+    value = received.fields.get("data")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise error(Code.INVALID_DATA, "data must be a base64 string")
+    return decode_text(value, len(value))
+
+
+def parse_invoke(task_id: str, query: Mapping[str, str], received: ReceivedEnvelope) -> InvokeRequest:
     """Validate the envelope of an invoke request, without touching auth or the namespace."""
-    obj = parse_body(body)
+    obj = received.fields
     fields = {name: routing_field(name, query, obj) for name in ROUTING_FIELDS}
     version = fields["version"] or None
     if version is not None and version not in SUPPORTED_VERSIONS:
         raise error(Code.CLIENT_ERROR, f"unsupported version {version!r}")
-    data = obj.get("data", "")
-    if data is None:
-        data = ""
-    if not isinstance(data, str):
-        raise error(Code.INVALID_DATA, "data must be a base64 string")
     return InvokeRequest(
         task_id=task_id,
         appkey=fields["appkey"],
         token=fields["token"],
         namespace=fields["namespace"],
         version=version,
-        data_b64=data,
+        data=_data(received),
         payload=parse_payload(obj.get("payload")),
     )
 
 
-def envelope(task_id: str, namespace: str, *, data: bytes | None = None,
-             payload: Mapping[str, Any] | None = None) -> bytes:
-    """A success reply: `data` as standard padded base64, `payload` as a JSON string."""
-    reply: dict[str, Any] = {
+def envelope_parts(task_id: str, namespace: str, payload: Mapping[str, Any] | None,
+                   with_data: bool) -> tuple[bytes, bytes]:
+    """A success reply around its `data`: the bytes before the base64 text and those after it."""
+    reply = orjson.dumps({
         "task_id": task_id,
         "namespace": namespace,
         "status_code": Code.OK.value.code,
         "status_text": Code.OK.value.text,
         "payload": orjson.dumps(payload or {}).decode(),
-    }
-    if data is not None:
-        reply["data"] = base64.b64encode(data).decode("ascii")
-    return orjson.dumps(reply)
+    })
+    return (reply[:-1] + b',"data":"', b'"}') if with_data else (reply, b"")
+
+
+def base64_pieces(data: bytes, piece_bytes: int = 3 * 64 * 1024) -> Iterator[bytes]:
+    """`data` as standard padded base64, a piece at a time (pieces of 3n bytes join up exactly)."""
+    for start in range(0, len(data), piece_bytes):
+        yield binascii.b2a_base64(data[start:start + piece_bytes], newline=False)
+
+
+def envelope(task_id: str, namespace: str, *, data: bytes | None = None,
+             payload: Mapping[str, Any] | None = None) -> bytes:
+    """A success reply: `data` as standard padded base64, `payload` as a JSON string."""
+    head, tail = envelope_parts(task_id, namespace, payload, data is not None)
+    return b"".join([head, *base64_pieces(data or b""), tail])
 
 
 def error_envelope(task_id: str, namespace: str, exc: GatewayError) -> bytes:

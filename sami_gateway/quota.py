@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -33,26 +33,17 @@ class _Usage:
 
 
 class QuotaTracker:
-    """Charges each request to its appkey; past the quota: 429 with Retry-After, others unaffected."""
+    """Charges each request to its appkey under the quota its authorization carries; past it:
+    429 with Retry-After, other appkeys unaffected. A reloaded quota applies from the next request,
+    usage so far kept."""
 
-    def __init__(self, default: Quota, per_key: Mapping[str, Quota],
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._default = default
-        self._per_key = per_key
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._usage: dict[str, _Usage] = {}
         self._lock = threading.Lock()
 
-    def replace(self, default: Quota, per_key: Mapping[str, Quota]) -> None:
-        """New quotas for the next request; usage so far is kept."""
-        with self._lock:
-            self._default, self._per_key = default, per_key
-
-    def quota(self, appkey: str) -> Quota:
-        return self._per_key.get(appkey, self._default)
-
-    def _take(self, appkey: str) -> None:
-        quota, now = self.quota(appkey), self._clock()
+    def _take(self, appkey: str, quota: Quota) -> None:
+        now = self._clock()
         usage = self._usage.setdefault(appkey, _Usage(float(quota.burst), now))
         usage.tokens = min(float(quota.burst), usage.tokens + (now - usage.updated) * quota.rate)
         usage.updated = now
@@ -67,10 +58,10 @@ class QuotaTracker:
         usage.active += 1
 
     @contextmanager
-    def charge(self, appkey: str) -> Iterator[None]:
+    def charge(self, appkey: str, quota: Quota) -> Iterator[None]:
         """Hold one of the appkey's concurrent requests for the duration of the block."""
         with self._lock:
-            self._take(appkey)
+            self._take(appkey, quota)
         try:
             yield
         finally:

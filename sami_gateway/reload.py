@@ -12,7 +12,7 @@ from aiohttp import web
 from .auth import TokenService
 from .config import Config, ConfigError, load_config
 from .gettoken import GETTOKEN
-from .keys import AUTH, QUOTAS
+from .state import AUTH
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +20,8 @@ log = logging.getLogger(__name__)
 def apply(app: web.Application, config: Config) -> None:
     """Swap in what may change while serving; a revoked appkey is refused from the next request."""
     tokens = TokenService.from_config(config)
-    app[AUTH].replace(config.appkeys, tokens)
+    app[AUTH].replace(config.appkeys, tokens, config.default_quota)
     app[GETTOKEN].replace(config.access_keys, tokens, config.appkeys)
-    app[QUOTAS].replace(config.default_quota, {n: k.quota for n, k in config.appkeys.items() if k.quota})
 
 
 def reload(app: web.Application, flags: Mapping[str, Any]) -> bool:

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from .errors import Code, error
@@ -54,11 +55,20 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
+class Outcome(Enum):
+    """How a job left the scheduler (the `outcome` label of the jobs metric)."""
+
+    DONE = "done"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+
 @dataclass(frozen=True)
 class JobStats:
     """How one job went, reported when it leaves the scheduler."""
 
-    outcome: str  # "done", "failed", "timeout" or "cancelled"
+    outcome: Outcome
     queue_wait: float  # admitted until its first unit started
     busy: float  # seconds its units ran
     units: int
@@ -110,11 +120,6 @@ class Scheduler:
     def retry_after(self) -> int:
         """Seconds until the queued work is likely done."""
         return max(1, math.ceil(self._cost * self._seconds_per_cost / max(1, self.limits.max_jobs)))
-
-    def check(self) -> None:
-        """Refuse at once (503 with Retry-After) when no request could be admitted now."""
-        with self._lock:
-            self._check_slot()
 
     def _check_slot(self) -> None:
         if not self._admitting:
@@ -220,8 +225,8 @@ class Scheduler:
 
     def _finish(self, job: Job, value: Any, exc: BaseException | None, dropped: bool = False) -> bool:
         job.steps.close()
-        outcome = "cancelled" if dropped else "timeout" if isinstance(exc, JobTimeout) else \
-            "failed" if exc is not None else "done"
+        outcome = Outcome.CANCELLED if dropped else Outcome.TIMEOUT if isinstance(exc, JobTimeout) else \
+            Outcome.FAILED if exc is not None else Outcome.DONE
         wait = (job.first_unit or time.monotonic()) - job.admitted
         self._on_job_done(JobStats(outcome, wait, job.busy, job.units))
         with self._lock:

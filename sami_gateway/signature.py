@@ -22,55 +22,23 @@ _HEX_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 _DEFAULT_PORTS = (":80", ":443")
 
 
-@dataclass(frozen=True)
-class OpenApiStatus:
-    """One row of the OpenAPI error table: HTTP status, CodeN and Code."""
+class Fault(Enum):
+    """Why a signature is refused; GetToken answers each with its OpenAPI error."""
 
-    http: int
-    code_n: int
-    code: str
-
-
-class OpenApiCode(Enum):
-    """The Volcengine OpenAPI errors (`ResponseMetadata.Error`) this gateway answers with.
-
-    Distinct from the SAMI invoke table in errors.py: another envelope, other numbers.
-    """
-
-    MISSING_PARAMETER = OpenApiStatus(400, 100002, "MissingParameter")
-    MISSING_REQUEST_INFO = OpenApiStatus(400, 100004, "MissingRequestInfo")
-    MISSING_SIGNATURE = OpenApiStatus(401, 100005, "MissingSignature")
-    INVALID_TIMESTAMP = OpenApiStatus(400, 100006, "InvalidTimestamp")
-    INVALID_ACTION_OR_VERSION = OpenApiStatus(404, 100008, "InvalidActionOrVersion")
-    INVALID_ACCESS_KEY = OpenApiStatus(401, 100009, "InvalidAccessKey")
-    SIGNATURE_DOES_NOT_MATCH = OpenApiStatus(401, 100010, "SignatureDoesNotMatch")
-    ACCESS_DENIED = OpenApiStatus(403, 100013, "AccessDenied")
-    INTERNAL_ERROR = OpenApiStatus(500, 100014, "InternalError")
+    MISSING = "missing or malformed"  # no Authorization header, or not V4's shape
+    INCOMPLETE = "incomplete"  # X-Date, or a header the signature must cover, is missing
+    STALE = "stale"  # X-Date malformed, or too far from this server's clock
+    UNKNOWN_KEY = "unknown access key"
+    MISMATCH = "does not match"  # wrong secret, scope, body hash or content
 
 
-class OpenApiError(Exception):
-    """An OpenAPI answer that is not success: its row of the table and a message."""
-
-    def __init__(self, kind: OpenApiCode, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-    @property
-    def code_n(self) -> int:
-        return self.kind.value.code_n
-
-    @property
-    def code(self) -> str:
-        return self.kind.value.code
-
-    @property
-    def http_status(self) -> int:
-        return self.kind.value.http
-
-
-class SignatureError(OpenApiError):
+class SignatureError(Exception):
     """The request's signature is missing, malformed, stale, from an unknown key or wrong."""
+
+    def __init__(self, fault: Fault, message: str) -> None:
+        super().__init__(message)
+        self.fault = fault
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -101,7 +69,7 @@ class Credential:
 
 
 def _missing_signature(detail: str) -> SignatureError:
-    return SignatureError(OpenApiCode.MISSING_SIGNATURE, detail)
+    return SignatureError(Fault.MISSING, detail)
 
 
 def _authorization_fields(value: str) -> dict[str, str]:
@@ -225,15 +193,15 @@ def _check_signed_headers(credential: Credential, headers: Mapping[str, str]) ->
     lowered = {name.lower() for name in credential.signed_headers}
     for name in REQUIRED_SIGNED_HEADERS:
         if name not in lowered:
-            raise SignatureError(OpenApiCode.MISSING_REQUEST_INFO, f"SignedHeaders must include {name}")
+            raise SignatureError(Fault.INCOMPLETE, f"SignedHeaders must include {name}")
     absent = sorted(lowered - set(headers))
     if absent:
-        raise SignatureError(OpenApiCode.MISSING_REQUEST_INFO, f"signed header {absent[0]} is not in the request")
+        raise SignatureError(Fault.INCOMPLETE, f"signed header {absent[0]} is not in the request")
 
 
 def _check_timestamp(credential: Credential, x_date: str, now: float) -> None:
     def invalid(detail: str) -> SignatureError:
-        return SignatureError(OpenApiCode.INVALID_TIMESTAMP, detail)
+        return SignatureError(Fault.STALE, detail)
 
     if not _X_DATE.fullmatch(x_date):
         raise invalid("X-Date must be YYYYMMDDTHHMMSSZ (UTC)")
@@ -251,14 +219,14 @@ def _check_scope(credential: Credential, region: str | None, service: str | None
     expected_region = credential.region if region is None else region
     expected_service = credential.service if service is None else service
     if (credential.region, credential.service) != (expected_region, expected_service):
-        raise SignatureError(OpenApiCode.SIGNATURE_DOES_NOT_MATCH,
+        raise SignatureError(Fault.MISMATCH,
                              f"the credential scope must be date/{expected_region}/{expected_service}/request")
 
 
 def _check_body_hash(headers: Mapping[str, str], body: bytes) -> None:
     claimed = headers.get("x-content-sha256")
     if claimed is not None and not hmac.compare_digest(claimed.strip().lower().encode(), body_sha256(body).encode()):
-        raise SignatureError(OpenApiCode.SIGNATURE_DOES_NOT_MATCH, "X-Content-Sha256 differs from the body's sha256")
+        raise SignatureError(Fault.MISMATCH, "X-Content-Sha256 differs from the body's sha256")
 
 
 def verify(request: SignedRequest, secret_for: Callable[[str], str | None], now: float,
@@ -275,17 +243,17 @@ def verify(request: SignedRequest, secret_for: Callable[[str], str | None], now:
     credential = parse_authorization(headers.get("authorization", ""))
     x_date = headers.get("x-date", "").strip()
     if not x_date:
-        raise SignatureError(OpenApiCode.MISSING_REQUEST_INFO, "the X-Date header is missing")
+        raise SignatureError(Fault.INCOMPLETE, "the X-Date header is missing")
     _check_signed_headers(credential, headers)
     _check_timestamp(credential, x_date, now)
     secret = secret_for(credential.access_key)
     if secret is None:
-        raise SignatureError(OpenApiCode.INVALID_ACCESS_KEY, "the access key is not valid")
+        raise SignatureError(Fault.UNKNOWN_KEY, "the access key is not valid")
     _check_scope(credential, region, service)
     _check_body_hash(headers, request.body)
     expected = compute_signature(request, secret, x_date, credential.region, credential.service,
                                  credential.signed_headers)
     if not hmac.compare_digest(expected.encode(), credential.signature.encode()):
-        raise SignatureError(OpenApiCode.SIGNATURE_DOES_NOT_MATCH,
+        raise SignatureError(Fault.MISMATCH,
                              "the signature does not match the request; check the secret key and signing method")
     return credential.access_key

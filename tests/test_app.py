@@ -16,8 +16,9 @@ from sami_gateway.app import body_limit, create_app
 from sami_gateway.auth import TokenService
 from sami_gateway.config import load_config
 from sami_gateway.errors import Code, error
-from sami_gateway.namespace import InvokeInput, InvokeOutput
+from sami_gateway.namespace import Call, Result, RunReport
 from sami_gateway.scheduler import Scheduler
+from sami_gateway.state import NAMESPACES
 
 SECRET = "q" * 32
 NS = "Echo"
@@ -31,20 +32,29 @@ class Echo:
     needs_input = True
     max_input_bytes = MAX_INPUT
 
-    def check_payload(self, payload: Mapping[str, Any]) -> None:
+    def __init__(self) -> None:
+        self.parsed = 0
+
+    def parse(self, payload: Mapping[str, Any]) -> str:
+        self.parsed += 1
         if payload.get("fail") == "client":
             raise error(Code.ILLEGAL_PAYLOAD, "fail")
+        return str(payload.get("fail", ""))
 
     async def start(self, scheduler: Scheduler) -> None: ...
 
     async def stop(self) -> None: ...
 
-    async def invoke(self, request: InvokeInput) -> InvokeOutput:
-        if request.payload.get("fail") == "crash":
+    def load_seconds(self) -> Mapping[str, float]:
+        return {"echo-model": 0.25}
+
+    async def run(self, call: Call[str]) -> Result:
+        if call.params == "crash":
             raise RuntimeError("secret internal detail")
-        if request.payload.get("fail") == "slow":
+        if call.params == "slow":
             await asyncio.sleep(5)
-        return InvokeOutput(request.data, {"size": len(request.data)})
+        data = bytes(call.data)
+        return Result(data, {"size": len(data)}, RunReport("echo", len(data) / 10, {"echo": 0.001}))
 
 
 @pytest.fixture
@@ -185,3 +195,53 @@ async def test_readyz(client: TestClient) -> None:
     response = await client.get("/readyz")
     body = await response.json()
     assert response.status == 200 and body["status"] == "ready" and body["models_loaded"]
+
+
+@pytest.mark.parametrize("in_query", [True, False])
+async def test_token_verified_and_payload_parsed_once(client: TestClient, monkeypatch: pytest.MonkeyPatch,
+                                                      in_query: bool) -> None:
+    """Credentials in the query are checked before the body and not again after it."""
+    verified: list[str] = []
+    verify = TokenService.verify
+
+    def counting(self: TokenService, token: str, appkey: str) -> dict[str, Any]:
+        verified.append(appkey)
+        return verify(self, token, appkey)
+
+    monkeypatch.setattr(TokenService, "verify", counting)
+    echo = client.app[NAMESPACES][NS]
+    assert isinstance(echo, Echo)
+    body = request_body(payload='{"x": 1}')
+    query = {name: body.pop(name) for name in ("appkey", "token", "namespace")} if in_query else {}
+    status, reply = await answer(await client.post("/api/v1/invoke", params=query, json=body))
+    assert (status, reply["status_code"]) == (200, 20000000)
+    assert verified == ["k"] and echo.parsed == 1
+
+
+async def test_bad_query_token_is_refused_before_the_body_and_closes(client: TestClient) -> None:
+    response = await client.post("/api/v1/invoke", params={"appkey": "k", "token": "bad", "namespace": NS},
+                                 json=request_body())
+    await check(client, response, 401, Code.DENIED_ACCESS)
+    assert response.headers["Connection"] == "close"
+
+
+async def test_load_times_and_run_reports_reach_the_metrics(client: TestClient) -> None:
+    await answer(await client.post("/api/v1/invoke", json=request_body()))
+    metrics = await (await client.get("/metrics")).text()
+    assert 'sami_gateway_model_load_seconds{model="echo-model"} 0.25' in metrics
+    assert 'sami_gateway_audio_seconds_total{model="echo",namespace="Echo"} 0.5' in metrics
+
+
+async def test_a_large_reply_is_sent_whole(aiohttp_client: Any) -> None:
+    big = 3 * 2**20 + 2
+    config = load_config({}, {"SAMI_TOKEN_SECRET": SECRET, "SAMI_APPKEYS": "k", "SAMI_MAX_INPUT_BYTES": str(big)})
+    echo = Echo()
+    echo.max_input_bytes = big
+    client = await aiohttp_client(create_app(config, {NS: echo}))  # type: ignore[dict-item]
+    raw = bytes(range(256)) * (big // 256) + b"xy"
+    body = orjson.dumps(request_body(data=base64.b64encode(raw).decode()))
+    response = await client.post("/api/v1/invoke", data=io.BytesIO(body), headers={"Content-Type": "application/json"})
+    status, reply = await answer(response)
+    assert status == 200, reply
+    assert base64.b64decode(reply["data"], validate=True) == raw
+    assert int(response.headers["Content-Length"]) == len(await response.read())

@@ -8,13 +8,15 @@ import jwt
 import pytest
 
 from sami_gateway.auth import ALGORITHM, Authenticator, TokenService
-from sami_gateway.config import MAX_TOKEN_TTL, AppKey
+from sami_gateway.config import DEFAULT_QUOTA, MAX_TOKEN_TTL, AppKeyRule
 from sami_gateway.errors import Code, GatewayError
+from sami_gateway.quota import Quota
 
 SECRET = "s" * 64
 TOKENS = TokenService(SECRET)
-AUTH = Authenticator({"a": AppKey("a"), "b": AppKey("b", frozenset({"Other"}))}, TOKENS,
-                     ["MusicSourceSeparate", "Other"])
+VIP = Quota(rate=100, burst=100, concurrent=50)
+AUTH = Authenticator({"a": AppKeyRule("a"), "b": AppKeyRule("b", frozenset({"Other"}), VIP)}, TOKENS,
+                     ["MusicSourceSeparate", "Other"], DEFAULT_QUOTA)
 
 
 def code_of(call: object) -> Code:
@@ -28,6 +30,12 @@ def test_issued_token_is_url_safe_and_verifies() -> None:
     assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
     assert TOKENS.verify(token, "a")["sub"] == "a"
     AUTH.authorize("a", token, "MusicSourceSeparate")
+
+
+def test_the_decision_is_a_value_with_the_appkeys_quota() -> None:
+    decision = AUTH.authorize("a", TOKENS.issue("a", 60), "MusicSourceSeparate")
+    assert (decision.appkey, decision.namespace, decision.quota) == ("a", "MusicSourceSeparate", DEFAULT_QUOTA)
+    assert AUTH.authorize("b", TOKENS.issue("b", 60), "Other").quota == VIP
 
 
 def test_token_is_bound_to_its_appkey() -> None:
@@ -95,8 +103,9 @@ def test_key_rotation_by_kid() -> None:
 
 
 def test_replace_revokes_an_appkey() -> None:
-    auth = Authenticator({"a": AppKey("a"), "b": AppKey("b")}, TOKENS, ["MusicSourceSeparate"])
+    auth = Authenticator({"a": AppKeyRule("a"), "b": AppKeyRule("b")}, TOKENS, ["MusicSourceSeparate"],
+                         DEFAULT_QUOTA)
     token = TOKENS.issue("b", 60)
     auth.authorize("b", token, "MusicSourceSeparate")
-    auth.replace({"a": AppKey("a")}, TOKENS)
+    auth.replace({"a": AppKeyRule("a")}, TOKENS, DEFAULT_QUOTA)
     assert code_of(lambda: auth.authorize("b", token, "MusicSourceSeparate")) is Code.INVALID_ACCESS

@@ -6,17 +6,40 @@ from pathlib import Path
 
 import pytest
 
-from sami_gateway.config import ConfigError, load_config, settings_table_markdown
+from namespaces.music_source_separate.settings import SeparationSettings
+from sami_gateway.config import Config, ConfigError, load_config, settings_table_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = {"SAMI_TOKEN_SECRET": "k" * 32}
 
 
+def separation(config: Config) -> SeparationSettings:
+    settings = config.sections["music_source_separate"]
+    assert isinstance(settings, SeparationSettings)
+    return settings
+
+
 def test_defaults() -> None:
     config = load_config({}, SECRET)
-    assert (config.host, config.port, config.max_audio_seconds) == ("127.0.0.1", 8080, 600.0)
-    assert config.model_map["2track_vocal"] == "htdemucs_ft:vocals"
-    assert config.model_map["bs_4track_acc"] == "htdemucs"
+    assert (config.host, config.port, separation(config).max_audio_seconds) == ("127.0.0.1", 8080, 600.0)
+    assert separation(config).model_map["2track_vocal"] == "htdemucs_ft:vocals"
+    assert separation(config).model_map["bs_4track_acc"] == "htdemucs"
+    assert separation(config).model_dir == Path.home() / ".cache" / "sami-gateway" / "models"
+
+
+def test_plugin_settings_read_from_its_table_and_the_environment(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text('device = "cuda:1"\n[music_source_separate]\nprecision = "exact"\nthreads = 3\n')
+    env = {**SECRET, "SAMI_CONFIG": str(file), "SAMI_THREADS": "5", "XDG_CACHE_HOME": str(tmp_path),
+           "CC": "ccache gcc"}
+    settings = separation(load_config({}, env))
+    assert (settings.device, settings.precision, settings.threads) == ("cuda:1", "exact", 5)
+    assert settings.model_dir == tmp_path / "sami-gateway" / "models"
+    assert settings.kernel_dir == tmp_path / "sami-gateway" / "native"
+    assert settings.compiler == ("ccache", "gcc")
+    file.write_text("[music_source_separate]\nprot = 1\n")
+    with pytest.raises(ConfigError, match="prot"):
+        load_config({}, env)
 
 
 def test_precedence_file_env_flag(tmp_path: Path) -> None:
@@ -31,8 +54,8 @@ def test_precedence_file_env_flag(tmp_path: Path) -> None:
     assert config.host == "0.0.0.0" and config.fetch_allow == ("10.0.0.0/8",)
     assert config.appkeys["alpha"].allows("MusicSourceSeparate")
     assert not config.appkeys["alpha"].allows("Other")
-    assert config.model_map["2track_vocal"] == "htdemucs"
-    assert config.model_map["2track_acc"] == "htdemucs_ft:vocals"
+    assert separation(config).model_map["2track_vocal"] == "htdemucs"
+    assert separation(config).model_map["2track_acc"] == "htdemucs_ft:vocals"
 
 
 def test_appkeys_from_env() -> None:

@@ -7,17 +7,23 @@ import base64
 import orjson
 import pytest
 
+from sami_gateway.envelope_reader import read_envelope
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.protocol import (
+    InvokeRequest,
     decode_data,
     decoded_size,
     envelope,
     error_envelope,
-    parse_invoke,
     reject_repeated,
 )
+from sami_gateway.protocol import parse_invoke as parse_received
 
 QUERY = {"appkey": "k", "token": "t", "namespace": "Ns"}
+
+
+def parse_invoke(task_id: str, query: dict[str, str], raw: bytes) -> InvokeRequest:
+    return parse_received(task_id, query, read_envelope(raw, 1 << 20))
 
 
 def body(**fields: object) -> bytes:
@@ -42,8 +48,10 @@ def test_non_standard_base64_is_invalid_data(text: str) -> None:
 def test_fields_come_from_query_or_body() -> None:
     from_query = parse_invoke("id", QUERY, body(payload='{"model":"x"}', data="QUJD"))
     from_body = parse_invoke("id", {}, body(**QUERY, payload='{"model":"x"}', data="QUJD"))
-    assert from_query == from_body
-    assert from_query.payload == {"model": "x"} and from_query.data_b64 == "QUJD"
+    assert (from_query.appkey, from_query.token, from_query.namespace) == ("k", "t", "Ns")
+    assert (from_body.appkey, from_body.token, from_body.namespace) == ("k", "t", "Ns")
+    assert from_query.payload == from_body.payload == {"model": "x"}
+    assert from_query.data is not None and from_query.data.value() == b"ABC"
 
 
 def test_same_value_in_both_places_is_accepted() -> None:

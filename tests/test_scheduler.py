@@ -116,7 +116,7 @@ async def test_drain_finishes_admitted_work_and_refuses_new(scheduler: Scheduler
     await asyncio.sleep(0)
     drained = asyncio.create_task(scheduler.drain(grace=5.0))
     await asyncio.sleep(0)
-    with pytest.raises(GatewayError) as info:
-        scheduler.check()
+    with pytest.raises(GatewayError) as info, scheduler.admission():
+        pass
     assert info.value.code is Code.UNAVAILABLE
     assert await running == "done" and await drained is True

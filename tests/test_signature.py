@@ -15,10 +15,11 @@ from volcengine.base.Request import Request
 from volcengine.Credentials import Credentials
 from volcengine.util.Util import Util
 
+from sami_gateway.gettoken import OpenApiCode, OpenApiError
 from sami_gateway.signature import (
     MAX_SKEW_SECONDS,
     Credential,
-    OpenApiCode,
+    Fault,
     SignatureError,
     SignedRequest,
     body_sha256,
@@ -63,10 +64,11 @@ def with_headers(**changes: str | None) -> SignedRequest:
     return vector(headers=headers)
 
 
-def refused(request: SignedRequest, now: float = NOW, **scope: str) -> SignatureError:
+def refused(request: SignedRequest, now: float = NOW, **scope: str) -> OpenApiError:
+    """The refusal as GetToken answers it (the fault through GetToken's OpenAPI table)."""
     with pytest.raises(SignatureError) as caught:
         verify(request, SECRETS.get, now, **scope)
-    return caught.value
+    return OpenApiError.of_signature(caught.value)
 
 
 def official_signature(method: str, path: str, query: dict[str, Any], headers: dict[str, str], body: bytes,
@@ -187,10 +189,13 @@ def test_unsigned_headers_may_change() -> None:
 def test_wrong_secret_and_unknown_access_key() -> None:
     with pytest.raises(SignatureError) as caught:
         verify(vector(), {AK: SK + "x"}.get, NOW)
-    assert caught.value.kind is OpenApiCode.SIGNATURE_DOES_NOT_MATCH
+    assert caught.value.fault is Fault.MISMATCH
+    assert OpenApiError.of_signature(caught.value).kind is OpenApiCode.SIGNATURE_DOES_NOT_MATCH
     with pytest.raises(SignatureError) as caught:
         verify(vector(), {}.get, NOW)
-    assert (caught.value.http_status, caught.value.code_n, caught.value.code) == (401, 100009, "InvalidAccessKey")
+    assert caught.value.fault is Fault.UNKNOWN_KEY
+    answer = OpenApiError.of_signature(caught.value)
+    assert (answer.http_status, answer.code_n, answer.code) == (401, 100009, "InvalidAccessKey")
 
 
 def test_scope_must_be_the_services() -> None:

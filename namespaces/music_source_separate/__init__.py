@@ -1,13 +1,16 @@
 """The MusicSourceSeparate namespace and its Demucs-style Python API.
 
-Names load on first use, so importing a light module of this package (its
-command-line registration) does not import torch.
+Names load on first use, so importing this package (for its settings, `SETTINGS`, which the
+gateway's configuration reads) or a light module of it (its command-line registration) does
+not import torch.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from .settings import SETTINGS as SETTINGS  # read by the gateway's configuration
 
 _EXPORTS = {
     "Separator": ".separator",
@@ -17,7 +20,7 @@ _EXPORTS = {
     "MusicSourceSeparate": ".plugin",
     "create_namespace": ".plugin",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "SETTINGS"])
 
 
 def __getattr__(name: str) -> Any:

@@ -15,9 +15,10 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from .repository import ModelRepository
+    from .settings import SeparationSettings
 
 Flags = dict[str, Any]
-Action = Callable[["ModelRepository", Flags], int]
+Action = Callable[["ModelRepository", "SeparationSettings", Flags], int]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -75,17 +76,19 @@ def _store_flags(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def _with_repository(action: Action) -> Callable[[Flags], int]:
-    """The handler: config from flags and environment, then `action`; store errors exit 2."""
+    """The handler: this namespace's settings from flags, file and environment, then `action`;
+    store errors exit 2."""
     def handler(flags: Flags) -> int:
         from sami_gateway.config import load_config
 
         from .repository import ModelRepository
+        from .settings import SETTINGS
         from .store import ModelStoreError
 
-        settings = {key: flags.pop(key, None) for key in ("config", "model_dir", "model_url")}
+        given = {key: flags.pop(key, None) for key in ("config", "model_dir", "model_url")}
         try:
-            config = load_config(settings, need_secret=False)
-            return action(ModelRepository(config.model_dir, config.model_url), flags)
+            settings = load_config(given, need_secret=False).sections[SETTINGS.name]
+            return action(ModelRepository(settings.model_dir, settings.model_url), settings, flags)
         except ModelStoreError as exc:
             print(f"sami-gateway: {exc}", file=sys.stderr)
             return 2
@@ -110,7 +113,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
                      for row in [header, *rows])
 
 
-def _list(repository: ModelRepository, flags: Flags) -> int:
+def _list(repository: ModelRepository, settings: SeparationSettings, flags: Flags) -> int:
     cache = repository.get_cache_info()
     rows = [(name, "yes" if model["cached"] else "no",
              _size(cache[name]["size_bytes"]) if name in cache else "-", model["description"])
@@ -145,7 +148,7 @@ class _Bars:
             self._bar = None
 
 
-def _fetch(repository: ModelRepository, flags: Flags) -> int:
+def _fetch(repository: ModelRepository, settings: SeparationSettings, flags: Flags) -> int:
     for name in flags["names"]:
         bars = _Bars()
         try:
@@ -156,13 +159,13 @@ def _fetch(repository: ModelRepository, flags: Flags) -> int:
     return 0
 
 
-def _import(repository: ModelRepository, flags: Flags) -> int:
+def _import(repository: ModelRepository, settings: SeparationSettings, flags: Flags) -> int:
     for path in repository.import_files(flags["files"]):
         print(f"imported {path}")
     return 0
 
 
-def _info(repository: ModelRepository, flags: Flags) -> int:
+def _info(repository: ModelRepository, settings: SeparationSettings, flags: Flags) -> int:
     print(f"model store: {repository.get_cache_dir()}")
     rows = [(name, str(len(model["layers"])), _size(model["size_bytes"]))
             for name, model in repository.get_cache_info().items()]
@@ -170,7 +173,7 @@ def _info(repository: ModelRepository, flags: Flags) -> int:
     return 0
 
 
-def _remove(repository: ModelRepository, flags: Flags) -> int:
+def _remove(repository: ModelRepository, settings: SeparationSettings, flags: Flags) -> int:
     for name in flags["names"]:
         removed = repository.remove_model(name)
         print(f"removed {name}" if removed else f"{name} was not in the store")
@@ -195,20 +198,19 @@ class _ChunkBar:
             self._bar.close()
 
 
-def _separate(repository: ModelRepository, flags: Flags) -> int:
+def _separate(repository: ModelRepository, settings: SeparationSettings, flags: Flags) -> int:
     from pathlib import Path
 
     import torch
-
-    from sami_gateway.config import load_config
 
     from . import native
     from .audio.errors import AudioError
     from .separator import Separator, default_device
 
-    precision = flags.get("precision") or load_config({}, need_secret=False).precision
+    precision = flags.get("precision") or settings.precision
     device = torch.device(flags.get("device") or default_device())
-    if device.type == "cpu":
+    native.configure(settings.kernel_dir, settings.compiler or None)
+    if device.type == "cpu" and settings.retain_freed_memory:
         native.retain_freed_memory()  # before the model loads, so its threads share the one heap
     separator = Separator(flags["model"], str(device), repository=repository, precision=precision)
     two_stems = flags.get("two_stems")

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .defaults import DEFAULT_KERNEL_DIR
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("attention.c")
@@ -25,7 +27,6 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-fopenmp",
 HEAD_DIM = 64
 CPU_FLAG = "avx512_bf16"
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters (malloc.h)
-DEFAULT_CACHE_DIR = Path("~/.cache/sami-gateway/native")  # the library's default; a service passes its own
 COMPILERS = ("cc", "gcc")  # looked up on PATH when no compiler command is given
 
 
@@ -33,7 +34,7 @@ COMPILERS = ("cc", "gcc")  # looked up on PATH when no compiler command is given
 class BuildSettings:
     """Where the kernel is built and cached, and the compiler command (None: `COMPILERS` on PATH)."""
 
-    cache_dir: Path = DEFAULT_CACHE_DIR
+    cache_dir: Path = DEFAULT_KERNEL_DIR
     compiler: tuple[str, ...] | None = None
 
 
@@ -76,7 +77,7 @@ def configure(cache_dir: Path | str | None = None, compiler: Sequence[str] | Non
     ["ccache", "gcc"]); None keeps the library's default. Call it before the first separation:
     a kernel already loaded is let go and the next call to `library` loads it afresh."""
     global _settings
-    _settings = BuildSettings(Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR,
+    _settings = BuildSettings(Path(cache_dir) if cache_dir is not None else DEFAULT_KERNEL_DIR,
                                  tuple(compiler) if compiler is not None else None)
     library.cache_clear()
 

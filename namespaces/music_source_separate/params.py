@@ -4,38 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from sami_gateway.errors import Code, error
 
 from .audio.decode import INPUT_RATES, AudioHint
+from .sami_models import DEFAULT_MODEL, SAMI_MODELS, SamiModel
 
-
-class Target(Enum):
-    """What a SAMI model returns."""
-
-    VOCALS = "vocals"
-    ACCOMPANIMENT = "accompaniment"
-
-
-@dataclass(frozen=True)
-class SamiModel:
-    """A SAMI model name, its target and whether it denoises."""
-
-    name: str
-    target: Target
-    denoise: bool
-
-
-SAMI_MODELS = {m.name: m for m in (
-    SamiModel("2track_vocal", Target.VOCALS, denoise=False),
-    SamiModel("2track_acc", Target.ACCOMPANIMENT, denoise=False),
-    SamiModel("bs_4track_vocal", Target.VOCALS, denoise=True),
-    SamiModel("bs_4track_acc", Target.ACCOMPANIMENT, denoise=True),
-)}
-DEFAULT_MODEL = "2track_vocal"
-OUTPUT_FORMATS = ("wav", "mp3", "aac")
+OUTPUT_FORMATS = ("wav", "mp3", "aac")  # what SAMI offers, of the encoder's `audio.encode.FORMATS`
 MIN_OUTPUT_RATE, MAX_OUTPUT_RATE = 8000, 48000
 # Rates the MP3 (MPEG-1/2/2.5) and AAC encoders accept inside 8..48 kHz; WAV takes any.
 CODEC_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})

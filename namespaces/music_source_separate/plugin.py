@@ -15,17 +15,20 @@ import numpy as np
 import torch
 
 from sami_gateway.config import Config, ConfigError
-from sami_gateway.namespace import InvokeInput, InvokeOutput, NamespaceStartError
+from sami_gateway.namespace import Call, InputBytes, NamespaceStartError, Result, RunReport
 from sami_gateway.scheduler import Scheduler
 
+from . import native
 from .audio.convert import fit_length, output_frames, resample, to_channels, to_stereo
 from .audio.decode import decode
 from .audio.encode import encode
 from .codes import translated
 from .denoise import denoise
 from .engine import drive, forward
-from .params import SAMI_MODELS, SeparateParams, Target, parse_params
+from .params import SeparateParams, parse_params
+from .sami_models import Target
 from .separator import Separator
+from .settings import SETTINGS, SeparationSettings
 from .store import Ensemble, ModelStoreError, load_ensemble
 
 log = logging.getLogger(__name__)
@@ -59,27 +62,31 @@ class MusicSourceSeparate:
     name = NAME
     needs_input = True
 
-    def __init__(self, config: Config) -> None:
-        self.max_input_bytes = config.max_input_bytes
-        self._max_seconds = config.max_audio_seconds
-        self._max_channels = config.max_input_channels
-        self._store = config.model_dir
-        self._targets = {model: parse_target(spec) for model, spec in config.model_map.items()}
-        self._threads = config.threads or os.cpu_count() or 1
-        self._device = torch.device(config.device)
-        self._precision = config.precision
+    def __init__(self, settings: SeparationSettings, max_input_bytes: int, request_timeout: float) -> None:
+        self.max_input_bytes = max_input_bytes
+        self._settings = settings
+        self._targets = {model: parse_target(spec) for model, spec in settings.model_map.items()}
+        self._threads = settings.threads or os.cpu_count() or 1
+        self._device = torch.device(settings.device)
         self._ensembles: dict[str, Ensemble] = {}
         self._separators: dict[str, Separator] = {}
-        self.load_seconds: dict[str, float] = {}
-        self._timeout = config.request_timeout
+        self._load_seconds: dict[str, float] = {}
+        self._timeout = request_timeout
         self._audio_pool: ThreadPoolExecutor | None = None
         self._scheduler: Scheduler | None = None
 
-    def check_payload(self, payload: Mapping[str, Any]) -> None:
-        parse_params(payload)
+    def parse(self, payload: Mapping[str, Any]) -> SeparateParams:
+        return parse_params(payload)
+
+    def load_seconds(self) -> Mapping[str, float]:
+        return dict(self._load_seconds)
 
     async def start(self, scheduler: Scheduler) -> None:
         self._scheduler = scheduler
+        native.configure(self._settings.kernel_dir, self._settings.compiler or None)
+        if self._device.type == "cpu" and self._settings.retain_freed_memory:
+            # Before any model loads, so that every thread shares the one heap (see the function).
+            log.info("keeping freed memory for reuse (SAMI_RETAIN_FREED_MEMORY): %s", native.retain_freed_memory())
         self._audio_pool = ThreadPoolExecutor(AUDIO_WORKERS, thread_name_prefix="mss-audio")
         await self._run(self._audio_pool, self._load_all)
 
@@ -96,15 +103,15 @@ class MusicSourceSeparate:
             if target not in loaded:
                 started = time.perf_counter()
                 try:
-                    loaded[target] = load_ensemble(self._store, *target)
+                    loaded[target] = load_ensemble(self._settings.model_dir, *target)
                 except ModelStoreError as exc:
                     raise NamespaceStartError(f"{NAME}: {exc}") from exc
                 ensemble = loaded[target]
                 self._separators[ensemble.name] = Separator(ensemble, str(self._device),
-                                                            precision=self._precision)
+                                                            precision=self._settings.precision)
                 self._warm_up(ensemble)
-                self.load_seconds[ensemble.name] = time.perf_counter() - started
-                log.info("loaded %s for %s in %.2f s", ensemble.name, model, self.load_seconds[ensemble.name])
+                self._load_seconds[ensemble.name] = time.perf_counter() - started
+                log.info("loaded %s for %s in %.2f s", ensemble.name, model, self._load_seconds[ensemble.name])
             if VOCALS not in loaded[target].sources:
                 raise NamespaceStartError(f"{NAME}: {loaded[target].name} has no {VOCALS} stem")
             self._ensembles[model] = loaded[target]
@@ -118,11 +125,11 @@ class MusicSourceSeparate:
         assert pool is not None, "start() was not awaited"
         return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
 
-    async def invoke(self, request: InvokeInput) -> InvokeOutput:
+    async def run(self, call: Call[SeparateParams]) -> Result:
         started = time.perf_counter()
-        params = parse_params(request.payload)
+        params = call.params
         ensemble = self._ensembles[params.model.name]
-        prepared = await self._run(self._audio_pool, self._prepare, request.data, params, ensemble)
+        prepared = await self._run(self._audio_pool, self._prepare, call.data, params, ensemble)
         assert self._scheduler is not None, "start() was not awaited"
         separator = self._separators[ensemble.name]
         steps = separator.plan(torch.from_numpy(prepared.mix), shifts=SHIFTS)
@@ -133,10 +140,8 @@ class MusicSourceSeparate:
         stems = stems_tensor.cpu().numpy()
         data, frames = await self._run(self._audio_pool, self._finish, params, ensemble, prepared, stems)
         out = params.output
-        log = {"model": params.model.name, "input_seconds": round(cost, 3),
-               "separation_seconds": round(separated, 3),
-               "total_seconds": round(time.perf_counter() - started, 3)}
-        return InvokeOutput(data, log=log, payload={
+        report = RunReport(params.model.name, cost, {"separation": separated, "total": time.perf_counter() - started})
+        return Result(data, report=report, payload={
             "model": params.model.name,
             "backend_model": ensemble.name,
             "duration": round(frames / out.sample_rate, 6),
@@ -149,9 +154,9 @@ class MusicSourceSeparate:
                       "duration": round(prepared.input_frames / prepared.input_rate, 6)},
         })
 
-    def _prepare(self, data: bytes, params: SeparateParams, ensemble: Ensemble) -> Prepared:
+    def _prepare(self, data: InputBytes, params: SeparateParams, ensemble: Ensemble) -> Prepared:
         with translated():
-            audio = decode(data, params.hint, self._max_seconds, self._max_channels)
+            audio = decode(data, params.hint, self._settings.max_audio_seconds, self._settings.max_input_channels)
             stereo = to_stereo(audio.samples)
             mix = resample(stereo, audio.sample_rate, ensemble.samplerate)
         return Prepared(np.ascontiguousarray(mix, dtype=np.float32), audio.samples.shape[-1],
@@ -177,13 +182,12 @@ class MusicSourceSeparate:
 
 
 def create_namespace(config: Config) -> MusicSourceSeparate:
-    unknown = set(config.model_map) - set(SAMI_MODELS)
-    if unknown:
-        raise ConfigError(f"SAMI_MODEL_MAP names unknown models {sorted(unknown)}")
+    """The namespace as configured: its own settings section, the core's input size and deadline."""
+    settings: SeparationSettings = config.sections[SETTINGS.name]  # its model map names SAMI models only
     try:
-        device = torch.device(config.device)
+        device = torch.device(settings.device)
     except RuntimeError as exc:
         raise ConfigError(f"SAMI_DEVICE: {exc}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"SAMI_DEVICE is {config.device} but torch sees no CUDA device")
-    return MusicSourceSeparate(config)
+        raise ConfigError(f"SAMI_DEVICE is {settings.device} but torch sees no CUDA device")
+    return MusicSourceSeparate(settings, config.max_input_bytes, config.request_timeout)

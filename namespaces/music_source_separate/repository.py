@@ -6,15 +6,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .catalogue import LAYER_FILE, OFFICIAL_MODEL_URL, Catalogue, describe, quantized_name
+from .catalogue import LAYER_FILE, Catalogue, describe, quantized_name
+from .defaults import DEFAULT_MODEL_DIR, OFFICIAL_MODEL_URL
 from .download import DEFAULT_TIMEOUT_SECONDS
 from .model_fetch import FetchEvents, ModelFetcher, ProgressCallback
 from .model_import import import_files
 from .model_index import ModelEntry, ModelIndex
 from .store import Ensemble, ModelStoreError, load_ensemble, load_package
 from .store_files import LayerFiles, StoreFiles
-
-DEFAULT_MODEL_DIR = Path("~/.cache/sami-gateway/models")  # the library's default; a service passes its own
 
 
 class ModelRepository:

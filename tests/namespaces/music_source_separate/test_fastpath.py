@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from namespaces.music_source_separate import fastpath, native
+from namespaces.music_source_separate.defaults import DEFAULT_KERNEL_DIR
 from namespaces.music_source_separate.demo_store import tiny_htdemucs
 from namespaces.music_source_separate.engine import ModelCall, Precision, forward
 
@@ -103,7 +104,7 @@ def test_build_reads_no_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("CC", "false")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert native.default_compiler() and native.build(tmp_path / "plain").is_file()
-    assert native.cache_dir() == native.DEFAULT_CACHE_DIR.expanduser()
+    assert native.cache_dir() == DEFAULT_KERNEL_DIR.expanduser()
 
 
 def test_configure_sets_the_directory_and_the_compiler(tmp_path: Path) -> None:
@@ -117,7 +118,7 @@ def test_configure_sets_the_directory_and_the_compiler(tmp_path: Path) -> None:
             native.configure(tmp_path / "loaded")
             assert native.library() is not None and list((tmp_path / "loaded").glob("attention-*.so"))
         native.configure()
-        assert native.cache_dir() == native.DEFAULT_CACHE_DIR.expanduser()
+        assert native.cache_dir() == DEFAULT_KERNEL_DIR.expanduser()
     finally:
         native.configure()
 

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from namespaces.music_source_separate.params import OutputSpec, Target, parse_params
+from namespaces.music_source_separate.audio.encode import FORMATS
+from namespaces.music_source_separate.params import OUTPUT_FORMATS, OutputSpec, parse_params
+from namespaces.music_source_separate.sami_models import Target
 from sami_gateway.errors import Code, GatewayError
 
 
@@ -50,3 +52,7 @@ def test_illegal_payloads(payload: dict[str, Any]) -> None:
     with pytest.raises(GatewayError) as info:
         parse_params(payload)
     assert info.value.code is Code.ILLEGAL_PAYLOAD
+
+
+def test_sami_output_formats_are_ones_the_encoder_writes() -> None:
+    assert set(OUTPUT_FORMATS) <= set(FORMATS)

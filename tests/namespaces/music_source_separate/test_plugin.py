@@ -14,13 +14,17 @@ from namespaces.music_source_separate import plugin
 from namespaces.music_source_separate.plugin import MusicSourceSeparate, create_namespace
 from sami_gateway.config import ConfigError, load_config
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.namespace import InvokeInput, NamespaceStartError
+from sami_gateway.namespace import Call, NamespaceStartError
 from sami_gateway.scheduler import Scheduler
 from tests.conftest import wav_bytes
 
 
 def config_for(store: Path, **env: str):  # type: ignore[no-untyped-def]
     return load_config({}, {"SAMI_MODEL_DIR": str(store), "SAMI_THREADS": "2", **env}, need_secret=False)
+
+
+def call(namespace: MusicSourceSeparate, data: bytes, payload: dict[str, object]) -> Call:  # type: ignore[type-arg]
+    return Call("t", "k", namespace.parse(payload), data)
 
 
 @pytest.fixture
@@ -55,7 +59,8 @@ async def test_only_bs_models_denoise(namespace: MusicSourceSeparate, monkeypatc
         return np.zeros_like(samples)  # makes the effect visible in the output
 
     monkeypatch.setattr(plugin, "denoise", spy)
-    out = await namespace.invoke(InvokeInput("t", "k", wav_bytes(0.5), {"model": model}))
+    out = await namespace.run(call(namespace, wav_bytes(0.5), {"model": model}))
+    assert out.report.model == model and out.report.input_seconds == pytest.approx(0.5)
     audio, _ = sf.read(io.BytesIO(out.data or b""))
     assert bool(calls) is denoised
     assert bool(np.abs(audio).max() == 0) is denoised
@@ -76,15 +81,20 @@ def test_bad_device_is_a_config_error(model_store: Path) -> None:
 async def test_more_channels_only_where_configured(model_store: Path, scheduler: Scheduler,
                                                    namespace: MusicSourceSeparate) -> None:
     """SAMI takes mono or stereo; SAMI_MAX_INPUT_CHANNELS lets surround in, downmixed to stereo."""
-    six = InvokeInput("t", "k", wav_bytes(0.5, channels=6), {"model": "2track_acc", "extra": {"output_channel": 2}})
+    six = call(namespace, wav_bytes(0.5, channels=6), {"model": "2track_acc", "extra": {"output_channel": 2}})
     with pytest.raises(GatewayError) as refused:
-        await namespace.invoke(six)
+        await namespace.run(six)
     assert refused.value.code is Code.ILLEGAL_DATA and "6 channels" in refused.value.detail
     wide = create_namespace(config_for(model_store, SAMI_MAX_INPUT_CHANNELS="6"))
     await wide.start(scheduler)
     try:
-        out = await wide.invoke(six)
+        out = await wide.run(six)
     finally:
         await wide.stop()
     audio, rate = sf.read(io.BytesIO(out.data or b""), always_2d=True)
     assert audio.shape == (rate // 2, 2) and np.abs(audio).max() > 0
+
+
+async def test_start_reports_each_models_load_time(namespace: MusicSourceSeparate) -> None:
+    assert set(namespace.load_seconds()) == {"htdemucs_ft:vocals", "htdemucs"}
+    assert all(seconds > 0 for seconds in namespace.load_seconds().values())

@@ -1,19 +1,27 @@
-"""Typed keys for state shared through the aiohttp application and requests."""
+"""What the app and each request share, under typed keys: the app's resources and a request's context."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from .auth import Authenticator
+from .auth import Authenticator, Authorization
 from .config import Config
 from .fetch import Fetcher
 from .metrics import Metrics
-from .namespace import Namespace
+from .namespace import Namespace, RunReport
 from .quota import QuotaTracker
 from .scheduler import Scheduler
+
+
+@dataclass
+class Readiness:
+    """What /readyz reports: models loaded, and new requests admitted (not shutting down)."""
+
+    models_loaded: bool = False
+    admitting: bool = False
 
 
 @dataclass
@@ -22,18 +30,19 @@ class RequestContext:
 
     task_id: str
     namespace: str = ""
-    appkey: str = ""
+    auth: Authorization | None = None  # an invoke's, decided once, from the query or from the body
+    appkey: str = ""  # who called, for the log: the authorization's, or the appkey GetToken issued for
     status_code: int = 0
-    log: dict[str, Any] = field(default_factory=dict)
+    report: RunReport | None = None
 
 
 CONFIG = web.AppKey("config", Config)
 BODY_LIMIT = web.AppKey("body_limit", int)
 AUTH = web.AppKey("auth", Authenticator)
 FETCHER = web.AppKey("fetcher", Fetcher)
-NAMESPACES = web.AppKey("namespaces", dict[str, Namespace])
+NAMESPACES = web.AppKey("namespaces", dict[str, Namespace[Any]])
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 METRICS = web.AppKey("metrics", Metrics)
 QUOTAS = web.AppKey("quotas", QuotaTracker)
-READY = web.AppKey("ready", dict[str, bool])
+READY = web.AppKey("ready", Readiness)
 CONTEXT = web.RequestKey("context", RequestContext)
