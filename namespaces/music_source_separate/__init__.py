@@ -10,9 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .settings import SETTINGS as SETTINGS  # read by the gateway's configuration
-
 _EXPORTS = {
+    "SETTINGS": ".settings",  # the namespace's settings section, read by the gateway's configuration
     "Separator": ".separator",
     "SeparatedSources": ".separator",
     "select_model": ".separator",
@@ -20,7 +19,7 @@ _EXPORTS = {
     "MusicSourceSeparate": ".plugin",
     "create_namespace": ".plugin",
 }
-__all__ = sorted([*_EXPORTS, "SETTINGS"])
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ import soundfile as sf
 from . import framing
 from .errors import AudioError, AudioErrorKind
 from .sniff import DEMUXERS, SOUNDFILE_FORMATS, declared_frames, probe_duration, sniff
+from .source import AudioBytes, open_bytes
 
 # Input sample rates accepted, inclusive: telephone audio up to studio 192 kHz. The models
 # hear 44.1 kHz, so a higher rate only costs memory and resampling time.
@@ -102,7 +102,7 @@ def _decode_soundfile(data: bytes, fmt: str, max_seconds: float,
     The decoder must deliver every frame the header declares: libvorbis skips a page
     whose checksum fails and libsndfile stops at a damaged FLAC frame, both silently.
     """
-    with sf.SoundFile(io.BytesIO(data)) as file:
+    with sf.SoundFile(open_bytes(data)) as file:
         rate, channels, declared = file.samplerate, file.channels, file.frames
         if not _length_known(declared, fmt):
             return None
@@ -146,7 +146,7 @@ def _planar_chunks(container: av.container.InputContainer, stream: av.AudioStrea
 def _decode_av(data: bytes, fmt: str, max_seconds: float, max_channels: int) -> tuple[np.ndarray, int]:
     """mp3/aac/mp4 (and wav/flac/ogg of unknown length) through FFmpeg, stopping as soon as
     the decoded length passes the limit."""
-    with av.open(io.BytesIO(data), mode="r", format=DEMUXERS[fmt]) as container:
+    with av.open(open_bytes(data), mode="r", format=DEMUXERS[fmt]) as container:
         if not container.streams.audio:
             raise AudioError(AudioErrorKind.INVALID, "no audio stream")
         stream = container.streams.audio[0]
@@ -203,7 +203,7 @@ def _format_of(data: bytes, hint: AudioHint, max_channels: int) -> str:
     return "pcm"
 
 
-def decode(data: bytes, hint: AudioHint, max_seconds: float, max_channels: int = MAX_CHANNELS) -> DecodedAudio:
+def decode(data: AudioBytes, hint: AudioHint, max_seconds: float, max_channels: int = MAX_CHANNELS) -> DecodedAudio:
     """Decode client bytes to float32 (channels, frames), refusing bad, damaged or over-long audio.
 
     The format comes from the bytes; the hint only matters for headerless PCM.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -10,6 +9,7 @@ import av
 import soundfile as sf
 
 from . import framing
+from .source import open_bytes
 
 if TYPE_CHECKING:
     from .decode import AudioHint
@@ -81,7 +81,7 @@ def _adts_seconds(data: bytes) -> float | None:
 
 
 def _av_seconds(data: bytes, fmt: str) -> float | None:
-    with av.open(io.BytesIO(data), mode="r", format=DEMUXERS[fmt]) as container:
+    with av.open(open_bytes(data), mode="r", format=DEMUXERS[fmt]) as container:
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
@@ -98,7 +98,7 @@ def probe_duration(data: bytes, fmt: str, hint: AudioHint) -> float | None:
     """
     try:
         if fmt in SOUNDFILE_FORMATS:
-            info = sf.info(io.BytesIO(data))
+            info = sf.info(open_bytes(data))
             frames = declared_frames(info.frames)
             return None if frames is None else frames / info.samplerate
         if fmt == "pcm":

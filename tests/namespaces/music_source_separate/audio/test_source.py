@@ -1,0 +1,50 @@
+"""Input bytes as a file: a memory map is read in place, the same as bytes through BytesIO."""
+
+from __future__ import annotations
+
+import io
+import mmap
+
+import numpy as np
+import pytest
+
+from namespaces.music_source_separate.audio.decode import AudioHint, decode
+from namespaces.music_source_separate.audio.encode import FORMATS, encode
+from namespaces.music_source_separate.audio.source import BufferReader, open_bytes
+
+
+def mapped(data: bytes) -> mmap.mmap:
+    view = mmap.mmap(-1, len(data), flags=mmap.MAP_PRIVATE)
+    view[:] = data
+    return view
+
+
+def test_reader_reads_seeks_and_tells_like_bytesio() -> None:
+    data = bytes(range(256)) * 10
+    ours, theirs = open_bytes(mapped(data)), io.BytesIO(data)
+    for offset, whence, size in [(0, io.SEEK_SET, 5), (100, io.SEEK_CUR, 300), (-7, io.SEEK_END, 100),
+                                 (5000, io.SEEK_SET, 10), (0, io.SEEK_SET, -1)]:
+        assert ours.seek(offset, whence) == theirs.seek(offset, whence)
+        assert ours.read(size) == theirs.read(size) and ours.tell() == theirs.tell()
+    with pytest.raises(ValueError):
+        BufferReader(b"abc").seek(-1)
+
+
+def test_bytes_are_shared_not_wrapped() -> None:
+    assert isinstance(open_bytes(b"abc"), io.BytesIO)
+
+
+def test_closing_the_reader_releases_the_map() -> None:
+    view = mapped(b"x" * 4096)
+    reader = open_bytes(view)
+    reader.read(10)
+    reader.close()
+    view.close()  # raises BufferError while a reader still holds the map
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_memory_map_decodes_as_its_bytes_do(fmt: str) -> None:
+    samples = np.random.default_rng(3).uniform(-0.5, 0.5, (2, 22050)).astype(np.float32)
+    data = encode(samples, 44100, fmt)
+    from_bytes, from_map = decode(data, AudioHint(), 600, 2), decode(mapped(data), AudioHint(), 600, 2)
+    assert np.array_equal(from_bytes.samples, from_map.samples) and from_bytes.format == from_map.format
