@@ -13,12 +13,8 @@ import pytest
 from namespaces.music_source_separate.catalogue import Catalogue
 from namespaces.music_source_separate.demo_store import HTDEMUCS_SIG
 from sami_gateway.cli import main
-from tests.namespaces.music_source_separate.model_server import ModelServer, Remote, build_remote, serve
 
-
-@pytest.fixture(scope="module")
-def remote(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Remote:
-    return build_remote(model_store, tmp_path_factory.mktemp("remote"))
+from .model_server import ModelServer, Remote, serve
 
 
 @pytest.fixture
