@@ -41,13 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(flags: dict[str, object]) -> int:
-    import uvloop
-    from aiohttp import web
-
-    from .access_log import AccessLogger
     from .app import create_app
     from .namespace import NamespaceStartError
     from .reload import on_sighup
+    from .server import run
 
     config = load_config(flags)
     logging.basicConfig(level=config.log_level,
@@ -55,9 +52,7 @@ def _serve(flags: dict[str, object]) -> int:
     app = create_app(config)
     app.on_startup.append(on_sighup(flags))
     try:
-        web.run_app(app, host=config.host, port=config.port,
-                    loop=uvloop.new_event_loop(), print=None, access_log_class=AccessLogger,
-                    handler_cancellation=True, shutdown_timeout=config.shutdown_grace)
+        run(app, config)
     except NamespaceStartError as exc:
         print(f"sami-gateway: {exc}", file=sys.stderr)
         return 2
