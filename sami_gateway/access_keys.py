@@ -21,7 +21,8 @@ class AccessKey:
 
 def _access_key(access_key: str, secret_key: str, appkeys: list[str]) -> AccessKey:
     if not access_key or _ACCESS_KEY_FORBIDDEN & set(access_key):
-        raise ValueError(f"access key {access_key!r} is empty or contains one of / , : or whitespace")
+        # Not echoed: with a wrong separator, what was taken for the access key holds the secret key.
+        raise ValueError("an access key is empty or contains one of / , : or whitespace")
     if len(secret_key) < MIN_SECRET_KEY_LENGTH:
         raise ValueError(f"access key {access_key!r}: the secret key needs at least {MIN_SECRET_KEY_LENGTH} characters")
     if not appkeys or not all(appkeys):
@@ -44,13 +45,13 @@ def _from_table(value: Mapping[Any, Any]) -> list[AccessKey]:
 
 def _from_text(value: str) -> list[AccessKey]:
     keys = []
-    for entry in (item.strip() for item in value.split(",")):
+    for number, entry in enumerate((item.strip() for item in value.split(",")), start=1):
         if not entry:
             continue
         access_key, _, rest = entry.partition(":")
         secret, colon, appkeys = rest.rpartition(":")  # a secret key may itself contain ':'
-        if not colon or not secret:
-            raise ValueError(f"access key entry {access_key!r} must be AK:SK:appkey1|appkey2")
+        if not colon or not secret:  # the entry is not echoed: it holds a secret key
+            raise ValueError(f"access key entry {number} must be AK:SK:appkey1|appkey2")
         keys.append(_access_key(access_key, secret, appkeys.split("|")))
     return keys
 

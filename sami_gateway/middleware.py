@@ -33,7 +33,8 @@ def error_response(context: RequestContext, exc: GatewayError) -> web.Response:
 
 def _from_http(exc: web.HTTPException) -> GatewayError:
     code = _HTTP_CODES.get(exc.status, Code.CLIENT_ERROR if exc.status < 500 else Code.INTERNAL_ERROR)
-    return error(code, exc.reason.replace(" ", ""))
+    kept = {name: exc.headers[name] for name in ("Allow",) if name in exc.headers}  # a 405 must say what is allowed
+    return error(code, exc.reason.replace(" ", ""), kept)
 
 
 _REJECTIONS = {Code.OVERLOADED: "overloaded", Code.UNAVAILABLE: "shutting_down", Code.TIMEOUT: "timeout",

@@ -126,6 +126,11 @@ async def test_aiohttp_http_errors_become_envelopes(client: TestClient, method: 
     await check(client, response, http, code, text, NS)
 
 
+async def test_a_405_says_what_is_allowed(client: TestClient) -> None:
+    response = await client.post("/ok")
+    assert response.status == 405 and "GET" in response.headers["Allow"]
+
+
 async def test_body_over_client_max_size_is_exceeded_data_size(client: TestClient) -> None:
     response = await client.post("/read", data=b"x" * 101)
     await check(client, response, 400, Code.EXCEEDED_DATA_SIZE, "ExceededDataSize:RequestEntityTooLarge")
