@@ -227,13 +227,14 @@ def test_3000_trickling_clients_are_all_closed_while_healthz_stays_fast(slow_gat
         assert report["answered"] == 0
         assert HEADER_TIMEOUT - EARLY <= min(closed_after) and max(closed_after) <= HEADER_TIMEOUT + SLACK
         assert len(during) >= 100 and statistics.median(during) <= HEALTHZ_BOUND / 5
+        bound = HEALTHZ_BOUND
         if max(during) > HEALTHZ_BOUND:  # the tricklers' fault, or the machine's? Listen twice as long alone
             quiet_until = time.monotonic() + 2 * (time.monotonic() - started)
             quiet = poll_healthz(poll, lambda: time.monotonic() >= quiet_until)
-            if max(quiet) > HEALTHZ_BOUND:
-                pytest.skip(f"this machine misses the {HEALTHZ_BOUND} s bound with no tricklers at all "
-                            f"(max {max(quiet):.3f} s alone, {max(during):.3f} s with them)")
-    assert max(during) <= HEALTHZ_BOUND
+            # A machine that misses the bound with no tricklers at all: they may add no more than the bound to it.
+            bound = max(HEALTHZ_BOUND, max(quiet) + HEALTHZ_BOUND) if max(quiet) > HEALTHZ_BOUND else HEALTHZ_BOUND
+            print(f"/healthz alone: max {1000 * max(quiet):.1f} ms; bound {1000 * bound:.1f} ms")
+    assert max(during) <= bound
     assert healthy(slow_gateway)
 
 
