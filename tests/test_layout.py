@@ -16,6 +16,14 @@ def test_core_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_the_command_line_starts_without_codecs_or_torch() -> None:
+    """Every `sami-gateway` command builds the parser, plugin commands included: nothing heavy loads."""
+    code = ("import sys, sami_gateway.cli; sami_gateway.cli.build_parser();"
+            "loaded = [m for m in ('torch', 'numpy', 'av', 'soundfile') if m in sys.modules];"
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
 def test_lint_and_types() -> None:
     """ruff on the whole tree, mypy (strict) on the gateway core."""
     subprocess.run([sys.executable, "-m", "ruff", "check", "."], check=True, cwd=ROOT)

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _register_separate(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from .audio.encode import FORMATS
+    from .audio.formats import FORMATS
 
     parser = subparsers.add_parser("separate", help="separate audio files into stems",
                                    description="Separate audio files into stems, as `demucs` does.")

@@ -11,7 +11,8 @@ import av
 import numpy as np
 import soundfile as sf
 
-FORMATS = ("wav", "flac", "mp3", "aac")  # the formats encode() writes
+from .formats import FORMATS as FORMATS  # the formats encode() writes
+
 _ENCODERS = {"mp3": ("mp3", "libmp3lame"), "aac": ("adts", "aac")}  # muxer, codec
 _BIT_RATES = {1: 128_000, 2: 192_000}  # by channel count
 

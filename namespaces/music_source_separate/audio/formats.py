@@ -1,0 +1,6 @@
+"""The formats the audio library writes: one list, importable without loading any codec (the
+command line reads it to build its parser)."""
+
+from __future__ import annotations
+
+FORMATS = ("wav", "flac", "mp3", "aac")
