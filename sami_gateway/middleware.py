@@ -68,7 +68,7 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def invoke_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Counts and times invoke requests (inside envelope_errors, so errors are answers here)."""
+    """Counts and times invoke requests (around envelope_errors, so errors are answers here)."""
     if request.path != "/api/v1/invoke":
         return await handler(request)
     metrics = request.app[METRICS]
