@@ -96,7 +96,8 @@ def create_app(config: Config, namespaces: dict[str, Namespace[Any]] | None = No
                            config.fetch_connect_timeout, config.fetch_timeout)
     metrics = Metrics(namespaces)
     app[METRICS] = metrics
-    app[SCHEDULER] = Scheduler(Limits(config.max_jobs, config.max_queued_seconds), on_job_done=metrics.job_done)
+    app[SCHEDULER] = Scheduler(Limits(config.max_jobs, config.max_queued_seconds), on_job_done=metrics.job_done,
+                               nice=config.worker_nice)
     metrics.watch(app[SCHEDULER])
     app[READY] = Readiness()
     add_gettoken_routes(app, GetTokenService(config.access_keys, TokenService.from_config(config),

@@ -67,6 +67,7 @@ class Config:
     max_jobs: int = field(default_factory=lambda: default_max_jobs())
     max_queued_seconds: float = field(default_factory=lambda: default_max_queued_seconds())
     shutdown_grace: float = 60.0
+    worker_nice: int = 10
     quota_rate: float = DEFAULT_QUOTA.rate
     quota_burst: int = DEFAULT_QUOTA.burst
     quota_concurrent: int = DEFAULT_QUOTA.concurrent
@@ -192,6 +193,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_queued_seconds", positive(float), "audio-seconds admitted at once; more are refused 503",
             "memory / 2 / 4 MiB, at most 7200"),
     Setting("shutdown_grace", positive(float), "seconds SIGTERM waits for admitted requests"),
+    Setting("worker_nice", bounded_int(0, 19), "how many steps below the event loop inference and audio threads run "
+            "(nice), so the loop keeps a core when they fill them all"),
     Setting("quota_rate", positive(float), "requests per second per appkey, on average (`[appkeys.K] rate`)"),
     Setting("quota_burst", positive(int), "requests an appkey may send at once above the rate (`burst`)"),
     Setting("quota_concurrent", positive(int), "requests an appkey may have in flight (`concurrent`)"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -84,6 +85,19 @@ class Snapshot:
     units_done: int
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Run the calling thread (and the threads it starts, such as its OpenMP team) `nice` steps
+    below the event loop, so that when every core is busy with inference the loop still gets a
+    core at once. Lowering a priority needs no privilege; where threads have no priority of their
+    own, nothing changes."""
+    if nice <= 0:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
+    except (AttributeError, OSError) as exc:
+        log.debug("thread priority unchanged: %s", exc)
+
+
 class JobTimeout(Exception):
     """The job's deadline passed before it finished."""
 
@@ -92,8 +106,9 @@ class Scheduler:
     """Admits jobs within `limits` and runs their units round-robin on one worker thread."""
 
     def __init__(self, limits: Limits, name: str = "inference",
-                 on_job_done: Callable[[JobStats], None] | None = None) -> None:
+                 on_job_done: Callable[[JobStats], None] | None = None, nice: int = 0) -> None:
         self.limits = limits
+        self._nice = nice
         self._on_job_done = on_job_done or (lambda stats: None)
         self._ready: deque[Job] = deque()
         self._lock = threading.Condition()
@@ -194,6 +209,7 @@ class Scheduler:
             return None if self._stopped else self._ready.popleft()
 
     def _work(self) -> None:
+        lower_thread_priority(self._nice)
         while (job := self._next()) is not None:
             if self._step(job):
                 with self._lock:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections.abc import Callable, Generator
 
 import pytest
 
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.scheduler import JobTimeout, Scheduler
+from sami_gateway.scheduler import JobTimeout, Limits, Scheduler
 
 UNIT = 0.01  # seconds of stand-in work per unit
 
@@ -120,3 +122,19 @@ async def test_drain_finishes_admitted_work_and_refuses_new(scheduler: Scheduler
         pass
     assert info.value.code is Code.UNAVAILABLE
     assert await running == "done" and await drained is True
+
+
+async def test_the_worker_runs_below_the_event_loops_priority() -> None:
+    """Inference yields the CPU to the event loop: its thread runs `nice` steps lower."""
+    def priority() -> Generator[float, int, int]:
+        return (yield 0.0)
+
+    scheduler = Scheduler(Limits(1, 10.0), nice=7)
+    scheduler.start()
+    try:
+        with scheduler.admission():
+            worker = await scheduler.submit(priority(), 1.0, 10.0,
+                                            lambda _: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    finally:
+        scheduler.close()
+    assert worker == os.getpriority(os.PRIO_PROCESS, 0) + 7

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from sami_gateway.config import Config, ConfigError
-from sami_gateway.namespace import Call, InputBytes, NamespaceStartError, Result, RunReport
-from sami_gateway.scheduler import Scheduler
+from sami_gateway.namespace import Call, InputBytes, NamespaceStartError, Result, RunReport, release
+from sami_gateway.scheduler import Scheduler, lower_thread_priority
 
 from . import native
 from .audio.convert import fit_length, output_frames, resample, to_channels, to_stereo
@@ -62,8 +62,10 @@ class MusicSourceSeparate:
     name = NAME
     needs_input = True
 
-    def __init__(self, settings: SeparationSettings, max_input_bytes: int, request_timeout: float) -> None:
+    def __init__(self, settings: SeparationSettings, max_input_bytes: int, request_timeout: float,
+                 nice: int = 0) -> None:
         self.max_input_bytes = max_input_bytes
+        self._nice = nice
         self._settings = settings
         self._targets = {model: parse_target(spec) for model, spec in settings.model_map.items()}
         self._threads = settings.threads or os.cpu_count() or 1
@@ -87,7 +89,8 @@ class MusicSourceSeparate:
         if self._device.type == "cpu" and self._settings.retain_freed_memory:
             # Before any model loads, so that every thread shares the one heap (see the function).
             log.info("keeping freed memory for reuse (SAMI_RETAIN_FREED_MEMORY): %s", native.retain_freed_memory())
-        self._audio_pool = ThreadPoolExecutor(AUDIO_WORKERS, thread_name_prefix="mss-audio")
+        self._audio_pool = ThreadPoolExecutor(AUDIO_WORKERS, thread_name_prefix="mss-audio",
+                                              initializer=lower_thread_priority, initargs=(self._nice,))
         await self._run(self._audio_pool, self._load_all)
 
     async def stop(self) -> None:
@@ -157,6 +160,7 @@ class MusicSourceSeparate:
     def _prepare(self, data: InputBytes, params: SeparateParams, ensemble: Ensemble) -> Prepared:
         with translated():
             audio = decode(data, params.hint, self._settings.max_audio_seconds, self._settings.max_input_channels)
+            release(data)  # read: its memory goes back now, not when the request ends
             stereo = to_stereo(audio.samples)
             mix = resample(stereo, audio.sample_rate, ensemble.samplerate)
         return Prepared(np.ascontiguousarray(mix, dtype=np.float32), audio.samples.shape[-1],
@@ -190,4 +194,4 @@ def create_namespace(config: Config) -> MusicSourceSeparate:
         raise ConfigError(f"SAMI_DEVICE: {exc}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"SAMI_DEVICE is {settings.device} but torch sees no CUDA device")
-    return MusicSourceSeparate(settings, config.max_input_bytes, config.request_timeout)
+    return MusicSourceSeparate(settings, config.max_input_bytes, config.request_timeout, config.worker_nice)
