@@ -45,21 +45,28 @@ def clip(seconds: float) -> bytes:
 
 
 def direct_times(store: Path, data: bytes, repeats: int) -> list[float]:
+    """The namespace's own parse and run, in-process, with a scheduler as the gateway gives it."""
     from namespaces.music_source_separate import create_namespace
     from sami_gateway.config import load_config
-    from sami_gateway.namespace import InvokeInput
+    from sami_gateway.namespace import Call
+    from sami_gateway.scheduler import Limits, Scheduler
 
     config = load_config({}, {"SAMI_MODEL_DIR": str(store), "SAMI_TOKEN_SECRET": SECRET})
     namespace = create_namespace(config)
+    scheduler = Scheduler(Limits(config.max_jobs, config.max_queued_seconds), nice=config.worker_nice)
 
     async def run() -> list[float]:
-        await namespace.start()
+        scheduler.start()
+        await namespace.start(scheduler)
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
-            await namespace.invoke(InvokeInput("bench", "bench", data, {"model": "2track_vocal"}))
+            with scheduler.admission():
+                params = namespace.parse({"model": "2track_vocal"})
+                await namespace.run(Call("bench", "bench", params, data))
             times.append(time.perf_counter() - started)
         await namespace.stop()
+        scheduler.close()
         return times
 
     return asyncio.run(run())
