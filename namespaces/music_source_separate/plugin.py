@@ -140,8 +140,13 @@ class MusicSourceSeparate:
         submitted = time.perf_counter()
         stems_tensor = await self._scheduler.submit(steps, cost, self._timeout, forward, torch.inference_mode)
         separated = time.perf_counter() - submitted
-        stems = stems_tensor.cpu().numpy()
-        data, frames = await self._run(self._audio_pool, self._finish, params, ensemble, prepared, stems)
+        source = {"format": prepared.input_format, "sample_rate": prepared.input_rate,
+                  "channel": prepared.input_channels, "duration": round(cost, 6)}
+        # The audio thread takes the only references to the large arrays, so that they are freed
+        # there, not on the event loop when this coroutine ends.
+        arrays: list[Any] = [prepared, stems_tensor.cpu().numpy()]
+        del prepared, stems_tensor
+        data, frames = await self._run(self._audio_pool, self._finish_taking, params, ensemble, arrays)
         out = params.output
         report = RunReport(params.model.name, cost, {"separation": separated, "total": time.perf_counter() - started})
         return Result(data, report=report, payload={
@@ -152,10 +157,14 @@ class MusicSourceSeparate:
             "channel": out.channels,
             "format": out.format,
             "processing_time": round(time.perf_counter() - started, 3),
-            "input": {"format": prepared.input_format, "sample_rate": prepared.input_rate,
-                      "channel": prepared.input_channels,
-                      "duration": round(prepared.input_frames / prepared.input_rate, 6)},
+            "input": source,
         })
+
+    def _finish_taking(self, params: SeparateParams, ensemble: Ensemble, arrays: list[Any]) -> tuple[bytes, int]:
+        """`_finish` on the arrays handed over in `arrays`, which this thread then frees."""
+        prepared, stems = arrays
+        arrays.clear()
+        return self._finish(params, ensemble, prepared, stems)
 
     def _prepare(self, data: InputBytes, params: SeparateParams, ensemble: Ensemble) -> Prepared:
         with translated():
