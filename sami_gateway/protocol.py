@@ -34,13 +34,6 @@ def new_task_id() -> str:
     return str(uuid.uuid4())
 
 
-def decoded_size(text: str) -> int:
-    """Bytes that a padded base64 text decodes to."""
-    if not text:
-        return 0
-    return len(text) // 4 * 3 - text[-2:].count("=")
-
-
 def decode_data(text: str) -> bytes:
     """Decode strict standard padded base64 (RFC 4648 section 4), as `data` is decoded."""
     return bytes(decode_text(text, len(text)).value())

@@ -7,12 +7,11 @@ import base64
 import orjson
 import pytest
 
-from sami_gateway.envelope_reader import read_envelope
+from sami_gateway.envelope_reader import decode_text, read_envelope
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.protocol import (
     InvokeRequest,
     decode_data,
-    decoded_size,
     envelope,
     error_envelope,
     reject_repeated,
@@ -34,7 +33,7 @@ def body(**fields: object) -> bytes:
 def test_base64_round_trip_and_size(raw: bytes) -> None:
     text = base64.b64encode(raw).decode()
     assert decode_data(text) == raw
-    assert decoded_size(text) == len(raw)
+    assert decode_text(text, len(raw)).size == len(raw)
 
 
 @pytest.mark.parametrize("text", ["QUJD====", "QUJ", "QU JD", "QUI-", "QUI_", "QQ==QQ==", "=QUJ",
