@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .access_keys import AccessKey, parse_access_keys
+from .jobs.settings import SETTINGS as JOB_SETTINGS
 from .quota import Quota
 from .settings import ConfigError as ConfigError  # raised by load_config: its callers import it from here
 from .settings import Section, Setting, bounded_int, positive, read_values, split, table_rows
@@ -28,6 +29,7 @@ DEFAULT_KID = "k1"
 DEFAULT_QUOTA = Quota(rate=20.0, burst=40, concurrent=8)  # generous: quotas guard against one key starving others
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 DEFAULT_NAMESPACES = ("namespaces.music_source_separate",)
+CORE_SECTIONS = (JOB_SETTINGS,)  # the core's own sections, beside the plugins'
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class AppKeyRule:
     name: str
     namespaces: frozenset[str] | None = None
     quota: Quota | None = None  # None: the default quota
+    webhook_secret: str | None = None  # None: SAMI_WEBHOOK_SECRET
 
     def allows(self, namespace: str) -> bool:
         return self.namespaces is None or namespace in self.namespaces
@@ -109,13 +112,16 @@ def _quota(spec: Mapping[str, Any], default: Quota) -> Quota:
                  int(spec.get("concurrent", default.concurrent)))
 
 
-def _appkey(name: str, allowed: list[str] | None, quota: Quota | None = None) -> AppKeyRule:
+def _appkey(name: str, allowed: list[str] | None, quota: Quota | None = None,
+            webhook_secret: str | None = None) -> AppKeyRule:
     # Go clients put the appkey unescaped in the query: only URL-safe characters work there.
     if not _URL_SAFE.fullmatch(name):
         raise ValueError(f"appkey {name!r} must be made of A-Z a-z 0-9 - _ . ~")
     if allowed is not None and not all(allowed):
         raise ValueError(f"appkey {name!r} has an empty namespace list")
-    return AppKeyRule(name, None if allowed is None else frozenset(allowed), quota)
+    if webhook_secret is not None and (not isinstance(webhook_secret, str) or len(webhook_secret) < 16):
+        raise ValueError(f"appkey {name!r}: webhook_secret needs at least 16 characters")
+    return AppKeyRule(name, None if allowed is None else frozenset(allowed), quota, webhook_secret)
 
 
 def _appkeys(value: Any) -> Mapping[str, AppKeyRule]:
@@ -126,7 +132,8 @@ def _appkeys(value: Any) -> Mapping[str, AppKeyRule]:
             spec = spec if isinstance(spec, dict) else {}
             allowed = spec.get("namespaces")
             quota = _quota(spec, DEFAULT_QUOTA) if {"rate", "burst", "concurrent"} & set(spec) else None
-            keys[name] = _appkey(name, None if allowed is None else split(allowed) or [""], quota)
+            keys[name] = _appkey(name, None if allowed is None else split(allowed) or [""], quota,
+                                 spec.get("webhook_secret"))
         return MappingProxyType(keys)
     for item in split(value):
         name, colon, allowed = item.partition(":")
@@ -229,7 +236,7 @@ def _read_sections(namespaces: tuple[str, ...], file_values: Mapping[str, Any], 
     """Each plugin section's values, and the file keys they own (their names and their table)."""
     sections: dict[str, Any] = {}
     owned: set[str] = set()
-    for section in plugin_sections(namespaces):
+    for section in CORE_SECTIONS + plugin_sections(namespaces):
         table = file_values.get(section.name)
         table = table if isinstance(table, dict) else {}
         unknown = set(table) - {s.name for s in section.settings}
@@ -263,6 +270,7 @@ def load_config(flags: Mapping[str, Any] | None = None,
 def settings_table_markdown() -> str:
     """The configuration table for the README, the core's and the default plugins' (kept in sync by a test)."""
     rows = ["| variable | default | meaning |", "|---|---|---|", *table_rows(SETTINGS, Config())]
-    for section in plugin_sections(DEFAULT_NAMESPACES):
-        rows += table_rows(section.settings, section.values(**section.defaults({"XDG_CACHE_HOME": "~/.cache"})))
+    for section in CORE_SECTIONS + plugin_sections(DEFAULT_NAMESPACES):
+        shown = {"XDG_CACHE_HOME": "~/.cache", "XDG_DATA_HOME": "~/.local/share"}
+        rows += table_rows(section.settings, section.values(**section.defaults(shown)))
     return "\n".join(rows)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib
 import mmap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from .config import Config
 from .scheduler import Scheduler
@@ -86,6 +87,56 @@ class Namespace(Protocol[Params]):
 
     async def run(self, call: Call[Params]) -> Result:
         """Run one request; raise GatewayError for the client's mistakes."""
+
+
+@dataclass(frozen=True)
+class JobCall(Generic[Params]):
+    """One asynchronous job: its parsed request, input bytes, a folder of its own to write result
+    files in, and where to report progress (0..100, from any thread)."""
+
+    job_id: str
+    appkey: str
+    params: Params
+    data: InputBytes  # the namespace may `release` it once read
+    workdir: Path
+    progress: Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class StemFile:
+    """One finished result file in the job's workdir."""
+
+    path: Path
+    format: str
+    duration: float  # seconds
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    """A job's results, what its input turned out to be, whether they came from the stem cache,
+    and the report the gateway counts."""
+
+    stems: Mapping[str, StemFile]
+    input: Mapping[str, Any]  # {"format", "sample_rate", "channels", "duration"}
+    report: RunReport
+    cache_hit: bool = False
+
+
+@runtime_checkable
+class JobNamespace(Protocol[Params]):
+    """A namespace that also runs asynchronous jobs (the Jobs API): several results per input."""
+
+    def parse_job(self, request: Mapping[str, Any]) -> Params:
+        """`model`, `stems` and `output` of a job request (the rest is the gateway's) as the
+        namespace's value; raise GatewayError (400) for a request that can never succeed."""
+
+    def job_fields(self, params: Params) -> Mapping[str, Any]:
+        """The request as the job object shows it, with defaults filled in: `model`, `stems`,
+        `output`. `parse_job` of these fields gives `params` back (they are stored, and parsed
+        again when a job runs after a restart)."""
+
+    async def run_job(self, call: JobCall[Params]) -> JobOutput:
+        """Run one job, writing each result into `call.workdir`; raise GatewayError for bad input."""
 
 
 def load_namespaces(config: Config) -> dict[str, Namespace[Any]]:

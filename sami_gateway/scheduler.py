@@ -3,7 +3,9 @@
 A job is a generator that yields units of work (one model call each) and
 receives their results; the worker runs one unit of one job at a time, taking
 jobs round-robin, so a short request waits for a few units of a long one,
-never for all of it. Jobs past their deadline or whose client left are dropped
+never for all of it. Batch jobs (the Jobs API's) run only when no interactive
+job has a unit ready, so an invoke waits for at most the unit of a batch job
+that is running. Jobs past their deadline or whose client left are dropped
 between units. Nothing here knows what a unit is: the namespace supplies how
 to run one.
 """
@@ -54,6 +56,7 @@ class Job:
     units: int = 0
     pending: Any = None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    batch: bool = False  # runs when no interactive job is ready; not counted in the admission bound
 
 
 class Outcome(Enum):
@@ -111,6 +114,7 @@ class Scheduler:
         self._nice = nice
         self._on_job_done = on_job_done or (lambda stats: None)
         self._ready: deque[Job] = deque()
+        self._batch: deque[Job] = deque()
         self._lock = threading.Condition()
         self._jobs = 0
         self._cost = 0.0
@@ -165,15 +169,20 @@ class Scheduler:
             self._cost += cost
 
     async def submit(self, steps: Steps, cost: float, timeout: float, run: Callable[[Any], Any],
-                     context: Callable[[], AbstractContextManager[Any]] = nullcontext) -> Any:
+                     context: Callable[[], AbstractContextManager[Any]] = nullcontext,
+                     batch: bool = False) -> Any:
         """The generator's return value, once all its units ran; refused at once past the cost bound.
 
-        The caller holds an `admission` slot; `cost` (audio-seconds) is counted while the job runs."""
-        self._admit_cost(cost)
+        The caller holds an `admission` slot; `cost` (audio-seconds) is counted while the job runs.
+        A `batch` job holds no slot and is not counted: the Jobs API bounds how many run at once."""
+        if batch:
+            cost = 0.0
+        else:
+            self._admit_cost(cost)
         loop = asyncio.get_running_loop()
-        job = Job(steps, cost, time.monotonic() + timeout, run, context, loop.create_future(), loop)
+        job = Job(steps, cost, time.monotonic() + timeout, run, context, loop.create_future(), loop, batch=batch)
         with self._lock:
-            self._ready.append(job)
+            self._queue_of(job).append(job)
             self._lock.notify()
         try:
             return await job.future
@@ -202,18 +211,24 @@ class Scheduler:
 
     # -- the worker's side -------------------------------------------------------------------
 
+    def _queue_of(self, job: Job) -> deque[Job]:
+        return self._batch if job.batch else self._ready
+
     def _next(self) -> Job | None:
+        """The next interactive job round-robin; a batch job only when none is ready."""
         with self._lock:
-            while not self._ready and not self._stopped:
+            while not self._ready and not self._batch and not self._stopped:
                 self._lock.wait()
-            return None if self._stopped else self._ready.popleft()
+            if self._stopped:
+                return None
+            return (self._ready or self._batch).popleft()
 
     def _work(self) -> None:
         lower_thread_priority(self._nice)
         while (job := self._next()) is not None:
             if self._step(job):
                 with self._lock:
-                    self._ready.append(job)
+                    self._queue_of(job).append(job)
 
     def _step(self, job: Job) -> bool:
         """Run one unit of `job`; False once the job is finished, failed or dropped."""

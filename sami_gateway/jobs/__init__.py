@@ -1,0 +1,1 @@
+"""The Jobs API: asynchronous jobs, direct uploads, signed result URLs and webhooks, beside invoke."""
