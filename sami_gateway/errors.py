@@ -41,8 +41,15 @@ class Code(Enum):
     DENIED_ACCESS = Status(401, 40200002, "DeniedAccess", "missing, bad or expired token")
     DENIED_NAMESPACE = Status(400, 40200014, "DeniedNamespace", "namespace unknown or not allowed for the appkey")
     # The gateway's own codes.
+    FORBIDDEN = Status(403, 40300001, "Forbidden", "a signed URL whose signature is wrong or has expired")
     NOT_FOUND = Status(404, 40400001, "NotFound", "no such path")
+    JOB_NOT_FOUND = Status(404, 40400002, "NotFound", "no such job or upload for this appkey")
     METHOD_NOT_ALLOWED = Status(405, 40500001, "MethodNotAllowed", "wrong HTTP method for the path")
+    CONFLICT = Status(409, 40900001, "Conflict",
+                      "the job or upload is not in a state that allows it (e.g. results of an unfinished job)")
+    PAYLOAD_TOO_LARGE = Status(413, 41300001, "PayloadTooLarge", "an upload larger than its `max_bytes`")
+    UNSUPPORTED_MEDIA_TYPE = Status(415, 41500001, "UnsupportedMediaType",
+                                    "a job request that is neither JSON nor multipart/form-data")
     BODY_TIMEOUT = Status(408, 40800001, "RequestTimeout",
                           "the request body did not arrive within `SAMI_BODY_TIMEOUT`; the connection is closed")
     QUOTA_EXCEEDED = Status(429, 42900001, "QuotaExceeded",
