@@ -12,6 +12,7 @@ from .config import Config
 from .fetch import Fetcher, FetchPolicy
 from .gettoken import GetTokenService, add_gettoken_routes
 from .invoke import invoke
+from .jobs.setup import add_jobs
 from .metrics import Metrics
 from .middleware import envelope_errors, invoke_metrics
 from .namespace import Namespace, load_namespaces
@@ -103,6 +104,7 @@ def create_app(config: Config, namespaces: dict[str, Namespace[Any]] | None = No
     add_gettoken_routes(app, GetTokenService(config.access_keys, TokenService.from_config(config),
                                              config.appkeys))
     app.cleanup_ctx.extend([_fetcher_ctx, _scheduler_ctx, _namespaces_ctx])
+    add_jobs(app)
     app.on_shutdown.append(_stop_admitting)
     app.router.add_post("/api/v1/invoke", invoke)
     app.router.add_get("/healthz", healthz)

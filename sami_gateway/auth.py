@@ -50,6 +50,17 @@ class TokenService:
         kid = jwt.get_unverified_header(token).get("kid", self._kid)
         return self._keys.get(kid) if isinstance(kid, str) else None
 
+    def subject(self, token: str) -> str:
+        """The appkey a valid token is bound to (a Bearer token names no appkey beside it)."""
+        try:
+            subject = jwt.decode(token, options={"verify_signature": False}).get("sub")
+        except jwt.PyJWTError as exc:
+            raise error(Code.DENIED_ACCESS, "IllegalToken") from exc
+        if not isinstance(subject, str) or not subject:
+            raise error(Code.DENIED_ACCESS, "IllegalToken")
+        self.verify(token, subject)
+        return subject
+
     def verify(self, token: str, appkey: str) -> dict[str, Any]:
         """The token's claims if it is valid now and bound to `appkey`."""
         denied = error(Code.DENIED_ACCESS, "IllegalToken")
@@ -94,6 +105,19 @@ class Authenticator:
     def replace(self, appkeys: Mapping[str, AppKeyRule], tokens: TokenService, default_quota: Quota) -> None:
         """New appkeys, keys and quotas, effective for the next request (a configuration reload)."""
         self._appkeys, self._tokens, self._default_quota = appkeys, tokens, default_quota
+
+    def authorize_bearer(self, header: str, namespace: str) -> Authorization:
+        """An `Authorization: Bearer <token>` header (the Jobs API): the token names its appkey."""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise error(Code.DENIED_ACCESS, "missing Bearer token")
+        token = token.strip()
+        return self.authorize(self._tokens.subject(token), token, namespace)
+
+    def webhook_secret(self, appkey: str, default: str) -> str:
+        """The key webhooks to this appkey are signed with: its own, else `default`."""
+        rule = self._appkeys.get(appkey)
+        return (rule.webhook_secret if rule is not None else None) or default
 
     def authorize(self, appkey: str, token: str, namespace: str) -> Authorization:
         rule = self._appkeys.get(appkey) if appkey else None

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -126,6 +128,22 @@ class Fetcher:
         except (aiohttp.ClientError, ValueError, OSError) as exc:
             raise error(Code.FAILED_DOWNLOAD, type(exc).__name__) from exc
 
+    async def send(self, method: str, url_text: str, body: bytes | Path, headers: Mapping[str, str],
+                   timeout: float) -> int:
+        """Send `body` (bytes, or a file streamed from disk) to a caller's URL under the same rules
+        as a download (webhooks, `copy_results_to`); redirects are not followed. The HTTP status."""
+        assert self._session is not None, "Fetcher.open() was not awaited"
+        url = URL(url_text)
+        self._check_url(url)
+        data: Any = body if isinstance(body, bytes) else _file_chunks(body)
+        sent = {**headers}
+        if isinstance(body, Path):
+            sent["Content-Length"] = str(body.stat().st_size)
+        async with asyncio.timeout(timeout):
+            async with self._session.request(method, url, data=data, headers=sent, allow_redirects=False) as response:
+                await response.read()
+                return response.status
+
     async def _follow(self, url: URL, max_bytes: int) -> bytes:
         assert self._session is not None
         for _ in range(MAX_REDIRECTS + 1):
@@ -157,3 +175,13 @@ class Fetcher:
         if not body:
             raise error(Code.EMPTY_DATA, "the url gave 0 bytes")
         return body
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    """A file read a chunk at a time off the event loop."""
+    handle = await asyncio.to_thread(open, path, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, 16 * CHUNK_BYTES):
+            yield chunk
+    finally:
+        handle.close()

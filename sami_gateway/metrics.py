@@ -39,12 +39,30 @@ class Metrics:
         self.in_flight = Gauge("sami_gateway_in_flight_requests", "Invoke requests being handled", registry=r)
         self.queue_depth = Gauge("sami_gateway_queue_depth", "Requests admitted by the scheduler", registry=r)
         self.queued_audio = Gauge("sami_gateway_queued_audio_seconds", "Audio-seconds admitted", registry=r)
+        self.job_transitions = Counter("sami_gateway_job_transitions", "Jobs API jobs entering a status",
+                                       ["status"], registry=r)
+        self.jobs_queued = Gauge("sami_gateway_jobs_queued", "Jobs API jobs waiting to run", registry=r)
+        self.oldest_queued = Gauge("sami_gateway_jobs_oldest_queued_age_seconds",
+                                   "Age of the oldest queued Jobs API job (0 when none)", registry=r)
+        self.jobs_running = Gauge("sami_gateway_jobs_running", "Jobs API jobs running in this process", registry=r)
+        self.job_failures = Counter("sami_gateway_job_failures", "Jobs API jobs failed, by status code",
+                                    ["status_code"], registry=r)
+        self.webhook_attempts = Counter("sami_gateway_webhook_attempts", "Webhook delivery attempts by outcome",
+                                        ["outcome"], registry=r)
+        self.cache_hits = Counter("sami_gateway_stem_cache_hits", "Runs answered from the stem cache",
+                                  ["namespace"], registry=r)
+        self.cache_misses = Counter("sami_gateway_stem_cache_misses", "Runs that separated (not in the stem cache)",
+                                    ["namespace"], registry=r)
+        self.upload_bytes = Counter("sami_gateway_upload_bytes", "Bytes received by direct uploads", registry=r)
         self.model_load = Gauge("sami_gateway_model_load_seconds", "Time to load a model at start",
                                 ["model"], registry=r)
 
     def record_run(self, namespace: str, report: RunReport) -> None:
         """A namespace's report of one successful run."""
-        self.audio.labels(self.namespace_label(namespace), report.model).inc(report.input_seconds)
+        label = self.namespace_label(namespace)
+        self.audio.labels(label, report.model).inc(report.input_seconds)
+        if report.cache_hit is not None:
+            (self.cache_hits if report.cache_hit else self.cache_misses).labels(label).inc()
 
     async def handler(self, request: web.Request) -> web.Response:
         """`GET /metrics`, in Prometheus's text format."""

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import time
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .errors import Code, GatewayError, error
+from .jobs.http import PREFIXES as JOBS_PREFIXES
+from .jobs.views import error_body
 from .protocol import error_envelope, new_task_id
 from .state import CONTEXT, METRICS, RequestContext
 
@@ -21,10 +24,14 @@ _HTTP_CODES = {
 }
 
 
-def error_response(context: RequestContext, exc: GatewayError) -> web.Response:
+def error_response(context: RequestContext, exc: GatewayError, path: str = "") -> web.Response:
+    """The SAMI envelope, or the Jobs API's error JSON on its paths."""
     context.status_code = exc.status.code
-    response = web.Response(body=error_envelope(context.task_id, context.namespace, exc),
-                            status=exc.status.http, content_type="application/json",
+    if path.startswith(JOBS_PREFIXES):
+        body = orjson.dumps(error_body(context.task_id, exc))
+    else:
+        body = error_envelope(context.task_id, context.namespace, exc)
+    response = web.Response(body=body, status=exc.status.http, content_type="application/json",
                             headers=exc.headers)
     if exc.headers.get("Connection") == "close":
         response.force_close()
@@ -56,14 +63,14 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     except GatewayError as exc:
         count_rejection(request, exc)
-        return error_response(context, exc)
+        return error_response(context, exc, request.path)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(context, _from_http(exc))
+        return error_response(context, _from_http(exc), request.path)
     except Exception:
         log.exception("task %s: unexpected error", context.task_id)
-        return error_response(context, error(Code.INTERNAL_ERROR))
+        return error_response(context, error(Code.INTERNAL_ERROR), request.path)
 
 
 @web.middleware

@@ -53,6 +53,7 @@ class RunReport:
     model: str  # a bounded name (the metrics label)
     input_seconds: float  # seconds of input processed
     stage_seconds: Mapping[str, float] = field(default_factory=dict)  # logged as `<stage>_seconds`
+    cache_hit: bool | None = None  # answered from a cache of earlier runs (None: the namespace has none)
 
 
 @dataclass(frozen=True)

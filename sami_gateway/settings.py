@@ -124,7 +124,7 @@ def table_rows(settings: tuple[Setting, ...], defaults: Any) -> list[str]:
         if isinstance(default, Mapping):
             default = ",".join(f"{k}={v}" for k, v in default.items()) or "(none)"
         elif isinstance(default, tuple):
-            default = ",".join(default) or "(none)"
+            default = ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in default) or "(none)"
         cells = (f"`{setting.env}`", f"`{default}`", setting.help)
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return rows

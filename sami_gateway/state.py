@@ -10,6 +10,7 @@ from aiohttp import web
 from .auth import Authenticator, Authorization
 from .config import Config
 from .fetch import Fetcher
+from .jobs.service import JobService
 from .metrics import Metrics
 from .namespace import Namespace, RunReport
 from .quota import QuotaTracker
@@ -45,4 +46,5 @@ SCHEDULER = web.AppKey("scheduler", Scheduler)
 METRICS = web.AppKey("metrics", Metrics)
 QUOTAS = web.AppKey("quotas", QuotaTracker)
 READY = web.AppKey("ready", Readiness)
+JOBS = web.AppKey("jobs", JobService)
 CONTEXT = web.RequestKey("context", RequestContext)

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,14 @@ APPKEY = "test-appkey"
 LIMITED_APPKEY = "limited-appkey"  # allowed on another namespace only
 ACCESS_KEY, SECRET_KEY = "AKLTliveGatewayKey", "liveGatewaySecretKey0123"  # GetToken credentials
 STARTUP_SECONDS = 120
+
+
+@pytest.fixture(autouse=True)
+def private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps built in a test keep their jobs under the test's own folder, not the user's data directory."""
+    from sami_gateway.jobs import settings
+
+    monkeypatch.setattr(settings, "user_data_dir", lambda environ: tmp_path / "sami-data")
 
 
 @pytest.fixture
@@ -124,7 +133,7 @@ def gateway_env(model_store: Path, port: int, **extra: str) -> dict[str, str]:
         "SAMI_TOKEN_SECRET": SECRET, "SAMI_FETCH_ALLOW": "localhost", "SAMI_THREADS": "2",
         "SAMI_ACCESS_KEYS": f"{ACCESS_KEY}:{SECRET_KEY}:{APPKEY}",
         "SAMI_MAX_INPUT_BYTES": str(8 * 1024 * 1024), "SAMI_MAX_AUDIO_SECONDS": "60",
-        "PYTHONPATH": str(ROOT),
+        "SAMI_DATA_DIR": tempfile.mkdtemp(prefix="sami-data-"), "PYTHONPATH": str(ROOT),
     })
     env.update(extra)
     return env

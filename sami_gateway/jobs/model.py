@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """Where a job is in its life; the last three are terminal."""
 
     QUEUED = "queued"
@@ -25,7 +25,7 @@ class JobStatus(str, Enum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
-class InputKind(str, Enum):
+class InputKind(StrEnum):
     """Where a job's input comes from: stored with the job (`data`, an upload) or fetched when it runs."""
 
     STORED = "stored"  # bytes kept under the job's input key
@@ -115,4 +115,8 @@ class WebhookEvent:
     next_attempt_at: float
     attempts: int = 0
     delivered_at: float | None = None
+    abandoned_at: float | None = None  # retried for the whole schedule without a 2xx
     last_error: str = ""
+
+    def with_(self, **changes: Any) -> WebhookEvent:
+        return replace(self, **changes)

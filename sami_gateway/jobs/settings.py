@@ -37,6 +37,7 @@ class JobSettings:
     max_job_attempts: int = 3
     webhook_secret: str = ""
     webhook_timeout: float = 10.0
+    webhook_retry_delays: tuple[float, ...] = (10.0, 30.0, 60.0, 300.0, 900.0)
     public_url: str = ""
 
 
@@ -45,6 +46,14 @@ def _secret(value: Any) -> str:
     if text and len(text) < MIN_WEBHOOK_SECRET_LENGTH:
         raise ValueError(f"needs at least {MIN_WEBHOOK_SECRET_LENGTH} characters")
     return text
+
+
+def _delays(value: Any) -> tuple[float, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    delays = tuple(float(item) for item in items)
+    if not delays or any(delay <= 0 for delay in delays):
+        raise ValueError("must be positive seconds, comma-separated")
+    return delays
 
 
 def _public_url(value: Any) -> str:
@@ -69,6 +78,7 @@ SETTINGS = Section("jobs", (
     Setting("webhook_secret", _secret, "HMAC key for webhook signatures (per appkey: `[appkeys.K] webhook_secret`)",
             secret=True),
     Setting("webhook_timeout", positive(float), "seconds a webhook receiver has to answer"),
+    Setting("webhook_retry_delays", _delays, "seconds between failed webhook attempts, then hourly for a day"),
     Setting("public_url", _public_url, "the gateway's URL as clients reach it, for signed URLs "
             "(default: the request's own origin; webhooks: http://HOST:PORT)"),
 ), JobSettings, lambda environ: {"data_dir": user_data_dir(environ)})

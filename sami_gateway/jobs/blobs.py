@@ -1,0 +1,209 @@
+"""Where job inputs, uploads and results are kept: files on local disk, behind a small interface.
+
+A file appears under its key only once it is complete: it is written under `tmp/` and renamed
+into place after an fsync, so a crash leaves at most a temporary file, which `open` wipes.
+The shared implementation (S3-compatible storage) offers the same verbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import mmap
+import os
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+WRITE_BATCH_BYTES = 1024 * 1024  # received bytes are written to disk this much at a time, off the event loop
+_KEY = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)*")
+
+
+class BlobTooLarge(Exception):
+    """A stream went past its `max_bytes`."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What was stored: size and SHA-256."""
+
+    size: int
+    sha256: str
+
+
+class BlobStore(Protocol):
+    """Files by key (`inputs/<job>`, `uploads/<id>`, `results/<job>/<stem>.<ext>`)."""
+
+    async def open(self) -> None:
+        """Create the store; forget anything a crash left half-written."""
+
+    def workdir(self) -> Path:
+        """A new empty local folder for a job's result files (removed with `discard`)."""
+
+    def discard(self, path: Path) -> None:
+        """Remove a folder from `workdir`."""
+
+    async def put_file(self, key: str, source: Path) -> Written:
+        """Move a complete local file under `key`."""
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], max_bytes: int) -> Written:
+        """Store a stream under `key`, refused past `max_bytes` (nothing is stored then)."""
+
+    async def put_bytes(self, key: str, data: bytes) -> Written:
+        """Store `data` under `key`."""
+
+    async def copy(self, source: str, key: str) -> None:
+        """The file under `source` also under `key`."""
+
+    async def read(self, key: str) -> bytes | mmap.mmap:
+        """The whole file (a memory map for a local one)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The file's path when it is on local disk and complete, else None."""
+
+    async def delete_prefix(self, prefix: str) -> None:
+        """Delete every file whose key starts with `prefix` (a key or a folder)."""
+
+    async def folders(self, area: str) -> set[str]:
+        """The names directly under `area` (`inputs`, `uploads`, `results`), for sweeping orphans."""
+
+
+def check_key(key: str) -> str:
+    if not _KEY.fullmatch(key) or ".." in key:
+        raise ValueError(f"bad blob key {key!r}")
+    return key
+
+
+class LocalBlobStore:
+    """`BlobStore` on a local folder: `<root>/blobs/<key>`, temporary files in `<root>/tmp`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._blobs = root / "blobs"
+        self._tmp = root / "tmp"
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)  # half-written files of a crashed run
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        self._blobs.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self._blobs / check_key(key)
+
+    def workdir(self) -> Path:
+        path = self._tmp / f"work-{uuid.uuid4().hex}"
+        path.mkdir()
+        return path
+
+    def discard(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def _temp(self) -> Path:
+        return self._tmp / f"part-{uuid.uuid4().hex}"
+
+    def _commit(self, temp: Path, key: str) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    async def put_file(self, key: str, source: Path) -> Written:
+        def move() -> Written:
+            digest = hashlib.sha256()
+            size = 0
+            with open(source, "rb") as handle:
+                while chunk := handle.read(WRITE_BATCH_BYTES):
+                    digest.update(chunk)
+                    size += len(chunk)
+            temp = self._temp()
+            os.replace(source, temp)  # same filesystem: the work folder is under tmp/
+            self._commit(temp, key)
+            return Written(size, digest.hexdigest())
+        return await asyncio.to_thread(move)
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], max_bytes: int) -> Written:
+        temp = self._temp()
+        digest = hashlib.sha256()
+        size = 0
+        pending: list[bytes] = []
+        handle = await asyncio.to_thread(open, temp, "wb")
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise BlobTooLarge(f"more than {max_bytes} bytes")
+                pending.append(chunk)
+                if sum(map(len, pending)) >= WRITE_BATCH_BYTES:
+                    batch, pending = b"".join(pending), []
+                    await asyncio.to_thread(_write, handle, digest, batch)
+            await asyncio.to_thread(_write, handle, digest, b"".join(pending))
+            await asyncio.to_thread(handle.close)
+            await asyncio.to_thread(self._commit, temp, key)
+        except BaseException:
+            handle.close()
+            temp.unlink(missing_ok=True)
+            raise
+        return Written(size, digest.hexdigest())
+
+    async def put_bytes(self, key: str, data: bytes) -> Written:
+        def write() -> Written:
+            temp = self._temp()
+            temp.write_bytes(data)
+            self._commit(temp, key)
+            return Written(len(data), hashlib.sha256(data).hexdigest())
+        return await asyncio.to_thread(write)
+
+    async def copy(self, source: str, key: str) -> None:
+        def link() -> None:
+            temp = self._temp()
+            try:
+                os.link(self._path(source), temp)  # uploads and inputs are never modified: share the bytes
+            except OSError:
+                shutil.copyfile(self._path(source), temp)
+            self._commit(temp, key)
+        await asyncio.to_thread(link)
+
+    async def read(self, key: str) -> bytes | mmap.mmap:
+        def load() -> bytes | mmap.mmap:
+            with open(self._path(key), "rb") as handle:
+                if os.fstat(handle.fileno()).st_size == 0:
+                    return b""
+                return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return await asyncio.to_thread(load)
+
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        return path if path.is_file() else None
+
+    async def delete_prefix(self, prefix: str) -> None:
+        def delete() -> None:
+            path = self._path(prefix)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        await asyncio.to_thread(delete)
+
+    async def folders(self, area: str) -> set[str]:
+        def names() -> set[str]:
+            path = self._path(area)
+            return {entry.name for entry in path.iterdir()} if path.is_dir() else set()
+        return await asyncio.to_thread(names)
+
+
+def _write(handle: object, digest: hashlib._Hash, data: bytes) -> None:
+    digest.update(data)
+    handle.write(data)  # type: ignore[attr-defined]

@@ -1,0 +1,83 @@
+"""What the Jobs API's handlers share: the service, the caller's authorization, bodies, answers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..auth import Authorization
+from ..body import BodyTimeout, BodyTooLarge, BodyUnreadable, read_capped
+from ..errors import Code, error
+from ..state import AUTH, CONFIG, CONTEXT, JOBS
+from .service import JobService
+
+PREFIXES = ("/api/v1/jobs", "/api/v1/uploads")  # answered with the Jobs API's error JSON
+
+
+def service(request: web.Request) -> JobService:
+    return request.app[JOBS]
+
+
+def authorized(request: web.Request) -> Authorization:
+    """The caller's `Authorization: Bearer` token, checked once and kept on the request's context."""
+    context = request[CONTEXT]
+    if context.auth is None:
+        name = service(request).namespace_name
+        context.auth = request.app[AUTH].authorize_bearer(request.headers.get("Authorization", ""), name)
+        context.appkey, context.namespace = context.auth.appkey, name
+    return context.auth
+
+
+def base_url(request: web.Request) -> str:
+    """Where clients reach this gateway: the configured public URL, else the request's origin."""
+    configured = service(request).settings.public_url
+    return configured or str(request.url.origin())
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
+def job_response(request: web.Request, job: Any, status: int = 200,
+                 headers: dict[str, str] | None = None) -> web.Response:
+    return json_response(service(request).render(job, base_url(request)), status, headers)
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    """A JSON body within `limit` and the body timeout, parsed off the event loop when large."""
+    timeout = request.app[CONFIG].body_timeout
+    try:
+        body = await read_capped(request, limit, timeout)
+    except BodyTooLarge as exc:
+        raise error(Code.EXCEEDED_DATA_SIZE, f"request body larger than {limit} bytes",
+                    {"Connection": "close"}) from exc
+    except BodyUnreadable as exc:
+        raise error(Code.CLIENT_ERROR, "body cannot be read", {"Connection": "close"}) from exc
+    except BodyTimeout as exc:
+        raise error(Code.BODY_TIMEOUT, f"the body did not arrive within {timeout:g} s",
+                    {"Connection": "close"}) from exc
+    try:
+        if len(body) > 1024 * 1024:
+            return await asyncio.to_thread(orjson.loads, body)
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise error(Code.INVALID_PAYLOAD, "the body is not JSON") from exc
+
+
+async def chunks(stream: Any, timeout: float) -> AsyncIterator[bytes]:
+    """A body's chunks as they arrive, the whole within `timeout` seconds (TimeoutError after)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise TimeoutError
+        read = stream.readany() if hasattr(stream, "readany") else stream.read_chunk()  # a body or a form part
+        chunk = await asyncio.wait_for(read, remaining)
+        if not chunk:
+            return
+        yield chunk

@@ -1,0 +1,231 @@
+"""The jobs routes: submit, list, get (long polling), cancel, delete, results, events."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import BodyPartReader, web
+
+from ..errors import Code, error
+from ..state import BODY_LIMIT, CONFIG, QUOTAS
+from .blobs import BlobTooLarge
+from .http import authorized, base_url, chunks, job_response, json_response, read_json, service
+from .model import JobStatus
+from .requests import JobRequest, parse_job_request
+from .runner import media_type
+from .service import JobService
+from .sse import job_events
+
+MAX_WAIT_SECONDS = 60.0  # the longest long poll
+DEFAULT_LIMIT, MAX_LIMIT = 50, 100
+MAX_IDEMPOTENCY_KEY = 255
+MAX_PARAMS_BYTES = 64 * 1024  # the `params` part of a multipart request
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise error(Code.ILLEGAL_PAYLOAD, f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} characters")
+    return key
+
+
+async def _form_parts(request: web.Request, jobs: JobService, key: str) -> tuple[Any, bool]:
+    """Read the form: `file` streamed under `key`, `params` parsed: (params, whether a file came)."""
+    reader = await request.multipart()
+    timeout = request.app[CONFIG].body_timeout + jobs.max_input_bytes / 1e8
+    params: Any = {}
+    has_file = False
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise error(Code.INVALID_PAYLOAD, "nested multipart is not accepted")
+        if part.name == "file" and not has_file:
+            await jobs.blobs.put_stream(key, chunks(part, timeout), jobs.max_input_bytes)
+            has_file = True
+        elif part.name == "params":
+            text = await part.read(decode=False)
+            if len(text) > MAX_PARAMS_BYTES:
+                raise error(Code.ILLEGAL_PAYLOAD, f"params larger than {MAX_PARAMS_BYTES} bytes")
+            params = _loads(bytes(text))
+        else:
+            raise error(Code.ILLEGAL_PAYLOAD, f"unexpected form part {part.name!r}: send file and params")
+    return params, has_file
+
+
+async def _multipart(request: web.Request, jobs: JobService) -> tuple[JobRequest, str]:
+    """`file` streamed to storage, `params` parsed: (request, key of the stored file)."""
+    key = f"uploads/form_{uuid.uuid4().hex}"
+    try:
+        params, has_file = await _form_parts(request, jobs, key)
+        if not has_file:
+            raise error(Code.EMPTY_URL, "a multipart job request needs a file part")
+        return parse_job_request(params, has_file=True), key
+    except BlobTooLarge as exc:
+        await jobs.blobs.delete_prefix(key)
+        raise error(Code.EXCEEDED_DATA_SIZE, f"file larger than {jobs.max_input_bytes} bytes",
+                    {"Connection": "close"}) from exc
+    except TimeoutError as exc:
+        await jobs.blobs.delete_prefix(key)
+        raise error(Code.BODY_TIMEOUT, "the file did not arrive in time", {"Connection": "close"}) from exc
+    except BaseException:
+        await jobs.blobs.delete_prefix(key)
+        raise
+
+
+def _loads(text: bytes) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise error(Code.INVALID_PAYLOAD, "params is not JSON") from exc
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    auth = authorized(request)
+    jobs = service(request)
+    key = _idempotency_key(request)
+    kind = request.content_type
+    with request.app[QUOTAS].charge(auth.appkey, auth.quota):
+        if kind == "multipart/form-data":
+            job_request, stored = await _multipart(request, jobs)
+            try:
+                job, created = await jobs.submit(auth, jobs.check(job_request), key, stored_input=stored)
+            finally:
+                await jobs.blobs.delete_prefix(stored)
+        elif kind in ("application/json", "") or kind.endswith("+json"):
+            body = await read_json(request, request.app[BODY_LIMIT])
+            job_request = await asyncio.to_thread(parse_job_request, body)  # base64 of up to 100 MB
+            job, created = await jobs.submit(auth, jobs.check(job_request), key)
+        else:
+            raise error(Code.UNSUPPORTED_MEDIA_TYPE, f"{kind}: send application/json or multipart/form-data")
+    if created:
+        return job_response(request, job, 201, {"Location": f"/api/v1/jobs/{job.id}"})
+    return job_response(request, job, 200, {"Location": f"/api/v1/jobs/{job.id}"})
+
+
+def _statuses(text: str) -> list[JobStatus]:
+    try:
+        return [JobStatus(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise error(Code.ILLEGAL_PAYLOAD, f"status must be among {[s.value for s in JobStatus]}") from None
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_LIMIT
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise error(Code.ILLEGAL_PAYLOAD, f"limit must be 1..{MAX_LIMIT}")
+    return int(text)
+
+
+def _cursor(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(base64.urlsafe_b64decode(text.encode() + b"==").decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise error(Code.ILLEGAL_PAYLOAD, "cursor is not one this gateway gave") from None
+
+
+def _next_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    auth = authorized(request)
+    jobs = service(request)
+    limit = _limit(request.query.get("limit"))
+    found = await jobs.list(auth, _statuses(request.query.get("status", "")), limit + 1,
+                            _cursor(request.query.get("cursor")))
+    page = found[:limit]
+    base = base_url(request)
+    return json_response({"jobs": [jobs.render(job, base) for job in page],
+                          "next_cursor": _next_cursor(page[-1].seq) if len(found) > limit else None})
+
+
+def _wait_seconds(text: str | None) -> float:
+    if text is None:
+        return 0.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise error(Code.ILLEGAL_PAYLOAD, f"wait must be 0..{MAX_WAIT_SECONDS:g} seconds") from None
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:
+        raise error(Code.ILLEGAL_PAYLOAD, f"wait must be 0..{MAX_WAIT_SECONDS:g} seconds")
+    return seconds
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """The job; with `?wait=S`, as soon as it is terminal or after S seconds (long polling)."""
+    auth = authorized(request)
+    jobs = service(request)
+    job_id = request.match_info["job_id"]
+    deadline = time.monotonic() + _wait_seconds(request.query.get("wait"))
+    while True:
+        seen = jobs.events.version(job_id)
+        job = await jobs.owned(auth, job_id)
+        remaining = deadline - time.monotonic()
+        if job.status.terminal or remaining <= 0:
+            return job_response(request, job)
+        await jobs.events.wait(job_id, seen, remaining)
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    job = await service(request).cancel(authorized(request), request.match_info["job_id"])
+    return job_response(request, job)
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    await service(request).delete(authorized(request), request.match_info["job_id"])
+    return web.Response(status=204)
+
+
+async def job_result(request: web.Request) -> web.StreamResponse:
+    """One result file, with Range and ETag; by signed URL (no token) or with the Bearer token."""
+    jobs = service(request)
+    job_id, stem = request.match_info["job_id"], request.match_info["stem"]
+    if jobs.signer.has_signature(request.query):
+        jobs.signer.check("GET", request.path, request.query)
+        job = await jobs.store.get_job(job_id)
+        if job is None:
+            raise error(Code.JOB_NOT_FOUND, f"no job {job_id}")
+    else:
+        job = await jobs.owned(authorized(request), job_id)
+    if job.status is not JobStatus.SUCCEEDED or job.result is None:
+        raise error(Code.CONFLICT, f"the job is {job.status.value}: results exist once it has succeeded")
+    item = job.result.get(stem)
+    if item is None:
+        raise error(Code.JOB_NOT_FOUND, f"the job has no stem {stem!r}; it has {sorted(job.result)}")
+    if item.copied or item.key is None:
+        raise error(Code.JOB_NOT_FOUND, f"{stem} was copied to custom storage, not kept here")
+    path = jobs.blobs.local_path(item.key)
+    if path is None:
+        raise error(Code.JOB_NOT_FOUND, f"the file of {stem} is gone")
+    filename = f"{stem}.{item.format}"
+    return web.FileResponse(path, headers={"Content-Type": media_type(item.format),
+                                           "Content-Disposition": f'attachment; filename="{filename}"',
+                                           "Cache-Control": "private, max-age=3600"})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    auth = authorized(request)
+    return await job_events(request, service(request), auth, request.match_info["job_id"])
+
+
+def add_job_routes(app: web.Application) -> None:
+    from .upload_routes import create_upload, put_upload
+
+    router = app.router
+    router.add_post("/api/v1/uploads", create_upload)
+    router.add_put("/api/v1/uploads/{upload_id}", put_upload)
+    router.add_post("/api/v1/jobs", submit_job)
+    router.add_get("/api/v1/jobs", list_jobs)
+    router.add_get("/api/v1/jobs/{job_id}", get_job)
+    router.add_delete("/api/v1/jobs/{job_id}", delete_job)
+    router.add_post("/api/v1/jobs/{job_id}/cancel", cancel_job)
+    router.add_get("/api/v1/jobs/{job_id}/events", events)
+    router.add_get("/api/v1/jobs/{job_id}/results/{stem}", job_result)

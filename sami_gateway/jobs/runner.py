@@ -1,0 +1,204 @@
+"""Runs queued jobs: a few at a time, taken round-robin across appkeys, on the shared scheduler.
+
+Each worker claims the oldest queued job of the appkey served least recently, so one appkey's
+backlog does not make another's single job wait behind it. A job's input is read from the blob
+store (or fetched), the namespace runs it into a work folder, and its files are moved into the
+blob store (or PUT to the caller's `copy_results_to`) before the job is marked succeeded: a job
+that says succeeded has every file in place, and a crash before that runs it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import Code, GatewayError, error
+from ..fetch import Fetcher
+from ..namespace import JobCall, JobOutput, release
+from .model import InputKind, Job, JobStatus, StoredResult
+from .service import JobService
+from .store import QueueHead
+
+log = logging.getLogger(__name__)
+IDLE_POLL_SECONDS = 1.0  # a worker with nothing to do looks again this often, or when woken
+PROGRESS_INTERVAL = 0.5  # seconds between progress writes of one job
+MIME = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "aac": "audio/aac", "m4a": "audio/mp4"}
+
+
+def media_type(fmt: str) -> str:
+    return MIME.get(fmt) or mimetypes.types_map.get("." + fmt, "application/octet-stream")
+
+
+class JobRunner:
+    """`workers` tasks that take queued jobs fairly and run them to a terminal state."""
+
+    def __init__(self, service: JobService, fetcher: Fetcher, workers: int) -> None:
+        self._service = service
+        self._fetcher = fetcher
+        self._workers = workers
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._served: dict[str, float] = {}  # appkey -> when a job of it last started
+        self._wake = asyncio.Event()
+        service.on_change.append(self._on_change)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def start(self) -> None:
+        settings = self._service.settings
+        requeued, exhausted = await self._service.store.requeue_interrupted(settings.max_job_attempts)
+        for job in requeued:
+            log.info("job %s was interrupted by a restart: queued again", job.id)
+        for job in exhausted:
+            await self._service.finish(job, JobStatus.FAILED, failure=error(
+                Code.INTERNAL_ERROR, f"the job was interrupted {job.attempts} times"), reason="attempts exhausted")
+        self._tasks = [asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self._workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def _on_change(self, job: Job) -> None:
+        if job.status is JobStatus.QUEUED:
+            self._wake.set()
+        elif job.status.terminal and job.id in self._running:
+            self._running[job.id].cancel()  # cancelled or deleted: drop its remaining model calls
+
+    # -- taking ------------------------------------------------------------------------------
+
+    def _pick(self, heads: list[QueueHead]) -> QueueHead:
+        """The appkey served least recently (never served first), its oldest job."""
+        return min(heads, key=lambda head: (self._served.get(head.appkey, 0.0), head.seq))
+
+    async def _take(self) -> Job | None:
+        while heads := await self._service.store.queue_heads():
+            head = self._pick(heads)
+            self._served[head.appkey] = time.monotonic()
+            job = await self._service.store.get_job(head.job_id)
+            if job is not None and job.status is JobStatus.QUEUED:
+                started = await self._service.started(job)
+                if started is not None:
+                    return started
+        return None
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                job = await self._take()
+            except Exception:  # noqa: BLE001 - a store hiccup must not end the worker
+                log.exception("taking a job failed")
+                job = None
+            if job is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(IDLE_POLL_SECONDS):
+                        await self._wake.wait()
+                continue
+            task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            self._running[job.id] = task
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():  # the worker itself is being stopped: stop the job too
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+                    raise
+            finally:
+                self._running.pop(job.id, None)
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def _run(self, job: Job) -> None:
+        service = self._service
+        workdir = service.blobs.workdir()
+        try:
+            async with asyncio.timeout(service.settings.job_timeout):
+                output = await self._execute(job, workdir)
+                result = await self._keep(job, output)
+            await service.finish(job, JobStatus.SUCCEEDED, result=result, input_info=dict(output.input),
+                                 cache_hit=output.cache_hit)
+        except asyncio.CancelledError:
+            current = await service.store.get_job(job.id)
+            if current is not None and not current.status.terminal:  # the gateway is stopping
+                await service.store.transition(current.with_(status=JobStatus.QUEUED, started_at=None,
+                                                             attempts=max(0, current.attempts - 1)),
+                                               {JobStatus.PROCESSING})
+            raise
+        except TimeoutError:
+            await service.finish(job, JobStatus.FAILED, failure=error(
+                Code.TIMEOUT, f"the job ran past {service.settings.job_timeout:g} s"))
+        except GatewayError as exc:
+            await service.finish(job, JobStatus.FAILED, failure=exc)
+        except Exception:  # noqa: BLE001 - logged with the job id, answered as an internal error
+            log.exception("job %s failed unexpectedly", job.id)
+            await service.finish(job, JobStatus.FAILED, failure=error(Code.INTERNAL_ERROR))
+        finally:
+            service.blobs.discard(workdir)
+
+    async def _execute(self, job: Job, workdir: Path) -> JobOutput:
+        service = self._service
+        assert service.namespace is not None, "jobs are only accepted when a namespace runs them"
+        params = service.namespace.parse_job(job.request)
+        if job.input_kind is InputKind.URL:
+            data: Any = await self._fetcher.fetch(job.input_ref, service.max_input_bytes)
+        else:
+            data = await service.blobs.read(job.input_ref)
+        call = JobCall(job.id, job.appkey, params, data, workdir, self._progress(job))
+        try:
+            return await service.namespace.run_job(call)
+        finally:
+            release(data)
+
+    def _progress(self, job: Job) -> Any:
+        """A thread-safe progress callback: writes at most every PROGRESS_INTERVAL, only upwards."""
+        loop = asyncio.get_running_loop()
+        state = {"written": 0.0, "at": 0.0}
+
+        def report(progress: float) -> None:
+            now = time.monotonic()
+            if progress <= state["written"] or (progress < 100 and now - state["at"] < PROGRESS_INTERVAL):
+                return
+            state["written"], state["at"] = progress, now
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._write_progress(job, progress)))
+        return report
+
+    async def _write_progress(self, job: Job, progress: float) -> None:
+        await self._service.store.set_progress(job.id, min(progress, 99.9))  # 100 is the finish
+        self._service.events.publish(job.id)
+
+    async def _keep(self, job: Job, output: JobOutput) -> dict[str, StoredResult]:
+        """Each stem into the blob store, or to the caller's URL for `copy_results_to`."""
+        result: dict[str, StoredResult] = {}
+        for stem, file in output.stems.items():
+            target = job.copy_results_to.get(stem)
+            if target is not None:
+                await self._copy(stem, file.path, file.format, target)
+                result[stem] = StoredResult(None, file.format, copied=True)
+                continue
+            key = f"results/{job.id}/{stem}.{file.format}"
+            written = await self._service.blobs.put_file(key, file.path)
+            result[stem] = StoredResult(key, file.format, written.size, written.sha256, round(file.duration, 6))
+        return result
+
+    async def _copy(self, stem: str, path: Path, fmt: str, url: str) -> None:
+        timeout = max(60.0, path.stat().st_size / 1e6)  # at least 1 MB/s
+        try:
+            status = await self._fetcher.send("PUT", url, path, {"Content-Type": media_type(fmt)}, timeout)
+        except GatewayError as exc:
+            raise error(Code.FAILED_DOWNLOAD, f"copy_results_to.{stem}: {exc.detail}") from exc
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise error(Code.FAILED_DOWNLOAD, f"copy_results_to.{stem}: {type(exc).__name__}") from exc
+        if not 200 <= status < 300:
+            raise error(Code.FAILED_DOWNLOAD, f"copy_results_to.{stem} answered HTTP {status}")

@@ -1,0 +1,98 @@
+"""The Jobs API's part of the app: its service, store, runner, webhooks and sweeper, and their lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from ..config import Config
+from ..metrics import Metrics
+from ..namespace import JobNamespace, Namespace
+from ..state import AUTH, CONFIG, FETCHER, JOBS, METRICS, NAMESPACES
+from .blobs import LocalBlobStore
+from .model import Job
+from .routes import add_job_routes
+from .runner import JobRunner
+from .service import JobService
+from .settings import job_settings
+from .signing import UrlSigner
+from .sqlite_store import SqliteJobStore
+from .sweeper import Sweeper
+from .webhooks import WebhookSender
+
+GAUGE_SECONDS = 5.0  # queue depth and oldest age are read from the store this often
+
+
+def job_namespace(namespaces: dict[str, Namespace[Any]]) -> tuple[str, JobNamespace[Any] | None]:
+    """The first namespace that runs jobs (its name is what a Bearer token must be allowed)."""
+    for name, namespace in namespaces.items():
+        if isinstance(namespace, JobNamespace):
+            return name, namespace
+    return next(iter(namespaces), ""), None
+
+
+def build_service(config: Config, namespaces: dict[str, Namespace[Any]], webhook_secret: Any) -> JobService:
+    settings = job_settings(config)
+    name, namespace = job_namespace(namespaces)
+    return JobService(SqliteJobStore(settings.data_dir / "jobs.sqlite3"), LocalBlobStore(settings.data_dir),
+                      settings, UrlSigner(config.token_secret), namespace, name, webhook_secret,
+                      config.max_input_bytes, f"http://{config.host}:{config.port}")
+
+
+def _count(metrics: Metrics, job: Job) -> None:
+    metrics.job_transitions.labels(job.status.value).inc()
+    if job.error is not None:
+        metrics.job_failures.labels(str(job.error.status_code)).inc()
+
+
+async def _gauges(service: JobService, runner: JobRunner, metrics: Metrics) -> None:
+    while True:
+        heads = await service.store.queue_heads()
+        oldest = await service.store.oldest_queued()
+        metrics.jobs_queued.set(sum(head.queued for head in heads))
+        metrics.oldest_queued.set(0 if oldest is None else max(0.0, time.time() - oldest))
+        metrics.jobs_running.set(runner.running)
+        await asyncio.sleep(GAUGE_SECONDS)
+
+
+async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+    service, metrics, fetcher = app[JOBS], app[METRICS], app[FETCHER]
+    await service.blobs.open()
+    await service.store.open()
+    runner = JobRunner(service, fetcher, service.settings.job_workers)
+    sender = WebhookSender(service.store, fetcher, service.webhook_secret, service.settings.webhook_timeout,
+                           service.settings.webhook_retry_delays,
+                           lambda outcome: metrics.webhook_attempts.labels(outcome).inc())
+    service.on_change.append(sender.on_change)
+    service.on_change.append(lambda job: _count(metrics, job))
+    sweeper = Sweeper(service)
+    await sweeper.start()
+    await runner.start()
+    sender.start()
+    gauges = asyncio.create_task(_gauges(service, runner, metrics))
+    try:
+        yield
+    finally:
+        gauges.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gauges
+        await sender.stop()
+        await runner.stop()
+        await sweeper.stop()
+        await service.store.close()
+
+
+def add_jobs(app: web.Application) -> None:
+    """Routes and resources of the Jobs API (after the namespaces' context: jobs need their models)."""
+    config = app[CONFIG]
+    secret = job_settings(config).webhook_secret
+    app[JOBS] = build_service(config, app[NAMESPACES], lambda appkey: app[AUTH].webhook_secret(appkey, secret))
+    app.cleanup_ctx.append(_jobs_ctx)
+    add_job_routes(app)
+
+

@@ -1,0 +1,340 @@
+"""The embedded job store: SQLite in WAL mode, one connection on one thread of its own.
+
+Every write is one transaction committed with `synchronous=FULL`: a job answered 201 is on disk,
+and survives the process being killed at any moment (or the machine losing power).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from .model import InputKind, Job, JobError, JobStatus, StoredResult, Upload, WebhookEvent
+from .store import QueueHead
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    appkey TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    request TEXT NOT NULL,
+    input_kind TEXT NOT NULL,
+    input_ref TEXT NOT NULL,
+    name TEXT,
+    metadata TEXT NOT NULL,
+    webhook_url TEXT,
+    copy_results_to TEXT NOT NULL,
+    input_info TEXT,
+    result TEXT,
+    error TEXT,
+    cache_hit INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    completed_at REAL,
+    expires_at REAL,
+    idempotency_key TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_appkey ON jobs (appkey, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_idempotency ON jobs (appkey, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY,
+    appkey TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    max_bytes INTEGER NOT NULL,
+    completed_at REAL,
+    size INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS webhook_events (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    appkey TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    delivered_at REAL,
+    abandoned_at REAL,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_due ON webhook_events (next_attempt_at)
+    WHERE delivered_at IS NULL AND abandoned_at IS NULL;
+"""
+
+JOB_COLUMNS = ("id", "appkey", "status", "progress", "request", "input_kind", "input_ref", "name", "metadata",
+               "webhook_url", "copy_results_to", "input_info", "result", "error", "cache_hit", "attempts",
+               "created_at", "started_at", "completed_at", "expires_at")
+EVENT_COLUMNS = ("id", "job_id", "appkey", "url", "body", "created_at", "next_attempt_at", "attempts",
+                 "delivered_at", "abandoned_at", "last_error")
+UPLOAD_COLUMNS = ("id", "appkey", "created_at", "expires_at", "max_bytes", "completed_at", "size", "sha256")
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def _result_to_json(result: Any) -> dict[str, Any] | None:
+    if result is None:
+        return None
+    return {stem: vars(item) for stem, item in result.items()}
+
+
+def job_row(job: Job) -> tuple[Any, ...]:
+    return (job.id, job.appkey, job.status.value, job.progress, _json(dict(job.request)), job.input_kind.value,
+            job.input_ref, job.name, _json(dict(job.metadata)), job.webhook_url, _json(dict(job.copy_results_to)),
+            _json(None if job.input_info is None else dict(job.input_info)), _json(_result_to_json(job.result)),
+            _json(None if job.error is None else vars(job.error)), int(job.cache_hit), job.attempts,
+            job.created_at, job.started_at, job.completed_at, job.expires_at)
+
+
+def job_from_row(row: sqlite3.Row) -> Job:
+    result = _loads(row["result"])
+    error = _loads(row["error"])
+    return Job(
+        id=row["id"], appkey=row["appkey"], status=JobStatus(row["status"]), request=_loads(row["request"]),
+        input_kind=InputKind(row["input_kind"]), input_ref=row["input_ref"], created_at=row["created_at"],
+        seq=row["seq"], progress=row["progress"], name=row["name"], metadata=_loads(row["metadata"]),
+        webhook_url=row["webhook_url"], copy_results_to=_loads(row["copy_results_to"]),
+        input_info=_loads(row["input_info"]),
+        result=None if result is None else {stem: StoredResult(**item) for stem, item in result.items()},
+        error=None if error is None else JobError(**error), cache_hit=bool(row["cache_hit"]),
+        attempts=row["attempts"], started_at=row["started_at"], completed_at=row["completed_at"],
+        expires_at=row["expires_at"])
+
+
+def _event_from_row(row: sqlite3.Row) -> WebhookEvent:
+    return WebhookEvent(**{name: row[name] for name in EVENT_COLUMNS})
+
+
+def _upload_from_row(row: sqlite3.Row) -> Upload:
+    return Upload(**{name: row[name] for name in UPLOAD_COLUMNS})
+
+
+def _event_row(event: WebhookEvent) -> tuple[Any, ...]:
+    return tuple(getattr(event, name) for name in EVENT_COLUMNS)
+
+
+class SqliteJobStore:
+    """`JobStore` in one SQLite file; calls run in order on the store's own thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="job-store")
+        self._db: sqlite3.Connection | None = None
+
+    async def _call(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            assert self._db is not None, "the store is not open"
+            with self._db:  # one transaction: committed, or rolled back on an exception
+                return func(self._db)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+            self._db = db
+        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        def disconnect() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
+        self._executor.shutdown(wait=True)
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def create_job(self, job: Job, idempotency_key: str | None = None,
+                         idempotency_since: float = 0.0) -> tuple[Job, bool]:
+        def create(db: sqlite3.Connection) -> tuple[Job, bool]:
+            if idempotency_key is not None:
+                row = db.execute("SELECT * FROM jobs WHERE appkey = ? AND idempotency_key = ?",
+                                 (job.appkey, idempotency_key)).fetchone()
+                if row is not None and row["created_at"] >= idempotency_since:
+                    return job_from_row(row), False
+                if row is not None:  # an old use of the key: it may be used again
+                    db.execute("UPDATE jobs SET idempotency_key = NULL WHERE seq = ?", (row["seq"],))
+            placeholders = ",".join("?" * (len(JOB_COLUMNS) + 1))
+            cursor = db.execute(f"INSERT INTO jobs ({','.join(JOB_COLUMNS)}, idempotency_key) "
+                                f"VALUES ({placeholders})", (*job_row(job), idempotency_key))
+            return job.with_(seq=cursor.lastrowid), True
+        return await self._call(create)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        def get(db: sqlite3.Connection) -> Job | None:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return None if row is None else job_from_row(row)
+        return await self._call(get)
+
+    async def list_jobs(self, appkey: str, statuses: Collection[JobStatus], limit: int,
+                        before_seq: int | None = None) -> list[Job]:
+        def select(db: sqlite3.Connection) -> list[Job]:
+            query = "SELECT * FROM jobs WHERE appkey = ?"
+            args: list[Any] = [appkey]
+            if before_seq is not None:
+                query += " AND seq < ?"
+                args.append(before_seq)
+            if statuses:
+                query += f" AND status IN ({','.join('?' * len(statuses))})"
+                args += [status.value for status in statuses]
+            query += " ORDER BY seq DESC LIMIT ?"
+            args.append(limit)
+            return [job_from_row(row) for row in db.execute(query, args)]
+        return await self._call(select)
+
+    async def queue_heads(self) -> list[QueueHead]:
+        def heads(db: sqlite3.Connection) -> list[QueueHead]:
+            rows = db.execute(
+                "SELECT j.appkey, j.id, j.seq, j.created_at, q.queued FROM jobs j JOIN "
+                "(SELECT appkey, MIN(seq) AS first, COUNT(*) AS queued FROM jobs WHERE status = 'queued' "
+                "GROUP BY appkey) q ON j.seq = q.first ORDER BY j.seq")
+            return [QueueHead(*row) for row in rows]
+        return await self._call(heads)
+
+    async def oldest_queued(self) -> float | None:
+        def oldest(db: sqlite3.Connection) -> float | None:
+            row = db.execute("SELECT MIN(created_at) FROM jobs WHERE status = 'queued'").fetchone()
+            return None if row is None else row[0]
+        return await self._call(oldest)
+
+    async def transition(self, job: Job, from_statuses: Collection[JobStatus],
+                         event: WebhookEvent | None = None) -> bool:
+        def write(db: sqlite3.Connection) -> bool:
+            columns = JOB_COLUMNS[2:]
+            values = job_row(job)[2:]
+            cursor = db.execute(
+                f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in columns)} "
+                f"WHERE id = ? AND status IN ({','.join('?' * len(from_statuses))})",
+                (*values, job.id, *(status.value for status in from_statuses)))
+            if cursor.rowcount != 1:
+                return False
+            if event is not None:
+                db.execute(f"INSERT INTO webhook_events ({','.join(EVENT_COLUMNS)}) "
+                           f"VALUES ({','.join('?' * len(EVENT_COLUMNS))})", _event_row(event))
+            return True
+        return await self._call(write)
+
+    async def set_progress(self, job_id: str, progress: float) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE jobs SET progress = MAX(progress, ?) WHERE id = ? AND status = 'processing'",
+                       (progress, job_id))
+        await self._call(write)
+
+    async def delete_job(self, job_id: str) -> None:
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM webhook_events WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        await self._call(delete)
+
+    async def requeue_interrupted(self, max_attempts: int) -> tuple[list[Job], list[Job]]:
+        def requeue(db: sqlite3.Connection) -> tuple[list[Job], list[Job]]:
+            rows = [job_from_row(row) for row in db.execute("SELECT * FROM jobs WHERE status = 'processing'")]
+            again = [job for job in rows if job.attempts < max_attempts]
+            db.executemany("UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ?",
+                           [(job.id,) for job in again])
+            return [job.with_(status=JobStatus.QUEUED, started_at=None) for job in again], \
+                [job for job in rows if job.attempts >= max_attempts]
+        return await self._call(requeue)
+
+    async def expired_jobs(self, now: float, limit: int) -> list[Job]:
+        def select(db: sqlite3.Connection) -> list[Job]:
+            rows = db.execute("SELECT * FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ? "
+                              "ORDER BY expires_at LIMIT ?", (now, limit))
+            return [job_from_row(row) for row in rows]
+        return await self._call(select)
+
+    async def job_ids(self) -> set[str]:
+        return await self._call(lambda db: {row[0] for row in db.execute("SELECT id FROM jobs")})
+
+    # -- uploads -----------------------------------------------------------------------------
+
+    async def create_upload(self, upload: Upload) -> None:
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(f"INSERT INTO uploads ({','.join(UPLOAD_COLUMNS)}) VALUES "
+                       f"({','.join('?' * len(UPLOAD_COLUMNS))})",
+                       tuple(getattr(upload, name) for name in UPLOAD_COLUMNS))
+        await self._call(insert)
+
+    async def get_upload(self, upload_id: str) -> Upload | None:
+        def get(db: sqlite3.Connection) -> Upload | None:
+            row = db.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+            return None if row is None else _upload_from_row(row)
+        return await self._call(get)
+
+    async def complete_upload(self, upload: Upload) -> bool:
+        def update(db: sqlite3.Connection) -> bool:
+            cursor = db.execute("UPDATE uploads SET completed_at = ?, size = ?, sha256 = ?, expires_at = ? "
+                                "WHERE id = ? AND completed_at IS NULL",
+                                (upload.completed_at, upload.size, upload.sha256, upload.expires_at, upload.id))
+            return cursor.rowcount == 1
+        return await self._call(update)
+
+    async def expired_uploads(self, now: float, limit: int) -> list[Upload]:
+        def select(db: sqlite3.Connection) -> list[Upload]:
+            rows = db.execute("SELECT * FROM uploads WHERE expires_at <= ? ORDER BY expires_at LIMIT ?", (now, limit))
+            return [_upload_from_row(row) for row in rows]
+        return await self._call(select)
+
+    async def delete_upload(self, upload_id: str) -> None:
+        await self._call(lambda db: db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)))
+
+    async def upload_ids(self) -> set[str]:
+        return await self._call(lambda db: {row[0] for row in db.execute("SELECT id FROM uploads")})
+
+    # -- webhook events ----------------------------------------------------------------------
+
+    async def due_events(self, now: float, limit: int) -> list[WebhookEvent]:
+        def select(db: sqlite3.Connection) -> list[WebhookEvent]:
+            rows = db.execute("SELECT * FROM webhook_events WHERE delivered_at IS NULL AND abandoned_at IS NULL "
+                              "AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?", (now, limit))
+            return [_event_from_row(row) for row in rows]
+        return await self._call(select)
+
+    async def next_event_at(self) -> float | None:
+        def select(db: sqlite3.Connection) -> float | None:
+            row = db.execute("SELECT MIN(next_attempt_at) FROM webhook_events "
+                             "WHERE delivered_at IS NULL AND abandoned_at IS NULL").fetchone()
+            return None if row is None else row[0]
+        return await self._call(select)
+
+    async def event_attempted(self, event: WebhookEvent) -> None:
+        def update(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE webhook_events SET attempts = ?, next_attempt_at = ?, delivered_at = ?, "
+                       "abandoned_at = ?, last_error = ? WHERE id = ?",
+                       (event.attempts, event.next_attempt_at, event.delivered_at, event.abandoned_at,
+                        event.last_error, event.id))
+        await self._call(update)
+
+    async def events_of(self, job_id: str) -> list[WebhookEvent]:
+        """Every event of a job, delivered or not (tests and diagnostics)."""
+        def select(db: sqlite3.Connection) -> list[WebhookEvent]:
+            rows = db.execute("SELECT * FROM webhook_events WHERE job_id = ? ORDER BY created_at", (job_id,))
+            return [_event_from_row(row) for row in rows]
+        return await self._call(select)

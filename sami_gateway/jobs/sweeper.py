@@ -1,0 +1,77 @@
+"""Deleting what has expired: finished jobs after `SAMI_JOB_TTL`, uploads after theirs, and at
+start the files no job or upload refers to any more (left by a crash between two writes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from .service import JobService
+
+log = logging.getLogger(__name__)
+SWEEP_SECONDS = 60.0  # expiry is checked this often; `expires_at` is when a job may go, not must
+BATCH = 200
+
+
+class Sweeper:
+    """Removes expired jobs and uploads with their files, in the background."""
+
+    def __init__(self, service: JobService, interval: float | None = None) -> None:
+        self._service = service
+        ttl = min(service.settings.job_ttl, service.settings.upload_ttl)
+        self._interval = interval or min(SWEEP_SECONDS, max(0.1, ttl / 4))  # short lives are swept promptly
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.sweep_orphans()
+        await self.sweep()
+        self._task = asyncio.create_task(self._loop(), name="sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001 - try again next round
+                log.exception("sweeping expired jobs failed")
+
+    async def sweep(self) -> int:
+        """Delete expired jobs and uploads; how many went."""
+        service, now, removed = self._service, time.time(), 0
+        while jobs := await service.store.expired_jobs(now, BATCH):
+            for job in jobs:
+                await service.store.delete_job(job.id)
+                await service.remove_files(job.id)
+                service.events.forget(job.id)
+            removed += len(jobs)
+        while uploads := await service.store.expired_uploads(now, BATCH):
+            for upload in uploads:
+                await service.store.delete_upload(upload.id)
+                await service.blobs.delete_prefix(upload.key)
+            removed += len(uploads)
+        if removed:
+            log.info("swept %d expired jobs and uploads", removed)
+        return removed
+
+    async def sweep_orphans(self) -> int:
+        """Files of jobs and uploads the store does not know (run before serving)."""
+        service, removed = self._service, 0
+        jobs = await service.store.job_ids()
+        for area in ("inputs", "results"):
+            for name in await service.blobs.folders(area) - jobs:
+                await service.blobs.delete_prefix(f"{area}/{name}")
+                removed += 1
+        for name in await service.blobs.folders("uploads") - await service.store.upload_ids():
+            await service.blobs.delete_prefix(f"uploads/{name}")
+            removed += 1
+        if removed:
+            log.info("swept %d orphan files", removed)
+        return removed

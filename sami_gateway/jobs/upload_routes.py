@@ -1,0 +1,61 @@
+"""`POST /api/v1/uploads` and the signed `PUT` that fills an upload, streamed to storage."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from ..errors import Code, error
+from ..state import CONFIG, METRICS, QUOTAS
+from .blobs import BlobTooLarge
+from .http import authorized, base_url, chunks, json_response, service
+from .model import Upload
+from .service import new_id
+from .views import iso, upload_json
+
+SECONDS_PER_100_MB = 1.0  # an upload's time allowance grows with its size beyond the body timeout
+
+
+async def create_upload(request: web.Request) -> web.Response:
+    """A new upload and the signed URL to PUT its bytes to."""
+    auth = authorized(request)
+    jobs = service(request)
+    with request.app[QUOTAS].charge(auth.appkey, auth.quota):
+        now = time.time()
+        upload = Upload(new_id("upl"), auth.appkey, now, now + jobs.settings.signed_url_ttl, jobs.max_input_bytes)
+        await jobs.store.create_upload(upload)
+    path, expires = jobs.signer.sign("PUT", f"/api/v1/uploads/{upload.id}", jobs.settings.signed_url_ttl, now)
+    return json_response({"upload_id": upload.id, "upload_url": base_url(request) + path,
+                          "expires_at": iso(expires), "max_bytes": upload.max_bytes}, 201)
+
+
+async def put_upload(request: web.Request) -> web.Response:
+    """The upload's bytes, under its signed URL (no token), at most once."""
+    jobs = service(request)
+    jobs.signer.check("PUT", request.path, request.query)
+    upload = await jobs.store.get_upload(request.match_info["upload_id"])
+    if upload is None:
+        raise error(Code.JOB_NOT_FOUND, "no such upload")
+    if upload.completed_at is not None:
+        raise error(Code.CONFLICT, "this upload has already been PUT", {"Connection": "close"})
+    too_large = error(Code.PAYLOAD_TOO_LARGE, f"an upload is at most {upload.max_bytes} bytes", {"Connection": "close"})
+    if (request.content_length or 0) > upload.max_bytes:
+        raise too_large
+    timeout = request.app[CONFIG].body_timeout + SECONDS_PER_100_MB * upload.max_bytes / 1e8
+    try:
+        written = await jobs.blobs.put_stream(upload.key, chunks(request.content, timeout), upload.max_bytes)
+    except BlobTooLarge as exc:
+        raise too_large from exc
+    except TimeoutError as exc:
+        raise error(Code.BODY_TIMEOUT, "the upload did not arrive in time", {"Connection": "close"}) from exc
+    if written.size == 0:
+        await jobs.blobs.delete_prefix(upload.key)
+        raise error(Code.EMPTY_DATA, "the upload is empty")
+    now = time.time()
+    done = Upload(upload.id, upload.appkey, upload.created_at, now + jobs.settings.upload_ttl, upload.max_bytes,
+                  now, written.size, written.sha256)
+    if not await jobs.store.complete_upload(done):
+        raise error(Code.CONFLICT, "this upload has already been PUT")
+    request.app[METRICS].upload_bytes.inc(written.size)
+    return json_response(upload_json(done))

@@ -1,0 +1,73 @@
+"""A namespace that runs jobs without a model: its stems are transformations of the input bytes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sami_gateway.errors import Code, error
+from sami_gateway.namespace import Call, JobCall, JobOutput, Result, RunReport, StemFile
+from sami_gateway.scheduler import Scheduler
+
+NS = "Echo"
+STEMS = ("upper", "lower", "reversed")
+
+
+@dataclass(frozen=True)
+class EchoParams:
+    stems: tuple[str, ...]
+    delay: float
+
+
+class EchoJobs:
+    """`upper`, `lower` and `reversed` copies of the input; `delay` seconds per stem; input `fail` fails."""
+
+    name = NS
+    needs_input = True
+    max_input_bytes = 100_000
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def parse(self, payload: Mapping[str, Any]) -> str:
+        return ""
+
+    async def start(self, scheduler: Scheduler) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def load_seconds(self) -> Mapping[str, float]:
+        return {}
+
+    async def run(self, call: Call[str]) -> Result:
+        return Result(bytes(call.data), {}, RunReport("echo", 1.0))
+
+    def parse_job(self, request: Mapping[str, Any]) -> EchoParams:
+        unknown = set(request) - {"model", "stems", "output"}
+        stems = request.get("stems", list(STEMS))
+        if unknown or not isinstance(stems, list) or not stems or not set(stems) <= set(STEMS):
+            raise error(Code.ILLEGAL_PAYLOAD, f"stems must be among {STEMS}")
+        output = request.get("output") or {}
+        delay = output.get("delay", 0.0) if isinstance(output, dict) else 0.0
+        return EchoParams(tuple(stems), float(delay))
+
+    def job_fields(self, params: EchoParams) -> Mapping[str, Any]:
+        return {"model": "echo", "stems": list(params.stems), "output": {"delay": params.delay}}
+
+    async def run_job(self, call: JobCall[EchoParams]) -> JobOutput:
+        self.runs += 1
+        data = bytes(call.data)
+        if data.startswith(b"fail"):
+            raise error(Code.ILLEGAL_DATA, "not audio")
+        made = {"upper": data.upper(), "lower": data.lower(), "reversed": data[::-1]}
+        stems = {}
+        for index, stem in enumerate(call.params.stems):
+            await asyncio.sleep(call.params.delay)
+            path = call.workdir / f"{stem}.txt"
+            path.write_bytes(made[stem])
+            stems[stem] = StemFile(path, "txt", len(data) / 10)
+            call.progress(100 * (index + 1) / len(call.params.stems))
+        return JobOutput(stems, {"format": "txt", "sample_rate": 10, "channels": 1, "duration": len(data) / 10},
+                         RunReport("echo", len(data) / 10))

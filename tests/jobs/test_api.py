@@ -1,0 +1,236 @@
+"""Every verb of the Jobs API over HTTP, against a stand-in namespace (no model)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import FormData
+
+from .conftest import MakeClient, bearer, data_input
+
+
+async def submit(client: Any, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    return await client.post("/api/v1/jobs", json=body, headers={**bearer(), **(headers or {})})
+
+
+async def finished(client: Any, job_id: str, appkey: str = "k") -> dict[str, Any]:
+    response = await client.get(f"/api/v1/jobs/{job_id}?wait=10", headers=bearer(appkey))
+    assert response.status == 200
+    job: dict[str, Any] = await response.json()
+    return job
+
+
+async def error_of(response: Any, http: int, code: int) -> dict[str, Any]:
+    assert response.status == http, await response.text()
+    body: dict[str, Any] = orjson.loads(await response.read())
+    assert body["error"]["status_code"] == code, body
+    assert set(body) == {"error", "request_id"} and body["error"]["message"]
+    return body
+
+
+async def test_a_job_runs_and_its_results_download(make_client: MakeClient) -> None:
+    client, namespace = await make_client()
+    response = await submit(client, {"input": data_input(b"Hello Song"), "name": "first", "metadata": {"a": 1}})
+    assert response.status == 201
+    job = await response.json()
+    assert response.headers["Location"] == f"/api/v1/jobs/{job['id']}"
+    assert job["status"] in ("queued", "processing") and job["stems"] == ["upper", "lower", "reversed"]
+    done = await finished(client, job["id"])
+    assert done["status"] == "succeeded" and done["progress"] == 100
+    assert done["name"] == "first" and done["metadata"] == {"a": 1} and done["expires_at"]
+    assert done["input"]["duration"] == 1.0 and namespace.runs == 1
+    upper = await client.get(f"/api/v1/jobs/{job['id']}/results/upper", headers=bearer())
+    assert upper.status == 200 and await upper.read() == b"HELLO SONG"
+    assert upper.headers["ETag"] and upper.headers["Content-Length"] == "10"
+    assert done["result"]["upper"]["size"] == 10
+    ranged = await client.get(f"/api/v1/jobs/{job['id']}/results/reversed", headers={**bearer(), "Range": "bytes=0-3"})
+    assert ranged.status == 206 and await ranged.read() == b"gnoS"
+    signed = done["result"]["lower"]["url"]
+    assert "signature=" in signed
+    anonymous = await client.get(signed[signed.index("/api/"):])
+    assert anonymous.status == 200 and await anonymous.read() == b"hello song"
+
+
+async def test_a_signed_url_is_refused_when_altered(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    job = await (await submit(client, {"input": data_input()})).json()
+    done = await finished(client, job["id"])
+    url = done["result"]["lower"]["url"]
+    path = url[url.index("/api/"):]
+    await error_of(await client.get(path.replace("/lower", "/upper")), 403, 40300001)
+    await error_of(await client.get(path.replace("expires=", "expires=1")), 403, 40300001)
+    await error_of(await client.get(f"/api/v1/jobs/{job['id']}/results/lower"), 401, 40200002)
+
+
+async def test_another_appkey_sees_404(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    job = await (await submit(client, {"input": data_input()})).json()
+    for method, path in (("GET", ""), ("POST", "/cancel"), ("DELETE", ""), ("GET", "/results/upper"),
+                         ("GET", "/events")):
+        response = await client.request(method, f"/api/v1/jobs/{job['id']}{path}", headers=bearer("other"))
+        await error_of(response, 404, 40400002)
+    listed = await (await client.get("/api/v1/jobs", headers=bearer("other"))).json()
+    assert listed == {"jobs": [], "next_cursor": None}
+
+
+async def test_results_before_success_conflict_and_cancel_frees_the_worker(make_client: MakeClient) -> None:
+    client, namespace = await make_client(SAMI_JOB_WORKERS="1")
+    slow = await (await submit(client, {"input": data_input(), "output": {"delay": 30}})).json()
+    await error_of(await client.get(f"/api/v1/jobs/{slow['id']}/results/upper", headers=bearer()), 409, 40900001)
+    cancelled = await (await client.post(f"/api/v1/jobs/{slow['id']}/cancel", headers=bearer())).json()
+    assert cancelled["status"] == "cancelled"
+    quick = await (await submit(client, {"input": data_input(), "stems": ["upper"]})).json()
+    assert (await finished(client, quick["id"]))["status"] == "succeeded"  # the one worker was freed
+    again = await (await client.post(f"/api/v1/jobs/{slow['id']}/cancel", headers=bearer())).json()
+    assert again["status"] == "cancelled" and again["completed_at"] == cancelled["completed_at"]
+
+
+async def test_delete_removes_the_job_and_its_files(make_client: MakeClient, tmp_path: Any) -> None:
+    client, _ = await make_client()
+    job = await (await submit(client, {"input": data_input()})).json()
+    await finished(client, job["id"])
+    assert list((tmp_path / "data" / "blobs" / "results").iterdir())
+    response = await client.delete(f"/api/v1/jobs/{job['id']}", headers=bearer())
+    assert response.status == 204
+    await error_of(await client.get(f"/api/v1/jobs/{job['id']}", headers=bearer()), 404, 40400002)
+    assert not list((tmp_path / "data" / "blobs" / "results").iterdir())
+    assert not list((tmp_path / "data" / "blobs" / "inputs").iterdir())
+
+
+async def test_a_bad_input_fails_the_job_with_invokes_code(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    job = await (await submit(client, {"input": data_input(b"fail: not audio")})).json()
+    done = await finished(client, job["id"])
+    assert done["status"] == "failed" and done["result"] is None
+    assert done["error"] == {"status_code": 40000012, "status_text": "IllegalData", "message": "not audio"}
+
+
+async def test_requests_that_can_never_succeed_are_refused(make_client: MakeClient) -> None:
+    client, _ = await make_client(SAMI_WEBHOOK_SECRET="")
+    await error_of(await submit(client, {}), 400, 40000023)
+    await error_of(await submit(client, {"input": {"url": "ftp://x/y"}}), 400, 40000022)
+    await error_of(await submit(client, {"input": {"data": "not base64!"}}), 400, 40000010)
+    await error_of(await submit(client, {"input": data_input(), "stems": ["drums"]}), 400, 40000022)
+    await error_of(await submit(client, {"input": data_input(), "colour": "red"}), 400, 40000022)
+    await error_of(await submit(client, {"input": data_input(), "name": "x" * 201}), 400, 40000022)
+    await error_of(await submit(client, {"input": data_input(), "metadata": {"x": "y" * 5000}}), 400, 40000022)
+    await error_of(await submit(client, {"input": data_input(), "webhook_url": "http://127.0.0.1:1/h"}),
+                   400, 40000022)  # no secret configured to sign it with
+    await error_of(await submit(client, {"input": data_input(), "stems": ["upper"],
+                                         "copy_results_to": {"lower": "http://127.0.0.1:1/x"}}), 400, 40000022)
+    await error_of(await client.post("/api/v1/jobs", data=b"x", headers={**bearer(), "Content-Type": "text/plain"}),
+                   415, 41500001)
+    await error_of(await client.post("/api/v1/jobs", data=b"{", headers={**bearer(), "Content-Type":
+                                                                          "application/json"}), 400, 40000020)
+    await error_of(await client.post("/api/v1/jobs", json={"input": data_input()}), 401, 40200002)
+    assert (await submit(client, {"input": data_input()})).status == 201  # still serving
+
+
+async def test_list_filters_and_pages_newest_first(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    ids = [(await (await submit(client, {"input": data_input(), "name": str(n)})).json())["id"] for n in range(5)]
+    for job_id in ids:
+        await finished(client, job_id)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = await (await client.get(f"/api/v1/jobs?{query}", headers=bearer())).json()
+        seen += [job["id"] for job in page["jobs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    failed = await (await client.get("/api/v1/jobs?status=failed,cancelled", headers=bearer())).json()
+    assert failed["jobs"] == []
+    await error_of(await client.get("/api/v1/jobs?status=done", headers=bearer()), 400, 40000022)
+    await error_of(await client.get("/api/v1/jobs?limit=0", headers=bearer()), 400, 40000022)
+    await error_of(await client.get("/api/v1/jobs?cursor=%%%", headers=bearer()), 400, 40000022)
+
+
+async def test_an_idempotency_key_returns_the_first_job(make_client: MakeClient) -> None:
+    client, namespace = await make_client()
+    first = await submit(client, {"input": data_input()}, {"Idempotency-Key": "abc"})
+    second = await submit(client, {"input": data_input()}, {"Idempotency-Key": "abc"})
+    assert first.status == 201 and second.status == 200
+    assert (await first.json())["id"] == (await second.json())["id"]
+    other = await client.post("/api/v1/jobs", json={"input": data_input()},
+                              headers={**bearer("other"), "Idempotency-Key": "abc"})
+    assert other.status == 201  # keys are per appkey
+
+
+async def test_uploads_then_a_job_from_the_upload(make_client: MakeClient) -> None:
+    client, _ = await make_client(SAMI_MAX_INPUT_BYTES="1000")
+    created = await client.post("/api/v1/uploads", headers=bearer())
+    assert created.status == 201
+    upload = await created.json()
+    assert upload["max_bytes"] == 1000 and upload["expires_at"].endswith("Z")
+    path = upload["upload_url"][upload["upload_url"].index("/api/"):]
+    await error_of(await client.put(path.replace("signature=", "signature=0"), data=b"abc"), 403, 40300001)
+    put = await client.put(path, data=b"Uploaded Song")
+    assert put.status == 200
+    assert (await put.json())["size"] == 13
+    await error_of(await client.put(path, data=b"again"), 409, 40900001)
+    job = await (await submit(client, {"input": {"upload_id": upload["upload_id"]}})).json()
+    assert (await finished(client, job["id"]))["status"] == "succeeded"
+    big = await (await client.post("/api/v1/uploads", headers=bearer())).json()
+    big_path = big["upload_url"][big["upload_url"].index("/api/"):]
+    await error_of(await client.put(big_path, data=b"x" * 1001), 413, 41300001)
+    await error_of(await submit(client, {"input": {"upload_id": big["upload_id"]}}), 409, 40900001)
+    await error_of(await client.post("/api/v1/jobs", json={"input": {"upload_id": upload["upload_id"]}},
+                                     headers=bearer("other")), 404, 40400002)
+
+
+async def test_a_multipart_job(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    form = FormData()
+    form.add_field("file", b"Form Song", filename="song.mp3", content_type="audio/mpeg")
+    form.add_field("params", orjson.dumps({"stems": ["upper"]}).decode(), content_type="application/json")
+    response = await client.post("/api/v1/jobs", data=form, headers=bearer())
+    assert response.status == 201, await response.text()
+    done = await finished(client, (await response.json())["id"])
+    assert list(done["result"]) == ["upper"]
+    body = await (await client.get(f"/api/v1/jobs/{done['id']}/results/upper", headers=bearer())).read()
+    assert body == b"FORM SONG"
+
+
+async def test_events_stream_status_and_progress_until_terminal(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    job = await (await submit(client, {"input": data_input(), "output": {"delay": 0.2}})).json()
+    response = await client.get(f"/api/v1/jobs/{job['id']}/events", headers=bearer())
+    assert response.headers["Content-Type"] == "text/event-stream"
+    text = (await asyncio.wait_for(response.read(), 10)).decode()
+    events = [block for block in text.split("\n\n") if block.startswith("id:")]
+    kinds = [block.split("\n")[1].removeprefix("event: ") for block in events]
+    assert kinds[0] == "status" and kinds[-1] == "status" and "progress" in kinds
+    last = orjson.loads(events[-1].split("data: ", 1)[1])
+    assert last["status"] == "succeeded"
+    progress = [orjson.loads(b.split("data: ", 1)[1])["progress"] for b in events if "event: progress" in b]
+    assert progress == sorted(progress)
+
+
+async def test_queue_bounds_refuse_with_429_then_503(make_client: MakeClient) -> None:
+    client, _ = await make_client(SAMI_JOB_WORKERS="1", SAMI_MAX_QUEUED_JOBS_PER_APPKEY="2",
+                                  SAMI_MAX_QUEUED_JOBS="3")
+    slow = {"input": data_input(), "output": {"delay": 5}}
+    first = await (await submit(client, slow)).json()
+    await finished_processing(client, first["id"])
+    for _ in range(2):
+        assert (await submit(client, slow)).status == 201
+    refused = await error_of(await submit(client, slow), 429, 42900001)
+    assert refused["error"]["message"]
+    assert (await client.post("/api/v1/jobs", json=slow, headers=bearer("other"))).status == 201
+    response = await client.post("/api/v1/jobs", json=slow, headers=bearer("other"))
+    await error_of(response, 503, 50300001)
+    assert response.headers["Retry-After"]
+
+
+async def finished_processing(client: Any, job_id: str) -> None:
+    for _ in range(100):
+        job = await (await client.get(f"/api/v1/jobs/{job_id}", headers=bearer())).json()
+        if job["status"] == "processing":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the job did not start")
