@@ -8,7 +8,7 @@ Generic run against a URL (N concurrent clients, a mix of clip lengths and model
 Scenarios that start their own gateway on loopback (tiny demo models) and
 check the serving claims; each writes JSON and a PNG under bench/results/:
 
-    python3 bench/loadtest.py --scenario fairness|overload|cancel
+    python3 bench/loadtest.py --scenario fairness|overload|cancel|jobs
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ class Client:
     def __init__(self, url: str, appkey: str, token: str) -> None:
         self.url = url.rstrip("/")
         self.auth = {"appkey": appkey, "token": token, "namespace": "MusicSourceSeparate"}
+        self.token = token
         self.origin = time.monotonic()
 
     def now(self) -> float:
@@ -166,7 +167,8 @@ class SpawnedGateway:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         env = {**os.environ, "SAMI_HOST": "127.0.0.1", "SAMI_PORT": str(port), "SAMI_MODEL_DIR": str(store),
-               "SAMI_APPKEYS": "loadtest", "SAMI_TOKEN_SECRET": SECRET, "SAMI_LOG_LEVEL": "WARNING",
+               "SAMI_APPKEYS": "loadtest,second", "SAMI_TOKEN_SECRET": SECRET, "SAMI_LOG_LEVEL": "WARNING",
+               "SAMI_DATA_DIR": str(work / "data"), "SAMI_MAX_QUEUED_JOBS_PER_APPKEY": "1000",
                # One appkey stands for every client here: the scenarios measure scheduling,
                # admission and cancellation, not the per-key quota, so it is set out of reach.
                "SAMI_QUOTA_RATE": "1000", "SAMI_QUOTA_BURST": "1000", "SAMI_QUOTA_CONCURRENT": "1000",
@@ -177,10 +179,10 @@ class SpawnedGateway:
         self.url = f"http://127.0.0.1:{port}"
         self.settings = settings
 
-    def token(self) -> str:
+    def token(self, appkey: str = "loadtest") -> str:
         from sami_gateway.auth import TokenService
 
-        return TokenService(SECRET).issue("loadtest", 3600)
+        return TokenService(SECRET).issue(appkey, 3600)
 
     async def wait(self) -> None:
         async with aiohttp.ClientSession() as session:
@@ -267,6 +269,66 @@ async def cancel(client: Client, session: aiohttp.ClientSession) -> tuple[list[R
     return [record], checks
 
 
+async def submit_job(session: aiohttp.ClientSession, url: str, token: str, body: dict[str, Any]) -> str:
+    async with session.post(url + "/api/v1/jobs", json=body, headers={"Authorization": "Bearer " + token}) as answer:
+        assert answer.status == 201, await answer.text()
+        job_id: str = (await answer.json())["id"]
+        return job_id
+
+
+async def statuses(session: aiohttp.ClientSession, url: str, token: str) -> list[dict[str, Any]]:
+    """Every job of the token's appkey (newest first)."""
+    jobs: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        query = "?limit=100" + (f"&cursor={cursor}" if cursor else "")
+        async with session.get(url + "/api/v1/jobs" + query, headers={"Authorization": "Bearer " + token}) as answer:
+            page = await answer.json()
+        jobs += page["jobs"]
+        if not page["next_cursor"]:
+            return jobs
+        cursor = page["next_cursor"]
+
+
+async def jobs(client: Client, session: aiohttp.ClientSession, second_token: str, backlog: int = 50
+               ) -> tuple[list[Record], dict[str, Any]]:
+    """10 s invokes alone, then while one appkey's `backlog` ten-second jobs run; one job of a second
+    appkey submitted after that backlog: it must not wait for it."""
+    short = clip_body(10, "2track_vocal")
+    job_body = {"input": {"data": clip_body(10, "")["data"]}, "model": "htdemucs", "stems": ["vocals", "no_vocals"]}
+    idle = [await client.invoke(session, short, "10s idle") for _ in range(5)]
+    started = client.now()
+    for _ in range(backlog):
+        await submit_job(session, client.url, client.token, job_body)
+    single = await submit_job(session, client.url, second_token, job_body)
+    loaded: list[Record] = []
+    single_done_at, first_done_at_single = None, None
+    while True:
+        loaded.append(await client.invoke(session, short, "10s beside jobs"))
+        first = await statuses(session, client.url, client.token)
+        done = sum(job["status"] in ("succeeded", "failed", "cancelled") for job in first)
+        if single_done_at is None:
+            mine = [job for job in await statuses(session, client.url, second_token) if job["id"] == single]
+            if mine and mine[0]["status"] == "succeeded":
+                single_done_at, first_done_at_single = client.now() - started, done
+        if done == backlog and single_done_at is not None:
+            break
+    backlog_s = client.now() - started
+    failed = sum(job["status"] != "succeeded" for job in first)
+    idle_median = statistics.median(r.latency for r in idle)
+    loaded_p95 = percentile([r.latency for r in loaded], 95)
+    checks = {
+        "idle_10s_median_s": round(idle_median, 3), "beside_jobs_10s_p95_s": round(loaded_p95, 3),
+        "beside_jobs_p95_over_idle": round(loaded_p95 / idle_median, 2),
+        "invokes_beside_jobs": len(loaded), "invokes_all_ok": all(r.http == 200 for r in [*idle, *loaded]),
+        "backlog_jobs": backlog, "backlog_failed": failed, "backlog_s": round(backlog_s, 2),
+        "second_appkey_job_done_s": round(single_done_at or 0, 2),
+        "backlog_done_when_second_finished": first_done_at_single,
+        "second_before_half_backlog": (first_done_at_single or backlog) < backlog / 2,
+    }
+    return [*idle, *loaded], checks
+
+
 async def generic(client: Client, session: aiohttp.ClientSession, args: argparse.Namespace
                   ) -> tuple[list[Record], dict[str, Any]]:
     rng = random.Random(args.seed)
@@ -321,6 +383,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 records, checks = await overload(client, session, args.max_jobs)
             elif args.scenario == "cancel":
                 records, checks = await cancel(client, session)
+            elif args.scenario == "jobs":
+                assert gateway is not None
+                records, checks = await jobs(client, session, gateway.token("second"))
             else:
                 records, checks = await generic(client, session, args)
             stop.set()
@@ -341,7 +406,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", choices=("fairness", "overload", "cancel"))
+    parser.add_argument("--scenario", choices=("fairness", "overload", "cancel", "jobs"))
     parser.add_argument("--max-jobs", type=int, default=32, help="admission bound of the spawned gateway")
     parser.add_argument("--url", default="http://127.0.0.1:8080")
     parser.add_argument("--appkey", default="")
