@@ -14,6 +14,7 @@ command -v cc >/dev/null || PACKAGES+=(gcc libc6-dev)
 if [[ "${1:-}" == "--test" ]]; then
     command -v go >/dev/null || PACKAGES+=(golang-go)
     command -v ffmpeg >/dev/null || PACKAGES+=(ffmpeg)
+    command -v chromedriver >/dev/null || PACKAGES+=(chromium chromium-driver)  # /docs in a headless browser
 fi
 if (( ${#PACKAGES[@]} )); then
     SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"

@@ -1,0 +1,83 @@
+"""`GET /openapi.json` and `GET /docs`: the OpenAPI document and Swagger UI, served from installed files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from .openapi import build_document
+
+# The Swagger UI files the page uses, with their types; no other file of the bundle is served.
+ASSETS = {
+    "swagger-ui.css": "text/css",
+    "swagger-ui-bundle.js": "text/javascript",
+    "favicon-32x32.png": "image/png",
+    "favicon-16x16.png": "image/png",
+}
+ASSETS_DIR = web.AppKey("docs_assets", Path)
+DOCUMENT = web.AppKey("openapi_document", bytes)
+
+# Every URL is relative to /docs, so the page also works behind a proxy that adds a path prefix;
+# nothing is fetched from anywhere else (the gateway often runs offline).
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>sami-gateway API</title>
+  <link rel="stylesheet" href="docs/swagger-ui.css">
+  <link rel="icon" type="image/png" href="docs/favicon-32x32.png" sizes="32x32">
+  <link rel="icon" type="image/png" href="docs/favicon-16x16.png" sizes="16x16">
+  <style>body { margin: 0; }</style>
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="docs/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({
+      url: "openapi.json", dom_id: "#swagger-ui", deepLinking: true, validatorUrl: null,
+      presets: [SwaggerUIBundle.presets.apis], layout: "BaseLayout"
+    });
+  </script>
+</body>
+</html>
+"""
+
+
+def swagger_ui_dir() -> Path:
+    """The dist folder of the installed `swagger-ui-bundle` package."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    return Path(str(swagger_ui_path))
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document."""
+    return web.Response(body=request.app[DOCUMENT], content_type="application/json")
+
+
+async def docs_page(request: web.Request) -> web.Response:
+    """Swagger UI, reading /openapi.json."""
+    return web.Response(text=PAGE, content_type="text/html")
+
+
+async def docs_asset(request: web.Request) -> web.StreamResponse:
+    """One of Swagger UI's files; any other name is 404."""
+    name = request.match_info["asset"]
+    if name not in ASSETS:
+        raise web.HTTPNotFound()
+    return web.FileResponse(request.app[ASSETS_DIR] / name, headers={"Content-Type": ASSETS[name]})
+
+
+def add_docs_routes(app: web.Application) -> None:
+    """Serve `/openapi.json`, `/docs` and `/docs/{asset}`; the document is built here, once."""
+    folder = swagger_ui_dir()
+    missing = [name for name in ASSETS if not (folder / name).is_file()]
+    if missing:
+        raise RuntimeError(f"swagger-ui-bundle at {folder} lacks {', '.join(missing)}")
+    app[ASSETS_DIR] = folder
+    app[DOCUMENT] = orjson.dumps(build_document())
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", docs_page)
+    app.router.add_get("/docs/{asset}", docs_asset)

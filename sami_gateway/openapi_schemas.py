@@ -1,0 +1,280 @@
+"""The OpenAPI document's component schemas: the JSON shape of every request and answer, as data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+DATE_TIME: Schema = {"type": "string", "format": "date-time"}
+OUTPUT_FORMATS = ["wav", "flac", "mp3", "aac"]
+JOB_STATUSES = ["queued", "processing", "succeeded", "failed", "cancelled"]
+WEBHOOK_TYPES = ["job.succeeded", "job.failed", "job.cancelled"]
+MAX_NAME_CHARS = 200  # the contract's limit on a job's `name`
+
+
+def ref(name: str) -> Schema:
+    """A reference to a component schema."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def closed(properties: dict[str, Schema], required: list[str] | None = None, **extra: Any) -> Schema:
+    """An object with exactly these properties (those in `required`, all of them by default)."""
+    return {"type": "object", "properties": properties,
+            "required": list(properties) if required is None else required,
+            "additionalProperties": False, **extra}
+
+
+_INVOKE: dict[str, Schema] = {
+    "InvokeRequest": {
+        "type": "object",
+        "description": "The SAMI envelope. `appkey`, `token`, `namespace` and `version` may come in the query "
+                       "instead; given in both places they must be equal.",
+        "properties": {
+            "appkey": {"type": "string"},
+            "token": {"type": "string", "description": "a token from GetToken or `sami-gateway token`"},
+            "namespace": {"type": "string", "examples": ["MusicSourceSeparate"]},
+            "version": {"type": "string", "enum": ["v4"]},
+            "data": {"type": "string", "contentEncoding": "base64",
+                     "description": "the input bytes, standard padded base64 (RFC 4648)"},
+            "payload": {"type": "string", "contentMediaType": "application/json",
+                        "description": "the namespace's parameters: a JSON object serialised into a string"},
+        },
+    },
+    "InvokeReply": {
+        "type": "object",
+        "required": ["task_id", "namespace", "status_code", "status_text", "payload"],
+        "properties": {
+            "task_id": {"type": "string"},
+            "namespace": {"type": "string"},
+            "status_code": {"type": "integer", "const": 20000000},
+            "status_text": {"type": "string", "const": "OK"},
+            "payload": {"type": "string", "contentMediaType": "application/json",
+                        "description": "the namespace's text results: a JSON object serialised into a string"},
+            "data": {"type": "string", "contentEncoding": "base64",
+                     "description": "the result bytes, standard padded base64"},
+        },
+    },
+    "InvokeError": {
+        "type": "object",
+        "description": "Every invoke failure: the envelope without `data` or `payload`.",
+        "required": ["task_id", "namespace", "status_code", "status_text"],
+        "properties": {
+            "task_id": {"type": "string"},
+            "namespace": {"type": "string"},
+            "status_code": {"type": "integer", "description": "a row of the status table"},
+            "status_text": {"type": "string", "description": "`Name` or `Name:detail`"},
+        },
+    },
+}
+
+_GETTOKEN: dict[str, Schema] = {
+    "GetTokenRequest": {
+        "type": "object",
+        "required": ["appkey"],
+        "properties": {
+            "token_version": {"type": "string", "enum": ["volc-auth-v1", ""]},
+            "appkey": {"type": "string", "minLength": 1},
+            "expiration": {"type": "integer", "minimum": 1, "default": 3600,
+                           "description": "seconds; capped at one day"},
+        },
+    },
+    "GetTokenReply": {
+        "type": "object",
+        "required": ["status_code", "status_text", "task_id", "token", "expires_at"],
+        "properties": {
+            "status_code": {"type": "integer", "const": 20000000},
+            "status_text": {"type": "string", "const": "OK"},
+            "task_id": {"type": "string"},
+            "token": {"type": "string"},
+            "expires_at": {"type": "integer", "description": "unix seconds"},
+        },
+    },
+    "OpenApiError": {
+        "type": "object",
+        "description": "The Volcengine OpenAPI error envelope.",
+        "required": ["ResponseMetadata"],
+        "properties": {"ResponseMetadata": {
+            "type": "object",
+            "required": ["RequestId", "Action", "Version", "Service", "Region", "Error"],
+            "properties": {
+                "RequestId": {"type": "string"}, "Action": {"type": "string"}, "Version": {"type": "string"},
+                "Service": {"type": "string"}, "Region": {"type": "string"},
+                "Error": {"type": "object", "required": ["CodeN", "Code", "Message"], "properties": {
+                    "CodeN": {"type": "integer"}, "Code": {"type": "string"}, "Message": {"type": "string"}}},
+            },
+        }},
+    },
+}
+
+_SERVICE: dict[str, Schema] = {
+    "Health": closed({"status": {"type": "string", "const": "ok"}}),
+    "Readiness": closed({
+        "status": {"type": "string", "enum": ["ready", "unavailable"]},
+        "models_loaded": {"type": "boolean"},
+        "admitting": {"type": "boolean"},
+        "requests": {"type": "integer", "minimum": 0, "description": "requests admitted by the scheduler"},
+        "queued_audio_seconds": {"type": "number", "minimum": 0},
+    }),
+}
+
+_OUTPUT_FIELDS: dict[str, Schema] = {
+    "format": {"type": "string", "enum": OUTPUT_FORMATS},
+    "sample_rate": {"type": "integer", "minimum": 1},
+    "channels": {"type": "integer", "minimum": 1, "maximum": 2},
+}
+
+_JOB_PARAMS: dict[str, Schema] = {
+    "model": {"type": "string", "description": "a Demucs model of the store or a SAMI model name; "
+                                               "default: the configured one", "examples": ["htdemucs_ft"]},
+    "stems": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+              "description": "sources of the model and `no_<source>`; default: every source"},
+    "output": ref("OutputRequest"),
+    "name": nullable({"type": "string", "maxLength": MAX_NAME_CHARS}),
+    "metadata": {"type": "object", "description": "returned as given (at most 4 KiB of JSON)"},
+    "webhook_url": nullable({"type": "string", "format": "uri", "description": "where terminal events are POSTed"}),
+    "copy_results_to": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"},
+                        "description": "stem -> URL to PUT that stem's file to, instead of keeping it here"},
+}
+
+_JOB_INPUTS: dict[str, Schema] = {
+    "InputUrl": closed({"url": {"type": "string", "format": "uri"}},
+                       description="fetched under the `payload.url` rules"),
+    "InputUpload": closed({"upload_id": {"type": "string"}}, description="a completed direct upload"),
+    "InputData": closed({"data": {"type": "string", "contentEncoding": "base64"}},
+                        description="the bytes, standard padded base64"),
+}
+
+_JOBS: dict[str, Schema] = {
+    **_JOB_INPUTS,
+    "OutputRequest": {"type": "object", "properties": _OUTPUT_FIELDS, "additionalProperties": False,
+                      "description": "default `{\"format\": \"wav\", \"sample_rate\": 44100, \"channels\": 2}`"},
+    "Output": closed(_OUTPUT_FIELDS),
+    "JobParams": {"type": "object", "properties": _JOB_PARAMS, "additionalProperties": False,
+                  "description": "a job request without `input` (the `params` part of a multipart request)"},
+    "JobRequest": {"type": "object", "required": ["input"], "additionalProperties": False,
+                   "properties": {"input": {"oneOf": [ref(name) for name in _JOB_INPUTS]}, **_JOB_PARAMS}},
+    "JobMultipart": closed({
+        "file": {"type": "string", "format": "binary", "description": "the input audio"},
+        "params": ref("JobParams"),
+    }, ["file"], description="exactly these parts: any other is refused"),
+    "InputInfo": {"type": "object", "required": ["format", "sample_rate", "channels", "duration"], "properties": {
+        "format": {"type": "string"}, "sample_rate": {"type": "integer"}, "channels": {"type": "integer"},
+        "duration": {"type": "number", "description": "seconds"}}},
+    "ErrorDetail": {"type": "object", "required": ["status_code", "status_text", "message"], "properties": {
+        "status_code": {"type": "integer", "description": "a row of the status table"},
+        "status_text": {"type": "string"}, "message": {"type": "string"}}},
+    "ResultFile": closed({
+        "url": {"type": "string", "description": "a signed URL that works without Authorization until it expires"},
+        "format": {"type": "string"},
+        "size": {"type": "integer", "minimum": 0, "description": "bytes"},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "duration": {"type": "number", "description": "seconds"},
+    }),
+    "ResultCopied": closed({"copied_to": {"type": "string", "const": "custom storage"}},
+                           description="a stem PUT to the caller's `copy_results_to` URL"),
+    "Job": closed({
+        "id": {"type": "string"},
+        "name": nullable({"type": "string"}),
+        "status": {"type": "string", "enum": JOB_STATUSES},
+        "progress": {"type": "number", "minimum": 0, "maximum": 100, "description": "only grows"},
+        "model": {"type": "string"},
+        "stems": {"type": "array", "items": {"type": "string"}},
+        "output": ref("Output"),
+        "metadata": {"type": "object"},
+        "input": nullable(ref("InputInfo")),
+        "created_at": DATE_TIME,
+        "started_at": nullable(DATE_TIME),
+        "completed_at": nullable(DATE_TIME),
+        "expires_at": nullable({**DATE_TIME, "description": "when the job and its files are deleted"}),
+        "error": nullable(ref("ErrorDetail")),
+        "result": nullable({"type": "object", "description": "stem -> its file",
+                            "additionalProperties": {"oneOf": [ref("ResultFile"), ref("ResultCopied")]}}),
+        "cache_hit": {"type": "boolean", "description": "the stems came from the cache of earlier runs"},
+        "webhook_url": nullable({"type": "string"}),
+    }),
+    "JobList": closed({
+        "jobs": {"type": "array", "items": ref("Job"), "description": "newest first"},
+        "next_cursor": nullable({"type": "string"}),
+    }),
+    "UploadTicket": closed({
+        "upload_id": {"type": "string"},
+        "upload_url": {"type": "string", "description": "PUT the bytes here; signed, no Authorization needed"},
+        "expires_at": {**DATE_TIME, "description": "the upload URL's expiry"},
+        "max_bytes": {"type": "integer", "minimum": 1},
+    }),
+    "UploadDone": closed({
+        "upload_id": {"type": "string"},
+        "size": {"type": "integer", "minimum": 0},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    }),
+    "Error": closed({"error": ref("ErrorDetail"), "request_id": {"type": "string"}},
+                    description="Every Jobs API failure."),
+    "WebhookEvent": closed({
+        "id": {"type": "string", "description": "the event id, also in the `Sami-Event-Id` header"},
+        "type": {"type": "string", "enum": WEBHOOK_TYPES},
+        "created_at": DATE_TIME,
+        "data": closed({"job": ref("Job")}),
+    }),
+}
+
+SCHEMAS: dict[str, Schema] = {**_INVOKE, **_GETTOKEN, **_SERVICE, **_JOBS}
+
+# Examples, each checked against its schema by the tests.
+_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+_RESULT_URL = ("https://gateway.example.com/api/v1/jobs/job_7c9e6679/results/vocals"
+               "?expires=1796040000&signature=" + "0" * 64)
+JOB_SUCCEEDED: dict[str, Any] = {
+    "id": "job_7c9e6679", "name": "song.mp3", "status": "succeeded", "progress": 100.0,
+    "model": "htdemucs_ft", "stems": ["vocals", "no_vocals"],
+    "output": {"format": "wav", "sample_rate": 44100, "channels": 2}, "metadata": {"customer": "42"},
+    "input": {"format": "mp3", "sample_rate": 44100, "channels": 2, "duration": 215.3},
+    "created_at": "2026-11-29T12:00:00Z", "started_at": "2026-11-29T12:00:01Z",
+    "completed_at": "2026-11-29T12:01:10Z", "expires_at": "2026-11-30T12:01:10Z", "error": None,
+    "result": {"vocals": {"url": _RESULT_URL, "format": "wav", "size": 37939244, "sha256": _SHA, "duration": 215.3},
+               "no_vocals": {"copied_to": "custom storage"}},
+    "cache_hit": False, "webhook_url": "https://hooks.example.com/sami",
+}
+JOB_QUEUED: dict[str, Any] = {
+    **JOB_SUCCEEDED, "status": "queued", "progress": 0.0, "input": None, "started_at": None,
+    "completed_at": None, "expires_at": None, "result": None,
+}
+JOB_FAILED: dict[str, Any] = {
+    **JOB_SUCCEEDED, "status": "failed", "progress": 12.5, "result": None,
+    "error": {"status_code": 40000012, "status_text": "IllegalData", "message": "data cannot be decoded as audio"},
+}
+
+EXAMPLES: dict[str, Any] = {
+    "InvokeRequest": {"appkey": "my-appkey", "token": "eyJhbGciOiJIUzI1NiJ9...", "namespace": "MusicSourceSeparate",
+                      "data": "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA=",
+                      "payload": "{\"model\": \"2track_vocal\", \"extra\": {\"output_format\": \"wav\"}}"},
+    "InvokeReply": {"task_id": "5c0e3f4e-8d0e-4b5e-9d3a-2f1d2b9c7a10", "namespace": "MusicSourceSeparate",
+                    "status_code": 20000000, "status_text": "OK", "payload": "{\"duration\": 1.0}",
+                    "data": "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA="},
+    "GetTokenRequest": {"token_version": "volc-auth-v1", "appkey": "my-appkey", "expiration": 3600},
+    "GetTokenReply": {"status_code": 20000000, "status_text": "OK", "task_id": "5c0e3f4e-8d0e-4b5e-9d3a-2f1d2b9c7a10",
+                      "token": "eyJhbGciOiJIUzI1NiJ9...", "expires_at": 1796040000},
+    "Readiness": {"status": "ready", "models_loaded": True, "admitting": True, "requests": 1,
+                  "queued_audio_seconds": 215.3},
+    "UploadTicket": {"upload_id": "up_3b1f8a2c",
+                     "upload_url": "https://gateway.example.com/api/v1/uploads/up_3b1f8a2c"
+                                   "?expires=1796040000&signature=" + "0" * 64,
+                     "expires_at": "2026-11-29T13:00:00Z", "max_bytes": 104857600},
+    "UploadDone": {"upload_id": "up_3b1f8a2c", "size": 5242880, "sha256": _SHA},
+    "JobList": {"jobs": [JOB_SUCCEEDED, JOB_FAILED], "next_cursor": "eyJzZXEiOjQxfQ"},
+    "WebhookEvent": {"id": "evt_0d9a5c3e", "type": "job.succeeded", "created_at": "2026-11-29T12:01:10Z",
+                     "data": {"job": JOB_SUCCEEDED}},
+}
+JOB_REQUESTS: dict[str, Any] = {
+    "url": {"input": {"url": "https://media.example.com/song.mp3"}, "model": "htdemucs_ft",
+            "stems": ["vocals", "no_vocals"], "output": {"format": "flac"}, "name": "song.mp3",
+            "metadata": {"customer": "42"}, "webhook_url": "https://hooks.example.com/sami"},
+    "upload": {"input": {"upload_id": "up_3b1f8a2c"}, "stems": ["drums"],
+               "copy_results_to": {"drums": "https://bucket.example.com/drums.wav?X-Amz-Signature=abc"}},
+    "data": {"input": {"data": "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA="},
+             "model": "2track_vocal"},
+}

@@ -1,0 +1,93 @@
+"""The store described without loading a model: layers, sources, specialists, what is missing, read once."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from namespaces.music_source_separate import store_models
+from namespaces.music_source_separate.demo_store import HTDEMUCS_FT_SIGS, HTDEMUCS_SIG, SOURCES
+from namespaces.music_source_separate.store import ModelStoreError
+from namespaces.music_source_separate.store_models import ModelNotInStore, StoreModels
+
+
+@pytest.fixture
+def store(model_store: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "store"
+    shutil.copytree(model_store, copy)
+    return copy
+
+
+def test_a_single_model(model_store: Path) -> None:
+    info = StoreModels(model_store).describe("htdemucs")
+    assert info.sources == SOURCES and not info.is_bag and not info.specialists
+    assert info.layer_files() == info.layer_files("vocals") == (next(model_store.glob(f"{HTDEMUCS_SIG}-*.th")).name,)
+
+
+def test_a_bag_and_its_specialists(model_store: Path) -> None:
+    info = StoreModels(model_store).describe("htdemucs_ft")
+    assert info.is_bag and info.sources == SOURCES
+    assert dict(info.specialists) == dict(zip(SOURCES, HTDEMUCS_FT_SIGS, strict=True))
+    assert len(info.layer_files()) == 4
+    assert info.layer_files("vocals") == (next(model_store.glob(f"{HTDEMUCS_FT_SIGS[3]}-*.th")).name,)
+
+
+def test_a_specialist_alone_on_disk_is_enough_for_itself(store: Path) -> None:
+    for sig in HTDEMUCS_FT_SIGS[:3]:
+        next(store.glob(f"{sig}-*.th")).unlink()
+    info = StoreModels(store).describe("htdemucs_ft")
+    assert len(info.layer_files("vocals")) == 1
+    with pytest.raises(ModelNotInStore) as missing:
+        info.layer_files()
+    assert missing.value.catalogued  # htdemucs_ft is in the official catalogue
+
+
+@pytest.mark.parametrize(("name", "catalogued"), [("htdemucs_6s", True), ("mdx_extra", True), ("my_model", False)])
+def test_a_model_not_in_the_store(model_store: Path, name: str, catalogued: bool) -> None:
+    with pytest.raises(ModelNotInStore) as missing:
+        StoreModels(model_store).describe(name)
+    assert missing.value.name == name and missing.value.catalogued is catalogued
+
+
+@pytest.mark.parametrize("name", ["../htdemucs", "", "a/b", ".hidden"])
+def test_a_name_that_is_no_model_name(model_store: Path, name: str) -> None:
+    with pytest.raises(ModelStoreError, match="invalid model name"):
+        StoreModels(model_store).describe(name)
+
+
+def test_a_model_added_later_is_seen_and_headers_are_read_once(store: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[str] = []
+    real = store_models.read_sources
+    monkeypatch.setattr(store_models, "read_sources", lambda path: reads.append(path.name) or real(path))
+    empty = tmp_path / "later"
+    models = StoreModels(empty)
+    with pytest.raises(ModelNotInStore):
+        models.describe("htdemucs")
+    empty.mkdir()
+    for path in [store / "htdemucs.yaml", *store.glob(f"{HTDEMUCS_SIG}-*.th")]:
+        shutil.copy(path, empty)
+    for _ in range(3):
+        assert models.describe("htdemucs").sources == SOURCES
+    assert len(reads) == 1
+
+
+def test_a_bare_layer_is_a_model(store: Path) -> None:
+    (store / "htdemucs.yaml").unlink()
+    assert StoreModels(store).describe(HTDEMUCS_SIG).sources == SOURCES
+
+
+def test_a_layer_without_its_checksum_is_not_counted(store: Path) -> None:
+    layer = next(store.glob(f"{HTDEMUCS_SIG}-*.th"))
+    layer.rename(store / f"{HTDEMUCS_SIG}.th")  # store.py refuses to load such a file
+    with pytest.raises(ModelNotInStore):
+        StoreModels(store).describe("htdemucs")
+
+
+def test_two_versions_of_a_layer_are_refused(store: Path) -> None:
+    layer = next(store.glob(f"{HTDEMUCS_SIG}-*.th"))
+    shutil.copy(layer, store / f"{HTDEMUCS_SIG}-0123abcd.th")
+    with pytest.raises(ModelStoreError, match="several files"):
+        StoreModels(store).describe("htdemucs")
