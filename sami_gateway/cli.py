@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sami-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _plugin_commands(commands)
+    from .jobs_cli import register as register_jobs  # only argparse here: the SDK loads when a jobs action runs
+
+    register_jobs(commands)
     serve = commands.add_parser("serve", help="run the gateway")
     add_setting_flags(serve)
     token = commands.add_parser("token", help="print a token for an appkey (last line)")

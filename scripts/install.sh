@@ -25,6 +25,8 @@ fi
 # torch first, pinned: every later requirement admits 2.13.0, so pip keeps this build
 # instead of pulling the newest release with its CUDA packages.
 "$PYTHON" -m pip install -q "torch==2.13.0"
+# The Python SDK (its own distribution, httpx only): `sami-gateway jobs` is built on it.
+"$PYTHON" -m pip install -q -e ./sdk/python
 if [[ "${1:-}" == "--test" ]]; then
     "$PYTHON" -m pip install -q -e ".[test]"
 else
