@@ -154,6 +154,8 @@ def _sami_paths() -> dict[str, Any]:
 
 
 def _service_paths() -> dict[str, Any]:
+    from .docs import ASSETS  # what /docs serves; docs.py imports this module, so not at the top
+
     text = {"type": "string"}
     return {
         "/healthz": {"get": operation("healthz", "Service", "Liveness", {
@@ -174,9 +176,9 @@ def _service_paths() -> dict[str, Any]:
         "/docs/{asset}": {"get": operation(
             "docsAsset", "Service", "Swagger UI's files, as installed with the gateway", {
                 "200": {"description": "the file", "content": {
-                    media: {"schema": text} for media in ("text/css", "text/javascript", "image/png")}},
+                    media: {"schema": text} for media in sorted(set(ASSETS.values()))}},
                 "404": {"$ref": "#/components/responses/NotFound"}},
-            security=ANONYMOUS, parameters=[param("asset", "path", {"type": "string"})])},
+            security=ANONYMOUS, parameters=[param("asset", "path", {"type": "string", "enum": sorted(ASSETS)})])},
     }
 
 

@@ -15,7 +15,7 @@ from openapi_spec_validator import validate
 from sami_gateway import openapi
 from sami_gateway.app import create_app
 from sami_gateway.config import load_config
-from sami_gateway.docs import add_docs_routes
+from sami_gateway.docs import DOCUMENT, add_docs_routes
 from sami_gateway.errors import Code
 from sami_gateway.gettoken import OpenApiCode
 from sami_gateway.jobs.http import PREFIXES as JOBS_PREFIXES
@@ -35,7 +35,8 @@ def document() -> dict[str, Any]:
 def gateway_app() -> web.Application:
     config = load_config({}, {"SAMI_TOKEN_SECRET": "q" * 32, "SAMI_APPKEYS": "k"})
     app = create_app(config, namespaces={})
-    add_docs_routes(app)
+    if DOCUMENT not in app:  # until create_app adds them itself
+        add_docs_routes(app)
     return app
 
 
@@ -270,12 +271,19 @@ OPERATIONS = [(method, path) for path, item in openapi.build_document()["paths"]
               for method in item if method in METHODS]
 
 
+def concrete(path: str) -> str:
+    """`path` with each parameter replaced by its first allowed value, else `probe`."""
+    item = openapi.document()["paths"][path]
+    parameters = [*item.get("parameters", []), *(p for m in METHODS for p in item.get(m, {}).get("parameters", []))]
+    values = {p["name"]: p["schema"]["enum"][0] for p in parameters if p["in"] == "path" and "enum" in p["schema"]}
+    return re.sub(r"\{([^}]*)\}", lambda match: str(values.get(match.group(1), "probe")), path)
+
+
 def is_routed(url: str, method: str, path: str) -> bool:
     """Whether the live server routes `method path`: anything but a 404 NotFound (no such path) or a 405.
 
     Sent without credentials or body, so no probe changes anything."""
-    concrete = re.sub(r"\{[^}]*\}", "probe", path)
-    response = requests.request(method.upper(), url + concrete, timeout=10, allow_redirects=False)
+    response = requests.request(method.upper(), url + concrete(path), timeout=10, allow_redirects=False)
     if response.status_code == 405:
         return False
     if response.status_code == 404 and response.headers.get("Content-Type", "").startswith("application/json"):
