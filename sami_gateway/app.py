@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .auth import Authenticator, TokenService
 from .config import Config
+from .docs import add_docs_routes
 from .fetch import Fetcher, FetchPolicy
 from .gettoken import GetTokenService, add_gettoken_routes
 from .invoke import invoke
@@ -110,4 +111,5 @@ def create_app(config: Config, namespaces: dict[str, Namespace[Any]] | None = No
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics.handler)
+    add_docs_routes(app)
     return app

@@ -76,7 +76,7 @@ def parse_input(value: Any) -> JobInput:
             raise error(Code.INVALID_DATA, "input.data must be a base64 string")
         try:
             data = binascii.a2b_base64(item, strict_mode=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
             raise error(Code.INVALID_DATA, "input.data is not standard base64") from None
         if not data:
             raise error(Code.EMPTY_DATA, "input.data is empty")

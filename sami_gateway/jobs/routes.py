@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import Code, error
 from ..state import BODY_LIMIT, CONFIG, QUOTAS
@@ -72,6 +73,9 @@ async def _multipart(request: web.Request, jobs: JobService) -> tuple[JobRequest
     except TimeoutError as exc:
         await jobs.blobs.delete_prefix(key)
         raise error(Code.BODY_TIMEOUT, "the file did not arrive in time", {"Connection": "close"}) from exc
+    except (HttpProcessingError, ValueError) as exc:  # a form part aiohttp cannot parse
+        await jobs.blobs.delete_prefix(key)
+        raise error(Code.INVALID_PAYLOAD, "the form cannot be read", {"Connection": "close"}) from exc
     except BaseException:
         await jobs.blobs.delete_prefix(key)
         raise

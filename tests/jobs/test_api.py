@@ -234,3 +234,13 @@ async def finished_processing(client: Any, job_id: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the job did not start")
+
+
+async def test_malformed_bodies_are_400_and_the_service_keeps_serving(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    await error_of(await submit(client, {"input": {"data": "6\u00b4"}}), 400, 40000010)
+    form = (b'--b\r\nContent-Disposition: form-data; name="fi\x7fle"\r\n\r\nx\r\n--b--\r\n')
+    response = await client.post("/api/v1/jobs", data=form,
+                                  headers={**bearer(), "Content-Type": "multipart/form-data; boundary=b"})
+    assert response.status == 400
+    assert (await submit(client, {"input": data_input()})).status == 201
