@@ -1,4 +1,9 @@
-"""The MusicSourceSeparate namespace: decode, separate with Demucs, build the target, encode."""
+"""The MusicSourceSeparate namespace: invoke's SAMI models and the Jobs API's stems, on Demucs models.
+
+Both go through one pipeline (pipeline.py): decode, stem cache, a leased model on the shared
+scheduler. Invoke's audio work has its own threads, jobs theirs (one), so a job's decoding or
+encoding never holds up an invoke's.
+"""
 
 from __future__ import annotations
 
@@ -8,46 +13,39 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
 from sami_gateway.config import Config, ConfigError
-from sami_gateway.namespace import Call, InputBytes, NamespaceStartError, Result, RunReport, release
+from sami_gateway.jobs.settings import job_settings
+from sami_gateway.namespace import Call, JobCall, JobOutput, NamespaceStartError, Result, RunReport
 from sami_gateway.scheduler import Scheduler, lower_thread_priority
 
 from . import native
-from .audio.convert import fit_length, output_frames, resample, to_channels, to_stereo
-from .audio.decode import decode
-from .audio.encode import encode
+from .audio.convert import output_frames
+from .audio.decode import AudioHint
 from .codes import translated
-from .denoise import denoise
-from .engine import drive, forward
+from .engine import drive
+from .job_params import JobParams, JobParser, job_fields
+from .job_results import JobProgress, write_stems
+from .loaded_models import LoadedModels
 from .params import SeparateParams, parse_params
-from .sami_models import Target
+from .pipeline import SHIFTS, Lane, ModelKey, Pipeline, Work
 from .separator import Separator
 from .settings import SETTINGS, SeparationSettings
-from .store import Ensemble, ModelStoreError, load_ensemble
+from .stem_cache import StemCache
+from .stems import VOCALS, render, sami_target
+from .store import ModelStoreError, load_ensemble, missing_message
+from .store_models import ModelNotInStore, StoreModels
 
 log = logging.getLogger(__name__)
 NAME = "MusicSourceSeparate"
-VOCALS = "vocals"
-AUDIO_WORKERS = 2  # decoding/encoding threads, apart from the inference thread
-SHIFTS = 0  # Demucs's one random shift averages nothing and makes answers irreproducible
+AUDIO_WORKERS = 2  # invoke's decoding/encoding threads, apart from the inference thread
+JOB_AUDIO_WORKERS = 1  # the jobs' own: a job's decoding or encoding never takes one of invoke's
+STEM_CACHE_DIR = "stem-cache"  # under the Jobs API's data_dir
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """The input as the model wants it, plus what the output must match."""
-
-    mix: np.ndarray  # (2, frames) at the model's rate
-    input_frames: int
-    input_rate: int
-    input_channels: int
-    input_format: str
 
 
 def parse_target(spec: str) -> tuple[str, str | None]:
@@ -57,145 +55,173 @@ def parse_target(spec: str) -> tuple[str, str | None]:
 
 
 class MusicSourceSeparate:
-    """Separates vocals or accompaniment with Demucs models from the store."""
+    """Separates vocals or accompaniment (invoke) and any stems (jobs) with Demucs models from the store."""
 
     name = NAME
     needs_input = True
 
     def __init__(self, settings: SeparationSettings, max_input_bytes: int, request_timeout: float,
-                 nice: int = 0) -> None:
+                 nice: int = 0, data_dir: Path | None = None, job_timeout: float = 3600.0) -> None:
         self.max_input_bytes = max_input_bytes
         self._nice = nice
         self._settings = settings
         self._targets = {model: parse_target(spec) for model, spec in settings.model_map.items()}
         self._threads = settings.threads or os.cpu_count() or 1
         self._device = torch.device(settings.device)
-        self._ensembles: dict[str, Ensemble] = {}
-        self._separators: dict[str, Separator] = {}
+        self._store = StoreModels(settings.model_dir)
+        self._jobs = JobParser(self._store, self._targets)
+        self._models: LoadedModels[ModelKey, Separator] = LoadedModels(self._load, settings.max_loaded_models)
         self._load_seconds: dict[str, float] = {}
         self._timeout = request_timeout
+        self._job_timeout = job_timeout
+        self._cache_dir = (data_dir or job_settings(None).data_dir) / STEM_CACHE_DIR
         self._audio_pool: ThreadPoolExecutor | None = None
-        self._scheduler: Scheduler | None = None
+        self._job_pool: ThreadPoolExecutor | None = None
+        self._pipeline: Pipeline | None = None
 
     def parse(self, payload: Mapping[str, Any]) -> SeparateParams:
         return parse_params(payload)
 
+    def parse_job(self, request: Mapping[str, Any]) -> JobParams:
+        return self._jobs.parse(request)
+
+    def job_fields(self, params: JobParams) -> Mapping[str, Any]:
+        return job_fields(params)
+
     def load_seconds(self) -> Mapping[str, float]:
         return dict(self._load_seconds)
 
+    # -- lifetime ----------------------------------------------------------------------------
+
     async def start(self, scheduler: Scheduler) -> None:
-        self._scheduler = scheduler
         native.configure(self._settings.kernel_dir, self._settings.compiler or None)
         if self._device.type == "cpu" and self._settings.retain_freed_memory:
             # Before any model loads, so that every thread shares the one heap (see the function).
             log.info("keeping freed memory for reuse (SAMI_RETAIN_FREED_MEMORY): %s", native.retain_freed_memory())
-        self._audio_pool = ThreadPoolExecutor(AUDIO_WORKERS, thread_name_prefix="mss-audio",
-                                              initializer=lower_thread_priority, initargs=(self._nice,))
-        await self._run(self._audio_pool, self._load_all)
+        self._audio_pool = self._pool(AUDIO_WORKERS, "mss-audio")
+        self._job_pool = self._pool(JOB_AUDIO_WORKERS, "mss-job-audio")
+        cache = await _run(self._audio_pool, StemCache, self._cache_dir, self._settings.stem_cache_bytes)
+        self._pipeline = Pipeline(self._store, self._models, cache, scheduler, self._settings)
+        await _run(self._audio_pool, self._load_sami_models)
+
+    def _pool(self, workers: int, name: str) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(workers, thread_name_prefix=name, initializer=lower_thread_priority,
+                                  initargs=(self._nice,))
 
     async def stop(self) -> None:
-        if self._audio_pool is not None:
-            self._audio_pool.shutdown(wait=True, cancel_futures=True)
-        self._ensembles.clear()
-        self._separators.clear()
+        for pool in (self._audio_pool, self._job_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._models.clear()
 
-    def _load_all(self) -> None:
+    def _load(self, key: ModelKey) -> Separator:
+        """Load a model of the store (on an audio thread: LoadedModels calls it when one is first used)."""
+        started = time.perf_counter()
+        try:
+            ensemble = load_ensemble(self._settings.model_dir, key.name, key.only_load)
+        except ModelStoreError as exc:
+            log.error("model %s cannot be loaded: %s", key.label, exc)
+            raise
+        separator = Separator(ensemble, str(self._device), precision=self._settings.precision)
+        log.info("loaded %s in %.2f s", key.label, time.perf_counter() - started)
+        return separator
+
+    def _load_sami_models(self) -> None:
+        """The SAMI model map's models, loaded and warmed up now so that invoke's first call is warm."""
         torch.set_num_threads(self._threads)
-        loaded: dict[tuple[str, str | None], Ensemble] = {}
-        for model, target in self._targets.items():
-            if target not in loaded:
-                started = time.perf_counter()
-                try:
-                    loaded[target] = load_ensemble(self._settings.model_dir, *target)
-                except ModelStoreError as exc:
-                    raise NamespaceStartError(f"{NAME}: {exc}") from exc
-                ensemble = loaded[target]
-                self._separators[ensemble.name] = Separator(ensemble, str(self._device),
-                                                            precision=self._settings.precision)
-                self._warm_up(ensemble)
-                self._load_seconds[ensemble.name] = time.perf_counter() - started
-                log.info("loaded %s for %s in %.2f s", ensemble.name, model, self._load_seconds[ensemble.name])
-            if VOCALS not in loaded[target].sources:
-                raise NamespaceStartError(f"{NAME}: {loaded[target].name} has no {VOCALS} stem")
-            self._ensembles[model] = loaded[target]
+        self._store.catalogue()  # read once here, not on the event loop when a job names a missing model
+        targets = list(dict.fromkeys(self._targets.values()))
+        for name, only_load in targets:
+            started = time.perf_counter()
+            try:
+                key = ModelKey(name, only_load, self._store.describe(name).layer_files(only_load))
+                lease = self._models.acquire(key)
+            except ModelNotInStore as exc:
+                raise NamespaceStartError(f"{NAME}: {missing_message(name, self._settings.model_dir)}") from exc
+            except ModelStoreError as exc:
+                raise NamespaceStartError(f"{NAME}: {exc}") from exc
+            try:
+                if VOCALS not in lease.value.sources:
+                    raise NamespaceStartError(f"{NAME}: {key.label} has no {VOCALS} stem")
+                drive(lease.value.plan(torch.zeros(2, lease.value.samplerate), shifts=SHIFTS))  # warm-up
+            finally:
+                self._models.release(lease)
+            self._load_seconds[key.label] = time.perf_counter() - started
+        if len(targets) > self._models.capacity:
+            log.warning("SAMI_MAX_LOADED_MODELS (%d) is below the SAMI model map's %d models: invoke will "
+                        "load some of them again", self._models.capacity, len(targets))
 
-    def _warm_up(self, ensemble: Ensemble) -> None:
-        """One short run so the first request does not pay for kernel initialisation."""
-        separator = self._separators[ensemble.name]
-        drive(separator.plan(torch.zeros(ensemble.audio_channels, ensemble.samplerate), shifts=SHIFTS))
-
-    async def _run(self, pool: ThreadPoolExecutor | None, func: Callable[..., T], *args: Any) -> T:
+    def _lane(self, batch: bool) -> Lane:
+        pool = self._job_pool if batch else self._audio_pool
         assert pool is not None, "start() was not awaited"
-        return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
+        return Lane(pool, batch, self._job_timeout if batch else self._timeout)
+
+    # -- invoke ------------------------------------------------------------------------------
 
     async def run(self, call: Call[SeparateParams]) -> Result:
         started = time.perf_counter()
         params = call.params
-        ensemble = self._ensembles[params.model.name]
-        prepared = await self._run(self._audio_pool, self._prepare, call.data, params, ensemble)
-        assert self._scheduler is not None, "start() was not awaited"
-        separator = self._separators[ensemble.name]
-        steps = separator.plan(torch.from_numpy(prepared.mix), shifts=SHIFTS)
-        cost = prepared.input_frames / prepared.input_rate  # audio-seconds, what admission counts
-        submitted = time.perf_counter()
-        stems_tensor = await self._scheduler.submit(steps, cost, self._timeout, forward, torch.inference_mode)
-        separated = time.perf_counter() - submitted
-        source = {"format": prepared.input_format, "sample_rate": prepared.input_rate,
-                  "channel": prepared.input_channels, "duration": round(cost, 6)}
-        # The audio thread takes the only references to the large arrays, so that they are freed
-        # there, not on the event loop when this coroutine ends.
-        arrays: list[Any] = [prepared, stems_tensor.cpu().numpy()]
-        del prepared, stems_tensor
-        data, frames = await self._run(self._audio_pool, self._finish_taking, params, ensemble, arrays)
-        out = params.output
-        report = RunReport(params.model.name, cost, {"separation": separated, "total": time.perf_counter() - started})
+        assert self._pipeline is not None, "start() was not awaited"
+        backend, only_load = self._targets[params.model.name]
+        lane = self._lane(batch=False)
+        work = await self._pipeline.separate(lane, call.data, params.hint, backend, only_load)
+        data, frames = await _run(lane.pool, self._finish, params, work)
+        assert work.info is not None
+        info, out = work.info, params.output
+        report = RunReport(params.model.name, info.duration,
+                           {"separation": work.separation_seconds, "total": time.perf_counter() - started})
         return Result(data, report=report, payload={
             "model": params.model.name,
-            "backend_model": ensemble.name,
+            "backend_model": f"{backend}:{only_load}" if only_load else backend,
             "duration": round(frames / out.sample_rate, 6),
             "sample_rate": out.sample_rate,
             "channel": out.channels,
             "format": out.format,
             "processing_time": round(time.perf_counter() - started, 3),
-            "input": source,
+            "input": {"format": info.format, "sample_rate": info.sample_rate, "channel": info.channels,
+                      "duration": round(info.duration, 6)},
+            "cache_hit": work.cache_hit,
         })
 
-    def _finish_taking(self, params: SeparateParams, ensemble: Ensemble, arrays: list[Any]) -> tuple[bytes, int]:
-        """`_finish` on the arrays handed over in `arrays`, which this thread then frees."""
-        prepared, stems = arrays
-        arrays.clear()
-        return self._finish(params, ensemble, prepared, stems)
-
-    def _prepare(self, data: InputBytes, params: SeparateParams, ensemble: Ensemble) -> Prepared:
-        with translated():
-            audio = decode(data, params.hint, self._settings.max_audio_seconds, self._settings.max_input_channels)
-            release(data)  # read: its memory goes back now, not when the request ends
-            stereo = to_stereo(audio.samples)
-            mix = resample(stereo, audio.sample_rate, ensemble.samplerate)
-        return Prepared(np.ascontiguousarray(mix, dtype=np.float32), audio.samples.shape[-1],
-                        audio.sample_rate, audio.samples.shape[0], audio.format)
-
-    def _finish(self, params: SeparateParams, ensemble: Ensemble, prepared: Prepared,
-                stems: np.ndarray) -> tuple[bytes, int]:
-        vocals = stems[ensemble.sources.index(VOCALS)]
-        if params.model.target is Target.VOCALS:
-            target = vocals
-        elif params.model.denoise:  # the 4-stem models rebuild the accompaniment from its stems
-            target = stems.sum(axis=0) - vocals
-        else:  # so that vocals + accompaniment gives the input back
-            target = prepared.mix - vocals
-        if params.model.denoise:
-            target = denoise(target, ensemble.samplerate)
+    def _finish(self, params: SeparateParams, work: Work) -> tuple[bytes, int]:
+        """The SAMI model's target, encoded; the work's arrays are freed here, on the audio thread."""
+        assert work.info is not None and work.mix is not None
         out = params.output
-        with translated():
-            frames = output_frames(prepared.input_frames, prepared.input_rate, out.sample_rate)
-            resampled = resample(np.ascontiguousarray(target, dtype=np.float32), ensemble.samplerate, out.sample_rate)
-            samples = fit_length(to_channels(resampled, out.channels), frames)
-            return encode(samples, out.sample_rate, out.format), frames
+        try:
+            with translated():
+                target = sami_target(params.model, params.model.target, work.sources, work.mix, work.rate)
+                frames = output_frames(work.info.frames, work.info.sample_rate, out.sample_rate)
+                return render(target, work.rate, frames, out.sample_rate, out.channels, out.format), frames
+        finally:
+            work.clear()
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def run_job(self, call: JobCall[JobParams]) -> JobOutput:
+        started = time.perf_counter()
+        params = call.params
+        assert self._pipeline is not None, "start() was not awaited"
+        lane = self._lane(batch=True)
+        progress = JobProgress(call.progress, len(params.stems))
+        work = await self._pipeline.separate(lane, call.data, AudioHint(), params.backend, params.only_load,
+                                             progress.separated)
+        stems = await _run(lane.pool, write_stems, params, work, call.workdir, progress)
+        assert work.info is not None
+        info = work.info
+        report = RunReport(params.model, info.duration,
+                           {"separation": work.separation_seconds, "total": time.perf_counter() - started})
+        source = {"format": info.format, "sample_rate": info.sample_rate, "channels": info.channels,
+                  "duration": round(info.duration, 6)}
+        return JobOutput(stems, source, report, work.cache_hit)
+
+
+async def _run(pool: ThreadPoolExecutor, func: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
 
 
 def create_namespace(config: Config) -> MusicSourceSeparate:
-    """The namespace as configured: its own settings section, the core's input size and deadline."""
+    """The namespace as configured: its own settings section, the core's input size and deadline, and
+    the Jobs API's data folder (the stem cache lives there) and job deadline."""
     settings: SeparationSettings = config.sections[SETTINGS.name]  # its model map names SAMI models only
     try:
         device = torch.device(settings.device)
@@ -203,4 +229,6 @@ def create_namespace(config: Config) -> MusicSourceSeparate:
         raise ConfigError(f"SAMI_DEVICE: {exc}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"SAMI_DEVICE is {settings.device} but torch sees no CUDA device")
-    return MusicSourceSeparate(settings, config.max_input_bytes, config.request_timeout, config.worker_nice)
+    jobs = job_settings(config)
+    return MusicSourceSeparate(settings, config.max_input_bytes, config.request_timeout, config.worker_nice,
+                               jobs.data_dir, jobs.job_timeout)

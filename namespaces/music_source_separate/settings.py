@@ -20,6 +20,7 @@ from .defaults import DEFAULT_KERNEL_DIR, DEFAULT_MODEL_DIR, OFFICIAL_MODEL_URL
 from .sami_models import SAMI_MODELS
 
 MAX_INPUT_CHANNELS = 32  # more than stereo is downmixed; this bounds memory per second of audio
+MAX_LOADED_MODELS = 64  # a bound above any store's count of models, so a typo cannot mean "unbounded"
 DEFAULT_MODEL_MAP = MappingProxyType({model.name: model.backend for model in SAMI_MODELS.values()})
 
 
@@ -38,6 +39,8 @@ class SeparationSettings:
     kernel_dir: Path = DEFAULT_KERNEL_DIR
     compiler: tuple[str, ...] = ()
     retain_freed_memory: bool = True
+    max_loaded_models: int = 3
+    stem_cache_bytes: int = 2 * 1024 ** 3
 
 
 def _model_map(value: Any) -> Mapping[str, str]:
@@ -56,6 +59,13 @@ def _device(value: Any) -> str:
     if text != "cpu" and not text.startswith("cuda"):
         raise ValueError("must be cpu or cuda[:N]")
     return text
+
+
+def _byte_count(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 (off) or a number of bytes")
+    return number
 
 
 def _defaults(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -81,4 +91,10 @@ SETTINGS = Section("music_source_separate", (
             variable="CC"),
     Setting("retain_freed_memory", boolean, "on CPU, have glibc keep freed memory for reuse (faster; RSS "
             "stays at its peak)"),
+    Setting("max_loaded_models", bounded_int(1, MAX_LOADED_MODELS),
+            "models kept loaded at once (loaded on first use, least recently used unloaded first; "
+            "the SAMI model map's load at start)"),
+    Setting("stem_cache_bytes", _byte_count,
+            "disk bytes of separated stems kept under the jobs' data_dir/stem-cache, reused by invoke and "
+            "jobs on the same input and model (0: off)"),
 ), SeparationSettings, _defaults)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from namespaces.music_source_separate import plugin
+from namespaces.music_source_separate import stems
 from namespaces.music_source_separate.plugin import MusicSourceSeparate, create_namespace
 from sami_gateway.config import ConfigError, load_config
 from sami_gateway.errors import Code, GatewayError
@@ -19,8 +19,10 @@ from sami_gateway.scheduler import Scheduler
 from tests.conftest import wav_bytes
 
 
-def config_for(store: Path, **env: str):  # type: ignore[no-untyped-def]
-    return load_config({}, {"SAMI_MODEL_DIR": str(store), "SAMI_THREADS": "2", **env}, need_secret=False)
+def config_for(store: Path, data_dir: Path | None = None, **env: str):  # type: ignore[no-untyped-def]
+    """The namespace's configuration; its stem cache is off unless a data_dir is given."""
+    cache = {"SAMI_DATA_DIR": str(data_dir)} if data_dir else {"SAMI_STEM_CACHE_BYTES": "0"}
+    return load_config({}, {"SAMI_MODEL_DIR": str(store), "SAMI_THREADS": "2", **cache, **env}, need_secret=False)
 
 
 def call(namespace: MusicSourceSeparate, data: bytes, payload: dict[str, object]) -> Call:  # type: ignore[type-arg]
@@ -41,11 +43,15 @@ async def namespace(model_store: Path, scheduler: Scheduler) -> AsyncIterator[Mu
 
 
 async def test_default_backends(namespace: MusicSourceSeparate) -> None:
-    backends = {name: ens.name for name, ens in namespace._ensembles.items()}
-    assert backends == {"2track_vocal": "htdemucs_ft:vocals", "2track_acc": "htdemucs_ft:vocals",
-                        "bs_4track_vocal": "htdemucs", "bs_4track_acc": "htdemucs"}
-    assert len(namespace._ensembles["2track_vocal"].members) == 1  # only the vocals specialist
-    assert namespace._ensembles["2track_vocal"] is namespace._ensembles["2track_acc"]  # loaded once
+    assert namespace._targets == {"2track_vocal": ("htdemucs_ft", "vocals"), "2track_acc": ("htdemucs_ft", "vocals"),
+                                  "bs_4track_vocal": ("htdemucs", None), "bs_4track_acc": ("htdemucs", None)}
+    loaded = {key.label: key for key in namespace._models.loaded()}
+    assert set(loaded) == {"htdemucs_ft:vocals", "htdemucs"}  # each loaded once at start
+    lease = namespace._models.acquire(loaded["htdemucs_ft:vocals"])
+    try:
+        assert len(lease.value.model.members) == 1  # only the vocals specialist
+    finally:
+        namespace._models.release(lease)
 
 
 @pytest.mark.parametrize(("model", "denoised"), [("2track_vocal", False), ("2track_acc", False),
@@ -58,7 +64,7 @@ async def test_only_bs_models_denoise(namespace: MusicSourceSeparate, monkeypatc
         calls.append(samples.shape)
         return np.zeros_like(samples)  # makes the effect visible in the output
 
-    monkeypatch.setattr(plugin, "denoise", spy)
+    monkeypatch.setattr(stems, "denoise", spy)
     out = await namespace.run(call(namespace, wav_bytes(0.5), {"model": model}))
     assert out.report.model == model and out.report.input_seconds == pytest.approx(0.5)
     audio, _ = sf.read(io.BytesIO(out.data or b""))

@@ -1,0 +1,225 @@
+"""One input separated by one model, shared by invoke and jobs: decoded and hashed on an audio
+thread, its sources taken from the stem cache or from one model run on the scheduler (the model
+leased from the loaded models, loaded on an audio thread if needed), then kept in the cache.
+
+The large arrays live in a `Work` that the audio threads fill and finally empty, so that they are
+freed there and never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from sami_gateway.namespace import InputBytes, release
+from sami_gateway.scheduler import Scheduler
+
+from .audio.convert import resample, to_stereo
+from .audio.decode import AudioHint, decode
+from .codes import model_error, translated
+from .engine import RunOptions, Steps, count_chunks, counting, forward
+from .loaded_models import Lease, LoadedModels
+from .separator import Separator
+from .settings import SeparationSettings
+from .stem_cache import StemCache, cache_key
+from .store import Ensemble, ModelStoreError
+from .store_models import StoreModels
+
+SHIFTS = 0  # Demucs's one random shift averages nothing and makes answers irreproducible
+# Stems are kept (and always used) at the precision they were computed in: float16 carries the
+# 8-bit mantissa of bf16 inference losslessly and more than a 16-bit output needs, at half the bytes.
+CACHE_DTYPES = {"fast": np.float16, "exact": np.float32}
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """A model as loaded: its name, the one bag member run alone, and its layer files (so that a
+    model replaced in the store is loaded again and cached apart)."""
+
+    name: str
+    only_load: str | None
+    layer_files: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.only_load}" if self.only_load else self.name
+
+
+@dataclass(frozen=True)
+class Lane:
+    """Where one kind of work runs: its audio threads, batch or interactive, and its deadline."""
+
+    pool: ThreadPoolExecutor
+    batch: bool
+    timeout: float
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """What the input turned out to be."""
+
+    format: str
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+@dataclass(eq=False)
+class Work:
+    """One separation in progress; the audio threads fill it and `clear` it."""
+
+    info: InputInfo | None = None
+    stereo: np.ndarray | None = None  # the decoded input, (2, frames) at its own rate
+    digest: str = ""  # sha256 of the input bytes ("" with the cache off)
+    mix: np.ndarray | None = None  # (2, frames) at `rate`
+    sources: dict[str, np.ndarray] = field(default_factory=dict)  # what the model estimates, at `rate`
+    rate: int = 0
+    cache_hit: bool = False
+    separation_seconds: float = 0.0
+    lease: Lease[ModelKey, Separator] | None = None  # the model, while it runs
+    layout: tuple[tuple[str, int], ...] = ()  # the estimated sources and their rows in the model's output
+
+    def clear(self) -> None:
+        self.stereo = self.mix = None
+        self.sources = {}
+
+
+def estimated_sources(ensemble: Ensemble) -> tuple[tuple[str, int], ...]:
+    """The sources some member is weighted for (a specialist run alone estimates only its own), each
+    with its row in the output."""
+    return tuple((name, index) for index, name in enumerate(ensemble.sources)
+                 if sum(member.weights[index] for member in ensemble.members) > 0)
+
+
+class Pipeline:
+    """Separations through the stem cache, the loaded models and the scheduler."""
+
+    def __init__(self, store: StoreModels, models: LoadedModels[ModelKey, Separator], cache: StemCache,
+                 scheduler: Scheduler, settings: SeparationSettings) -> None:
+        self.store = store
+        self.models = models
+        self.cache = cache
+        self._scheduler = scheduler
+        self._settings = settings
+        self._dtype = CACHE_DTYPES[settings.precision]
+
+    def model_key(self, name: str, only_load: str | None) -> ModelKey:
+        """The key of `name` as the store holds it now (a store lookup: call it off the event loop)."""
+        try:
+            return ModelKey(name, only_load, self.store.describe(name).layer_files(only_load))
+        except ModelStoreError as exc:
+            raise model_error(exc) from exc
+
+    async def separate(self, lane: Lane, data: InputBytes, hint: AudioHint, name: str, only_load: str | None,
+                       progress: Callable[[float], None] | None = None) -> Work:
+        """The input decoded and its sources by the model `name` (only `only_load`'s specialist of a bag)."""
+        work = Work()
+        key = await _run(lane.pool, self._open, work, data, hint, name, only_load)
+        if work.cache_hit:
+            return work
+        steps, total = await _run(lane.pool, self._lease, work, key)
+        started = time.perf_counter()
+        try:
+            assert work.info is not None
+            stems = await self._scheduler.submit(steps, work.info.duration, lane.timeout,
+                                                 _progressing(total, progress), torch.inference_mode,
+                                                 batch=lane.batch)
+        finally:
+            self._give_back(lane.pool, work)
+        work.separation_seconds = time.perf_counter() - started
+        handed = [stems]
+        del stems, steps
+        await _run(lane.pool, self._keep, work, handed, key)
+        return work
+
+    def _open(self, work: Work, data: InputBytes, hint: AudioHint, name: str, only_load: str | None) -> ModelKey:
+        """Decode and hash the input (then let it go), and look the stems up in the cache."""
+        key = self.model_key(name, only_load)
+        with translated():
+            audio = decode(data, hint, self._settings.max_audio_seconds, self._settings.max_input_channels)
+        work.digest = hashlib.sha256(data).hexdigest() if self.cache.enabled else ""
+        release(data)  # read: its memory goes back now, not when the request ends
+        work.info = InputInfo(audio.format, audio.sample_rate, audio.samples.shape[0], audio.samples.shape[-1])
+        work.stereo = to_stereo(audio.samples)
+        del audio
+        cached = self.cache.get(self._cache_key(work, key)) if work.digest else None
+        if cached is not None:
+            work.cache_hit, work.rate, work.sources = True, cached.samplerate, dict(cached.sources)
+            self._to_model_rate(work)
+        return key
+
+    def _to_model_rate(self, work: Work) -> None:
+        assert work.info is not None and work.stereo is not None
+        with translated():
+            work.mix = np.ascontiguousarray(resample(work.stereo, work.info.sample_rate, work.rate),
+                                            dtype=np.float32)
+        work.stereo = None
+
+    def _lease(self, work: Work, key: ModelKey) -> tuple[Steps, int]:
+        """The model leased into `work` (loaded here if needed), the input at its rate, the calls to make."""
+        work.lease = self.models.acquire(key)
+        try:
+            separator = work.lease.value
+            work.rate, work.layout = separator.samplerate, estimated_sources(separator.model)
+            self._to_model_rate(work)
+            assert work.mix is not None
+            steps = separator.plan(torch.from_numpy(work.mix), shifts=SHIFTS)
+            return steps, count_chunks(separator.model, work.mix.shape[-1], RunOptions(shifts=SHIFTS))
+        except BaseException:
+            self._release(work)
+            raise
+
+    def _release(self, work: Work) -> None:
+        lease, work.lease = work.lease, None
+        if lease is not None:
+            self.models.release(lease)
+
+    def _give_back(self, pool: ThreadPoolExecutor, work: Work) -> None:
+        """End the work's lease on an audio thread, where a model it unloads is freed (here once the
+        pool stopped); the event loop never holds the last reference to a model."""
+        try:
+            pool.submit(self._release, work)
+        except RuntimeError:
+            self._release(work)
+
+    def _keep(self, work: Work, handed: list[Any], key: ModelKey) -> None:
+        """The model's output as the estimated sources, at the cache's precision, kept in the cache."""
+        stems = handed.pop().cpu().numpy()
+        work.sources = {name: stems[row].astype(self._dtype) for name, row in work.layout}
+        del stems
+        if work.digest:
+            self.cache.put(self._cache_key(work, key), work.sources, work.rate)
+
+    def _cache_key(self, work: Work, key: ModelKey) -> str:
+        device = torch.device(self._settings.device).type  # cpu and cuda kernels round differently
+        model = "|".join((key.label, ",".join(key.layer_files), device))
+        return cache_key(work.digest, model, self._settings.precision)
+
+
+async def _run(pool: ThreadPoolExecutor, func: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
+
+
+def _progressing(total: int, progress: Callable[[float], None] | None) -> Callable[[Any], Any]:
+    """`forward`, reporting after each call the share of the `total` calls done."""
+    if progress is None:
+        return forward
+    done = [0]
+
+    def on_chunk() -> None:
+        done[0] += 1
+        progress(min(1.0, done[0] / max(1, total)))
+    return counting(forward, on_chunk)
