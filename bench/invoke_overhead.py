@@ -51,7 +51,9 @@ def direct_times(store: Path, data: bytes, repeats: int) -> list[float]:
     from sami_gateway.namespace import Call
     from sami_gateway.scheduler import Limits, Scheduler
 
-    config = load_config({}, {"SAMI_MODEL_DIR": str(store), "SAMI_TOKEN_SECRET": SECRET})
+    # The stem cache off: the same input repeated would otherwise be answered from it.
+    config = load_config({}, {"SAMI_MODEL_DIR": str(store), "SAMI_TOKEN_SECRET": SECRET,
+                              "SAMI_STEM_CACHE_BYTES": "0", "SAMI_DATA_DIR": str(store.parent / "data")})
     namespace = create_namespace(config)
     scheduler = Scheduler(Limits(config.max_jobs, config.max_queued_seconds), nice=config.worker_nice)
 
@@ -77,7 +79,8 @@ def gateway_times(store: Path, data: bytes, repeats: int) -> list[float]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "SAMI_MODEL_DIR": str(store), "SAMI_TOKEN_SECRET": SECRET, "SAMI_APPKEYS": "bench",
-           "SAMI_PORT": str(port), "PYTHONPATH": str(ROOT), "SAMI_LOG_LEVEL": "WARNING"}
+           "SAMI_PORT": str(port), "PYTHONPATH": str(ROOT), "SAMI_LOG_LEVEL": "WARNING",
+           "SAMI_STEM_CACHE_BYTES": "0", "SAMI_DATA_DIR": str(store.parent / "data")}
     process = subprocess.Popen([sys.executable, "-m", "sami_gateway", "serve"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -123,7 +126,8 @@ def main() -> None:
 
     data = clip(args.seconds)
     with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp)
+        store = Path(tmp) / "store"
+        store.mkdir()
         write_demo_store(store)
         direct = direct_times(store, data, args.repeats)
         gateway = gateway_times(store, data, args.repeats)

@@ -79,15 +79,17 @@ def _stem_list(value: Any, valid: tuple[str, ...], default: tuple[str, ...], mod
 class JobParser:
     """Parses job requests against the store and the SAMI model map."""
 
-    def __init__(self, store: StoreModels, targets: Mapping[str, tuple[str, str | None]]) -> None:
+    def __init__(self, store: StoreModels, targets: Mapping[str, tuple[str, str | None]],
+                 default_model: str = DEFAULT_JOB_MODEL) -> None:
         self._store = store
+        self._default_model = default_model
         self._targets = targets  # SAMI model -> (Demucs model, only_load), as invoke runs them
 
     def parse(self, request: Mapping[str, Any]) -> JobParams:
         """`model`, `stems` and `output` of `request`; every refusal is 40000022 IllegalPayload."""
         name = request.get("model")
         if name is None or name == "":
-            name = DEFAULT_JOB_MODEL
+            name = self._default_model
         if not isinstance(name, str):
             raise _illegal("model must be a string")
         output = parse_job_output(request.get("output"))

@@ -69,7 +69,7 @@ class MusicSourceSeparate:
         self._threads = settings.threads or os.cpu_count() or 1
         self._device = torch.device(settings.device)
         self._store = StoreModels(settings.model_dir)
-        self._jobs = JobParser(self._store, self._targets)
+        self._jobs = JobParser(self._store, self._targets, settings.job_model)
         self._models: LoadedModels[ModelKey, Separator] = LoadedModels(self._load, settings.max_loaded_models)
         self._load_seconds: dict[str, float] = {}
         self._timeout = request_timeout
@@ -169,7 +169,8 @@ class MusicSourceSeparate:
         assert work.info is not None
         info, out = work.info, params.output
         report = RunReport(params.model.name, info.duration,
-                           {"separation": work.separation_seconds, "total": time.perf_counter() - started})
+                           {"separation": work.separation_seconds, "total": time.perf_counter() - started},
+                           cache_hit=work.cache_hit)
         return Result(data, report=report, payload={
             "model": params.model.name,
             "backend_model": f"{backend}:{only_load}" if only_load else backend,
@@ -209,7 +210,8 @@ class MusicSourceSeparate:
         assert work.info is not None
         info = work.info
         report = RunReport(params.model, info.duration,
-                           {"separation": work.separation_seconds, "total": time.perf_counter() - started})
+                           {"separation": work.separation_seconds, "total": time.perf_counter() - started},
+                           cache_hit=work.cache_hit)
         source = {"format": info.format, "sample_rate": info.sample_rate, "channels": info.channels,
                   "duration": round(info.duration, 6)}
         return JobOutput(stems, source, report, work.cache_hit)

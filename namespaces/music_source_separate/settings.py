@@ -40,6 +40,7 @@ class SeparationSettings:
     compiler: tuple[str, ...] = ()
     retain_freed_memory: bool = True
     max_loaded_models: int = 3
+    job_model: str = "htdemucs"
     stem_cache_bytes: int = 2 * 1024 ** 3
 
 
@@ -52,6 +53,13 @@ def _model_map(value: Any) -> Mapping[str, str]:
             raise ValueError(f"unknown SAMI model {key!r} or empty target")
         merged[key] = target
     return MappingProxyType(merged)
+
+
+def _model_name(value: Any) -> str:
+    text = str(value).strip()
+    if not text or not all(c.isalnum() or c in "_-." for c in text):
+        raise ValueError("must be a model name")
+    return text
 
 
 def _device(value: Any) -> str:
@@ -91,6 +99,8 @@ SETTINGS = Section("music_source_separate", (
             variable="CC"),
     Setting("retain_freed_memory", boolean, "on CPU, have glibc keep freed memory for reuse (faster; RSS "
             "stays at its peak)"),
+    Setting("job_model", _model_name, "the model of a job that names none (a Demucs model of the store or a SAMI "
+            "model name)"),
     Setting("max_loaded_models", bounded_int(1, MAX_LOADED_MODELS),
             "models kept loaded at once (loaded on first use, least recently used unloaded first; "
             "the SAMI model map's load at start)"),

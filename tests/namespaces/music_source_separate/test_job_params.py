@@ -125,3 +125,9 @@ def test_parsing_loads_no_model(parser: JobParser, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(torch, "load", refuse)
     assert parser.parse({"model": "htdemucs_ft", "stems": ["vocals"]}).only_load == "vocals"
+
+
+def test_the_default_model_is_configurable(model_store: Path) -> None:
+    parser = JobParser(StoreModels(model_store), TARGETS, default_model="2track_acc")
+    params = parser.parse({})
+    assert params.model == "2track_acc" and params.stems == ("no_vocals",)
