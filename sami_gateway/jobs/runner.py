@@ -73,7 +73,9 @@ class JobRunner:
         if job.status is JobStatus.QUEUED:
             self._wake.set()
         elif job.status.terminal and job.id in self._running:
-            self._running[job.id].cancel()  # cancelled or deleted: drop its remaining model calls
+            task = self._running[job.id]
+            if task is not asyncio.current_task():  # not its own finish: cancelled or deleted
+                task.cancel()  # drop its remaining model calls
 
     # -- taking ------------------------------------------------------------------------------
 
