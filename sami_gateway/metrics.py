@@ -53,6 +53,8 @@ class Metrics:
                                   ["namespace"], registry=r)
         self.cache_misses = Counter("sami_gateway_stem_cache_misses", "Runs that separated (not in the stem cache)",
                                     ["namespace"], registry=r)
+        self.cache_bytes = Gauge("sami_gateway_stem_cache_bytes", "Bytes held by the stem cache", ["namespace"],
+                                 registry=r)
         self.upload_bytes = Counter("sami_gateway_upload_bytes", "Bytes received by direct uploads", registry=r)
         self.model_load = Gauge("sami_gateway_model_load_seconds", "Time to load a model at start",
                                 ["model"], registry=r)
@@ -63,6 +65,8 @@ class Metrics:
         self.audio.labels(label, report.model).inc(report.input_seconds)
         if report.cache_hit is not None:
             (self.cache_hits if report.cache_hit else self.cache_misses).labels(label).inc()
+        if report.cache_bytes is not None:
+            self.cache_bytes.labels(label).set(report.cache_bytes)
 
     async def handler(self, request: web.Request) -> web.Response:
         """`GET /metrics`, in Prometheus's text format."""

@@ -54,6 +54,7 @@ class RunReport:
     input_seconds: float  # seconds of input processed
     stage_seconds: Mapping[str, float] = field(default_factory=dict)  # logged as `<stage>_seconds`
     cache_hit: bool | None = None  # answered from a cache of earlier runs (None: the namespace has none)
+    cache_bytes: int | None = None  # what that cache holds now
 
 
 @dataclass(frozen=True)

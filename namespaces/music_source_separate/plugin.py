@@ -170,7 +170,7 @@ class MusicSourceSeparate:
         info, out = work.info, params.output
         report = RunReport(params.model.name, info.duration,
                            {"separation": work.separation_seconds, "total": time.perf_counter() - started},
-                           cache_hit=work.cache_hit)
+                           cache_hit=work.cache_hit, cache_bytes=self._pipeline.cache.total_bytes)
         return Result(data, report=report, payload={
             "model": params.model.name,
             "backend_model": f"{backend}:{only_load}" if only_load else backend,
@@ -211,7 +211,7 @@ class MusicSourceSeparate:
         info = work.info
         report = RunReport(params.model, info.duration,
                            {"separation": work.separation_seconds, "total": time.perf_counter() - started},
-                           cache_hit=work.cache_hit)
+                           cache_hit=work.cache_hit, cache_bytes=self._pipeline.cache.total_bytes)
         source = {"format": info.format, "sample_rate": info.sample_rate, "channels": info.channels,
                   "duration": round(info.duration, 6)}
         return JobOutput(stems, source, report, work.cache_hit)

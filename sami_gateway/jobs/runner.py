@@ -14,12 +14,13 @@ import contextlib
 import logging
 import mimetypes
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import Code, GatewayError, error
 from ..fetch import Fetcher
-from ..namespace import JobCall, JobOutput, release
+from ..namespace import JobCall, JobOutput, RunReport, release
 from .model import InputKind, Job, JobStatus, StoredResult
 from .service import JobService
 from .store import QueueHead
@@ -37,8 +38,10 @@ def media_type(fmt: str) -> str:
 class JobRunner:
     """`workers` tasks that take queued jobs fairly and run them to a terminal state."""
 
-    def __init__(self, service: JobService, fetcher: Fetcher, workers: int) -> None:
+    def __init__(self, service: JobService, fetcher: Fetcher, workers: int,
+                 on_report: Callable[[RunReport], None] = lambda report: None) -> None:
         self._service = service
+        self._on_report = on_report
         self._fetcher = fetcher
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
@@ -128,6 +131,7 @@ class JobRunner:
         try:
             async with asyncio.timeout(service.settings.job_timeout):
                 output = await self._execute(job, workdir)
+                self._on_report(output.report)
                 result = await self._keep(job, output)
             await service.finish(job, JobStatus.SUCCEEDED, result=result, input_info=dict(output.input),
                                  cache_hit=output.cache_hit)

@@ -64,7 +64,8 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     service, metrics, fetcher = app[JOBS], app[METRICS], app[FETCHER]
     await service.blobs.open()
     await service.store.open()
-    runner = JobRunner(service, fetcher, service.settings.job_workers)
+    runner = JobRunner(service, fetcher, service.settings.job_workers,
+                       lambda report: metrics.record_run(service.namespace_name, report))
     sender = WebhookSender(service.store, fetcher, service.webhook_secret, service.settings.webhook_timeout,
                            service.settings.webhook_retry_delays,
                            lambda outcome: metrics.webhook_attempts.labels(outcome).inc())

@@ -244,3 +244,20 @@ async def test_malformed_bodies_are_400_and_the_service_keeps_serving(make_clien
                                   headers={**bearer(), "Content-Type": "multipart/form-data; boundary=b"})
     assert response.status == 400
     assert (await submit(client, {"input": data_input()})).status == 201
+
+
+async def test_metrics_count_transitions_uploads_and_the_queue(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    upload = await (await client.post("/api/v1/uploads", headers=bearer())).json()
+    await client.put(upload["upload_url"][upload["upload_url"].index("/api/"):], data=b"Twelve bytes")
+    job = await (await submit(client, {"input": {"upload_id": upload["upload_id"]}})).json()
+    await finished(client, job["id"])
+    failed = await (await submit(client, {"input": data_input(b"fail")})).json()
+    await finished(client, failed["id"])
+    text = await (await client.get("/metrics")).text()
+    for line in ('sami_gateway_job_transitions_total{status="queued"} 2.0',
+                 'sami_gateway_job_transitions_total{status="succeeded"} 1.0',
+                 'sami_gateway_job_failures_total{status_code="40000012"} 1.0',
+                 "sami_gateway_upload_bytes_total 12.0", "sami_gateway_jobs_oldest_queued_age_seconds",
+                 'sami_gateway_audio_seconds_total{model="echo",namespace="Echo"} 1.2'):
+        assert line in text, line
