@@ -65,9 +65,10 @@ class Samples:
     health: list[float] = field(default_factory=list)
 
 
-def clip_body(seconds: float, model: str, fmt: str = "wav") -> dict[str, str]:
+def clip_body(seconds: float, model: str, fmt: str = "wav", seed: int | None = None) -> dict[str, str]:
+    """A clip as an invoke body; the same `seed` (default: its length) gives the same bytes."""
     t = np.arange(int(seconds * CLIP_RATE)) / CLIP_RATE
-    rng = np.random.default_rng(int(seconds))
+    rng = np.random.default_rng(int(seconds) if seed is None else seed)
     mono = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size)
     buffer = io.BytesIO()
     sf.write(buffer, mono.astype(np.float32), CLIP_RATE, format="WAV", subtype="PCM_16")
@@ -293,18 +294,26 @@ async def statuses(session: aiohttp.ClientSession, url: str, token: str) -> list
 async def jobs(client: Client, session: aiohttp.ClientSession, second_token: str, backlog: int = 50
                ) -> tuple[list[Record], dict[str, Any]]:
     """10 s invokes alone, then while one appkey's `backlog` ten-second jobs run; one job of a second
-    appkey submitted after that backlog: it must not wait for it."""
-    short = clip_body(10, "2track_vocal")
-    job_body = {"input": {"data": clip_body(10, "")["data"]}, "model": "htdemucs", "stems": ["vocals", "no_vocals"]}
-    idle = [await client.invoke(session, short, "10s idle") for _ in range(5)]
+    appkey submitted after that backlog: it must not wait for it. Every clip is different, so
+    that each request separates (none is answered from the stem cache)."""
+    seeds = iter(range(1000, 100000))
+
+    def short() -> dict[str, str]:
+        return clip_body(10, "2track_vocal", seed=next(seeds))
+
+    def job_body() -> dict[str, Any]:
+        return {"input": {"data": clip_body(10, "", seed=next(seeds))["data"]}, "model": "htdemucs",
+                "stems": ["vocals", "no_vocals"]}
+
+    idle = [await client.invoke(session, short(), "10s idle") for _ in range(5)]
     started = client.now()
     for _ in range(backlog):
-        await submit_job(session, client.url, client.token, job_body)
-    single = await submit_job(session, client.url, second_token, job_body)
+        await submit_job(session, client.url, client.token, job_body())
+    single = await submit_job(session, client.url, second_token, job_body())
     loaded: list[Record] = []
     single_done_at, first_done_at_single = None, None
     while True:
-        loaded.append(await client.invoke(session, short, "10s beside jobs"))
+        loaded.append(await client.invoke(session, short(), "10s beside jobs"))
         first = await statuses(session, client.url, client.token)
         done = sum(job["status"] in ("succeeded", "failed", "cancelled") for job in first)
         if single_done_at is None:
@@ -369,6 +378,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         gateway = None
         if args.scenario:
             settings = {"SAMI_MAX_JOBS": str(args.max_jobs)}
+            if args.scenario != "jobs":  # they repeat one clip to measure scheduling, not the stem cache
+                settings["SAMI_STEM_CACHE_BYTES"] = "0"
             gateway = SpawnedGateway(Path(tmp), **settings)
             await gateway.wait()
             client = Client(gateway.url, "loadtest", gateway.token())
