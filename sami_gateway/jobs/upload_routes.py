@@ -22,10 +22,11 @@ async def create_upload(request: web.Request) -> web.Response:
     auth = authorized(request)
     jobs = service(request)
     with request.app[QUOTAS].charge(auth.appkey, auth.quota):
-        now = time.time()
-        upload = Upload(new_id("upl"), auth.appkey, now, now + jobs.settings.signed_url_ttl, jobs.max_input_bytes)
+        now, upload_id = time.time(), new_id("upl")
+        path, expires = jobs.signer.sign("PUT", f"/api/v1/uploads/{upload_id}", jobs.settings.signed_url_ttl, now)
+        # The slot lives exactly as long as the URL says (`expires`, rounded up to a whole second).
+        upload = Upload(upload_id, auth.appkey, now, float(expires), jobs.max_input_bytes)
         await jobs.store.create_upload(upload)
-    path, expires = jobs.signer.sign("PUT", f"/api/v1/uploads/{upload.id}", jobs.settings.signed_url_ttl, now)
     return json_response({"upload_id": upload.id, "upload_url": base_url(request) + path,
                           "expires_at": iso(expires), "max_bytes": upload.max_bytes}, 201)
 
