@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 NAME = "MusicSourceSeparate"
 AUDIO_WORKERS = 2  # invoke's decoding/encoding threads, apart from the inference thread
 JOB_AUDIO_WORKERS = 1  # the jobs' own: a job's decoding or encoding never takes one of invoke's
+JOB_EXTRA_NICE = 5  # steps further below SAMI_WORKER_NICE for jobs' audio thread: invoke's work comes first
 STEM_CACHE_DIR = "stem-cache"  # under the Jobs API's data_dir
 T = TypeVar("T")
 
@@ -99,14 +100,16 @@ class MusicSourceSeparate:
             # Before any model loads, so that every thread shares the one heap (see the function).
             log.info("keeping freed memory for reuse (SAMI_RETAIN_FREED_MEMORY): %s", native.retain_freed_memory())
         self._audio_pool = self._pool(AUDIO_WORKERS, "mss-audio")
-        self._job_pool = self._pool(JOB_AUDIO_WORKERS, "mss-job-audio")
+        # Jobs' decoding and encoding run further below: they yield a core to invoke's inference.
+        self._job_pool = self._pool(JOB_AUDIO_WORKERS, "mss-job-audio", JOB_EXTRA_NICE)
         cache = await _run(self._audio_pool, StemCache, self._cache_dir, self._settings.stem_cache_bytes)
         self._pipeline = Pipeline(self._store, self._models, cache, scheduler, self._settings)
         await _run(self._audio_pool, self._load_sami_models)
 
-    def _pool(self, workers: int, name: str) -> ThreadPoolExecutor:
+    def _pool(self, workers: int, name: str, extra_nice: int = 0) -> ThreadPoolExecutor:
+        nice = min(19, self._nice + extra_nice) if self._nice else 0
         return ThreadPoolExecutor(workers, thread_name_prefix=name, initializer=lower_thread_priority,
-                                  initargs=(self._nice,))
+                                  initargs=(nice,))
 
     async def stop(self) -> None:
         for pool in (self._audio_pool, self._job_pool):
