@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -229,3 +230,20 @@ def origin() -> Iterator[str]:
     yield f"http://localhost:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def live(request: pytest.FixtureRequest, model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The Jobs API's live gateway (tests/jobs/live.py), started once for the session."""
+    from tests.jobs.live import shared_gateway
+
+    return shared_gateway(request, model_store, tmp_path_factory)
+
+
+@pytest.fixture
+def hooks() -> Iterator[Any]:
+    """A local receiver of webhooks and copies (tests/jobs/live.py)."""
+    from tests.jobs.live import receiver
+
+    with receiver() as seen:
+        yield seen

@@ -27,8 +27,6 @@ from .live import (
     Receiver,
     audio_of,
     origin,
-    receiver,
-    shared_gateway,
     song,
     start_gateway,
     stop_gateway,
@@ -39,15 +37,6 @@ pytestmark = pytest.mark.timeout(300)
 SMALL = {"format": "wav", "sample_rate": SONG_RATE, "channels": 1}  # what the 10-minute song's stems are
 
 
-@pytest.fixture(scope="session")
-def live(request: pytest.FixtureRequest, model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> LiveGateway:
-    return shared_gateway(request, model_store, tmp_path_factory)
-
-
-@pytest.fixture
-def hooks() -> Iterator[Receiver]:
-    with receiver() as seen:
-        yield seen
 
 
 def submit(live: LiveGateway, body: dict[str, Any], appkey: str = APPKEY, **headers: str) -> requests.Response:

@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from itertools import islice
 from pathlib import Path
 
@@ -35,8 +35,6 @@ from tests.jobs.live import (
     LiveGateway,
     Receiver,
     audio_of,
-    receiver,
-    shared_gateway,
     song,
     wait_for,
 )
@@ -45,15 +43,6 @@ pytestmark = pytest.mark.timeout(300)
 SMALL = {"format": "wav", "sample_rate": SONG_RATE, "channels": 1}
 
 
-@pytest.fixture(scope="session")
-def live(request: pytest.FixtureRequest, model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> LiveGateway:
-    return shared_gateway(request, model_store, tmp_path_factory)
-
-
-@pytest.fixture
-def hooks() -> Iterator[Receiver]:
-    with receiver() as seen:
-        yield seen
 
 
 def decoded(path: Path) -> tuple[int, int, int]:
