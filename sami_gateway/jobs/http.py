@@ -16,6 +16,8 @@ from ..state import AUTH, CONFIG, CONTEXT, JOBS
 from .service import JobService
 
 PREFIXES = ("/api/v1/jobs", "/api/v1/uploads")  # answered with the Jobs API's error JSON
+SECONDS_PER_100_MB = 1.0  # a file's time allowance grows with its size beyond the body timeout
+LARGE_JSON_BYTES = 1024 * 1024  # parsed off the event loop above this
 
 
 def service(request: web.Request) -> JobService:
@@ -60,12 +62,22 @@ async def read_json(request: web.Request, limit: int) -> Any:
     except BodyTimeout as exc:
         raise error(Code.BODY_TIMEOUT, f"the body did not arrive within {timeout:g} s",
                     {"Connection": "close"}) from exc
+    if len(body) > LARGE_JSON_BYTES:
+        return await asyncio.to_thread(parse_json, body, "the body")
+    return parse_json(body, "the body")
+
+
+def parse_json(text: bytes, what: str) -> Any:
+    """`text` as JSON; 40000020 InvalidPayload when it is not."""
     try:
-        if len(body) > 1024 * 1024:
-            return await asyncio.to_thread(orjson.loads, body)
-        return orjson.loads(body)
+        return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise error(Code.INVALID_PAYLOAD, "the body is not JSON") from exc
+        raise error(Code.INVALID_PAYLOAD, f"{what} is not JSON") from exc
+
+
+def file_timeout(request: web.Request, max_bytes: int) -> float:
+    """Seconds a client has to send a file of up to `max_bytes` (an upload, a form's file part)."""
+    return request.app[CONFIG].body_timeout + SECONDS_PER_100_MB * max_bytes / 1e8
 
 
 async def chunks(stream: Any, timeout: float) -> AsyncIterator[bytes]:

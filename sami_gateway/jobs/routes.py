@@ -9,14 +9,23 @@ import time
 import uuid
 from typing import Any
 
-import orjson
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import Code, error
-from ..state import BODY_LIMIT, CONFIG, QUOTAS
+from ..state import BODY_LIMIT, QUOTAS
 from .blobs import BlobTooLarge
-from .http import authorized, base_url, chunks, job_response, json_response, read_json, service
+from .http import (
+    authorized,
+    base_url,
+    chunks,
+    file_timeout,
+    job_response,
+    json_response,
+    parse_json,
+    read_json,
+    service,
+)
 from .model import JobStatus
 from .requests import JobRequest, parse_job_request
 from .runner import media_type
@@ -39,7 +48,7 @@ def _idempotency_key(request: web.Request) -> str | None:
 async def _form_parts(request: web.Request, jobs: JobService, key: str) -> tuple[Any, bool]:
     """Read the form: `file` streamed under `key`, `params` parsed: (params, whether a file came)."""
     reader = await request.multipart()
-    timeout = request.app[CONFIG].body_timeout + jobs.max_input_bytes / 1e8
+    timeout = file_timeout(request, jobs.max_input_bytes)
     params: Any = {}
     has_file = False
     while (part := await reader.next()) is not None:
@@ -52,7 +61,7 @@ async def _form_parts(request: web.Request, jobs: JobService, key: str) -> tuple
             text = await part.read(decode=False)
             if len(text) > MAX_PARAMS_BYTES:
                 raise error(Code.ILLEGAL_PAYLOAD, f"params larger than {MAX_PARAMS_BYTES} bytes")
-            params = _loads(bytes(text))
+            params = parse_json(bytes(text), "params")
         else:
             raise error(Code.ILLEGAL_PAYLOAD, f"unexpected form part {part.name!r}: send file and params")
     return params, has_file
@@ -79,13 +88,6 @@ async def _multipart(request: web.Request, jobs: JobService) -> tuple[JobRequest
     except BaseException:
         await jobs.blobs.delete_prefix(key)
         raise
-
-
-def _loads(text: bytes) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise error(Code.INVALID_PAYLOAD, "params is not JSON") from exc
 
 
 async def submit_job(request: web.Request) -> web.Response:

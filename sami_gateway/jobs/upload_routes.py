@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from aiohttp import web
 
 from ..errors import Code, error
-from ..state import CONFIG, METRICS, QUOTAS
+from ..state import METRICS, QUOTAS
 from .blobs import BlobTooLarge
-from .http import authorized, base_url, chunks, json_response, service
+from .http import authorized, base_url, chunks, file_timeout, json_response, service
 from .model import Upload
 from .service import new_id
 from .views import iso, upload_json
-
-SECONDS_PER_100_MB = 1.0  # an upload's time allowance grows with its size beyond the body timeout
 
 
 async def create_upload(request: web.Request) -> web.Response:
@@ -43,7 +42,7 @@ async def put_upload(request: web.Request) -> web.Response:
     too_large = error(Code.PAYLOAD_TOO_LARGE, f"an upload is at most {upload.max_bytes} bytes", {"Connection": "close"})
     if (request.content_length or 0) > upload.max_bytes:
         raise too_large
-    timeout = request.app[CONFIG].body_timeout + SECONDS_PER_100_MB * upload.max_bytes / 1e8
+    timeout = file_timeout(request, upload.max_bytes)
     try:
         written = await jobs.blobs.put_stream(upload.key, chunks(request.content, timeout), upload.max_bytes)
     except BlobTooLarge as exc:
@@ -54,8 +53,8 @@ async def put_upload(request: web.Request) -> web.Response:
         await jobs.blobs.delete_prefix(upload.key)
         raise error(Code.EMPTY_DATA, "the upload is empty")
     now = time.time()
-    done = Upload(upload.id, upload.appkey, upload.created_at, now + jobs.settings.upload_ttl, upload.max_bytes,
-                  now, written.size, written.sha256)
+    done = replace(upload, expires_at=now + jobs.settings.upload_ttl, completed_at=now, size=written.size,
+                   sha256=written.sha256)
     if not await jobs.store.complete_upload(done):
         raise error(Code.CONFLICT, "this upload has already been PUT")
     request.app[METRICS].upload_bytes.inc(written.size)

@@ -20,10 +20,11 @@ from collections.abc import Callable
 from ..errors import GatewayError
 from ..fetch import Fetcher
 from .model import Job, WebhookEvent
+from .settings import JobSettings
 from .store import JobStore
 
 log = logging.getLogger(__name__)
-RETRY_DELAYS = (10.0, 30.0, 60.0, 300.0, 900.0)  # seconds after each failed attempt; then hourly
+RETRY_DELAYS = JobSettings.webhook_retry_delays  # seconds after each failed attempt (the default); then hourly
 HOURLY = 3600.0
 GIVE_UP_AFTER = 25 * 3600.0  # retried for at least 24 h: the last hourly attempt lands after it
 JITTER = 0.1  # each delay is stretched or shrunk by up to 10 %
