@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .access_keys import AccessKey, parse_access_keys
+from .cluster.settings import SETTINGS as CLUSTER_SETTINGS
 from .jobs.settings import SETTINGS as JOB_SETTINGS
 from .quota import Quota
 from .settings import ConfigError as ConfigError  # raised by load_config: its callers import it from here
@@ -29,7 +30,7 @@ DEFAULT_KID = "k1"
 DEFAULT_QUOTA = Quota(rate=20.0, burst=40, concurrent=8)  # generous: quotas guard against one key starving others
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 DEFAULT_NAMESPACES = ("namespaces.music_source_separate",)
-CORE_SECTIONS = (JOB_SETTINGS,)  # the core's own sections, beside the plugins'
+CORE_SECTIONS = (JOB_SETTINGS, CLUSTER_SETTINGS)  # the core's own sections, beside the plugins'
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,9 @@ class Code(Enum):
     OVERLOADED = Status(503, 50300001, "ServerOverloaded", "admission bound reached; retry after `Retry-After` seconds")
     UNAVAILABLE = Status(503, 50300002, "ServiceUnavailable",
                          "shutting down: admitted requests finish, new ones are refused")
+    BACKEND_UNAVAILABLE = Status(503, 50300003, "ServiceUnavailable",
+                                 "Redis or the object storage cannot be reached, or no worker is alive "
+                                 "(scale-out); retry after `Retry-After`")
     TIMEOUT = Status(504, 50400001, "Timeout", "the request ran past `SAMI_REQUEST_TIMEOUT`")
 
 

@@ -98,7 +98,7 @@ async def admitted(request: web.Request) -> web.StreamResponse:
     auth = context.auth or request.app[AUTH].authorize(call.appkey, call.token, call.namespace)
     context.auth, context.appkey = auth, auth.appkey
     namespace = request.app[NAMESPACES][auth.namespace]
-    with request.app[QUOTAS].charge(auth.appkey, auth.quota):
+    async with request.app[QUOTAS].charge(auth.appkey, auth.quota):
         result = await run_namespace(request, call, namespace)
     context.status_code = Code.OK.value.code
     context.report = result.report

@@ -58,6 +58,19 @@ class Metrics:
         self.upload_bytes = Counter("sami_gateway_upload_bytes", "Bytes received by direct uploads", registry=r)
         self.model_load = Gauge("sami_gateway_model_load_seconds", "Time to load a model at start",
                                 ["model"], registry=r)
+        # Scale-out (SAMI_QUEUE_URL): the shared queue as every front and worker sees it.
+        self.work_queued = Gauge("sami_gateway_work_queued", "Work waiting in the shared queue, by class",
+                                 ["class"], registry=r)
+        self.work_oldest = Gauge("sami_gateway_work_oldest_queued_age_seconds",
+                                 "Age of the oldest work waiting in the shared queue, by class (0 when none)",
+                                 ["class"], registry=r)
+        self.work_wait = Histogram("sami_gateway_work_wait_seconds", "Enqueued until a worker took it, by class",
+                                   ["class"], buckets=DURATION_BUCKETS, registry=r)
+        self.workers_alive = Gauge("sami_gateway_workers_alive", "Workers whose heartbeat is current", registry=r)
+        self.lease_takeovers = Counter("sami_gateway_lease_takeovers", "Work taken back from a worker whose "
+                                       "lease lapsed and queued again", ["class"], registry=r)
+        self.work_exhausted = Counter("sami_gateway_work_exhausted", "Work failed after its last allowed attempt",
+                                      ["class"], registry=r)
 
     def record_run(self, namespace: str, report: RunReport) -> None:
         """A namespace's report of one successful run."""

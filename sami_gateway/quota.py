@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from .errors import Code, error
 
@@ -30,6 +31,13 @@ class _Usage:
     tokens: float
     updated: float
     active: int = 0
+
+
+class Quotas(Protocol):
+    """Where quotas are kept: this process (`QuotaTracker`) or Redis, shared by every front."""
+
+    def charge(self, appkey: str, quota: Quota) -> AbstractAsyncContextManager[None]:
+        """Hold one of the appkey's concurrent requests for the duration of the block; 429 past the quota."""
 
 
 class QuotaTracker:
@@ -57,8 +65,8 @@ class QuotaTracker:
         usage.tokens -= 1
         usage.active += 1
 
-    @contextmanager
-    def charge(self, appkey: str, quota: Quota) -> Iterator[None]:
+    @asynccontextmanager
+    async def charge(self, appkey: str, quota: Quota) -> AsyncIterator[None]:
         """Hold one of the appkey's concurrent requests for the duration of the block."""
         with self._lock:
             self._take(appkey, quota)

@@ -13,7 +13,7 @@ from .fetch import Fetcher
 from .jobs.service import JobService
 from .metrics import Metrics
 from .namespace import Namespace, RunReport
-from .quota import QuotaTracker
+from .quota import Quotas
 from .scheduler import Scheduler
 
 
@@ -44,7 +44,7 @@ FETCHER = web.AppKey("fetcher", Fetcher)
 NAMESPACES = web.AppKey("namespaces", dict[str, Namespace[Any]])
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 METRICS = web.AppKey("metrics", Metrics)
-QUOTAS = web.AppKey("quotas", QuotaTracker)
+QUOTAS = web.AppKey("quotas", Quotas)
 READY = web.AppKey("ready", Readiness)
 JOBS = web.AppKey("jobs", JobService)
 CONTEXT = web.RequestKey("context", RequestContext)

@@ -2,7 +2,8 @@
 # Install sami-gateway into the current Python environment.
 #   bash scripts/install.sh          the service (and a C compiler if there is none)
 #   bash scripts/install.sh --test   the service, test tools, and the system packages the
-#                                    tests use (golang-go for the Go client, ffmpeg to cross-check codecs)
+#                                    tests use (golang-go for the Go client, ffmpeg to cross-check codecs,
+#                                    chromium for browser tests, redis-server for scale-out)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -15,6 +16,7 @@ if [[ "${1:-}" == "--test" ]]; then
     command -v go >/dev/null || PACKAGES+=(golang-go)
     command -v ffmpeg >/dev/null || PACKAGES+=(ffmpeg)
     command -v chromedriver >/dev/null || PACKAGES+=(chromium chromium-driver)  # /docs in a headless browser
+    command -v redis-server >/dev/null || PACKAGES+=(redis-server)  # the scale-out tests' queue and state
 fi
 if (( ${#PACKAGES[@]} )); then
     SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"

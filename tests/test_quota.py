@@ -25,34 +25,35 @@ class Clock:
         return self.now
 
 
-def refused(tracker: QuotaTracker, appkey: str, quota: Quota) -> GatewayError:
-    with pytest.raises(GatewayError) as info, tracker.charge(appkey, quota):
-        pass
+async def refused(tracker: QuotaTracker, appkey: str, quota: Quota) -> GatewayError:
+    with pytest.raises(GatewayError) as info:
+        async with tracker.charge(appkey, quota):
+            pass
     assert info.value.code is Code.QUOTA_EXCEEDED and info.value.status.http == 429
     return info.value
 
 
-def test_burst_then_rate_with_retry_after() -> None:
+async def test_burst_then_rate_with_retry_after() -> None:
     clock = Clock()
     tracker, quota = QuotaTracker(clock), Quota(rate=0.5, burst=2, concurrent=5)
     for _ in range(2):
-        with tracker.charge("a", quota):
+        async with tracker.charge("a", quota):
             pass
-    assert refused(tracker, "a", quota).headers["Retry-After"] == "2"  # one token takes 2 s at 0.5/s
-    with tracker.charge("b", quota):  # another appkey has its own bucket
+    assert (await refused(tracker, "a", quota)).headers["Retry-After"] == "2"  # one token takes 2 s at 0.5/s
+    async with tracker.charge("b", quota):  # another appkey has its own bucket
         pass
     clock.now = 2.0
-    with tracker.charge("a", quota):
+    async with tracker.charge("a", quota):
         pass
 
 
-def test_concurrency_bound_and_release() -> None:
+async def test_concurrency_bound_and_release() -> None:
     tracker, quota, vip = QuotaTracker(), Quota(rate=100, burst=100, concurrent=1), Quota(100, 100, 3)
-    with tracker.charge("a", quota):
-        assert refused(tracker, "a", quota).headers["Retry-After"] == "1"
-        with tracker.charge("vip", vip), tracker.charge("vip", vip):
+    async with tracker.charge("a", quota):
+        assert (await refused(tracker, "a", quota)).headers["Retry-After"] == "1"
+        async with tracker.charge("vip", vip), tracker.charge("vip", vip):
             pass
-    with tracker.charge("a", quota):  # released
+    async with tracker.charge("a", quota):  # released
         pass
 
 

@@ -95,7 +95,7 @@ async def submit_job(request: web.Request) -> web.Response:
     jobs = service(request)
     key = _idempotency_key(request)
     kind = request.content_type
-    with request.app[QUOTAS].charge(auth.appkey, auth.quota):
+    async with request.app[QUOTAS].charge(auth.appkey, auth.quota):
         if kind == "multipart/form-data":
             job_request, stored = await _multipart(request, jobs)
             try:

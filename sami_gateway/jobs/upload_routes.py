@@ -20,7 +20,7 @@ async def create_upload(request: web.Request) -> web.Response:
     """A new upload and the signed URL to PUT its bytes to."""
     auth = authorized(request)
     jobs = service(request)
-    with request.app[QUOTAS].charge(auth.appkey, auth.quota):
+    async with request.app[QUOTAS].charge(auth.appkey, auth.quota):
         now, upload_id = time.time(), new_id("upl")
         path, expires = jobs.signer.sign("PUT", f"/api/v1/uploads/{upload_id}", jobs.settings.signed_url_ttl, now)
         # The slot lives exactly as long as the URL says (`expires`, rounded up to a whole second).
