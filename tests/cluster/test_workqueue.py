@@ -1,0 +1,131 @@
+"""The shared work queue on a real redis-server: fair across appkeys, interactive first, leases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from sami_gateway.cluster import keys
+from sami_gateway.cluster.redis_client import redis_client
+from sami_gateway.cluster.servers import Server
+from sami_gateway.cluster.workqueue import WorkQueue
+from sami_gateway.errors import Code, GatewayError
+
+
+@pytest.fixture
+async def client(redis: Server) -> AsyncIterator[aioredis.Redis]:
+    connection = redis_client(redis.url)
+    await connection.flushdb()
+    yield connection
+    await connection.aclose()
+
+
+async def test_round_robin_across_appkeys_and_interactive_first(client: aioredis.Redis) -> None:
+    queue = WorkQueue(client, "w1", lease=10)
+    for n in range(5):
+        await queue.enqueue("batch", "big", keys.JOB, f"big-{n}")
+    await queue.enqueue("batch", "small", keys.JOB, "small-0")
+    await queue.enqueue("interactive", "big", keys.INVOKE, "inv-0")
+    order = []
+    while (work := await queue.take(keys.CLASSES)) is not None:
+        order.append(work.id)
+        await queue.done(work)
+    # the invoke first; then the backlog's first job and the other appkey's single one, alternately
+    assert order == ["inv-0", "big-0", "small-0", "big-1", "big-2", "big-3", "big-4"]
+    assert await queue.take(keys.CLASSES) is None
+
+
+async def test_least_recently_served_goes_first_after_a_return(client: aioredis.Redis) -> None:
+    queue = WorkQueue(client, "w1", lease=10)
+    await queue.enqueue("batch", "a", keys.JOB, "a-0")
+    taken = await queue.take(["batch"])
+    assert taken is not None and taken.id == "a-0"
+    await queue.done(taken)
+    assert await queue.take(["batch"]) is None  # `a` leaves the ready set, its last service kept
+    await queue.enqueue("batch", "b", keys.JOB, "b-0")
+    await queue.enqueue("batch", "a", keys.JOB, "a-1")
+    await queue.enqueue("batch", "b", keys.JOB, "b-1")
+    ids = [(await queue.take(["batch"])).id for _ in range(3)]  # type: ignore[union-attr]
+    assert ids == ["b-0", "a-1", "b-1"]  # b was never served: it goes before a
+
+
+async def test_a_lapsed_lease_is_taken_over_and_counted(client: aioredis.Redis) -> None:
+    dead, alive = WorkQueue(client, "dead", lease=0.3), WorkQueue(client, "alive", lease=0.3)
+    await dead.enqueue("batch", "k", keys.JOB, "job-1")
+    held = await dead.take(["batch"])
+    assert held is not None and held.attempt == 0
+    assert await alive.reclaim(3) == ([], [])  # not idle long enough yet
+    await asyncio.sleep(0.4)
+    requeued, exhausted = await alive.reclaim(3)
+    assert [w.id for w in requeued] == ["job-1"] and exhausted == []
+    assert await dead.renew(held) is False  # the dead worker's lease is gone
+    again = await alive.take(["batch"])
+    assert again is not None and again.id == "job-1" and again.attempt == 1
+    assert again.enqueued == held.enqueued
+
+
+async def test_renewing_keeps_the_lease(client: aioredis.Redis) -> None:
+    worker, reaper = WorkQueue(client, "w", lease=0.4), WorkQueue(client, "r", lease=0.4)
+    await worker.enqueue("interactive", "k", keys.INVOKE, "inv")
+    held = await worker.take(["interactive"])
+    assert held is not None
+    for _ in range(4):
+        await asyncio.sleep(0.2)
+        assert await worker.renew(held) is True
+        assert await reaper.reclaim(3) == ([], [])
+    await worker.done(held)
+    await asyncio.sleep(0.5)
+    assert await reaper.reclaim(3) == ([], [])  # done work is never taken over
+
+
+async def test_exhausted_after_the_last_attempt(client: aioredis.Redis) -> None:
+    queue = WorkQueue(client, "w", lease=0.1)
+    await queue.enqueue("batch", "k", keys.JOB, "doomed")
+    outcomes = []
+    for _ in range(3):
+        assert await queue.take(["batch"]) is not None
+        await asyncio.sleep(0.15)
+        outcomes.append(await queue.reclaim(3))
+    assert [len(r) for r, _ in outcomes] == [1, 1, 0]
+    assert [w.id for w in outcomes[-1][1]] == ["doomed"] and outcomes[-1][1][0].attempt == 3
+    assert await queue.take(["batch"]) is None
+
+
+async def test_depth_heartbeat_and_workers(client: aioredis.Redis) -> None:
+    queue = WorkQueue(client, "w", lease=5)
+    for n in range(3):
+        await queue.enqueue("batch", f"k{n % 2}", keys.JOB, f"j{n}")
+    await queue.enqueue("interactive", "k0", keys.INVOKE, "i0")
+    await asyncio.sleep(0.05)
+    depth = await queue.depth()
+    assert depth["batch"].queued == 3 and depth["interactive"].queued == 1
+    assert 0.04 < depth["batch"].oldest_age < 5
+    taken = await queue.take(keys.CLASSES)
+    assert taken is not None
+    depth = await queue.depth()
+    assert depth["interactive"].queued == 0 and depth["interactive"].oldest_age == 0
+    assert await queue.workers_alive() == 0
+    await queue.heartbeat()
+    await WorkQueue(client, "w2", lease=5).heartbeat()
+    assert await queue.workers_alive() == 2
+    await queue.leave()
+    assert await queue.workers_alive() == 1
+
+
+async def test_unreachable_redis_is_a_503(redis: Server, client: aioredis.Redis) -> None:
+    queue = WorkQueue(client, "w", lease=5)
+    redis.pause()
+    try:
+        with pytest.raises(GatewayError) as info:
+            await queue.enqueue("batch", "k", keys.JOB, "j")
+        assert info.value.code is Code.BACKEND_UNAVAILABLE and info.value.status.http == 503
+    finally:
+        redis.resume()
+    await queue.enqueue("batch", "k", keys.JOB, "after")
+    # The refused command may still have reached Redis (a timeout does not say it was not applied:
+    # that is why job submission is idempotent); what follows the pause works again.
+    taken = [(await queue.take(["batch"])).id for _ in range((await queue.depth())["batch"].queued)]  # type: ignore[union-attr]
+    assert taken[-1] == "after" and set(taken) <= {"j", "after"}
