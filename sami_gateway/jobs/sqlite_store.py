@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from .model import InputKind, Job, JobError, JobStatus, StoredResult, Upload, WebhookEvent
+from .codec import NESTED, job_from_dict, job_to_dict
+from .model import Job, JobStatus, Upload, WebhookEvent
 from .store import QueueHead
 
 T = TypeVar("T")
@@ -93,33 +94,15 @@ def _loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
-def _result_to_json(result: Any) -> dict[str, Any] | None:
-    if result is None:
-        return None
-    return {stem: vars(item) for stem, item in result.items()}
-
-
 def job_row(job: Job) -> tuple[Any, ...]:
-    return (job.id, job.appkey, job.status.value, job.progress, _json(dict(job.request)), job.input_kind.value,
-            job.input_ref, job.name, _json(dict(job.metadata)), job.webhook_url, _json(dict(job.copy_results_to)),
-            _json(None if job.input_info is None else dict(job.input_info)), _json(_result_to_json(job.result)),
-            _json(None if job.error is None else vars(job.error)), int(job.cache_hit), job.attempts,
-            job.created_at, job.started_at, job.completed_at, job.expires_at)
+    values = job_to_dict(job)
+    values["cache_hit"] = int(job.cache_hit)
+    return tuple(_json(values[name]) if name in NESTED else values[name] for name in JOB_COLUMNS)
 
 
 def job_from_row(row: sqlite3.Row) -> Job:
-    result = _loads(row["result"])
-    error = _loads(row["error"])
-    return Job(
-        id=row["id"], appkey=row["appkey"], status=JobStatus(row["status"]), request=_loads(row["request"]),
-        input_kind=InputKind(row["input_kind"]), input_ref=row["input_ref"], created_at=row["created_at"],
-        seq=row["seq"], progress=row["progress"], name=row["name"], metadata=_loads(row["metadata"]),
-        webhook_url=row["webhook_url"], copy_results_to=_loads(row["copy_results_to"]),
-        input_info=_loads(row["input_info"]),
-        result=None if result is None else {stem: StoredResult(**item) for stem, item in result.items()},
-        error=None if error is None else JobError(**error), cache_hit=bool(row["cache_hit"]),
-        attempts=row["attempts"], started_at=row["started_at"], completed_at=row["completed_at"],
-        expires_at=row["expires_at"])
+    values = {name: _loads(row[name]) if name in NESTED else row[name] for name in (*JOB_COLUMNS, "seq")}
+    return job_from_dict(values)
 
 
 def _event_from_row(row: sqlite3.Row) -> WebhookEvent:
