@@ -1,0 +1,477 @@
+"""The shared job store: jobs, uploads and webhook events in Redis, each change one Lua script.
+
+Every front and worker reads and writes the same keys; a change that touches several keys is one
+script, so nobody sees half of it. Creating a job also enqueues its work in the same script: a job
+that exists is in the queue, whatever happens to the front afterwards. Key layout, under `PREFIX`:
+
+    job:{id}                          hash: data (the job as JSON), status, progress, seq, appkey, created_at
+    jobs                              set: every job id
+    jobs:seq                          counter: the last seq handed out
+    jobs:by-appkey:{appkey}           sorted set: the appkey's job ids by seq
+    jobs:by-status:{status}:{appkey}  sorted set: its job ids of one status by seq (`queued`: its queue)
+    jobs:queued-appkeys               set: the appkeys with queued jobs
+    jobs:queued-since                 sorted set: queued job ids by created_at
+    jobs:expiry                       sorted set: job ids by expires_at (ended jobs)
+    idem:{appkey}:{sha256 of the key} string: the job an Idempotency-Key named, for a day
+    upload:{id}                       hash: data (JSON), completed ('' until PUT, then '1')
+    uploads:expiry                    sorted set: upload ids by expires_at
+    event:{id}                        hash: meta (JSON, all but the body), body, done ('1' once delivered
+                                      or abandoned)
+    events:due                        sorted set: pending event ids by next attempt (or end of a claim)
+    job-events:{job_id}               set: the job's event ids
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+
+from ..jobs.codec import event_from_meta, event_meta, job_from_dict, job_to_dict, upload_from_dict, upload_to_dict
+from ..jobs.model import Job, JobStatus, Upload, WebhookEvent
+from ..jobs.store import QueueHead
+from .keys import ENQUEUE_LUA, JOB_CHANGED, PREFIX
+from .redis_client import redis_unavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+IDEMPOTENCY_TTL = 24 * 3600  # seconds an Idempotency-Key names its job, as the contract says
+JOBS, SEQ = PREFIX + "jobs", PREFIX + "jobs:seq"
+QUEUED_APPKEYS, QUEUED_SINCE, EXPIRY = PREFIX + "jobs:queued-appkeys", PREFIX + "jobs:queued-since", \
+    PREFIX + "jobs:expiry"
+UPLOAD_EXPIRY, EVENTS_DUE = PREFIX + "uploads:expiry", PREFIX + "events:due"
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def by_appkey(appkey: str) -> str:
+    return f"{PREFIX}jobs:by-appkey:{appkey}"
+
+
+def by_status(status: JobStatus, appkey: str) -> str:
+    return f"{PREFIX}jobs:by-status:{status.value}:{appkey}"
+
+
+def idempotency_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def idempotency(appkey: str, key: str) -> str:
+    return f"{PREFIX}idem:{appkey}:{idempotency_digest(key)}"
+
+
+def upload_key(upload_id: str) -> str:
+    return f"{PREFIX}upload:{upload_id}"
+
+
+def event_key(event_id: str) -> str:
+    return f"{PREFIX}event:{event_id}"
+
+
+def job_events(job_id: str) -> str:
+    return f"{PREFIX}job-events:{job_id}"
+
+
+# The same names in Lua, and the helpers the scripts share: `load` gives what `_job` decodes.
+LAYOUT_LUA = f"""
+local P, CHANGED = '{PREFIX}', '{JOB_CHANGED}'
+local JOBS, SEQ, QUEUED_APPKEYS, QUEUED_SINCE = '{JOBS}', '{SEQ}', '{QUEUED_APPKEYS}', '{QUEUED_SINCE}'
+local EXPIRY, UPLOAD_EXPIRY, EVENTS_DUE = '{EXPIRY}', '{UPLOAD_EXPIRY}', '{EVENTS_DUE}'
+local function job_key(id) return P .. 'job:' .. id end
+local function by_appkey(appkey) return P .. 'jobs:by-appkey:' .. appkey end
+local function by_status(status, appkey) return P .. 'jobs:by-status:' .. status .. ':' .. appkey end
+local function upload_key(id) return P .. 'upload:' .. id end
+local function event_key(id) return P .. 'event:' .. id end
+local function job_events(id) return P .. 'job-events:' .. id end
+""" + """
+local function load(id)
+  local job = redis.call('HMGET', job_key(id), 'data', 'status', 'progress', 'seq', 'appkey')
+  if job[1] then return job end
+  return nil
+end
+local function loaded(ids)
+  local out = {}
+  for _, id in ipairs(ids) do
+    local job = load(id)
+    if job then out[#out + 1] = job end
+  end
+  return out
+end
+-- move job `id` from the indexes of status `old` (false: a new job) to those of `new`
+local function reindex(appkey, id, seq, old, new, created)
+  if old ~= new then
+    if old then redis.call('ZREM', by_status(old, appkey), id) end
+    redis.call('ZADD', by_status(new, appkey), seq, id)
+  end
+  if new == 'queued' then
+    redis.call('ZADD', QUEUED_SINCE, created, id)
+    redis.call('SADD', QUEUED_APPKEYS, appkey)
+  elseif old == 'queued' then
+    redis.call('ZREM', QUEUED_SINCE, id)
+    if redis.call('ZCARD', by_status('queued', appkey)) == 0 then redis.call('SREM', QUEUED_APPKEYS, appkey) end
+  end
+end
+local function put_event(id, job_id, meta, body, pending, next_at)
+  redis.call('HSET', event_key(id), 'meta', meta, 'body', body, 'done', pending == '1' and '' or '1')
+  redis.call('SADD', job_events(job_id), id)
+  if pending == '1' then redis.call('ZADD', EVENTS_DUE, next_at, id) end
+end
+"""
+
+# ARGV: appkey, id, sha256 of the idempotency key or '', since, data, status, progress, created_at,
+# now in ms, idempotency ttl. Returns {1, seq} for a new job, {0, job} for the one the key named.
+CREATE_LUA = ENQUEUE_LUA + LAYOUT_LUA + """
+local appkey, id, digest, since = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local idem = P .. 'idem:' .. appkey .. ':' .. digest
+if digest ~= '' then
+  local first = redis.call('GET', idem)
+  local job = first and load(first)
+  if job and tonumber(redis.call('HGET', job_key(first), 'created_at')) >= since then return {0, job} end
+end
+local seq = redis.call('INCR', SEQ)
+redis.call('HSET', job_key(id), 'data', ARGV[5], 'status', ARGV[6], 'progress', ARGV[7], 'seq', seq,
+           'appkey', appkey, 'created_at', ARGV[8])
+redis.call('SADD', JOBS, id)
+redis.call('ZADD', by_appkey(appkey), seq, id)
+reindex(appkey, id, seq, false, ARGV[6], ARGV[8])
+if digest ~= '' then redis.call('SET', idem, id, 'EX', ARGV[10]) end
+enqueue('batch', appkey, 'job', id, ARGV[9])
+redis.call('PUBLISH', CHANGED, id)
+return {1, seq}
+"""
+
+# ARGV: id, data, status, progress, created_at, expires_at or '', n, n statuses it may come from,
+# then the event if any: id, job id, meta, body, pending ('1' or ''), next attempt.
+TRANSITION_LUA = LAYOUT_LUA + """
+local id, status, created, n = ARGV[1], ARGV[3], ARGV[5], tonumber(ARGV[7])
+local key = job_key(id)
+local current = redis.call('HGET', key, 'status')
+local allowed = false
+for i = 8, 7 + n do allowed = allowed or ARGV[i] == current end
+if not allowed then return 0 end
+local job = redis.call('HMGET', key, 'appkey', 'seq')
+redis.call('HSET', key, 'data', ARGV[2], 'status', status, 'progress', ARGV[4], 'created_at', created)
+reindex(job[1], id, job[2], current, status, created)
+if ARGV[6] == '' then redis.call('ZREM', EXPIRY, id) else redis.call('ZADD', EXPIRY, ARGV[6], id) end
+local e = 8 + n
+if ARGV[e] then put_event(ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5]) end
+redis.call('PUBLISH', CHANGED, id)
+return 1
+"""
+
+PROGRESS_LUA = LAYOUT_LUA + """
+local key = job_key(ARGV[1])
+local job = redis.call('HMGET', key, 'status', 'progress')
+if job[1] ~= 'processing' or tonumber(job[2]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', key, 'progress', ARGV[2])
+redis.call('PUBLISH', CHANGED, ARGV[1])
+return 1
+"""
+
+# ARGV: appkey, limit, before seq or '', the statuses (none: all)
+LIST_LUA = LAYOUT_LUA + """
+local appkey, limit, before = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local max = before == '' and '+inf' or '(' .. before
+local sources = {}
+if #ARGV == 3 then sources[1] = by_appkey(appkey) end
+for i = 4, #ARGV do sources[#sources + 1] = by_status(ARGV[i], appkey) end
+local picked = {}
+for _, source in ipairs(sources) do
+  local found = redis.call('ZREVRANGEBYSCORE', source, max, '-inf', 'WITHSCORES', 'LIMIT', 0, limit)
+  for i = 1, #found, 2 do picked[#picked + 1] = {tonumber(found[i + 1]), found[i]} end
+end
+table.sort(picked, function(a, b) return a[1] > b[1] end)
+local ids = {}
+for i = 1, math.min(limit, #picked) do ids[i] = picked[i][2] end
+return loaded(ids)
+"""
+
+HEADS_LUA = LAYOUT_LUA + """
+local out = {}
+for _, appkey in ipairs(redis.call('SMEMBERS', QUEUED_APPKEYS)) do
+  local queue = by_status('queued', appkey)
+  local head = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
+  if head[1] then
+    out[#out + 1] = {appkey, head[1], head[2], redis.call('HGET', job_key(head[1]), 'created_at'),
+                     redis.call('ZCARD', queue)}
+  end
+end
+return out
+"""
+
+EXPIRED_JOBS_LUA = LAYOUT_LUA + """
+return loaded(redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', ARGV[1], 'LIMIT', 0, ARGV[2]))
+"""
+
+DELETE_JOB_LUA = LAYOUT_LUA + """
+local id = ARGV[1]
+local job = redis.call('HMGET', job_key(id), 'appkey', 'status')
+for _, event in ipairs(redis.call('SMEMBERS', job_events(id))) do
+  redis.call('DEL', event_key(event))
+  redis.call('ZREM', EVENTS_DUE, event)
+end
+redis.call('DEL', job_events(id))
+if not job[1] then return 0 end
+local appkey, status = job[1], job[2]
+redis.call('DEL', job_key(id))
+redis.call('SREM', JOBS, id)
+redis.call('ZREM', by_appkey(appkey), id)
+redis.call('ZREM', by_status(status, appkey), id)
+redis.call('ZREM', EXPIRY, id)
+redis.call('ZREM', QUEUED_SINCE, id)
+if redis.call('ZCARD', by_status('queued', appkey)) == 0 then redis.call('SREM', QUEUED_APPKEYS, appkey) end
+redis.call('PUBLISH', CHANGED, id)
+return 1
+"""
+
+# ARGV: id, data, completed ('' or '1'), expires_at, 'create' or 'complete' (only if not completed yet)
+PUT_UPLOAD_LUA = LAYOUT_LUA + """
+local key = upload_key(ARGV[1])
+if ARGV[5] == 'complete' and redis.call('HGET', key, 'completed') ~= '' then return 0 end
+redis.call('HSET', key, 'data', ARGV[2], 'completed', ARGV[3])
+redis.call('ZADD', UPLOAD_EXPIRY, ARGV[4], ARGV[1])
+return 1
+"""
+
+EXPIRED_UPLOADS_LUA = LAYOUT_LUA + """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', UPLOAD_EXPIRY, '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do
+  local data = redis.call('HGET', upload_key(id), 'data')
+  if data then out[#out + 1] = data end
+end
+return out
+"""
+
+DELETE_UPLOAD_LUA = LAYOUT_LUA + """
+redis.call('DEL', upload_key(ARGV[1]))
+redis.call('ZREM', UPLOAD_EXPIRY, ARGV[1])
+"""
+
+# ARGV: now, limit, claimed until. Each event returned is claimed: due again only when the claim
+# ends, so no other sender takes it meanwhile.
+DUE_LUA = LAYOUT_LUA + """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', EVENTS_DUE, '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do
+  local event = redis.call('HMGET', event_key(id), 'meta', 'body')
+  if event[1] then
+    redis.call('ZADD', EVENTS_DUE, ARGV[3], id)
+    out[#out + 1] = event
+  else
+    redis.call('ZREM', EVENTS_DUE, id)
+  end
+end
+return out
+"""
+
+# ARGV: id, meta, pending ('1' or ''), next attempt. An event delivered or abandoned stays so.
+ATTEMPTED_LUA = LAYOUT_LUA + """
+local key = event_key(ARGV[1])
+local done = redis.call('HGET', key, 'done')
+if done ~= '' then return 0 end
+redis.call('HSET', key, 'meta', ARGV[2], 'done', ARGV[3] == '1' and '' or '1')
+if ARGV[3] == '1' then redis.call('ZADD', EVENTS_DUE, ARGV[4], ARGV[1]) else redis.call('ZREM', EVENTS_DUE, ARGV[1]) end
+return 1
+"""
+
+EVENTS_OF_LUA = LAYOUT_LUA + """
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', job_events(ARGV[1]))) do
+  local event = redis.call('HMGET', event_key(id), 'meta', 'body')
+  if event[1] then out[#out + 1] = event end
+end
+return out
+"""
+
+
+def _unavailable_as_503(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Redis unreachable or too slow during `method`: the 503 of `redis_unavailable`."""
+    @functools.wraps(method)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        with redis_unavailable():
+            return await method(*args, **kwargs)
+    return guarded
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _optional(value: float | None) -> float | str:
+    return "" if value is None else value
+
+
+def _job(fields: Sequence[Any]) -> Job:
+    """A job from what the Lua `load` returns: the stored fields override the JSON's."""
+    data, status, progress, seq, appkey = fields
+    values = orjson.loads(data)
+    values.update(status=_text(status), progress=float(progress), seq=int(seq), appkey=_text(appkey))
+    return job_from_dict(values)
+
+
+def _pending(event: WebhookEvent) -> str:
+    """'1' while the event is still to be delivered, '' once delivered or abandoned (Lua's flag)."""
+    return "1" if event.delivered_at is None and event.abandoned_at is None else ""
+
+
+def _event_args(event: WebhookEvent) -> list[str | bytes | float]:
+    return [event.id, event.job_id, orjson.dumps(event_meta(event)), event.body, _pending(event),
+            event.next_attempt_at]
+
+
+def _event(fields: Sequence[Any]) -> WebhookEvent:
+    meta, body = fields
+    return event_from_meta(orjson.loads(meta), body)
+
+
+class RedisJobStore:
+    """`JobStore` in Redis, shared by every front and worker; `client` stays open on `close`."""
+
+    def __init__(self, client: aioredis.Redis, event_claim_seconds: float = 120.0) -> None:
+        self._client = client
+        self._claim = event_claim_seconds  # how long a sender owns the events it took
+        script = client.register_script
+        self._create, self._transition, self._progress = script(CREATE_LUA), script(TRANSITION_LUA), \
+            script(PROGRESS_LUA)
+        self._list, self._heads, self._expired_jobs = script(LIST_LUA), script(HEADS_LUA), script(EXPIRED_JOBS_LUA)
+        self._delete_job, self._put_upload = script(DELETE_JOB_LUA), script(PUT_UPLOAD_LUA)
+        self._expired_uploads, self._delete_upload = script(EXPIRED_UPLOADS_LUA), script(DELETE_UPLOAD_LUA)
+        self._due, self._attempted, self._events_of = script(DUE_LUA), script(ATTEMPTED_LUA), \
+            script(EVENTS_OF_LUA)
+
+    @_unavailable_as_503
+    async def open(self) -> None:
+        await self._client.ping()
+
+    async def close(self) -> None:
+        """Nothing to release: the client is shared and closed by whoever made it."""
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    @_unavailable_as_503
+    async def create_job(self, job: Job, idempotency_key: str | None = None,
+                         idempotency_since: float = 0.0) -> tuple[Job, bool]:
+        """Store the job and enqueue its work in one step (see the `JobStore` protocol)."""
+        digest = "" if idempotency_key is None else idempotency_digest(idempotency_key)
+        created, value = await self._create(args=[
+            job.appkey, job.id, digest, idempotency_since, orjson.dumps(job_to_dict(job)), job.status.value,
+            job.progress, job.created_at, int(time.time() * 1000), IDEMPOTENCY_TTL])
+        return (job.with_(seq=int(value)), True) if created else (_job(value), False)
+
+    @_unavailable_as_503
+    async def get_job(self, job_id: str) -> Job | None:
+        fields = await self._client.hmget(job_key(job_id), ["data", "status", "progress", "seq", "appkey"])
+        return None if fields[0] is None else _job(fields)
+
+    @_unavailable_as_503
+    async def list_jobs(self, appkey: str, statuses: Collection[JobStatus], limit: int,
+                        before_seq: int | None = None) -> list[Job]:
+        if limit <= 0:
+            return []
+        wanted = sorted({status.value for status in statuses})
+        found = await self._list(args=[appkey, limit, "" if before_seq is None else before_seq, *wanted])
+        return [_job(fields) for fields in found]
+
+    @_unavailable_as_503
+    async def queue_heads(self) -> list[QueueHead]:
+        heads = [QueueHead(_text(appkey), _text(job_id), int(seq), float(created), int(queued))
+                 for appkey, job_id, seq, created, queued in await self._heads()]
+        return sorted(heads, key=lambda head: head.seq)
+
+    @_unavailable_as_503
+    async def oldest_queued(self) -> float | None:
+        oldest = await self._client.zrange(QUEUED_SINCE, 0, 0, withscores=True)
+        return float(oldest[0][1]) if oldest else None
+
+    @_unavailable_as_503
+    async def transition(self, job: Job, from_statuses: Collection[JobStatus],
+                         event: WebhookEvent | None = None) -> bool:
+        """Write the job if its status is one of `from_statuses`, with its event, and announce it on
+        `JOB_CHANGED`. From `processing` to `processing` works: a worker taking over lapsed work."""
+        sources = sorted({status.value for status in from_statuses})
+        args: list[Any] = [job.id, orjson.dumps(job_to_dict(job)), job.status.value, job.progress, job.created_at,
+                           _optional(job.expires_at), len(sources), *sources]
+        if event is not None:
+            args += _event_args(event)
+        return bool(await self._transition(args=args))
+
+    @_unavailable_as_503
+    async def set_progress(self, job_id: str, progress: float) -> None:
+        await self._progress(args=[job_id, progress])
+
+    @_unavailable_as_503
+    async def delete_job(self, job_id: str) -> None:
+        await self._delete_job(args=[job_id])
+
+    async def requeue_interrupted(self, max_attempts: int) -> tuple[list[Job], list[Job]]:
+        """Nothing to do: in scale-out mode a crashed worker's work comes back through the queue's
+        leases (its unacknowledged entry is taken over), not through the store. ([], [])."""
+        return [], []
+
+    @_unavailable_as_503
+    async def expired_jobs(self, now: float, limit: int) -> list[Job]:
+        return [_job(fields) for fields in await self._expired_jobs(args=[now, limit])]
+
+    @_unavailable_as_503
+    async def job_ids(self) -> set[str]:
+        return {_text(job_id) for job_id in await self._client.smembers(JOBS)}
+
+    # -- uploads -----------------------------------------------------------------------------
+
+    @_unavailable_as_503
+    async def create_upload(self, upload: Upload) -> None:
+        await self._put_upload(args=[upload.id, orjson.dumps(upload_to_dict(upload)),
+                                     "" if upload.completed_at is None else "1", upload.expires_at, "create"])
+
+    @_unavailable_as_503
+    async def get_upload(self, upload_id: str) -> Upload | None:
+        data = await self._client.hget(upload_key(upload_id), "data")
+        return None if data is None else upload_from_dict(orjson.loads(data))
+
+    @_unavailable_as_503
+    async def complete_upload(self, upload: Upload) -> bool:
+        return bool(await self._put_upload(args=[upload.id, orjson.dumps(upload_to_dict(upload)), "1",
+                                                 upload.expires_at, "complete"]))
+
+    @_unavailable_as_503
+    async def expired_uploads(self, now: float, limit: int) -> list[Upload]:
+        return [upload_from_dict(orjson.loads(data)) for data in await self._expired_uploads(args=[now, limit])]
+
+    @_unavailable_as_503
+    async def delete_upload(self, upload_id: str) -> None:
+        await self._delete_upload(args=[upload_id])
+
+    @_unavailable_as_503
+    async def upload_ids(self) -> set[str]:
+        return {_text(upload_id) for upload_id in await self._client.zrange(UPLOAD_EXPIRY, 0, -1)}
+
+    # -- webhook events ----------------------------------------------------------------------
+
+    @_unavailable_as_503
+    async def due_events(self, now: float, limit: int) -> list[WebhookEvent]:
+        """Pending events due by `now`, oldest first, each claimed for `event_claim_seconds`: no other
+        sender gets it until `event_attempted` records the attempt (or the claim runs out)."""
+        return [_event(fields) for fields in await self._due(args=[now, limit, now + self._claim])]
+
+    @_unavailable_as_503
+    async def next_event_at(self) -> float | None:
+        first = await self._client.zrange(EVENTS_DUE, 0, 0, withscores=True)
+        return float(first[0][1]) if first else None
+
+    @_unavailable_as_503
+    async def event_attempted(self, event: WebhookEvent) -> None:
+        await self._attempted(args=[event.id, orjson.dumps(event_meta(event)), _pending(event),
+                                    event.next_attempt_at])
+
+    @_unavailable_as_503
+    async def events_of(self, job_id: str) -> list[WebhookEvent]:
+        """Every event of a job, delivered or not (tests and diagnostics)."""
+        events = [_event(fields) for fields in await self._events_of(args=[job_id])]
+        return sorted(events, key=lambda event: event.created_at)
