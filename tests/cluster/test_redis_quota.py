@@ -1,0 +1,114 @@
+"""Quotas kept in Redis, shared by two fronts: the same rules and answers as `QuotaTracker`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import pytest
+from redis.asyncio import Redis
+
+from sami_gateway.cluster.redis_client import redis_client
+from sami_gateway.cluster.redis_quota import RedisQuotas, held
+from sami_gateway.cluster.servers import Server
+from sami_gateway.errors import Code, GatewayError
+from sami_gateway.quota import Quota, Quotas, QuotaTracker
+
+HOLD = 60.0
+
+
+@pytest.fixture
+async def clients(redis: Server) -> AsyncIterator[tuple[Redis, Redis]]:
+    first, second = redis_client(redis.url), redis_client(redis.url)
+    await first.flushdb()
+    yield first, second
+    await first.aclose()
+    await second.aclose()
+
+
+@pytest.fixture
+def fronts(clients: tuple[Redis, Redis]) -> tuple[RedisQuotas, RedisQuotas]:
+    return RedisQuotas(clients[0], HOLD), RedisQuotas(clients[1], HOLD)
+
+
+async def refused(quotas: Quotas, appkey: str, quota: Quota) -> GatewayError:
+    with pytest.raises(GatewayError) as info:
+        async with quotas.charge(appkey, quota):
+            pass
+    assert info.value.code is Code.QUOTA_EXCEEDED and info.value.status.http == 429
+    return info.value
+
+
+def same_answer(shared: GatewayError, local: GatewayError) -> bool:
+    return (shared.detail, shared.headers) == (local.detail, local.headers)
+
+
+async def test_concurrency_is_bounded_across_fronts(fronts: tuple[RedisQuotas, RedisQuotas],
+                                                    clients: tuple[Redis, Redis]) -> None:
+    quota, tracker = Quota(rate=100, burst=100, concurrent=2), QuotaTracker()
+    async with AsyncExitStack() as held_open, AsyncExitStack() as local:
+        await held_open.enter_async_context(fronts[0].charge("a", quota))
+        second = AsyncExitStack()
+        await second.enter_async_context(fronts[1].charge("a", quota))
+        for _ in range(2):
+            await local.enter_async_context(tracker.charge("a", quota))
+        expected = await refused(tracker, "a", quota)
+        for front in fronts:  # a third, whichever front it comes through
+            assert same_answer(await refused(front, "a", quota), expected)
+            assert expected.headers["Retry-After"] == "1"
+        async with fronts[1].charge("b", quota):  # another appkey is not affected
+            pass
+        await second.aclose()  # one released: room for one more
+        async with fronts[0].charge("a", quota):
+            assert await clients[0].zcard(held("a")) == 2
+    assert await clients[1].zcard(held("a")) == 0  # every hold released
+
+
+async def test_burst_then_rate_with_retry_after(fronts: tuple[RedisQuotas, RedisQuotas]) -> None:
+    quota, tracker = Quota(rate=0.5, burst=2, concurrent=5), QuotaTracker()
+    for front in fronts:  # the burst is shared: one request through each front
+        async with front.charge("a", quota), tracker.charge("a", quota):
+            pass
+    expected = await refused(tracker, "a", quota)
+    assert expected.headers["Retry-After"] == "2"  # one token takes 2 s at 0.5/s
+    for front in fronts:
+        assert same_answer(await refused(front, "a", quota), expected)
+    async with fronts[1].charge("b", quota):  # another appkey has its own bucket
+        pass
+
+
+async def test_the_bucket_refills_at_the_rate(fronts: tuple[RedisQuotas, RedisQuotas]) -> None:
+    quota = Quota(rate=10, burst=1, concurrent=5)
+    async with fronts[0].charge("a", quota):
+        pass
+    assert (await refused(fronts[1], "a", quota)).headers["Retry-After"] == "1"
+    await asyncio.sleep(0.12)  # a token every 0.1 s
+    async with fronts[1].charge("a", quota):
+        pass
+
+
+async def test_a_hold_lapses_after_hold_seconds(clients: tuple[Redis, Redis]) -> None:
+    quotas, quota = RedisQuotas(clients[0], hold_seconds=0.3), Quota(rate=100, burst=100, concurrent=1)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(quotas.charge("a", quota))  # as if its front were killed meanwhile
+        await refused(RedisQuotas(clients[1], 0.3), "a", quota)
+        await asyncio.sleep(0.4)
+        async with quotas.charge("a", quota):
+            pass
+
+
+async def test_an_unreachable_redis_is_a_503(fronts: tuple[RedisQuotas, RedisQuotas], redis: Server) -> None:
+    quota = Quota(rate=100, burst=100, concurrent=2)  # the cut-short charge may still run once Redis is back:
+    redis.pause()                                     # its hold lapses after HOLD
+    try:
+        started = time.monotonic()
+        with pytest.raises(GatewayError) as info:
+            async with fronts[0].charge("a", quota):
+                pass
+        assert info.value.code is Code.BACKEND_UNAVAILABLE and time.monotonic() - started < 10
+    finally:
+        redis.resume()
+    async with fronts[0].charge("a", quota):
+        pass
