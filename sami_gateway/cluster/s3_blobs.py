@@ -1,0 +1,283 @@
+"""`BlobStore` on S3-compatible storage, shared by every front and worker of a scale-out deployment.
+
+Objects are named `<prefix>/<key>` in one bucket. A PUT makes an object visible whole or not at
+all, so a file appears under its key only once it is complete, as with the local store. Streams
+are spooled to local disk first (their size and SHA-256 known, `max_bytes` enforced before any
+byte is stored), and reads come back as a memory map of a local copy. The endpoint and
+credentials are boto3's own `AWS_*` variables; clients download results through presigned URLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import mmap
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+from boto3.exceptions import S3UploadFailedError
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+
+from ..errors import Code, error
+from ..jobs.blobs import WRITE_BATCH_BYTES, BlobTooLarge, Written, check_key
+
+RETRY_AFTER = "5"
+DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
+# Two attempts of at most 10 s each: a storage that stops answering is a 503 within ~25 s, never a hung request.
+# (`total_max_attempts` counts the first try; botocore's `max_attempts` would add a third.)
+CLIENT_CONFIG = Config(signature_version="s3v4", connect_timeout=2, read_timeout=10,
+                       retries={"total_max_attempts": 2, "mode": "standard"})
+# One PUT up to 256 MiB (inputs are at most 100 MB): fewer requests, and no half-finished multipart uploads.
+TRANSFER = TransferConfig(multipart_threshold=256 * 1024 * 1024, multipart_chunksize=64 * 1024 * 1024)
+UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError,
+               ResponseStreamingError)
+
+
+def _server_error(exc: BaseException) -> int | None:
+    """The 5xx status behind a ClientError (or boto3's wrapper of one around an upload), else None."""
+    if isinstance(exc, S3UploadFailedError) and exc.__context__ is not None:
+        exc = exc.__context__
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return status if status >= 500 else None
+    return None
+
+
+@contextmanager
+def storage_unavailable() -> Iterator[None]:
+    """Object storage unreachable, too slow or failing: 503 BACKEND_UNAVAILABLE with Retry-After."""
+    try:
+        yield
+    except UNREACHABLE as exc:
+        raise error(Code.BACKEND_UNAVAILABLE, f"object storage: {type(exc).__name__}",
+                    {"Retry-After": RETRY_AFTER}) from exc
+    except (ClientError, S3UploadFailedError) as exc:
+        status = _server_error(exc)
+        if status is None:
+            raise
+        raise error(Code.BACKEND_UNAVAILABLE, f"object storage: HTTP {status}", {"Retry-After": RETRY_AFTER}) from exc
+
+
+def _send_body_at_once(params: dict[str, Any], **_: Any) -> None:
+    """Drop botocore's `Expect: 100-continue`. When a server answers one with its final status instead of
+    a 100 (SeaweedFS does for an empty body), botocore keeps that status line for the connection, and the
+    next upload on it misreads its answer and hangs until the read timeout."""
+    params["headers"].pop("Expect", None)
+
+
+def _missing(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
+
+
+class S3BlobStore:
+    """`BlobStore` on `s3://<bucket>/<prefix>`, with local temporary files under `<local_root>/tmp`."""
+
+    def __init__(self, bucket: str, prefix: str, local_root: Path, public_endpoint: str = "") -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.public_endpoint = public_endpoint
+        self._tmp = local_root / "tmp"
+        self._client: Any = None
+        self._public: Any = None  # signs the URLs clients download from
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    def _open(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)  # spooled files of a crashed run
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        session = boto3.session.Session()
+        self._client = session.client("s3", config=CLIENT_CONFIG)
+        self._client.meta.events.register_last("before-call.s3", _send_body_at_once)
+        self._public = (session.client("s3", config=CLIENT_CONFIG, endpoint_url=self.public_endpoint)
+                        if self.public_endpoint else self._client)
+
+    def _name(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _temp(self) -> Path:
+        return self._tmp / f"part-{uuid.uuid4().hex}"
+
+    def workdir(self) -> Path:
+        path = self._tmp / f"work-{uuid.uuid4().hex}"
+        path.mkdir()
+        return path
+
+    def discard(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def _upload(self, source: Path, name: str) -> Written:
+        digest = hashlib.sha256()
+        size = 0
+        with open(source, "rb") as handle:
+            while chunk := handle.read(WRITE_BATCH_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
+        with storage_unavailable():
+            self._client.upload_file(str(source), self.bucket, name, Config=TRANSFER)
+        return Written(size, digest.hexdigest())
+
+    async def put_file(self, key: str, source: Path) -> Written:
+        name = self._name(key)
+
+        def upload() -> Written:
+            written = self._upload(source, name)
+            source.unlink(missing_ok=True)
+            return written
+        return await asyncio.to_thread(upload)
+
+    async def put_stream(self, key: str, chunks: AsyncIterator[bytes], max_bytes: int) -> Written:
+        name = self._name(key)
+        temp = self._temp()
+        try:
+            await self._spool(temp, chunks, max_bytes)
+            return await asyncio.to_thread(self._upload, temp, name)
+        finally:
+            temp.unlink(missing_ok=True)
+
+    async def _spool(self, temp: Path, chunks: AsyncIterator[bytes], max_bytes: int) -> None:
+        """Write `chunks` to `temp` in batches off the event loop; BlobTooLarge past `max_bytes`."""
+        size = 0
+        pending: list[bytes] = []
+        handle = await asyncio.to_thread(open, temp, "wb")
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise BlobTooLarge(f"more than {max_bytes} bytes")
+                pending.append(chunk)
+                if sum(map(len, pending)) >= WRITE_BATCH_BYTES:
+                    batch, pending = b"".join(pending), []
+                    await asyncio.to_thread(handle.write, batch)
+            await asyncio.to_thread(handle.write, b"".join(pending))
+        finally:
+            handle.close()
+
+    async def put_bytes(self, key: str, data: bytes) -> Written:
+        name = self._name(key)
+
+        def put() -> None:
+            with storage_unavailable():
+                self._client.put_object(Bucket=self.bucket, Key=name, Body=data)
+        await asyncio.to_thread(put)
+        return Written(len(data), hashlib.sha256(data).hexdigest())
+
+    async def copy(self, source: str, key: str) -> None:
+        origin, name = self._name(source), self._name(key)
+
+        def copy() -> None:
+            with storage_unavailable():
+                self._client.copy_object(Bucket=self.bucket, Key=name,
+                                         CopySource={"Bucket": self.bucket, "Key": origin})
+        await asyncio.to_thread(copy)
+
+    async def read(self, key: str) -> bytes | mmap.mmap:
+        name = self._name(key)
+
+        def load() -> bytes | mmap.mmap:
+            temp = self._temp()
+            try:
+                with open(temp, "w+b") as handle:
+                    self._download(name, handle)
+                    if os.fstat(handle.fileno()).st_size == 0:
+                        return b""
+                    return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            finally:
+                temp.unlink(missing_ok=True)  # the map keeps the bytes until it is closed
+        return await asyncio.to_thread(load)
+
+    def _download(self, name: str, handle: BinaryIO) -> None:
+        with storage_unavailable():
+            try:
+                body = self._client.get_object(Bucket=self.bucket, Key=name)["Body"]
+            except ClientError as exc:
+                if _missing(exc):
+                    raise FileNotFoundError(f"no object {name!r}") from exc
+                raise
+            with body:
+                for chunk in body.iter_chunks(WRITE_BATCH_BYTES):
+                    handle.write(chunk)
+            handle.flush()
+
+    def local_path(self, key: str) -> Path | None:
+        """Never a local file: every object lives in the bucket."""
+        self._name(key)
+        return None
+
+    def _list(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """The pages of ListObjectsV2 under `prefix` (every object, at any depth)."""
+        yield from self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+
+    async def delete_prefix(self, prefix: str) -> None:
+        name = self._name(prefix)
+
+        def delete() -> None:
+            with storage_unavailable():
+                self._delete([name])
+                for page in self._list(name + "/"):
+                    names = [item["Key"] for item in page.get("Contents", [])]
+                    for start in range(0, len(names), DELETE_BATCH):
+                        self._delete(names[start:start + DELETE_BATCH])
+        await asyncio.to_thread(delete)
+
+    def _delete(self, names: list[str]) -> None:
+        if not names:
+            return
+        answer = self._client.delete_objects(
+            Bucket=self.bucket, Delete={"Objects": [{"Key": name} for name in names], "Quiet": True})
+        if errors := answer.get("Errors"):
+            first = errors[0]
+            raise OSError(f"object storage kept {len(errors)} objects, e.g. {first.get('Key')!r}: "
+                          f"{first.get('Code')} {first.get('Message')}")
+
+    async def folders(self, area: str) -> set[str]:
+        """The first name after `area/` of every object under it.
+
+        A flat listing rather than a delimited one: SeaweedFS keeps the empty directory of deleted objects
+        and lists it as a common prefix, which would bring every swept folder back forever.
+        """
+        start = self._name(area) + "/"
+
+        def names() -> set[str]:
+            with storage_unavailable():
+                return {item["Key"][len(start):].split("/", 1)[0]
+                        for page in self._list(start) for item in page.get("Contents", [])} - {""}
+        return await asyncio.to_thread(names)
+
+    def presign(self, key: str, ttl: float, filename: str | None = None, content_type: str | None = None) -> str:
+        """A URL that downloads `key` without credentials for `ttl` seconds (at least 1)."""
+        params: dict[str, str] = {"Bucket": self.bucket, "Key": self._name(key)}
+        if filename is not None:
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        if content_type is not None:
+            params["ResponseContentType"] = content_type
+        url: str = self._public.generate_presigned_url("get_object", Params=params, ExpiresIn=max(1, math.ceil(ttl)))
+        return url
+
+    def public_url(self, key: str, ttl: float, filename: str, content_type: str) -> str:
+        """Results are fetched straight from storage: the presigned URL (the BlobStore's verb)."""
+        return self.presign(key, ttl, filename, content_type)
+
+    async def ping(self) -> None:
+        """Raise the 503 unless the bucket answers."""
+        def head() -> None:
+            with storage_unavailable():
+                self._client.head_bucket(Bucket=self.bucket)
+        await asyncio.to_thread(head)

@@ -1,0 +1,211 @@
+"""The S3 blob store against a real S3 server (SeaweedFS's `weed mini` on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import mmap
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from sami_gateway.cluster.s3_blobs import S3BlobStore
+from sami_gateway.cluster.servers import Server, free_port
+from sami_gateway.errors import Code, GatewayError
+from sami_gateway.jobs.blobs import BlobTooLarge, Written
+
+MakeStore = Callable[..., Awaitable[S3BlobStore]]
+
+
+@pytest.fixture
+def make_store(s3: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MakeStore:
+    """Opened stores on the test server's bucket, each under this test's own prefix unless told otherwise."""
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    own = f"t-{uuid.uuid4().hex[:12]}"
+
+    async def make(prefix: str = own, public_endpoint: str = "") -> S3BlobStore:
+        store = S3BlobStore(urlsplit(s3.url).netloc, prefix, tmp_path / uuid.uuid4().hex, public_endpoint)
+        await store.open()
+        return store
+    return make
+
+
+def written(data: bytes) -> Written:
+    return Written(len(data), hashlib.sha256(data).hexdigest())
+
+
+async def chunked(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+async def content(store: S3BlobStore, key: str) -> bytes:
+    stored = await store.read(key)
+    return bytes(stored)
+
+
+async def test_every_verb_round_trips(make_store: MakeStore) -> None:
+    store = await make_store()
+    small, large, empty = b"vocals" * 1000, bytes(range(256)) * 12_345, b""  # large: ~3 MiB, several batches
+
+    assert await store.put_bytes("inputs/a", small) == written(small)
+    assert await store.put_stream("uploads/b", chunked(large, 65_536), len(large)) == written(large)
+    assert await store.put_bytes("inputs/empty", empty) == written(empty)
+    work = store.workdir()
+    assert work.is_dir() and not any(work.iterdir())
+    (work / "drums.wav").write_bytes(large[::-1])
+    assert await store.put_file("results/j/drums.wav", work / "drums.wav") == written(large[::-1])
+    assert not (work / "drums.wav").exists()
+    await store.copy("uploads/b", "inputs/c")
+
+    mapped = await store.read("uploads/b")
+    assert isinstance(mapped, mmap.mmap) and mapped[:] == large
+    assert await content(store, "inputs/a") == small
+    assert await content(store, "inputs/c") == large
+    assert await content(store, "results/j/drums.wav") == large[::-1]
+    assert await store.read("inputs/empty") == b""
+    assert store.local_path("inputs/a") is None
+    assert not any(work.parent.glob("part-*"))  # downloads and spooled streams leave no local file
+    store.discard(work)
+    assert not work.exists()
+
+
+async def test_an_empty_object_does_not_stall_the_next_upload(make_store: MakeStore) -> None:
+    store = await make_store()  # botocore's 100-continue handling once left the next answer misread for 10 s
+    started = time.monotonic()
+    for index in range(3):
+        await store.put_bytes(f"inputs/empty{index}", b"")
+        await store.put_bytes(f"inputs/full{index}", b"x" * 100_000)
+    assert time.monotonic() - started < 5
+    assert await store.folders("inputs") == {f"{kind}{index}" for kind in ("empty", "full") for index in range(3)}
+
+
+async def test_objects_are_named_under_the_prefix(make_store: MakeStore) -> None:
+    store = await make_store()
+    await store.put_bytes("inputs/a", b"named")
+    whole_bucket = await make_store(prefix="")
+    assert await content(whole_bucket, f"{store.prefix}/inputs/a") == b"named"
+    with pytest.raises(ValueError, match="bad blob key"):
+        await store.put_bytes("inputs/../a", b"x")
+
+
+async def test_put_stream_refuses_past_max_bytes_and_stores_nothing(make_store: MakeStore) -> None:
+    store = await make_store()
+    with pytest.raises(BlobTooLarge):
+        await store.put_stream("uploads/big", chunked(b"x" * 3000, 1000), 2999)
+    with pytest.raises(FileNotFoundError):
+        await store.read("uploads/big")
+    assert await store.folders("uploads") == set()
+    assert not any(store.workdir().parent.glob("part-*"))
+    assert await store.put_stream("uploads/exact", chunked(b"x" * 3000, 1000), 3000) == written(b"x" * 3000)
+
+
+async def test_delete_prefix_takes_the_key_and_its_folder_not_its_neighbours(make_store: MakeStore) -> None:
+    store = await make_store()
+    for key in ("results/j1", "results/j1/a.wav", "results/j1/deep/b.wav", "results/j10", "results/j10/c.wav"):
+        await store.put_bytes(key, key.encode())
+    await store.delete_prefix("results/j1")
+    for key in ("results/j1", "results/j1/a.wav", "results/j1/deep/b.wav"):
+        with pytest.raises(FileNotFoundError):
+            await store.read(key)
+    assert await content(store, "results/j10") == b"results/j10"
+    assert await content(store, "results/j10/c.wav") == b"results/j10/c.wav"
+    assert await store.folders("results") == {"j10"}
+    await store.delete_prefix("results/nothing")  # nothing there: no error
+
+
+async def test_delete_prefix_pages_through_more_than_one_listing(make_store: MakeStore) -> None:
+    store = await make_store()
+    keys = [f"results/many/{index}" for index in range(1010)]  # a listing page holds 1000
+    await asyncio.gather(*(store.put_bytes(key, b"") for key in keys))
+    assert await store.folders("results/many") == {key.rsplit("/", 1)[1] for key in keys}
+    await store.delete_prefix("results/many")
+    assert await store.folders("results") == set()
+
+
+async def test_folders_lists_objects_and_folders_directly_under_the_area(make_store: MakeStore) -> None:
+    store = await make_store()
+    for key in ("uploads/u1", "uploads/u2", "results/j1/vocals.wav", "results/j2/deep/drums.wav", "results/j3"):
+        await store.put_bytes(key, b"x")
+    assert await store.folders("uploads") == {"u1", "u2"}
+    assert await store.folders("results") == {"j1", "j2", "j3"}
+    assert await store.folders("inputs") == set()
+
+
+async def test_read_of_a_missing_key_raises_file_not_found(make_store: MakeStore) -> None:
+    store = await make_store()
+    with pytest.raises(FileNotFoundError):
+        await store.read("inputs/never-written")
+
+
+def fetch(url: str) -> tuple[int, bytes, dict[str, str]]:
+    """GET without credentials: (status, body, headers), the status of an HTTP error included."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.read(), dict(answer.headers)
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read(), dict(refused.headers)
+
+
+async def test_presigned_url_downloads_without_credentials_until_it_expires(make_store: MakeStore) -> None:
+    store = await make_store()
+    await store.put_bytes("results/j/vocals.wav", b"RIFF-vocals")
+    url = store.presign("results/j/vocals.wav", 1, filename="vocals.wav", content_type="audio/wav")
+    status, body, headers = await asyncio.to_thread(fetch, url)
+    assert (status, body) == (200, b"RIFF-vocals")
+    assert headers["Content-Type"] == "audio/wav"
+    assert headers["Content-Disposition"] == 'attachment; filename="vocals.wav"'
+    await asyncio.sleep(2.5)
+    status, body, _ = await asyncio.to_thread(fetch, url)
+    assert status == 403 and b"RIFF-vocals" not in body
+
+
+async def test_presigned_url_uses_the_public_endpoint(make_store: MakeStore, s3: Server) -> None:
+    public = s3.env["AWS_ENDPOINT_URL"].replace("127.0.0.1", "localhost")  # the same server under another name
+    store = await make_store(public_endpoint=public)
+    await store.put_bytes("results/j/bass.wav", b"RIFF-bass")
+    url = store.presign("results/j/bass.wav", 60)
+    assert url.startswith(f"{public}/")
+    status, body, _ = await asyncio.to_thread(fetch, url)
+    assert (status, body) == (200, b"RIFF-bass")
+    direct = store.public_url("results/j/bass.wav", 60, "bass.wav", "audio/wav")  # the BlobStore verb
+    assert direct is not None and direct.startswith(f"{public}/")
+    status, body, headers = await asyncio.to_thread(fetch, direct)
+    assert (status, body, headers["Content-Type"]) == (200, b"RIFF-bass", "audio/wav")
+
+
+async def test_paused_storage_is_a_503_and_works_again_after(make_store: MakeStore, s3: Server) -> None:
+    store = await make_store()
+    await store.ping()
+    s3.pause()
+    try:
+        started = time.monotonic()
+        outcomes = await asyncio.gather(store.ping(), store.put_bytes("inputs/p", b"paused"), return_exceptions=True)
+        elapsed = time.monotonic() - started
+    finally:
+        s3.resume()
+    assert elapsed < 30
+    for outcome in outcomes:
+        assert isinstance(outcome, GatewayError), outcome
+        assert outcome.code is Code.BACKEND_UNAVAILABLE
+        assert outcome.headers == {"Retry-After": "5"}
+        assert outcome.detail.startswith("object storage: ")
+    await store.ping()
+    assert await store.put_bytes("inputs/p", b"back") == written(b"back")
+    assert await content(store, "inputs/p") == b"back"
+
+
+async def test_unreachable_endpoint_is_a_503(make_store: MakeStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    store = await make_store()
+    with pytest.raises(GatewayError) as caught:
+        await store.ping()
+    assert caught.value.code is Code.BACKEND_UNAVAILABLE
+    assert caught.value.detail == "object storage: EndpointConnectionError"
