@@ -8,18 +8,20 @@ from typing import Any
 from aiohttp import web
 
 from .auth import Authenticator, TokenService
+from .cluster.front import ClusterFront
+from .cluster.settings import cluster_settings
 from .config import Config
 from .docs import add_docs_routes
 from .fetch import Fetcher, FetchPolicy
 from .gettoken import GetTokenService, add_gettoken_routes
 from .invoke import invoke
-from .jobs.setup import add_jobs
+from .jobs.setup import add_cluster_jobs, add_jobs
 from .metrics import Metrics
 from .middleware import envelope_errors, invoke_metrics
 from .namespace import Namespace, load_namespaces
 from .quota import QuotaTracker
 from .scheduler import Limits, Scheduler
-from .state import AUTH, BODY_LIMIT, CONFIG, FETCHER, METRICS, NAMESPACES, QUOTAS, READY, SCHEDULER, Readiness
+from .state import AUTH, BODY_LIMIT, CONFIG, FETCHER, FRONT, METRICS, NAMESPACES, QUOTAS, READY, SCHEDULER, Readiness
 
 PAYLOAD_ALLOWANCE_BYTES = 1024 * 1024  # room for the JSON around `data` and the payload string
 
@@ -35,12 +37,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Models loaded and room to admit a request; 503 otherwise."""
+    """Models loaded (a front: Redis, storage and a worker reachable) and room to admit a request; 503 otherwise."""
     snapshot = request.app[SCHEDULER].snapshot()
     loaded, admitting = request.app[READY].models_loaded, request.app[READY].admitting
     ready = loaded and admitting and not snapshot.saturated
-    body = {"status": "ready" if ready else "unavailable", "models_loaded": loaded, "admitting": admitting,
-            "requests": snapshot.jobs, "queued_audio_seconds": round(snapshot.queued_cost, 3)}
+    body: dict[str, Any] = {"status": "", "models_loaded": loaded, "admitting": admitting,
+                            "requests": snapshot.jobs, "queued_audio_seconds": round(snapshot.queued_cost, 3)}
+    front = request.app.get(FRONT)
+    if front is not None:
+        checks = await front.readiness()
+        body.update(checks)
+        ready = ready and checks["redis"] and checks["storage"] and checks["workers_alive"] > 0
+    body["status"] = "ready" if ready else "unavailable"
     return web.json_response(body, status=200 if ready else 503)
 
 
@@ -87,16 +95,19 @@ def create_app(config: Config, namespaces: dict[str, Namespace[Any]] | None = No
     """Build the gateway; `namespaces` replaces the configured plugins (tests)."""
     if namespaces is None:
         namespaces = load_namespaces(config)
+    metrics = Metrics(namespaces)
+    front = ClusterFront(config, namespaces, metrics) if cluster_settings(config).enabled else None
+    if front is not None:
+        namespaces = front.namespaces  # parsed here, run by workers
     limit = body_limit(config.max_input_bytes)
     app = web.Application(middlewares=[invoke_metrics, envelope_errors], client_max_size=limit)
     app[CONFIG] = config
     app[BODY_LIMIT] = limit
     app[NAMESPACES] = namespaces
-    app[QUOTAS] = QuotaTracker()
+    app[QUOTAS] = QuotaTracker() if front is None else front.quotas
     app[AUTH] = Authenticator(config.appkeys, TokenService.from_config(config), namespaces, config.default_quota)
     app[FETCHER] = Fetcher(FetchPolicy.from_entries(config.fetch_allow),
                            config.fetch_connect_timeout, config.fetch_timeout)
-    metrics = Metrics(namespaces)
     app[METRICS] = metrics
     app[SCHEDULER] = Scheduler(Limits(config.max_jobs, config.max_queued_seconds), on_job_done=metrics.job_done,
                                nice=config.worker_nice)
@@ -105,7 +116,11 @@ def create_app(config: Config, namespaces: dict[str, Namespace[Any]] | None = No
     add_gettoken_routes(app, GetTokenService(config.access_keys, TokenService.from_config(config),
                                              config.appkeys))
     app.cleanup_ctx.extend([_fetcher_ctx, _scheduler_ctx, _namespaces_ctx])
-    add_jobs(app)
+    if front is None:
+        add_jobs(app)
+    else:
+        app[FRONT] = front
+        add_cluster_jobs(app, front)
     app.on_shutdown.append(_stop_admitting)
     app.router.add_post("/api/v1/invoke", invoke)
     app.router.add_get("/healthz", healthz)

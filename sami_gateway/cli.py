@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_jobs(commands)
     serve = commands.add_parser("serve", help="run the gateway")
     add_setting_flags(serve)
+    worker = commands.add_parser("worker", help="run work from the shared queue (scale-out: SAMI_QUEUE_URL, "
+                                 "SAMI_STORAGE_URL)")
+    add_setting_flags(worker)
     token = commands.add_parser("token", help="print a token for an appkey (last line)")
     token.add_argument("--appkey", required=True)
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default SAMI_TOKEN_TTL)")
@@ -59,6 +62,26 @@ def _serve(flags: dict[str, object]) -> int:
     except NamespaceStartError as exc:
         print(f"sami-gateway: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _worker(flags: dict[str, object]) -> int:
+    import asyncio
+
+    import uvloop
+
+    from .cluster.worker import serve_worker
+    from .namespace import NamespaceStartError
+
+    config = load_config(flags)
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        uvloop.run(serve_worker(config))
+    except NamespaceStartError as exc:
+        print(f"sami-gateway: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
     return 0
 
 
@@ -87,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if plugin_handler is not None:
             return int(plugin_handler(args))
-        return _serve(args) if command == "serve" else _token(args)
+        return {"serve": _serve, "worker": _worker}.get(command, _token)(args)
     except ConfigError as exc:
         print(f"sami-gateway: {exc}", file=sys.stderr)
         return 2

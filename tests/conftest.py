@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -188,6 +189,19 @@ ORIGIN_REDIRECTS = {  # path -> where it redirects: public-looking URLs that lea
     "/to-metadata": "http://169.254.169.254/latest/meta-data/",
     "/loop": "http://localhost:{port}/loop",
 }
+
+
+@pytest.fixture(scope="session")
+def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    go = shutil.which("go")
+    assert go, "golang-go is required: bash scripts/install.sh --test installs it"
+    out = tmp_path_factory.mktemp("go") / "invoke"
+    cache = tmp_path_factory.mktemp("gocache")
+    env = {**os.environ, "GOCACHE": str(cache), "GOPATH": str(cache / "path"), "GOFLAGS": "-mod=mod",
+           "GOPROXY": "off", "CGO_ENABLED": "0"}
+    subprocess.run([go, "build", "-o", str(out), "."], cwd=ROOT / "examples/go", env=env,
+                   check=True, timeout=300)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -59,19 +58,6 @@ def test_python_sample_client(gateway: Gateway, tmp_path: Path, model: str) -> N
     audio, rate = sf.read(tmp_path / "output.wav", always_2d=True)
     assert rate == 44100 and audio.shape == (int(CLIP_SECONDS * 44100), 1)
     assert sf.info(str(tmp_path / "output.wav")).subtype == "PCM_16"
-
-
-@pytest.fixture(scope="module")
-def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    go = shutil.which("go")
-    assert go, "golang-go is required: bash scripts/install.sh --test installs it"
-    out = tmp_path_factory.mktemp("go") / "invoke"
-    cache = tmp_path_factory.mktemp("gocache")
-    env = {**os.environ, "GOCACHE": str(cache), "GOPATH": str(cache / "path"), "GOFLAGS": "-mod=mod",
-           "GOPROXY": "off", "CGO_ENABLED": "0"}
-    subprocess.run([go, "build", "-o", str(out), "."], cwd=ROOT / "examples/go", env=env,
-                   check=True, timeout=300)
-    return out
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -65,6 +65,10 @@ class BlobStore(Protocol):
     def local_path(self, key: str) -> Path | None:
         """The file's path when it is on local disk and complete, else None."""
 
+    def public_url(self, key: str, ttl: float, filename: str, content_type: str) -> str | None:
+        """A URL valid for `ttl` seconds that serves the file straight from storage, without the
+        gateway (a presigned URL of S3 storage); None when the gateway serves it itself."""
+
     async def delete_prefix(self, prefix: str) -> None:
         """Delete every file whose key starts with `prefix` (a key or a folder)."""
 
@@ -187,6 +191,9 @@ class LocalBlobStore:
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)
         return path if path.is_file() else None
+
+    def public_url(self, key: str, ttl: float, filename: str, content_type: str) -> str | None:
+        return None  # served by the gateway, with its own signed URLs
 
     async def delete_prefix(self, prefix: str) -> None:
         def delete() -> None:

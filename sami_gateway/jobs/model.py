@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
+
+MIME = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "aac": "audio/aac", "m4a": "audio/mp4"}
+
+
+def media_type(fmt: str) -> str:
+    """The Content-Type of a result file of format `fmt`."""
+    return MIME.get(fmt) or mimetypes.types_map.get("." + fmt, "application/octet-stream")
 
 
 class JobStatus(StrEnum):

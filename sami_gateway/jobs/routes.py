@@ -26,9 +26,8 @@ from .http import (
     read_json,
     service,
 )
-from .model import JobStatus
+from .model import JobStatus, media_type
 from .requests import JobRequest, parse_job_request
-from .runner import media_type
 from .service import JobService
 from .sse import job_events
 
@@ -208,10 +207,13 @@ async def job_result(request: web.Request) -> web.StreamResponse:
         raise error(Code.JOB_NOT_FOUND, f"the job has no stem {stem!r}; it has {sorted(job.result)}")
     if item.copied or item.key is None:
         raise error(Code.JOB_NOT_FOUND, f"{stem} was copied to custom storage, not kept here")
+    filename = f"{stem}.{item.format}"
     path = jobs.blobs.local_path(item.key)
     if path is None:
-        raise error(Code.JOB_NOT_FOUND, f"the file of {stem} is gone")
-    filename = f"{stem}.{item.format}"
+        direct = jobs.blobs.public_url(item.key, jobs.settings.signed_url_ttl, filename, media_type(item.format))
+        if direct is None:
+            raise error(Code.JOB_NOT_FOUND, f"the file of {stem} is gone")
+        raise web.HTTPFound(direct)  # shared storage serves it: the gateway is not in the download path
     return web.FileResponse(path, headers={"Content-Type": media_type(item.format),
                                            "Content-Disposition": f'attachment; filename="{filename}"',
                                            "Cache-Control": "private, max-age=3600"})

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import mimetypes
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,18 +20,13 @@ from typing import Any
 from ..errors import Code, GatewayError, error
 from ..fetch import Fetcher
 from ..namespace import JobCall, JobOutput, RunReport, release
-from .model import InputKind, Job, JobStatus, StoredResult
+from .model import InputKind, Job, JobStatus, StoredResult, media_type
 from .service import JobService
 from .store import QueueHead
 
 log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 1.0  # a worker with nothing to do looks again this often, or when woken
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes of one job
-MIME = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "aac": "audio/aac", "m4a": "audio/mp4"}
-
-
-def media_type(fmt: str) -> str:
-    return MIME.get(fmt) or mimetypes.types_map.get("." + fmt, "application/octet-stream")
 
 
 class JobRunner:
@@ -110,7 +104,7 @@ class JobRunner:
                     async with asyncio.timeout(IDLE_POLL_SECONDS):
                         await self._wake.wait()
                 continue
-            task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            task = asyncio.create_task(self.run(job), name=f"job-{job.id}")
             self._running[job.id] = task
             try:
                 await asyncio.shield(task)
@@ -125,7 +119,8 @@ class JobRunner:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def _run(self, job: Job) -> None:
+    async def run(self, job: Job) -> None:
+        """Run a claimed job to a terminal state (a stopped gateway puts it back in the queue)."""
         service = self._service
         workdir = service.blobs.workdir()
         try:

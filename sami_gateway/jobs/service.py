@@ -19,7 +19,7 @@ from ..auth import Authorization
 from ..errors import Code, GatewayError, error
 from ..namespace import JobNamespace
 from .blobs import BlobStore
-from .model import InputKind, Job, JobStatus, StoredResult, Upload, WebhookEvent
+from .model import InputKind, Job, JobStatus, StoredResult, Upload, WebhookEvent, media_type
 from .notify import JobEvents
 from .requests import JobRequest
 from .settings import JobSettings
@@ -89,6 +89,11 @@ class JobService:
             ttl = self.settings.signed_url_ttl
             if job.expires_at is not None:
                 ttl = min(ttl, job.expires_at - time.time())
+            item = (job.result or {}).get(stem)
+            if item is not None and item.key is not None:
+                direct = self.blobs.public_url(item.key, max(ttl, 1), f"{stem}.{item.format}", media_type(item.format))
+                if direct is not None:
+                    return direct
             path, _ = self.signer.sign("GET", f"/api/v1/jobs/{job.id}/results/{stem}", max(ttl, 1))
             return base_url + path
         return url
@@ -199,10 +204,11 @@ class JobService:
         self._changed(ended)
         return ended
 
-    async def started(self, job: Job) -> Job | None:
-        """Claim a queued job for a run; None if someone else took it or it was cancelled."""
+    async def started(self, job: Job, takeover: bool = False) -> Job | None:
+        """Claim a queued job for a run (or, `takeover`, one whose worker stopped answering); None if
+        someone else took it or it was cancelled."""
         running = job.with_(status=JobStatus.PROCESSING, started_at=time.time(), attempts=job.attempts + 1)
-        if not await self.store.transition(running, {JobStatus.QUEUED}):
+        if not await self.store.transition(running, ACTIVE if takeover else {JobStatus.QUEUED}):
             return None
         log_transition(running)
         self._changed(running)

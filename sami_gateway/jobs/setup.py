@@ -44,7 +44,7 @@ def build_service(config: Config, namespaces: dict[str, Namespace[Any]], webhook
                       config.max_input_bytes, f"http://{config.host}:{config.port}")
 
 
-def _count(metrics: Metrics, job: Job) -> None:
+def count_transition(metrics: Metrics, job: Job) -> None:
     metrics.job_transitions.labels(job.status.value).inc()
     if job.error is not None:
         metrics.job_failures.labels(str(job.error.status_code)).inc()
@@ -70,7 +70,7 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
                            service.settings.webhook_retry_delays,
                            lambda outcome: metrics.webhook_attempts.labels(outcome).inc())
     service.on_change.append(sender.on_change)
-    service.on_change.append(lambda job: _count(metrics, job))
+    service.on_change.append(lambda job: count_transition(metrics, job))
     sweeper = Sweeper(service)
     await sweeper.start()
     await runner.start()
@@ -97,3 +97,11 @@ def add_jobs(app: web.Application) -> None:
     add_job_routes(app)
 
 
+
+
+def add_cluster_jobs(app: web.Application, front: Any) -> None:
+    """The Jobs API of a scale-out front: the same routes over the front's shared service; the
+    jobs run, their webhooks go out and they expire on the workers."""
+    app[JOBS] = front.service
+    app.cleanup_ctx.append(front.context)
+    add_job_routes(app)

@@ -24,8 +24,10 @@ class Sweeper:
         self._interval = interval or min(SWEEP_SECONDS, max(0.1, ttl / 4))  # short lives are swept promptly
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self.sweep_orphans()
+    async def start(self, orphans: bool = True) -> None:
+        """Sweep (orphan files too, unless other processes may be writing them now), then keep sweeping."""
+        if orphans:
+            await self.sweep_orphans()
         await self.sweep()
         self._task = asyncio.create_task(self._loop(), name="sweeper")
 

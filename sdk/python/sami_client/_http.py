@@ -156,7 +156,9 @@ class Transport(_Base):
     def _attempt(self, call: Call[Any], stream: bool) -> httpx.Response | SamiError:
         """One attempt: the successful answer (read unless `stream`) or the error it answered (read, so closed)."""
         request = self.client.build_request(call.method, call.url, **self._request_args(call))
-        response = self.client.send(request, stream=True)
+        # A result may redirect to shared storage (a scale-out gateway's presigned URL); httpx drops
+        # the Authorization header on the way to another origin.
+        response = self.client.send(request, stream=True, follow_redirects=call.method == "GET")
         try:
             if not response.is_success:
                 return self._error(response, response.read())
@@ -205,7 +207,7 @@ class AsyncTransport(_Base):
     async def _attempt(self, call: Call[Any], stream: bool) -> httpx.Response | SamiError:
         """One attempt: the successful answer (read unless `stream`) or the error it answered (read, so closed)."""
         request = self.client.build_request(call.method, call.url, **self._request_args(call))
-        response = await self.client.send(request, stream=True)
+        response = await self.client.send(request, stream=True, follow_redirects=call.method == "GET")
         try:
             if not response.is_success:
                 return self._error(response, await response.aread())

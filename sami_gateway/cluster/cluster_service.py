@@ -1,0 +1,42 @@
+"""The Jobs API's service as fronts and workers build it in scale-out mode: its state in Redis,
+its files in S3-compatible storage; and the queue gauges both roles export."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ..auth import Authenticator, TokenService
+from ..config import Config
+from ..jobs.service import JobService
+from ..jobs.settings import job_settings
+from ..jobs.setup import job_namespace
+from ..jobs.signing import UrlSigner
+from ..metrics import Metrics
+from ..namespace import Namespace
+from .redis_store import RedisJobStore
+from .s3_blobs import S3BlobStore
+from .settings import ClusterSettings
+from .workqueue import WorkQueue
+
+
+def build_cluster_service(config: Config, client: aioredis.Redis, namespaces: dict[str, Namespace[Any]],
+                          settings: ClusterSettings) -> JobService:
+    jobs = job_settings(config)
+    name, namespace = job_namespace(namespaces)
+    auth = Authenticator(config.appkeys, TokenService.from_config(config), namespaces, config.default_quota)
+    blobs = S3BlobStore(settings.bucket, settings.prefix, jobs.data_dir, settings.storage_public_url)
+    return JobService(RedisJobStore(client), blobs, jobs, UrlSigner(config.token_secret), namespace, name,
+                      lambda appkey: auth.webhook_secret(appkey, jobs.webhook_secret), config.max_input_bytes,
+                      f"http://{config.host}:{config.port}")
+
+
+async def publish_gauges(queue: WorkQueue, metrics: Metrics) -> int:
+    """Queue depth and age per class, and workers alive, from Redis into `metrics`; the workers alive."""
+    for cls, depth in (await queue.depth()).items():
+        metrics.work_queued.labels(cls).set(depth.queued)
+        metrics.work_oldest.labels(cls).set(depth.oldest_age)
+    alive = await queue.workers_alive()
+    metrics.workers_alive.set(alive)
+    return alive

@@ -1,0 +1,73 @@
+"""Listening on Redis pub/sub channels for as long as the process runs, through Redis outages.
+
+Messages are hints (an invoke answered, a job changed, work enqueued): the state they point at
+is in Redis itself. A message published while the connection was down is lost, so after every
+reconnection `on_reconnect` runs, and the listener looks up whatever it may have missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import redis.asyncio as aioredis
+
+from .redis_client import UNREACHABLE
+
+log = logging.getLogger(__name__)
+RECONNECT_SECONDS = 1.0
+
+
+class Subscriber:
+    """Calls `on_message(channel, data)` for each message on `channels`, reconnecting as needed."""
+
+    def __init__(self, client: aioredis.Redis, channels: Sequence[str],
+                 on_message: Callable[[str, bytes], None],
+                 on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._client = client
+        self._channels = list(channels)
+        self._on_message = on_message
+        self._on_reconnect = on_reconnect
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="redis-subscriber")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        first = True
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(*self._channels)
+                self.connected.set()
+                if not first and self._on_reconnect is not None:
+                    await self._on_reconnect()
+                first = False
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        channel = message["channel"]
+                        name = channel.decode() if isinstance(channel, bytes) else str(channel)
+                        self._on_message(name, message["data"])
+            except UNREACHABLE as exc:
+                if self.connected.is_set():
+                    log.warning("redis subscription lost (%s); reconnecting", type(exc).__name__)
+                self.connected.clear()
+                first = False
+                await asyncio.sleep(RECONNECT_SECONDS)
+            except Exception:  # noqa: BLE001 - a listener's bug must not end the subscription
+                log.exception("redis subscription failed; reconnecting")
+                self.connected.clear()
+                await asyncio.sleep(RECONNECT_SECONDS)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,0 +1,330 @@
+"""`sami-gateway worker`: takes work from the shared queue and runs it with the models it loaded.
+
+A worker holds at most `SAMI_MAX_JOBS` invokes and `SAMI_JOB_WORKERS` jobs at once; they share
+one scheduler, so an invoke's model calls go before a job's, as in the single process. It renews
+the lease of what it holds, reclaims what other workers stopped renewing, drops what is
+cancelled (an invoke whose client left, a job cancelled or deleted) within a second, delivers
+webhooks, expires old jobs, and serves `/healthz` and `/metrics` on SAMI_WORKER_PORT. SIGTERM:
+it stops taking work and finishes what it holds within SAMI_SHUTDOWN_GRACE; what is left then is
+taken over by another worker after its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from ..config import Config
+from ..errors import Code, GatewayError, error
+from ..fetch import Fetcher, FetchPolicy
+from ..jobs.model import JobStatus
+from ..jobs.runner import JobRunner
+from ..jobs.setup import count_transition
+from ..jobs.sweeper import Sweeper
+from ..jobs.webhooks import WebhookSender
+from ..metrics import Metrics
+from ..namespace import Call, Namespace, load_namespaces, release
+from ..scheduler import JobTimeout, Limits, Scheduler
+from . import keys
+from .cluster_service import build_cluster_service, publish_gauges
+from .redis_client import redis_client, redis_unavailable
+from .remote_invoke import KEEP_SECONDS, InvokeRequest, encode_error, encode_result
+from .settings import cluster_settings
+from .subscriber import Subscriber
+from .workqueue import Work, WorkQueue
+
+log = logging.getLogger(__name__)
+GAUGE_SECONDS = 5.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """One worker process's loops around the queue."""
+
+    def __init__(self, config: Config, namespaces: dict[str, Namespace[Any]] | None = None) -> None:
+        self.config = config
+        self.settings = cluster_settings(config)
+        self.namespaces = namespaces if namespaces is not None else load_namespaces(config)
+        self.metrics = Metrics(self.namespaces)
+        self.scheduler = Scheduler(Limits(config.max_jobs, config.max_queued_seconds),
+                                   on_job_done=self.metrics.job_done, nice=config.worker_nice)
+        self.metrics.watch(self.scheduler)
+        self.client = redis_client(self.settings.queue_url)
+        self.queue = WorkQueue(self.client, worker_name(), self.settings.work_lease)
+        self.fetcher = Fetcher(FetchPolicy.from_entries(config.fetch_allow), config.fetch_connect_timeout,
+                               config.fetch_timeout)
+        self.service = build_cluster_service(config, self.client, self.namespaces, self.settings)
+        self.runner = JobRunner(self.service, self.fetcher, 0,
+                                lambda report: self.metrics.record_run(self.service.namespace_name, report))
+        self.sender = WebhookSender(self.service.store, self.fetcher, self.service.webhook_secret,
+                                    self.service.settings.webhook_timeout, self.service.settings.webhook_retry_delays,
+                                    lambda outcome: self.metrics.webhook_attempts.labels(outcome).inc())
+        self.service.on_change.append(self.sender.on_change)
+        self.service.on_change.append(lambda job: count_transition(self.metrics, job))
+        self.sweeper = Sweeper(self.service)
+        self.subscriber = Subscriber(self.client, [keys.WAKE, keys.CANCEL, keys.JOB_CHANGED], self._message)
+        self.capacity = {"interactive": config.max_jobs, "batch": self.service.settings.job_workers}
+        self.held: dict[str, tuple[Work, asyncio.Task[None]]] = {}  # work id -> (work, its task)
+        self._dropped: set[str] = set()  # work ids cancelled on purpose (acknowledged, not retried)
+        self._wake = asyncio.Event()
+        self._taking = True
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.scheduler.start()
+        for namespace in self.namespaces.values():
+            await namespace.start(self.scheduler)
+            for model, seconds in namespace.load_seconds().items():
+                self.metrics.model_load.labels(model).set(seconds)
+        await self.fetcher.open()
+        await self.service.blobs.open()
+        await self.service.store.open()
+        self.subscriber.start()
+        await self.sweeper.start(orphans=False)  # fronts write inputs before their jobs exist
+        self.sender.start()
+        self._tasks = [asyncio.create_task(loop(), name=loop.__name__)
+                       for loop in (self._take_loop, self._lease_loop, self._reclaim_loop, self._gauge_loop)]
+        log.info("worker %s taking work (%s)", self.queue.name, self.capacity)
+
+    async def stop(self, grace: float) -> None:
+        self._taking = False
+        self._wake.set()
+        running = [task for _, task in self.held.values()]
+        if running:
+            log.info("worker %s finishing %d held pieces of work (up to %g s)", self.queue.name, len(running), grace)
+            await asyncio.wait(running, timeout=grace)
+        for task in self._tasks:
+            task.cancel()
+        for _, task in list(self.held.values()):
+            task.cancel()
+        for task in [*self._tasks, *(task for _, task in self.held.values())]:
+            with contextlib.suppress(BaseException):
+                await task
+        with contextlib.suppress(GatewayError):
+            await self.queue.leave()
+        await self.sender.stop()
+        await self.sweeper.stop()
+        await self.subscriber.stop()
+        for namespace in reversed(list(self.namespaces.values())):
+            await namespace.stop()
+        await self.fetcher.close()
+        await self.service.store.close()
+        self.scheduler.close()
+        await self.client.aclose()
+
+    # -- taking ------------------------------------------------------------------------------
+
+    def _free(self, cls: str) -> bool:
+        return sum(1 for work, _ in self.held.values() if work.cls == cls) < self.capacity[cls]
+
+    async def _take_loop(self) -> None:
+        while self._taking:
+            classes = [cls for cls in keys.CLASSES if self._free(cls)]
+            work = None
+            if classes:
+                try:
+                    work = await self.queue.take(classes)
+                except GatewayError:
+                    await asyncio.sleep(1.0)
+                    continue
+            if work is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
+                continue
+            self.metrics.work_wait.labels(work.cls).observe(max(0.0, time.time() - work.enqueued))
+            self.held[work.id] = (work, asyncio.create_task(self._handle(work), name=f"work-{work.id}"))
+
+    def _message(self, channel: str, data: bytes) -> None:
+        text = data.decode()
+        if channel == keys.WAKE:
+            self._wake.set()
+        elif channel == keys.CANCEL and text in self.held:
+            self._drop(text)
+        elif channel == keys.JOB_CHANGED and text in self.held:
+            asyncio.ensure_future(self._check_job(text))
+
+    async def _check_job(self, job_id: str) -> None:
+        with contextlib.suppress(GatewayError):
+            job = await self.service.store.get_job(job_id)
+            if (job is None or job.status.terminal) and job_id in self.held:
+                self._drop(job_id)
+
+    def _drop(self, work_id: str) -> None:
+        self._dropped.add(work_id)
+        self.held[work_id][1].cancel()
+
+    async def _handle(self, work: Work) -> None:
+        finished = False
+        try:
+            if work.kind == keys.INVOKE:
+                await self._invoke(work)
+            else:
+                await self._job(work)
+            finished = True
+        except asyncio.CancelledError:
+            finished = work.id in self._dropped  # cancelled by its client: done; by a stop: left to a takeover
+            if not finished:
+                raise
+        except Exception:  # noqa: BLE001 - the work stays leased and is retried elsewhere
+            log.exception("work %s (%s) failed in the worker", work.id, work.kind)
+        finally:
+            self.held.pop(work.id, None)
+            self._dropped.discard(work.id)
+            self._wake.set()
+            if finished:
+                with contextlib.suppress(GatewayError):
+                    await self.queue.done(work)
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def _invoke(self, work: Work) -> None:
+        with redis_unavailable():
+            raw, data = await self.client.mget(keys.invoke_request(work.id), keys.invoke_input(work.id))
+        if raw is None or data is None:
+            return  # its front gave up on it (or it was answered before a takeover)
+        request = InvokeRequest.decode(raw)  # type: ignore[arg-type]  # the client gives bytes back
+        remaining = request.deadline - time.time()
+        if remaining <= 0:
+            return
+        namespace = self.namespaces.get(request.namespace)
+        try:
+            if namespace is None:
+                raise error(Code.DENIED_NAMESPACE, f"this worker does not serve {request.namespace}")
+            params = namespace.parse(request.payload)
+            try:
+                async with asyncio.timeout(remaining):
+                    result = await namespace.run(Call(request.task_id, request.appkey, params, data))  # type: ignore[arg-type]
+            except (TimeoutError, JobTimeout) as exc:
+                raise error(Code.TIMEOUT, f"no answer within {self.config.request_timeout:g} s") from exc
+            finally:
+                release(data)  # type: ignore[arg-type]
+            self.metrics.record_run(request.namespace, result.report)
+            answer = encode_result(result)
+        except GatewayError as exc:
+            answer = encode_error(exc)
+        except Exception:  # noqa: BLE001 - logged with the task id, answered as an internal error
+            log.exception("invoke %s failed unexpectedly", request.task_id)
+            answer = encode_error(error(Code.INTERNAL_ERROR))
+        await self._answer(work.id, request.reply_to, answer)
+
+    async def _answer(self, work_id: str, reply_to: str, answer: dict[str, bytes]) -> None:
+        key = keys.invoke_output(work_id)
+        with redis_unavailable():
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=answer)  # type: ignore[arg-type]
+                pipe.pexpire(key, int(KEEP_SECONDS * 1000))
+                pipe.delete(keys.invoke_request(work_id), keys.invoke_input(work_id))
+                pipe.publish(reply_to, work_id)
+                await pipe.execute()
+
+    async def _job(self, work: Work) -> None:
+        job = await self.service.store.get_job(work.id)
+        if job is None or job.status.terminal:
+            return
+        started = await self.service.started(job, takeover=work.attempt > 0 or job.status is JobStatus.PROCESSING)
+        if started is not None:
+            await self.runner.run(started)
+
+    # -- leases, takeovers, gauges -----------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        while True:
+            with contextlib.suppress(GatewayError):
+                await self.queue.heartbeat()
+                for work, task in list(self.held.values()):
+                    if not await self.queue.renew(work):
+                        log.warning("work %s was taken over by another worker: dropping this run", work.id)
+                        task.cancel()
+            await asyncio.sleep(self.queue.lease / 4)
+
+    async def _reclaim_loop(self) -> None:
+        attempts = self.service.settings.max_job_attempts
+        while True:
+            await asyncio.sleep(self.queue.lease / 2 * random.uniform(0.8, 1.2))
+            try:
+                requeued, exhausted = await self.queue.reclaim(attempts)
+            except GatewayError:
+                continue
+            for work in requeued:
+                self.metrics.lease_takeovers.labels(work.cls).inc()
+                log.warning("%s %s: its worker's lease lapsed; queued again (attempt %d)", work.kind, work.id,
+                            work.attempt + 1)
+            for work in exhausted:
+                self.metrics.work_exhausted.labels(work.cls).inc()
+                with contextlib.suppress(GatewayError):
+                    await self._exhausted(work)
+
+    async def _exhausted(self, work: Work) -> None:
+        failure = error(Code.INTERNAL_ERROR, f"the worker running it stopped answering {work.attempt} times")
+        if work.kind == keys.JOB:
+            job = await self.service.store.get_job(work.id)
+            if job is not None and not job.status.terminal:
+                await self.service.finish(job, JobStatus.FAILED, failure=failure, reason="attempts exhausted")
+            return
+        with redis_unavailable():
+            raw = await self.client.get(keys.invoke_request(work.id))
+        if raw is not None:
+            request = InvokeRequest.decode(raw)  # type: ignore[arg-type]  # the client gives bytes back
+            await self._answer(work.id, request.reply_to, encode_error(failure))
+
+    async def _gauge_loop(self) -> None:
+        while True:
+            with contextlib.suppress(GatewayError):
+                await publish_gauges(self.queue, self.metrics)
+            self.metrics.jobs_running.set(sum(1 for work, _ in self.held.values() if work.kind == keys.JOB))
+            await asyncio.sleep(GAUGE_SECONDS)
+
+
+def worker_app(worker: Worker) -> web.Application:
+    """`/healthz` and `/metrics` of a worker."""
+    async def healthz(request: web.Request) -> web.Response:
+        body = {"status": "ok", "worker": worker.queue.name, "taking": worker._taking,
+                "holding": {cls: sum(1 for work, _ in worker.held.values() if work.cls == cls) for cls in keys.CLASSES},
+                "redis": worker.subscriber.connected.is_set()}
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", worker.metrics.handler)
+    return app
+
+
+async def serve_worker(config: Config) -> None:
+    """Run a worker until SIGTERM or SIGINT."""
+    settings = cluster_settings(config)
+    if not settings.enabled or not settings.storage_url:
+        raise SystemExit("sami-gateway worker: set SAMI_QUEUE_URL and SAMI_STORAGE_URL")
+    worker = Worker(config)
+    runner = web.AppRunner(worker_app(worker), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.worker_host, settings.worker_port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await worker.start()
+        log.info("worker %s: /healthz and /metrics on http://%s:%d", worker.queue.name, settings.worker_host,
+                 settings.worker_port)
+        await stop.wait()
+    finally:
+        await worker.stop(config.shutdown_grace)
+        await runner.cleanup()

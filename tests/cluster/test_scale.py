@@ -1,0 +1,221 @@
+"""Scale-out end to end: two fronts and two workers over a real Redis and a real S3 server.
+
+Everything is a real process on loopback: `redis-server`, SeaweedFS's `weed mini`, two
+`sami-gateway serve` fronts and two `sami-gateway worker`s with the tiny demo models.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from sami_client import SamiClient
+
+from sami_gateway.cluster.servers import Server
+from tests.conftest import APPKEY, ROOT, Gateway, gateway_env, issue_token, wav_bytes
+from tests.jobs.live import TERMINAL, WEBHOOK_SECRET, Receiver, audio_of, parse_metrics, song, wait_for
+
+from .stack import Role, Stack
+
+APPKEYS = (APPKEY, "second-appkey", "third-appkey")
+TIGHT = "tight-appkey"  # concurrent = 2, whichever front it reaches
+LEASE = 2.0
+
+
+@pytest.fixture(scope="module")
+def stack(redis: Server, s3: Server, model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp("scale")
+    config = folder / "appkeys.toml"
+    config.write_text("".join(f"[appkeys.{key}]\n" for key in APPKEYS) + f"[appkeys.{TIGHT}]\nconcurrent = 2\n")
+    env = gateway_env(model_store, 0, SAMI_CONFIG=str(config), SAMI_WORK_LEASE=str(LEASE), SAMI_THREADS="1",
+                      SAMI_WEBHOOK_SECRET=WEBHOOK_SECRET, SAMI_STEM_CACHE_BYTES="0", SAMI_LOG_LEVEL="INFO",
+                      SAMI_FETCH_ALLOW="127.0.0.1")
+    env.pop("SAMI_APPKEYS")
+    stack = Stack(redis, s3, env, folder)
+    try:
+        fronts = [stack.front(), stack.front()]
+        workers = [stack.worker(), stack.worker()]
+        stack.wait_healthy(*fronts, *workers)
+        for front in fronts:
+            stack.wait_ready(front)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def fronts(stack: Stack) -> list[Role]:
+    return [role for role in stack.roles if role.kind == "serve" and role.alive()]
+
+
+def workers(stack: Stack) -> list[Role]:
+    return [role for role in stack.roles if role.kind == "worker" and role.alive()]
+
+
+def invoke(front: Role, appkey: str, data: bytes, token: str, timeout: float = 120,
+           **payload: Any) -> requests.Response:
+    body = {"appkey": appkey, "token": token, "namespace": "MusicSourceSeparate",
+            "data": base64.b64encode(data).decode(), "payload": json.dumps({"model": "2track_vocal", **payload})}
+    return requests.post(front.url + "/api/v1/invoke", json=body, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tokens() -> dict[str, str]:
+    return {key: issue_token(key) for key in (*APPKEYS, TIGHT)}
+
+
+def test_seed_clients_and_the_sdk_work_against_either_front(stack: Stack, tokens: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    source = tmp_path / "song.wav"
+    source.write_bytes(wav_bytes(1.5))
+    for front in fronts(stack):
+        env = {**os.environ, "SAMI_URL": front.url, "SAMI_APPKEY": APPKEY, "SAMI_TOKEN": tokens[APPKEY]}
+        run = subprocess.run([sys.executable, str(ROOT / "examples/python/invoke.py"), str(source), "2track_acc"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0 and "status_code=20000000" in run.stdout, run.stdout + run.stderr
+        samples, rate = audio_of((tmp_path / "output.wav").read_bytes())
+        assert rate == 44100 and samples.shape == (int(1.5 * 44100), 1)
+    first, second = fronts(stack)
+    with SamiClient(first.url, token=tokens[APPKEY]) as client:
+        job = client.submit(data=song(3.0, seed=1), stems=["vocals", "no_vocals"], output={"format": "wav"})
+    with SamiClient(second.url, token=tokens[APPKEY]) as client:
+        done = client.wait(job.id, timeout=120)
+        assert done.status == "succeeded", done
+        url = done.result["vocals"].url
+        assert urlsplit(url).netloc == urlsplit(stack.s3.env["AWS_ENDPOINT_URL"]).netloc  # straight from storage
+        samples, rate = audio_of(requests.get(url, timeout=30).content)
+        assert samples.shape[0] == 3.0 * rate
+        through = requests.get(f"{second.url}/api/v1/jobs/{job.id}/results/no_vocals", allow_redirects=False,
+                               headers={"Authorization": f"Bearer {tokens[APPKEY]}"}, timeout=30)
+        assert through.status_code == 302 and through.headers["Location"].startswith(stack.s3.env["AWS_ENDPOINT_URL"])
+        files = client.download(done, tmp_path / "stems")  # the SDK follows the redirect, without its token
+        decoded = {stem: audio_of(path.read_bytes()) for stem, path in files.items()}
+        assert {stem: samples.shape[0] / rate for stem, (samples, rate) in decoded.items()} == {
+            "vocals": 3.0, "no_vocals": 3.0}
+
+
+def test_go_sample_client_against_a_front(stack: Stack, tokens: dict[str, str], go_client: Path,
+                                          tmp_path: Path) -> None:
+    source = tmp_path / "song.wav"
+    source.write_bytes(wav_bytes(1.5, rate=48000, channels=1))
+    for front in fronts(stack):
+        env = {**os.environ, "SAMI_URL": front.url, "SAMI_APPKEY": APPKEY, "SAMI_TOKEN": tokens[APPKEY]}
+        run = subprocess.run([str(go_client), str(source), "2track_vocal"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout + run.stderr
+        samples, rate = audio_of((tmp_path / "output.wav").read_bytes())
+        assert rate == 44100 and samples.shape == (int(1.5 * 44100), 1)
+
+
+def test_an_error_has_the_same_envelope_as_the_single_process(stack: Stack, tokens: dict[str, str],
+                                                              gateway: Gateway) -> None:
+    answer = invoke(fronts(stack)[0], APPKEY, b"not audio at all", tokens[APPKEY])
+    single = invoke(Role("serve", gateway.url, gateway.process, Path()), APPKEY, b"not audio at all", gateway.token)
+    body, expected = answer.json(), single.json()
+    assert (answer.status_code, body["status_code"]) == (400, 40000012), body  # decoded on a worker
+    assert answer.status_code == single.status_code
+    assert {k: v for k, v in body.items() if k != "task_id"} == {k: v for k, v in expected.items() if k != "task_id"}
+
+
+def test_forty_mixed_requests_survive_a_worker_killed(stack: Stack, tokens: dict[str, str], hooks: Receiver) -> None:
+    """Jobs and invokes of three appkeys through both fronts; one worker SIGKILLed in the middle."""
+    front_a, front_b = fronts(stack)
+    jobs: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def submit(n: int) -> str:
+        appkey, front = APPKEYS[n % 3], (front_a, front_b)[n % 2]
+        answer = requests.post(front.url + "/api/v1/jobs", timeout=60, headers={
+            "Authorization": f"Bearer {tokens[appkey]}", "Idempotency-Key": f"mixed-{n}"}, json={
+            "input": {"data": base64.b64encode(song(6.0, seed=100 + n)).decode()}, "stems": ["vocals"],
+            "output": {"format": "wav"}, "webhook_url": hooks.at(f"/hook/{n}")})
+        assert answer.status_code == 201, answer.text
+        with lock:
+            jobs[answer.json()["id"]] = appkey
+        return str(answer.json()["id"])
+
+    def call(n: int) -> int:
+        appkey, front = APPKEYS[n % 3], (front_a, front_b)[n % 2]
+        return invoke(front, appkey, song(2.0, seed=200 + n), tokens[appkey]).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        job_futures = [pool.submit(submit, n) for n in range(24)]
+        invoke_futures = [pool.submit(call, n) for n in range(16)]
+        for future in job_futures:
+            future.result()
+        victim = workers(stack)[0]
+        wait_for(lambda: "job_" in requests.get(victim.url + "/healthz", timeout=5).text or
+                 requests.get(victim.url + "/healthz", timeout=5).json()["holding"]["batch"] > 0, 60,
+                 "the victim holds a job")
+        killed_at = time.monotonic()
+        victim.kill()
+        statuses = [future.result() for future in invoke_futures]
+    assert statuses == [200] * 16
+    finished = {job_id: wait_for(lambda job_id=job_id, appkey=appkey: _terminal(front_b, job_id, tokens[appkey]),
+                                 240, f"job {job_id} finishes")
+                for job_id, appkey in jobs.items()}
+    assert {job["status"] for job in finished.values()} == {"succeeded"}, finished
+    recovered = time.monotonic() - killed_at
+    survivor = parse_metrics(requests.get(workers(stack)[0].url + "/metrics", timeout=10).text)
+    taken_over = survivor.get('sami_gateway_lease_takeovers_total{class="batch"}', 0)
+    assert taken_over >= 1, "the killed worker held a job that another worker completed"
+    wait_for(lambda: all(len(hooks.received(f"/hook/{n}")) >= 1 for n in range(24)), 60, "every webhook arrives")
+    time.sleep(LEASE * 2)  # a duplicate would come now
+    deliveries = [len(hooks.received(f"/hook/{n}")) for n in range(24)]
+    assert deliveries == [1] * 24, deliveries
+    print(f"takeover: {taken_over:g} jobs taken over; all 24 done {recovered:.1f} s after the kill")
+    stack.wait_healthy(stack.worker())  # back to two workers for the next tests
+
+
+def _terminal(front: Role, job_id: str, token: str) -> dict[str, Any] | None:
+    job = requests.get(f"{front.url}/api/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"},
+                       timeout=30).json()
+    return job if job["status"] in TERMINAL else None
+
+
+def test_concurrency_quota_is_shared_by_the_fronts(stack: Stack, tokens: dict[str, str]) -> None:
+    front_a, front_b = fronts(stack)
+    long_song = song(30.0, seed=7)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(invoke, front, TIGHT, long_song, tokens[TIGHT]) for front in (front_a, front_b)]
+        time.sleep(1.0)  # both are admitted and running
+        for front in (front_a, front_b):
+            third = invoke(front, TIGHT, wav_bytes(0.5), tokens[TIGHT])
+            assert (third.status_code, third.json()["status_code"]) == (429, 42900001), third.text
+        assert [future.result().status_code for future in held] == [200, 200]
+    assert invoke(front_a, TIGHT, wav_bytes(0.5), tokens[TIGHT]).status_code == 200  # released
+
+
+def test_redis_paused_gives_503_then_recovers(stack: Stack, tokens: dict[str, str]) -> None:
+    front = fronts(stack)[0]
+    headers = {"Authorization": f"Bearer {tokens[APPKEY]}"}
+    submitted = requests.post(front.url + "/api/v1/jobs", headers=headers, timeout=30, json={
+        "input": {"data": base64.b64encode(song(4.0, seed=900)).decode()}, "stems": ["vocals"]})
+    assert submitted.status_code == 201
+    stack.redis.pause()
+    try:
+        started = time.monotonic()
+        answer = invoke(front, APPKEY, wav_bytes(0.5), tokens[APPKEY], timeout=30)
+        assert answer.status_code == 503 and answer.json()["status_code"] == 50300003, answer.text
+        assert time.monotonic() - started < 15
+        listing = requests.get(front.url + "/api/v1/jobs", headers=headers, timeout=30)
+        assert listing.status_code == 503
+        assert requests.get(front.url + "/readyz", timeout=30).status_code == 503
+        time.sleep(max(0.0, 10 - (time.monotonic() - started)))
+    finally:
+        stack.redis.resume()
+    stack.wait_ready(front)
+    assert invoke(front, APPKEY, wav_bytes(0.5), tokens[APPKEY]).status_code == 200
+    job = wait_for(lambda: _terminal(front, submitted.json()["id"], tokens[APPKEY]), 120, "the job finishes")
+    assert job["status"] == "succeeded"
