@@ -45,6 +45,7 @@ from .workqueue import Work, WorkQueue
 
 log = logging.getLogger(__name__)
 GAUGE_SECONDS = 5.0
+BACKEND_RETRY_SECONDS = 2.0  # a job whose storage or Redis went away is run again after this
 
 
 def worker_name() -> str:
@@ -239,8 +240,19 @@ class Worker:
         if job is None or job.status.terminal:
             return
         started = await self.service.started(job, takeover=work.attempt > 0 or job.status is JobStatus.PROCESSING)
-        if started is not None:
-            await self.runner.run(started)
+        while started is not None:
+            try:
+                await self.runner.run(started)
+                return
+            except GatewayError as exc:
+                if exc.code is not Code.BACKEND_UNAVAILABLE:
+                    raise
+                log.warning("job %s: %s; running it again in %g s", started.id, exc.detail, BACKEND_RETRY_SECONDS)
+            await asyncio.sleep(BACKEND_RETRY_SECONDS)  # holding the lease: the job stays this worker's
+            with contextlib.suppress(GatewayError):
+                current = await self.service.store.get_job(started.id)
+                if current is None or current.status.terminal:
+                    return
 
     # -- leases, takeovers, gauges -----------------------------------------------------------
 

@@ -141,6 +141,8 @@ class JobRunner:
             await service.finish(job, JobStatus.FAILED, failure=error(
                 Code.TIMEOUT, f"the job ran past {service.settings.job_timeout:g} s"))
         except GatewayError as exc:
+            if exc.code is Code.BACKEND_UNAVAILABLE:
+                raise  # shared storage or Redis is away: the job is not at fault; its caller runs it again
             await service.finish(job, JobStatus.FAILED, failure=exc)
         except Exception:  # noqa: BLE001 - logged with the job id, answered as an internal error
             log.exception("job %s failed unexpectedly", job.id)

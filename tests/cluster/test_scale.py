@@ -41,7 +41,7 @@ def stack(redis: Server, s3: Server, model_store: Path, tmp_path_factory: pytest
     config.write_text("".join(f"[appkeys.{key}]\n" for key in APPKEYS) + f"[appkeys.{TIGHT}]\nconcurrent = 2\n")
     env = gateway_env(model_store, 0, SAMI_CONFIG=str(config), SAMI_WORK_LEASE=str(LEASE), SAMI_THREADS="1",
                       SAMI_WEBHOOK_SECRET=WEBHOOK_SECRET, SAMI_STEM_CACHE_BYTES="0", SAMI_LOG_LEVEL="INFO",
-                      SAMI_FETCH_ALLOW="127.0.0.1")
+                      SAMI_FETCH_ALLOW="127.0.0.1", SAMI_MAX_AUDIO_SECONDS="600")
     env.pop("SAMI_APPKEYS")
     stack = Stack(redis, s3, env, folder)
     try:
@@ -219,3 +219,71 @@ def test_redis_paused_gives_503_then_recovers(stack: Stack, tokens: dict[str, st
     assert invoke(front, APPKEY, wav_bytes(0.5), tokens[APPKEY]).status_code == 200
     job = wait_for(lambda: _terminal(front, submitted.json()["id"], tokens[APPKEY]), 120, "the job finishes")
     assert job["status"] == "succeeded"
+
+
+def _holding(worker: Role) -> int:
+    return int(requests.get(worker.url + "/healthz", timeout=5).json()["holding"]["batch"])
+
+
+def test_cancel_reaches_the_worker_within_a_second(stack: Stack, tokens: dict[str, str]) -> None:
+    front = fronts(stack)[1]
+    headers = {"Authorization": f"Bearer {tokens['third-appkey']}"}
+    job = requests.post(front.url + "/api/v1/jobs", headers=headers, timeout=60, json={
+        "input": {"data": base64.b64encode(song(240.0, seed=31)).decode()}, "stems": ["vocals"]}).json()
+    runner = wait_for(lambda: next((w for w in workers(stack) if _holding(w) > 0), None), 60, "a worker runs it")
+    progress = wait_for(lambda: requests.get(f"{front.url}/api/v1/jobs/{job['id']}", headers=headers,
+                                             timeout=10).json()["progress"], 60, "the job makes progress")
+    assert 0 < progress < 100  # reported by the worker, read through the front
+    started = time.monotonic()
+    cancelled = requests.post(f"{front.url}/api/v1/jobs/{job['id']}/cancel", headers=headers, timeout=10)
+    assert cancelled.json()["status"] == "cancelled"
+    wait_for(lambda: _holding(runner) == 0, 5, "the worker drops the job", interval=0.02)
+    reached = time.monotonic() - started
+    print(f"cancel reached the worker in {reached * 1000:.0f} ms")
+    assert reached < 1.0
+
+
+def test_a_front_killed_loses_its_connections_not_its_jobs(stack: Stack, tokens: dict[str, str]) -> None:
+    doomed = stack.front()
+    stack.wait_healthy(doomed)
+    stack.wait_ready(doomed)
+    headers = {"Authorization": f"Bearer {tokens[APPKEY]}"}
+    accepted = []
+    for n in range(6):
+        answer = requests.post(doomed.url + "/api/v1/jobs", headers=headers, timeout=60, json={
+            "input": {"data": base64.b64encode(song(8.0, seed=500 + n)).decode()}, "stems": ["vocals"]})
+        assert answer.status_code == 201
+        accepted.append(answer.json()["id"])
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        in_flight = [pool.submit(invoke, doomed, "second-appkey", song(60.0, seed=600 + n), tokens["second-appkey"])
+                     for n in range(3)]
+        time.sleep(1.5)
+        doomed.kill()
+        for future in in_flight:
+            with pytest.raises(requests.ConnectionError):
+                future.result()
+    survivor = fronts(stack)[0]
+    for job_id in accepted:
+        job = wait_for(lambda job_id=job_id: _terminal(survivor, job_id, tokens[APPKEY]), 240, f"{job_id} finishes")
+        assert job["status"] == "succeeded"
+
+
+def test_storage_paused_gives_503_then_recovers(stack: Stack, tokens: dict[str, str]) -> None:
+    front = fronts(stack)[0]
+    headers = {"Authorization": f"Bearer {tokens[APPKEY]}"}
+    before = requests.post(front.url + "/api/v1/jobs", headers=headers, timeout=30, json={
+        "input": {"data": base64.b64encode(song(20.0, seed=901)).decode()}, "stems": ["vocals"]})
+    assert before.status_code == 201
+    stack.s3.pause()
+    try:
+        started = time.monotonic()
+        refused = requests.post(front.url + "/api/v1/jobs", headers=headers, timeout=60, json={
+            "input": {"data": base64.b64encode(song(1.0, seed=902)).decode()}, "stems": ["vocals"]})
+        assert refused.status_code == 503 and refused.json()["error"]["status_code"] == 50300003, refused.text
+        assert requests.get(front.url + "/readyz", timeout=30).json()["storage"] is False
+        time.sleep(max(0.0, 10 - (time.monotonic() - started)))
+    finally:
+        stack.s3.resume()
+    stack.wait_ready(front)
+    job = wait_for(lambda: _terminal(front, before.json()["id"], tokens[APPKEY]), 180, "the job accepted before")
+    assert job["status"] == "succeeded", job
