@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
-import io
 import json
 import os
 import platform
@@ -34,29 +33,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import requests
-import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from sami_gateway.cluster.servers import Server, free_port, redis_server, s3_server  # noqa: E402
 from tests.cluster.stack import Role, Stack  # noqa: E402
+from tests.jobs.live import song  # noqa: E402
 
 SECRET = "scale-bench-secret-0123456789abcdef0123"
 APPKEYS = ("bench-a", "bench-b", "bench-c")
-
-
-def song(seconds: float, seed: int, rate: int = 44100, channels: int = 2) -> bytes:
-    """A WAV of tones and noise; every seed gives other bytes (no stem cache involved)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    base = 110.0 + 7.0 * (seed % 50)
-    mono = 0.3 * np.sin(2 * np.pi * base * t) + 0.2 * np.sin(2 * np.pi * 3 * base * t)
-    samples = np.stack([mono + 0.02 * rng.standard_normal(t.size) for _ in range(channels)], axis=1)
-    buffer = io.BytesIO()
-    sf.write(buffer, samples.astype(np.float32), rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
 
 
 def base_env(store: Path) -> dict[str, str]:
@@ -86,8 +72,8 @@ def invoke(url: str, appkey: str, data: bytes) -> float:
 
 
 def invoke_latencies(url: str, count: int) -> list[float]:
-    invoke(url, APPKEYS[0], song(10.0, seed=999))  # warm-up
-    return [invoke(url, APPKEYS[0], song(10.0, seed=n)) for n in range(count)]
+    invoke(url, APPKEYS[0], song(10.0, 999, 44100, 2))  # warm-up
+    return [invoke(url, APPKEYS[0], song(10.0, n, 44100, 2)) for n in range(count)]
 
 
 def single_process(store: Path, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -113,7 +99,7 @@ def submit_jobs(front: Role, count: int, seconds: float, seed: int) -> list[tupl
         appkey = APPKEYS[n % len(APPKEYS)]
         answer = requests.post(front.url + "/api/v1/jobs", timeout=60,
                                headers={"Authorization": f"Bearer {token(appkey)}"},
-                               json={"input": {"data": base64.b64encode(song(seconds, seed + n)).decode()},
+                               json={"input": {"data": base64.b64encode(song(seconds, seed + n, 44100, 2)).decode()},
                                      "stems": ["vocals"], "output": {"format": "wav"}})
         if answer.status_code != 201:
             raise RuntimeError(answer.text)

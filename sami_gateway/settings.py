@@ -65,6 +65,14 @@ def positive(kind: Callable[[Any], Any]) -> Parser:
     return parse
 
 
+def http_url(value: Any) -> str:
+    """An http(s) URL without a trailing slash, or '' (unset)."""
+    text = str(value).rstrip("/")
+    if text and not text.startswith(("http://", "https://")):
+        raise ValueError("must be an http(s) URL")
+    return text
+
+
 def bounded_int(low: int, high: int) -> Parser:
     def parse(value: Any) -> int:
         number = int(value)

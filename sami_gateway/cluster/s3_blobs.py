@@ -35,7 +35,7 @@ from botocore.exceptions import (
 )
 
 from ..errors import Code, error
-from ..jobs.blobs import WRITE_BATCH_BYTES, BlobTooLarge, Written, check_key
+from ..jobs.blobs import WRITE_BATCH_BYTES, Written, check_key, spool
 
 RETRY_AFTER = "5"
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
@@ -147,28 +147,10 @@ class S3BlobStore:
         name = self._name(key)
         temp = self._temp()
         try:
-            await self._spool(temp, chunks, max_bytes)
+            await spool(temp, chunks, max_bytes)
             return await asyncio.to_thread(self._upload, temp, name)
         finally:
             temp.unlink(missing_ok=True)
-
-    async def _spool(self, temp: Path, chunks: AsyncIterator[bytes], max_bytes: int) -> None:
-        """Write `chunks` to `temp` in batches off the event loop; BlobTooLarge past `max_bytes`."""
-        size = 0
-        pending: list[bytes] = []
-        handle = await asyncio.to_thread(open, temp, "wb")
-        try:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise BlobTooLarge(f"more than {max_bytes} bytes")
-                pending.append(chunk)
-                if sum(map(len, pending)) >= WRITE_BATCH_BYTES:
-                    batch, pending = b"".join(pending), []
-                    await asyncio.to_thread(handle.write, batch)
-            await asyncio.to_thread(handle.write, b"".join(pending))
-        finally:
-            handle.close()
 
     async def put_bytes(self, key: str, data: bytes) -> Written:
         name = self._name(key)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..settings import Section, Setting, bounded_int, positive
+from ..settings import Section, Setting, bounded_int, http_url, positive
 
 
 @dataclass(frozen=True)
@@ -54,19 +54,12 @@ def _s3_url(value: Any) -> str:
     return text
 
 
-def _http_url(value: Any) -> str:
-    text = str(value).rstrip("/")
-    if text and not text.startswith(("http://", "https://")):
-        raise ValueError("must be an http(s) URL")
-    return text
-
-
 SETTINGS = Section("cluster", (
     Setting("queue_url", _redis_url, "Redis for the shared queue, job state and quotas (scale-out; "
             "needs SAMI_STORAGE_URL too)"),
     Setting("storage_url", _s3_url, "S3-compatible storage for inputs and results, s3://BUCKET/PREFIX "
             "(endpoint and credentials: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"),
-    Setting("storage_public_url", _http_url, "the storage endpoint as clients reach it, for presigned result "
+    Setting("storage_public_url", http_url, "the storage endpoint as clients reach it, for presigned result "
             "URLs (default: AWS_ENDPOINT_URL)"),
     Setting("worker_host", str, "address of a worker's /healthz and /metrics"),
     Setting("worker_port", bounded_int(0, 65535), "port of a worker's /healthz and /metrics"),

@@ -140,27 +140,13 @@ class LocalBlobStore:
 
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes], max_bytes: int) -> Written:
         temp = self._temp()
-        digest = hashlib.sha256()
-        size = 0
-        pending: list[bytes] = []
-        handle = await asyncio.to_thread(open, temp, "wb")
+        written = await spool(temp, chunks, max_bytes)
         try:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > max_bytes:
-                    raise BlobTooLarge(f"more than {max_bytes} bytes")
-                pending.append(chunk)
-                if sum(map(len, pending)) >= WRITE_BATCH_BYTES:
-                    batch, pending = b"".join(pending), []
-                    await asyncio.to_thread(_write, handle, digest, batch)
-            await asyncio.to_thread(_write, handle, digest, b"".join(pending))
-            await asyncio.to_thread(handle.close)
             await asyncio.to_thread(self._commit, temp, key)
         except BaseException:
-            handle.close()
             temp.unlink(missing_ok=True)
             raise
-        return Written(size, digest.hexdigest())
+        return written
 
     async def put_bytes(self, key: str, data: bytes) -> Written:
         def write() -> Written:
@@ -209,6 +195,31 @@ class LocalBlobStore:
             path = self._path(area)
             return {entry.name for entry in path.iterdir()} if path.is_dir() else set()
         return await asyncio.to_thread(names)
+
+
+async def spool(temp: Path, chunks: AsyncIterator[bytes], max_bytes: int) -> Written:
+    """Write a stream to the local file `temp` a batch at a time off the event loop, hashing it;
+    BlobTooLarge past `max_bytes`. On any failure the partial file is removed."""
+    digest = hashlib.sha256()
+    size = 0
+    pending: list[bytes] = []
+    handle = await asyncio.to_thread(open, temp, "wb")
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise BlobTooLarge(f"more than {max_bytes} bytes")
+            pending.append(chunk)
+            if sum(map(len, pending)) >= WRITE_BATCH_BYTES:
+                batch, pending = b"".join(pending), []
+                await asyncio.to_thread(_write, handle, digest, batch)
+        await asyncio.to_thread(_write, handle, digest, b"".join(pending))
+        await asyncio.to_thread(handle.close)
+    except BaseException:
+        handle.close()
+        temp.unlink(missing_ok=True)
+        raise
+    return Written(size, digest.hexdigest())
 
 
 def _write(handle: object, digest: hashlib._Hash, data: bytes) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..settings import Section, Setting, bounded_int, positive
+from ..settings import Section, Setting, bounded_int, http_url, positive
 
 MIN_WEBHOOK_SECRET_LENGTH = 16  # an HMAC key shorter than this is guessable
 
@@ -56,13 +56,6 @@ def _delays(value: Any) -> tuple[float, ...]:
     return delays
 
 
-def _public_url(value: Any) -> str:
-    text = str(value).rstrip("/")
-    if text and not text.startswith(("http://", "https://")):
-        raise ValueError("must be an http(s) URL")
-    return text
-
-
 SETTINGS = Section("jobs", (
     Setting("data_dir", lambda v: Path(v).expanduser(),
             "where jobs, uploads, results and the stem cache are kept (SQLite and files)",
@@ -79,7 +72,7 @@ SETTINGS = Section("jobs", (
             secret=True),
     Setting("webhook_timeout", positive(float), "seconds a webhook receiver has to answer"),
     Setting("webhook_retry_delays", _delays, "seconds between failed webhook attempts, then hourly for a day"),
-    Setting("public_url", _public_url, "the gateway's URL as clients reach it, for signed URLs "
+    Setting("public_url", http_url, "the gateway's URL as clients reach it, for signed URLs "
             "(default: the request's own origin; webhooks: http://HOST:PORT)"),
 ), JobSettings, lambda environ: {"data_dir": user_data_dir(environ)})
 

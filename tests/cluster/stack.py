@@ -49,6 +49,7 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.prefix = uuid.uuid4().hex[:8]
+        self.folder.mkdir(parents=True, exist_ok=True)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {**self.base_env, **self.s3.env, "SAMI_QUEUE_URL": self.redis.url,

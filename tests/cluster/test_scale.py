@@ -70,6 +70,13 @@ def invoke(front: Role, appkey: str, data: bytes, token: str, timeout: float = 1
     return requests.post(front.url + "/api/v1/invoke", json=body, timeout=timeout)
 
 
+def submit(front: Role, token: str, data: bytes, timeout: float = 60, **fields: Any) -> requests.Response:
+    """POST a job with its input inline (vocals unless `fields` say otherwise)."""
+    body = {"input": {"data": base64.b64encode(data).decode()}, "stems": ["vocals"], **fields}
+    return requests.post(front.url + "/api/v1/jobs", headers={"Authorization": f"Bearer {token}"},
+                         timeout=timeout, json=body)
+
+
 @pytest.fixture(scope="module")
 def tokens() -> dict[str, str]:
     return {key: issue_token(key) for key in (*APPKEYS, TIGHT)}
@@ -200,8 +207,7 @@ def test_concurrency_quota_is_shared_by_the_fronts(stack: Stack, tokens: dict[st
 def test_redis_paused_gives_503_then_recovers(stack: Stack, tokens: dict[str, str]) -> None:
     front = fronts(stack)[0]
     headers = {"Authorization": f"Bearer {tokens[APPKEY]}"}
-    submitted = requests.post(front.url + "/api/v1/jobs", headers=headers, timeout=30, json={
-        "input": {"data": base64.b64encode(song(4.0, seed=900)).decode()}, "stems": ["vocals"]})
+    submitted = submit(front, tokens[APPKEY], song(4.0, seed=900))
     assert submitted.status_code == 201
     stack.redis.pause()
     try:
@@ -228,8 +234,7 @@ def _holding(worker: Role) -> int:
 def test_cancel_reaches_the_worker_within_a_second(stack: Stack, tokens: dict[str, str]) -> None:
     front = fronts(stack)[1]
     headers = {"Authorization": f"Bearer {tokens['third-appkey']}"}
-    job = requests.post(front.url + "/api/v1/jobs", headers=headers, timeout=60, json={
-        "input": {"data": base64.b64encode(song(240.0, seed=31)).decode()}, "stems": ["vocals"]}).json()
+    job = submit(front, tokens["third-appkey"], song(240.0, seed=31)).json()
     runner = wait_for(lambda: next((w for w in workers(stack) if _holding(w) > 0), None), 60, "a worker runs it")
     progress = wait_for(lambda: requests.get(f"{front.url}/api/v1/jobs/{job['id']}", headers=headers,
                                              timeout=10).json()["progress"], 60, "the job makes progress")
@@ -247,11 +252,9 @@ def test_a_front_killed_loses_its_connections_not_its_jobs(stack: Stack, tokens:
     doomed = stack.front()
     stack.wait_healthy(doomed)
     stack.wait_ready(doomed)
-    headers = {"Authorization": f"Bearer {tokens[APPKEY]}"}
     accepted = []
     for n in range(6):
-        answer = requests.post(doomed.url + "/api/v1/jobs", headers=headers, timeout=60, json={
-            "input": {"data": base64.b64encode(song(8.0, seed=500 + n)).decode()}, "stems": ["vocals"]})
+        answer = submit(doomed, tokens[APPKEY], song(8.0, seed=500 + n))
         assert answer.status_code == 201
         accepted.append(answer.json()["id"])
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
@@ -270,15 +273,12 @@ def test_a_front_killed_loses_its_connections_not_its_jobs(stack: Stack, tokens:
 
 def test_storage_paused_gives_503_then_recovers(stack: Stack, tokens: dict[str, str]) -> None:
     front = fronts(stack)[0]
-    headers = {"Authorization": f"Bearer {tokens[APPKEY]}"}
-    before = requests.post(front.url + "/api/v1/jobs", headers=headers, timeout=30, json={
-        "input": {"data": base64.b64encode(song(20.0, seed=901)).decode()}, "stems": ["vocals"]})
+    before = submit(front, tokens[APPKEY], song(20.0, seed=901))
     assert before.status_code == 201
     stack.s3.pause()
     try:
         started = time.monotonic()
-        refused = requests.post(front.url + "/api/v1/jobs", headers=headers, timeout=60, json={
-            "input": {"data": base64.b64encode(song(1.0, seed=902)).decode()}, "stems": ["vocals"]})
+        refused = submit(front, tokens[APPKEY], song(1.0, seed=902))
         assert refused.status_code == 503 and refused.json()["error"]["status_code"] == 50300003, refused.text
         assert requests.get(front.url + "/readyz", timeout=30).json()["storage"] is False
         time.sleep(max(0.0, 10 - (time.monotonic() - started)))
@@ -287,3 +287,15 @@ def test_storage_paused_gives_503_then_recovers(stack: Stack, tokens: dict[str, 
     stack.wait_ready(front)
     job = wait_for(lambda: _terminal(front, before.json()["id"], tokens[APPKEY]), 180, "the job accepted before")
     assert job["status"] == "succeeded", job
+
+
+def test_fronts_and_workers_export_the_queue_metrics(stack: Stack) -> None:
+    for role in [*fronts(stack), *workers(stack)]:
+        metrics = wait_for(lambda role=role: (values := parse_metrics(
+            requests.get(role.url + "/metrics", timeout=10).text)).get("sami_gateway_workers_alive", 0) >= 2
+            and values, 30, f"{role.kind} counts the workers")
+        for cls in ("interactive", "batch"):
+            assert f'sami_gateway_work_queued{{class="{cls}"}}' in metrics
+            assert f'sami_gateway_work_oldest_queued_age_seconds{{class="{cls}"}}' in metrics
+    health = requests.get(workers(stack)[0].url + "/healthz", timeout=10).json()
+    assert health["status"] == "ok" and health["redis"] is True and health["taking"] is True
