@@ -3,6 +3,7 @@ its files in S3-compatible storage; and the queue gauges both roles export."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -32,11 +33,16 @@ def build_cluster_service(config: Config, client: aioredis.Redis, namespaces: di
                       f"http://{config.host}:{config.port}")
 
 
-async def publish_gauges(queue: WorkQueue, metrics: Metrics) -> int:
-    """Queue depth and age per class, and workers alive, from Redis into `metrics`; the workers alive."""
+async def publish_gauges(queue: WorkQueue, service: JobService, metrics: Metrics) -> int:
+    """The shared queue's depth and age per class, workers alive, and the Jobs API's queued jobs,
+    from Redis into `metrics`; the number of workers alive."""
     for cls, depth in (await queue.depth()).items():
         metrics.work_queued.labels(cls).set(depth.queued)
         metrics.work_oldest.labels(cls).set(depth.oldest_age)
+    heads = await service.store.queue_heads()
+    oldest = await service.store.oldest_queued()
+    metrics.jobs_queued.set(sum(head.queued for head in heads))
+    metrics.oldest_queued.set(0 if oldest is None else max(0.0, time.time() - oldest))
     alive = await queue.workers_alive()
     metrics.workers_alive.set(alive)
     return alive

@@ -64,7 +64,7 @@ class ClusterFront:
         while True:
             try:
                 if self.metrics is not None:
-                    self.workers_alive = await publish_gauges(self.queue, self.metrics)
+                    self.workers_alive = await publish_gauges(self.queue, self.service, self.metrics)
                 else:
                     self.workers_alive = await self.queue.workers_alive()
             except GatewayError:

@@ -111,11 +111,16 @@ class Worker:
             await asyncio.wait(running, timeout=grace)
         for task in self._tasks:
             task.cancel()
-        for _, task in list(self.held.values()):
+        unfinished = list(self.held.values())
+        for _, task in unfinished:
             task.cancel()
-        for task in [*self._tasks, *(task for _, task in self.held.values())]:
+        for task in [*self._tasks, *(task for _, task in unfinished)]:
             with contextlib.suppress(BaseException):
                 await task
+        for work, _ in unfinished:  # another worker starts them now, not after the lease
+            with contextlib.suppress(GatewayError):
+                if await self.queue.release(work):
+                    log.info("%s %s handed back to the queue", work.kind, work.id)
         with contextlib.suppress(GatewayError):
             await self.queue.leave()
         await self.sender.stop()
@@ -299,7 +304,7 @@ class Worker:
     async def _gauge_loop(self) -> None:
         while True:
             with contextlib.suppress(GatewayError):
-                await publish_gauges(self.queue, self.metrics)
+                await publish_gauges(self.queue, self.service, self.metrics)
             self.metrics.jobs_running.set(sum(1 for work, _ in self.held.values() if work.kind == keys.JOB))
             await asyncio.sleep(GAUGE_SECONDS)
 

@@ -88,6 +88,19 @@ return {{requeued, exhausted}}
 
 _ENQUEUE = keys.ENQUEUE_LUA + "enqueue(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])\nreturn 1\n"
 
+# Held work handed back (a worker stopping): at the tail of its stream again, its attempt count
+# unchanged (this run was not cut short by a failure), for any worker to take at once.
+_RELEASE = f"""
+local key, group, entry, cls, appkey = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('XACK', key, group, entry) == 0 then return 0 end
+redis.call('XDEL', key, entry)
+redis.call('XADD', key, '*', 'kind', ARGV[5], 'id', ARGV[6], 'attempt', ARGV[7], 'enqueued', ARGV[8])
+local last = redis.call('HGET', '{keys.PREFIX}served:' .. cls, appkey) or '0'
+redis.call('ZADD', '{keys.PREFIX}rr:' .. cls, 'NX', last, appkey)
+redis.call('PUBLISH', '{keys.WAKE}', cls)
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class Work:
@@ -129,6 +142,7 @@ class WorkQueue:
         self._take = client.register_script(_TAKE)
         self._reclaim = client.register_script(_RECLAIM)
         self._enqueue = client.register_script(_ENQUEUE)
+        self._release = client.register_script(_RELEASE)
 
     async def enqueue(self, cls: str, appkey: str, kind: str, work_id: str) -> None:
         with redis_unavailable():
@@ -161,6 +175,15 @@ class WorkQueue:
                 pipe.xack(work.stream, keys.GROUP, work.entry)
                 pipe.xdel(work.stream, work.entry)
                 await pipe.execute()
+
+    async def release(self, work: Work) -> bool:
+        """Hand held work back to the queue now (a worker stopping before it finished); False if it
+        was no longer ours."""
+        with redis_unavailable():
+            done = await self._release(keys=[work.stream], args=[
+                keys.GROUP, work.entry, work.cls, work.appkey, work.kind, work.id, str(work.attempt),
+                str(int(work.enqueued * 1000))])
+        return bool(done)
 
     async def reclaim(self, max_attempts: int) -> tuple[list[Work], list[Work]]:
         """Queue again the work whose lease lapsed: (requeued, exhausted); the exhausted are removed

@@ -10,6 +10,7 @@ import base64
 import concurrent.futures
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -95,21 +96,23 @@ def test_seed_clients_and_the_sdk_work_against_either_front(stack: Stack, tokens
         assert rate == 44100 and samples.shape == (int(1.5 * 44100), 1)
     first, second = fronts(stack)
     with SamiClient(first.url, token=tokens[APPKEY]) as client:
-        job = client.submit(data=song(3.0, seed=1), stems=["vocals", "no_vocals"], output={"format": "wav"})
+        job = client.submit(data=song(20.0, seed=1), stems=["vocals", "no_vocals"], output={"format": "wav"})
     with SamiClient(second.url, token=tokens[APPKEY]) as client:
+        streamed = list(client.events(job.id))  # the other front's event stream, fed by the worker's changes
+        assert streamed[-1].event == "status" and streamed[-1].status == "succeeded", streamed
         done = client.wait(job.id, timeout=120)
         assert done.status == "succeeded", done
         url = done.result["vocals"].url
         assert urlsplit(url).netloc == urlsplit(stack.s3.env["AWS_ENDPOINT_URL"]).netloc  # straight from storage
         samples, rate = audio_of(requests.get(url, timeout=30).content)
-        assert samples.shape[0] == 3.0 * rate
+        assert samples.shape[0] == 20.0 * rate
         through = requests.get(f"{second.url}/api/v1/jobs/{job.id}/results/no_vocals", allow_redirects=False,
                                headers={"Authorization": f"Bearer {tokens[APPKEY]}"}, timeout=30)
         assert through.status_code == 302 and through.headers["Location"].startswith(stack.s3.env["AWS_ENDPOINT_URL"])
         files = client.download(done, tmp_path / "stems")  # the SDK follows the redirect, without its token
         decoded = {stem: audio_of(path.read_bytes()) for stem, path in files.items()}
         assert {stem: samples.shape[0] / rate for stem, (samples, rate) in decoded.items()} == {
-            "vocals": 3.0, "no_vocals": 3.0}
+            "vocals": 20.0, "no_vocals": 20.0}
 
 
 def test_go_sample_client_against_a_front(stack: Stack, tokens: dict[str, str], go_client: Path,
@@ -299,3 +302,27 @@ def test_fronts_and_workers_export_the_queue_metrics(stack: Stack) -> None:
             assert f'sami_gateway_work_oldest_queued_age_seconds{{class="{cls}"}}' in metrics
     health = requests.get(workers(stack)[0].url + "/healthz", timeout=10).json()
     assert health["status"] == "ok" and health["redis"] is True and health["taking"] is True
+
+
+def test_a_worker_stopped_hands_its_job_to_another_at_once(stack: Stack, tokens: dict[str, str]) -> None:
+    """SIGTERM with a job longer than the grace: the job goes back to the queue as the worker stops
+    (a rolling restart), not after the lease."""
+    leaving = stack.worker(SAMI_SHUTDOWN_GRACE="0.5")
+    stack.wait_healthy(leaving)
+    others = [w for w in workers(stack) if w is not leaving]
+    for worker in others:  # only the leaving worker is free to take the job
+        worker.process.send_signal(signal.SIGSTOP)
+    try:
+        job = submit(fronts(stack)[0], tokens[APPKEY], song(240.0, seed=77)).json()
+        wait_for(lambda: _holding(leaving) > 0, 60, "the leaving worker runs the job")
+    finally:
+        for worker in others:
+            worker.process.send_signal(signal.SIGCONT)
+    stopped = time.monotonic()
+    leaving.process.send_signal(signal.SIGTERM)
+    assert leaving.process.wait(timeout=30) == 0
+    wait_for(lambda: any(_holding(w) > 0 for w in others), 10, "another worker takes it over")
+    handed = time.monotonic() - stopped
+    assert handed < LEASE + 5 and "handed back to the queue" in leaving.log.read_text()
+    finished = wait_for(lambda: _terminal(fronts(stack)[0], job["id"], tokens[APPKEY]), 240, "the job finishes")
+    assert finished["status"] == "succeeded"

@@ -129,3 +129,16 @@ async def test_unreachable_redis_is_a_503(redis: Server, client: aioredis.Redis)
     # that is why job submission is idempotent); what follows the pause works again.
     taken = [(await queue.take(["batch"])).id for _ in range((await queue.depth())["batch"].queued)]  # type: ignore[union-attr]
     assert taken[-1] == "after" and set(taken) <= {"j", "after"}
+
+
+async def test_released_work_is_taken_at_once_with_its_attempt_unchanged(client: aioredis.Redis) -> None:
+    stopping, other = WorkQueue(client, "stopping", lease=60), WorkQueue(client, "other", lease=60)
+    await stopping.enqueue("batch", "k", keys.JOB, "long-job")
+    held = await stopping.take(["batch"])
+    assert held is not None
+    assert await other.take(["batch"]) is None
+    assert await stopping.release(held) is True
+    again = await other.take(["batch"])
+    assert again is not None and (again.id, again.attempt, again.enqueued) == ("long-job", 0, held.enqueued)
+    assert await stopping.release(held) is False  # no longer its own
+    assert await other.reclaim(3) == ([], [])
