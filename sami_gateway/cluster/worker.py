@@ -272,24 +272,25 @@ class Worker:
             await asyncio.sleep(self.queue.lease / 4)
 
     async def _reclaim_loop(self) -> None:
-        attempts = self.service.settings.max_job_attempts
         while True:
             await asyncio.sleep(self.queue.lease / 2 * random.uniform(0.8, 1.2))
-            try:
-                requeued, exhausted = await self.queue.reclaim(attempts)
-            except GatewayError:
-                continue
-            for work in requeued:
-                self.metrics.lease_takeovers.labels(work.cls).inc()
-                log.warning("%s %s: its worker's lease lapsed; queued again (attempt %d)", work.kind, work.id,
-                            work.attempt + 1)
-            for work in exhausted:
-                self.metrics.work_exhausted.labels(work.cls).inc()
-                with contextlib.suppress(GatewayError):
-                    await self._exhausted(work)
+            with contextlib.suppress(GatewayError):
+                await self.reclaim_once()
+
+    async def reclaim_once(self) -> None:
+        """Queue again the work whose lease lapsed; fail what has used its last attempt."""
+        requeued, exhausted = await self.queue.reclaim(self.service.settings.max_job_attempts)
+        for work in requeued:
+            self.metrics.lease_takeovers.labels(work.cls).inc()
+            log.warning("%s %s: its worker's lease lapsed; queued again (attempt %d)", work.kind, work.id,
+                        work.attempt + 1)
+        for work in exhausted:
+            self.metrics.work_exhausted.labels(work.cls).inc()
+            with contextlib.suppress(GatewayError):
+                await self._exhausted(work)
 
     async def _exhausted(self, work: Work) -> None:
-        failure = error(Code.INTERNAL_ERROR, f"the worker running it stopped answering {work.attempt} times")
+        failure = error(Code.INTERNAL_ERROR, f"its worker stopped answering; {work.attempt} runs were cut short")
         if work.kind == keys.JOB:
             job = await self.service.store.get_job(work.id)
             if job is not None and not job.status.terminal:

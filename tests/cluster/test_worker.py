@@ -1,0 +1,74 @@
+"""A worker in-process, on a real redis-server and weed mini: work whose last allowed run was cut
+short is failed with a clear error, a job in the store and an invoke at its front."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sami_gateway.cluster import keys
+from sami_gateway.cluster.remote_invoke import InvokeRequest, decode_answer
+from sami_gateway.cluster.servers import Server
+from sami_gateway.cluster.worker import Worker
+from sami_gateway.cluster.workqueue import WorkQueue
+from sami_gateway.config import load_config
+from sami_gateway.errors import Code, GatewayError
+from sami_gateway.jobs.model import InputKind, Job, JobStatus
+from tests.conftest import SECRET
+
+LEASE = 0.2
+
+
+@pytest.fixture
+async def worker(redis: Server, s3: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Worker]:
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    config = load_config({}, {"SAMI_TOKEN_SECRET": SECRET, "SAMI_QUEUE_URL": redis.url,
+                              "SAMI_STORAGE_URL": f"{s3.url}/worker-test", "SAMI_WORK_LEASE": str(LEASE),
+                              "SAMI_MAX_JOB_ATTEMPTS": "1", "SAMI_DATA_DIR": str(tmp_path)})
+    made = Worker(config, namespaces={})
+    await made.client.flushdb()
+    yield made
+    await made.client.aclose()
+
+
+async def test_a_job_whose_last_run_was_cut_short_fails_clearly(worker: Worker) -> None:
+    job = Job(id="job_cut", appkey="k", status=JobStatus.QUEUED, request={"model": "htdemucs"},
+              input_kind=InputKind.STORED, input_ref="inputs/job_cut", created_at=time.time())
+    await worker.service.store.create_job(job)  # enqueued with it
+    dead = WorkQueue(worker.client, "dead-worker", LEASE)
+    held = await dead.take(["batch"])
+    assert held is not None and held.id == "job_cut"
+    await worker.service.store.transition(job.with_(status=JobStatus.PROCESSING, attempts=1), {JobStatus.QUEUED})
+    await asyncio.sleep(LEASE * 1.5)
+    await worker.reclaim_once()
+    failed = await worker.service.store.get_job("job_cut")
+    assert failed is not None and failed.status is JobStatus.FAILED and failed.error is not None
+    assert failed.error.status_code == 50000001
+    assert failed.error.message == "its worker stopped answering; 1 runs were cut short"
+    assert await dead.take(keys.CLASSES) is None  # gone from the queue
+    assert worker.metrics.work_exhausted.labels("batch")._value.get() == 1
+
+
+async def test_an_invoke_whose_last_run_was_cut_short_is_answered_500(worker: Worker) -> None:
+    request = InvokeRequest("task-1", "k", "MusicSourceSeparate", {}, keys.reply("front-x"), time.time() + 60)
+    await worker.client.set(keys.invoke_request("w1"), request.encode())
+    pubsub = worker.client.pubsub()
+    await pubsub.subscribe(keys.reply("front-x"))
+    dead = WorkQueue(worker.client, "dead-worker", LEASE)
+    await dead.enqueue("interactive", "k", keys.INVOKE, "w1")
+    assert (await dead.take(["interactive"])) is not None
+    await asyncio.sleep(LEASE * 1.5)
+    await worker.reclaim_once()
+    message = None
+    while message is None:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+    assert message["data"] == b"w1"
+    with pytest.raises(GatewayError) as info:
+        decode_answer(await worker.client.hgetall(keys.invoke_output("w1")))
+    assert info.value.code is Code.INTERNAL_ERROR and "stopped answering" in info.value.detail
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
