@@ -6,8 +6,8 @@ the test suite and one torch thread each. Three measurements, each against a bas
 same run:
 
 - hop: sequential 10 s stereo invokes through a front and one worker, against the same invokes
-  on the single process (SQLite and local files); the difference of the medians is what the
-  queue adds.
+  on the single process (SQLite and local files), interleaved; the difference of the medians is
+  what the queue adds. Every song is new to both (the stem cache is off).
 - throughput: the same batch of jobs (three appkeys) run by one worker, then by two; jobs per
   minute and the ratio (close to 2 when two cores are free).
 - recovery: two workers, a batch of jobs, one worker SIGKILLed while it holds one; how long until
@@ -71,9 +71,17 @@ def invoke(url: str, appkey: str, data: bytes) -> float:
     return elapsed
 
 
-def invoke_latencies(url: str, count: int) -> list[float]:
-    invoke(url, APPKEYS[0], song(10.0, 999, 44100, 2))  # warm-up
-    return [invoke(url, APPKEYS[0], song(10.0, n, 44100, 2)) for n in range(count)]
+def invoke_latencies(urls: list[str], count: int) -> list[list[float]]:
+    """`count` sequential invokes to each URL, interleaved (each song sent to every URL in turn), so
+    that the machine's drift falls on all of them alike."""
+    for url in urls:
+        invoke(url, APPKEYS[0], song(10.0, 999, 44100, 2))  # warm-up
+    latencies: list[list[float]] = [[] for _ in urls]
+    for n in range(count):
+        data = song(10.0, n, 44100, 2)
+        for url, into in zip(urls, latencies, strict=True):
+            into.append(invoke(url, APPKEYS[0], data))
+    return latencies
 
 
 def single_process(store: Path, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -205,19 +213,16 @@ def main() -> None:
     write_demo_store(store)
     with redis_server() as redis, s3_server() as s3:
         process, url = single_process(store, folder)
-        try:
-            single = invoke_latencies(url, args.invokes)
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
         stack = Stack(redis, s3, base_env(store), folder / "hop")
         try:
             front, worker = stack.front(), stack.worker()
             stack.wait_healthy(front, worker)
             stack.wait_ready(front)
-            queued = invoke_latencies(front.url, args.invokes)
+            single, queued = invoke_latencies([url, front.url], args.invokes)
         finally:
             stack.stop()
+            process.terminate()
+            process.wait(timeout=60)
         one = throughput(redis, s3, store, folder, 1, args.jobs)
         two = throughput(redis, s3, store, folder, 2, args.jobs)
         recovered = recovery(redis, s3, store, folder, args.lease, 6)
@@ -225,6 +230,8 @@ def main() -> None:
            "single_process_median_s": round(statistics.median(single), 4),
            "through_queue_median_s": round(statistics.median(queued), 4),
            "added_median_ms": round((statistics.median(queued) - statistics.median(single)) * 1000, 1),
+           "added_paired_median_ms": round(statistics.median(q - s for s, q in zip(single, queued, strict=True))
+                                           * 1000, 1),
            "single_process_s": [round(x, 4) for x in single], "through_queue_s": [round(x, 4) for x in queued]}
     result = {
         "benchmark": "bench/scale.py", "date": datetime.date.today().isoformat(),
