@@ -50,10 +50,13 @@ class ClusterFront:
         self.metrics = metrics
         self.workers_alive: int | None = None  # None until first counted
         self.dispatcher.admit = self.check_workers
-        self._jobs = Subscriber(self.client, [keys.JOB_CHANGED], self._job_changed)
+        self._jobs = Subscriber(self.client, [keys.JOB_CHANGED], self._job_changed, self._missed_changes)
 
     def _job_changed(self, channel: str, data: bytes) -> None:
         self.service.events.publish(data.decode())
+
+    async def _missed_changes(self) -> None:
+        self.service.events.wake_all()
 
     def check_workers(self) -> None:
         """Refuse an invoke at once when no worker is alive to run it."""

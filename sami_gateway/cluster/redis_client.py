@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis.asyncio as aioredis
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -18,7 +19,10 @@ from ..errors import Code, error
 
 SOCKET_TIMEOUT = 3.0  # seconds one command may take before the front answers 503
 RETRY_AFTER = "5"
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+# Redis away, or unable to take writes for now: loading its data after a restart, a replica just
+# after a failover, out of memory under `noeviction`. All of them pass; none is the client's fault.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, BusyLoadingError,
+               ReadOnlyError, OutOfMemoryError)
 
 
 def redis_client(url: str) -> aioredis.Redis:
@@ -29,7 +33,7 @@ def redis_client(url: str) -> aioredis.Redis:
 
 @contextmanager
 def redis_unavailable() -> Iterator[None]:
-    """Redis unreachable or too slow: 503 BACKEND_UNAVAILABLE with Retry-After."""
+    """Redis unreachable, too slow or refusing writes for now: 503 BACKEND_UNAVAILABLE with Retry-After."""
     try:
         yield
     except UNREACHABLE as exc:

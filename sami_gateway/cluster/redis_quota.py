@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 
-from ..errors import Code, error
+from ..errors import Code, GatewayError, error
 from ..quota import Quota
 from .keys import PREFIX
 from .redis_client import UNREACHABLE, redis_unavailable
@@ -90,7 +90,12 @@ class RedisQuotas:
     async def charge(self, appkey: str, quota: Quota) -> AsyncIterator[None]:
         """Hold one of the appkey's concurrent requests for the duration of the block."""
         request_id = secrets.token_hex(8)
-        await self._take(appkey, quota, request_id)
+        try:
+            await self._take(appkey, quota, request_id)
+        except BaseException as exc:  # a lost reply may still have taken the slot: give it back
+            if not (isinstance(exc, GatewayError) and exc.code is Code.QUOTA_EXCEEDED):
+                await self._release(appkey, request_id)
+            raise
         try:
             yield
         finally:

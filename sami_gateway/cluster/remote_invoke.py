@@ -100,6 +100,7 @@ class InvokeDispatcher:
         self._timeout = request_timeout
         self._submit = client.register_script(_SUBMIT)
         self._pending: dict[str, asyncio.Future[Result]] = {}
+        self._collecting: set[asyncio.Task[None]] = set()
         self.subscriber = Subscriber(client, [keys.reply(front)], self._answered, self._recover)
         self.admit: Callable[[], None] = lambda: None  # raises when no worker could answer
 
@@ -136,7 +137,9 @@ class InvokeDispatcher:
     def _answered(self, channel: str, data: bytes) -> None:
         work_id = data.decode()
         if work_id in self._pending:
-            asyncio.ensure_future(self._collect(work_id))
+            task = asyncio.ensure_future(self._collect(work_id))
+            self._collecting.add(task)
+            task.add_done_callback(self._collecting.discard)
 
     async def _collect(self, work_id: str) -> None:
         future = self._pending.get(work_id)
@@ -155,6 +158,10 @@ class InvokeDispatcher:
         except GatewayError as exc:
             if not future.done():
                 future.set_exception(exc)
+        except Exception as exc:  # noqa: BLE001 - an answer this front cannot read: the client gets a 500 now
+            log.exception("the answer to invoke work %s could not be read", work_id)
+            if not future.done():
+                future.set_exception(error(Code.INTERNAL_ERROR, type(exc).__name__))
 
     async def _recover(self) -> None:
         """After a lost subscription: collect answers published while it was down."""

@@ -10,11 +10,13 @@ credentials are boto3's own `AWS_*` variables; clients download results through 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import mmap
 import os
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -39,6 +41,7 @@ from ..jobs.blobs import WRITE_BATCH_BYTES, Written, check_key, spool
 
 RETRY_AFTER = "5"
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
+STALE_SPOOL_SECONDS = 24 * 3600  # another process's spool folder untouched this long is a crash's leftover
 # Two attempts of at most 10 s each: a storage that stops answering is a 503 within ~25 s, never a hung request.
 # (`total_max_attempts` counts the first try; botocore's `max_attempts` would add a third.)
 CLIENT_CONFIG = Config(signature_version="s3v4", connect_timeout=2, read_timeout=10,
@@ -92,7 +95,9 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.public_endpoint = public_endpoint
-        self._tmp = local_root / "tmp"
+        # Several processes on one host may share `local_root`: each spools in a folder of its own.
+        self._area = local_root / "tmp"
+        self._tmp = self._area / f"proc-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._client: Any = None
         self._public: Any = None  # signs the URLs clients download from
 
@@ -100,8 +105,12 @@ class S3BlobStore:
         await asyncio.to_thread(self._open)
 
     def _open(self) -> None:
-        shutil.rmtree(self._tmp, ignore_errors=True)  # spooled files of a crashed run
         self._tmp.mkdir(parents=True, exist_ok=True)
+        stale = time.time() - STALE_SPOOL_SECONDS
+        for folder in self._area.glob("proc-*"):  # left by processes that crashed long ago
+            with contextlib.suppress(OSError):
+                if folder != self._tmp and folder.stat().st_mtime < stale:
+                    shutil.rmtree(folder, ignore_errors=True)
         session = boto3.session.Session()
         self._client = session.client("s3", config=CLIENT_CONFIG)
         self._client.meta.events.register_last("before-call.s3", _send_body_at_once)

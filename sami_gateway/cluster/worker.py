@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import signal
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -70,18 +72,22 @@ class Worker:
         self.service = build_cluster_service(config, self.client, self.namespaces, self.settings)
         self.runner = JobRunner(self.service, self.fetcher, 0,
                                 lambda report: self.metrics.record_run(self.service.namespace_name, report))
+        self.runner.requeue_when_stopped = False
         self.sender = WebhookSender(self.service.store, self.fetcher, self.service.webhook_secret,
                                     self.service.settings.webhook_timeout, self.service.settings.webhook_retry_delays,
                                     lambda outcome: self.metrics.webhook_attempts.labels(outcome).inc())
         self.service.on_change.append(self.sender.on_change)
         self.service.on_change.append(lambda job: count_transition(self.metrics, job))
         self.sweeper = Sweeper(self.service)
-        self.subscriber = Subscriber(self.client, [keys.WAKE, keys.CANCEL, keys.JOB_CHANGED], self._message)
+        self.subscriber = Subscriber(self.client, [keys.WAKE, keys.CANCEL, keys.JOB_CHANGED], self._message,
+                                     self._recheck)
         self.capacity = {"interactive": config.max_jobs, "batch": self.service.settings.job_workers}
-        self.held: dict[str, tuple[Work, asyncio.Task[None]]] = {}  # work id -> (work, its task)
-        self._dropped: set[str] = set()  # work ids cancelled on purpose (acknowledged, not retried)
+        self.held: dict[str, tuple[Work, asyncio.Task[None]]] = {}  # stream entry -> (work, its task)
+        self._dropped: set[str] = set()  # entries cancelled on purpose (acknowledged, not retried)
+        self._background: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._taking = True
+        self._outage_at = -math.inf  # when this worker last failed to reach Redis (monotonic)
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifetime ----------------------------------------------------------------------------
@@ -98,8 +104,9 @@ class Worker:
         self.subscriber.start()
         await self.sweeper.start(orphans=False)  # fronts write inputs before their jobs exist
         self.sender.start()
-        self._tasks = [asyncio.create_task(loop(), name=loop.__name__)
-                       for loop in (self._take_loop, self._lease_loop, self._reclaim_loop, self._gauge_loop)]
+        self._tasks = [asyncio.create_task(self._forever(loop, every), name=loop.__name__) for loop, every in (
+            (self._take_round, 0.0), (self._lease_round, self.queue.lease / 4),
+            (self._reclaim_round, self.queue.lease / 2), (self._gauge_round, GAUGE_SECONDS))]
         log.info("worker %s taking work (%s)", self.queue.name, self.capacity)
 
     async def stop(self, grace: float) -> None:
@@ -133,48 +140,77 @@ class Worker:
         self.scheduler.close()
         await self.client.aclose()
 
+    async def _forever(self, round_: Callable[[], Awaitable[None]], every: float) -> None:
+        """Repeat one round of a loop: Redis away is waited out, anything else logged; never ends."""
+        while True:
+            try:
+                await round_()
+            except GatewayError:
+                self._outage_at = time.monotonic()
+                await asyncio.sleep(1.0)
+            except Exception:  # noqa: BLE001 - a bug in one round must not stop the worker's loop
+                log.exception("worker loop %s failed; going on", round_.__name__)
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(every * random.uniform(0.8, 1.2))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     # -- taking ------------------------------------------------------------------------------
 
     def _free(self, cls: str) -> bool:
         return sum(1 for work, _ in self.held.values() if work.cls == cls) < self.capacity[cls]
 
-    async def _take_loop(self) -> None:
-        while self._taking:
-            classes = [cls for cls in keys.CLASSES if self._free(cls)]
-            work = None
-            if classes:
-                try:
-                    work = await self.queue.take(classes)
-                except GatewayError:
-                    await asyncio.sleep(1.0)
-                    continue
-            if work is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await self._wake.wait()
-                continue
-            self.metrics.work_wait.labels(work.cls).observe(max(0.0, time.time() - work.enqueued))
-            self.held[work.id] = (work, asyncio.create_task(self._handle(work), name=f"work-{work.id}"))
+    async def _take_round(self) -> None:
+        if not self._taking:
+            await asyncio.sleep(3600)
+            return
+        classes = [cls for cls in keys.CLASSES if self._free(cls)]
+        work = await self.queue.take(classes) if classes else None
+        if work is None:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
+            return
+        self.metrics.work_wait.labels(work.cls).observe(max(0.0, time.time() - work.enqueued))
+        self.held[work.entry] = (work, asyncio.create_task(self._handle(work), name=f"work-{work.id}"))
+
+    def _entries(self, work_id: str) -> list[str]:
+        return [entry for entry, (work, _) in self.held.items() if work.id == work_id]
 
     def _message(self, channel: str, data: bytes) -> None:
         text = data.decode()
         if channel == keys.WAKE:
             self._wake.set()
-        elif channel == keys.CANCEL and text in self.held:
-            self._drop(text)
-        elif channel == keys.JOB_CHANGED and text in self.held:
-            asyncio.ensure_future(self._check_job(text))
+        elif channel == keys.CANCEL:
+            for entry in self._entries(text):
+                self._drop(entry)
+        elif channel == keys.JOB_CHANGED and self._entries(text):
+            self._spawn(self._check_job(text))
+
+    async def _recheck(self) -> None:
+        """After a lost subscription: what was cancelled meanwhile is dropped now."""
+        for entry, (work, _) in list(self.held.items()):
+            if work.kind == keys.JOB:
+                await self._check_job(work.id)
+            else:
+                with redis_unavailable():
+                    if not await self.client.exists(keys.invoke_request(work.id)) and entry in self.held:
+                        self._drop(entry)
 
     async def _check_job(self, job_id: str) -> None:
         with contextlib.suppress(GatewayError):
             job = await self.service.store.get_job(job_id)
-            if (job is None or job.status.terminal) and job_id in self.held:
-                self._drop(job_id)
+            if job is None or job.status.terminal:
+                for entry in self._entries(job_id):
+                    self._drop(entry)
 
-    def _drop(self, work_id: str) -> None:
-        self._dropped.add(work_id)
-        self.held[work_id][1].cancel()
+    def _drop(self, entry: str) -> None:
+        self._dropped.add(entry)
+        self.held[entry][1].cancel()
 
     async def _handle(self, work: Work) -> None:
         finished = False
@@ -185,14 +221,14 @@ class Worker:
                 await self._job(work)
             finished = True
         except asyncio.CancelledError:
-            finished = work.id in self._dropped  # cancelled by its client: done; by a stop: left to a takeover
+            finished = work.entry in self._dropped  # cancelled by its client: done; by a stop: handed back
             if not finished:
                 raise
         except Exception:  # noqa: BLE001 - the work stays leased and is retried elsewhere
             log.exception("work %s (%s) failed in the worker", work.id, work.kind)
         finally:
-            self.held.pop(work.id, None)
-            self._dropped.discard(work.id)
+            self.held.pop(work.entry, None)
+            self._dropped.discard(work.entry)
             self._wake.set()
             if finished:
                 with contextlib.suppress(GatewayError):
@@ -261,21 +297,17 @@ class Worker:
 
     # -- leases, takeovers, gauges -----------------------------------------------------------
 
-    async def _lease_loop(self) -> None:
-        while True:
-            with contextlib.suppress(GatewayError):
-                await self.queue.heartbeat()
-                for work, task in list(self.held.values()):
-                    if not await self.queue.renew(work):
-                        log.warning("work %s was taken over by another worker: dropping this run", work.id)
-                        task.cancel()
-            await asyncio.sleep(self.queue.lease / 4)
+    async def _lease_round(self) -> None:
+        await self.queue.heartbeat()
+        for work, task in list(self.held.values()):
+            if not await self.queue.renew(work):
+                log.warning("%s %s was taken over by another worker: dropping this run", work.kind, work.id)
+                task.cancel()
 
-    async def _reclaim_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.queue.lease / 2 * random.uniform(0.8, 1.2))
-            with contextlib.suppress(GatewayError):
-                await self.reclaim_once()
+    async def _reclaim_round(self) -> None:
+        if time.monotonic() - self._outage_at < self.queue.lease * 1.5:
+            return  # just back from a Redis outage: the owners renew first, no mass takeover
+        await self.reclaim_once()
 
     async def reclaim_once(self) -> None:
         """Queue again the work whose lease lapsed; fail what has used its last attempt."""
@@ -285,9 +317,9 @@ class Worker:
             log.warning("%s %s: its worker's lease lapsed; queued again (attempt %d)", work.kind, work.id,
                         work.attempt + 1)
         for work in exhausted:
+            await self._exhausted(work)
+            await self.queue.done(work)  # only now: until it is failed, another round finds it again
             self.metrics.work_exhausted.labels(work.cls).inc()
-            with contextlib.suppress(GatewayError):
-                await self._exhausted(work)
 
     async def _exhausted(self, work: Work) -> None:
         failure = error(Code.INTERNAL_ERROR, f"its worker stopped answering; {work.attempt} runs were cut short")
@@ -302,12 +334,9 @@ class Worker:
             request = InvokeRequest.decode(raw)  # type: ignore[arg-type]  # the client gives bytes back
             await self._answer(work.id, request.reply_to, encode_error(failure))
 
-    async def _gauge_loop(self) -> None:
-        while True:
-            with contextlib.suppress(GatewayError):
-                await publish_gauges(self.queue, self.service, self.metrics)
-            self.metrics.jobs_running.set(sum(1 for work, _ in self.held.values() if work.kind == keys.JOB))
-            await asyncio.sleep(GAUGE_SECONDS)
+    async def _gauge_round(self) -> None:
+        self.metrics.jobs_running.set(sum(1 for work, _ in self.held.values() if work.kind == keys.JOB))
+        await publish_gauges(self.queue, self.service, self.metrics)
 
 
 def worker_app(worker: Worker) -> web.Application:

@@ -18,17 +18,32 @@ repeated (results under fixed keys, a job finished once by a compare-and-set).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from . import keys
 from .redis_client import redis_unavailable
 
 RECLAIM_BATCH = 100
+CONSUMER_IDLE_MS = 3600 * 1000  # a consumer holding nothing, unseen this long, is deleted
+
+# A stopping worker's consumer, once it holds nothing (deleting one with pending entries would lose them).
+_LEAVE = """
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local info = {}
+  for j = 1, #consumer, 2 do info[consumer[j]] = consumer[j + 1] end
+  if info['name'] == ARGV[2] and tonumber(info['pending']) == 0 then
+    return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+  end
+end
+return 0
+"""
 
 _TAKE = f"""
 local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
@@ -69,18 +84,26 @@ for _, entry in ipairs(claimed[2]) do
   local fields = {{}}
   for j = 1, #entry[2], 2 do fields[entry[2][j]] = entry[2][j + 1] end
   local attempt = tonumber(fields['attempt'] or '0') + 1
-  redis.call('XACK', key, group, entry[1])
-  redis.call('XDEL', key, entry[1])
-  local item = {{fields['kind'], fields['id'], tostring(attempt), fields['enqueued'] or '0'}}
+  local item = {{fields['kind'], fields['id'], tostring(attempt), fields['enqueued'] or '0', entry[1]}}
   if attempt >= max_attempts then
-    table.insert(exhausted, item)
+    table.insert(exhausted, item)  -- held by the caller now, acknowledged once it has failed it
   else
+    redis.call('XACK', key, group, entry[1])
+    redis.call('XDEL', key, entry[1])
     redis.call('XADD', key, '*', 'kind', fields['kind'], 'id', fields['id'], 'attempt', tostring(attempt),
                'enqueued', fields['enqueued'] or now)
     local last = redis.call('HGET', '{keys.PREFIX}served:' .. cls, appkey) or '0'
     redis.call('ZADD', '{keys.PREFIX}rr:' .. cls, 'NX', last, appkey)
     redis.call('PUBLISH', '{keys.WAKE}', cls)
     table.insert(requeued, item)
+  end
+end
+-- Consumers of workers long gone, holding nothing, are forgotten.
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', key, group)) do
+  local info = {{}}
+  for j = 1, #consumer, 2 do info[consumer[j]] = consumer[j + 1] end
+  if tonumber(info['pending']) == 0 and tonumber(info['idle']) > {CONSUMER_IDLE_MS} then
+    redis.call('XGROUP', 'DELCONSUMER', key, group, info['name'])
   end
 end
 return {{requeued, exhausted}}
@@ -143,6 +166,7 @@ class WorkQueue:
         self._reclaim = client.register_script(_RECLAIM)
         self._enqueue = client.register_script(_ENQUEUE)
         self._release = client.register_script(_RELEASE)
+        self._leave = client.register_script(_LEAVE)
 
     async def enqueue(self, cls: str, appkey: str, kind: str, work_id: str) -> None:
         with redis_unavailable():
@@ -186,8 +210,8 @@ class WorkQueue:
         return bool(done)
 
     async def reclaim(self, max_attempts: int) -> tuple[list[Work], list[Work]]:
-        """Queue again the work whose lease lapsed: (requeued, exhausted); the exhausted are removed
-        from the queue and must be failed by the caller."""
+        """Queue again the work whose lease lapsed: (requeued, exhausted). The exhausted are now held
+        by this consumer: the caller fails them, then calls `done`."""
         requeued: list[Work] = []
         exhausted: list[Work] = []
         min_idle = str(int(self.lease * 1000))
@@ -198,9 +222,9 @@ class WorkQueue:
                 back, out = await self._reclaim(keys=[stream], args=[keys.GROUP, self.name, min_idle,
                                                                      max_attempts, _now_ms()])
                 for items, into in ((back, requeued), (out, exhausted)):
-                    for kind, work_id, attempt, enqueued in items:
+                    for kind, work_id, attempt, enqueued, entry in items:
                         into.append(Work(cls, appkey, _text(kind), _text(work_id), int(attempt),
-                                         int(enqueued) / 1000, stream))
+                                         int(enqueued) / 1000, stream, _text(entry)))
         return requeued, exhausted
 
     # -- liveness and depth ------------------------------------------------------------------
@@ -210,8 +234,12 @@ class WorkQueue:
             await self._client.zadd(keys.WORKERS, {self.name: time.time()})
 
     async def leave(self) -> None:
+        """This consumer is going: out of the live workers, and out of every group it holds nothing in."""
         with redis_unavailable():
             await self._client.zrem(keys.WORKERS, self.name)
+            for stream in await self._client.smembers(keys.STREAMS):
+                with contextlib.suppress(ResponseError):  # a stream without its group yet
+                    await self._leave(keys=[_text(stream)], args=[keys.GROUP, self.name])
 
     async def workers_alive(self) -> int:
         """Workers whose heartbeat is younger than a lease (stale entries are dropped)."""

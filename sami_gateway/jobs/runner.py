@@ -41,6 +41,10 @@ class JobRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._served: dict[str, float] = {}  # appkey -> when a job of it last started
+        # A run cut short by the gateway stopping puts its job back in the queue. A scale-out worker
+        # turns this off: its queue entry comes back (handed back, or after the lease) and the job
+        # stays `processing`, which is also right when the run was cut because another took it over.
+        self.requeue_when_stopped = True
         self._wake = asyncio.Event()
         service.on_change.append(self._on_change)
 
@@ -131,7 +135,7 @@ class JobRunner:
             await service.finish(job, JobStatus.SUCCEEDED, result=result, input_info=dict(output.input),
                                  cache_hit=output.cache_hit)
         except asyncio.CancelledError:
-            current = await service.store.get_job(job.id)
+            current = await service.store.get_job(job.id) if self.requeue_when_stopped else None
             if current is not None and not current.status.terminal:  # the gateway is stopping
                 await service.store.transition(current.with_(status=JobStatus.QUEUED, started_at=None,
                                                              attempts=max(0, current.attempts - 1)),

@@ -90,8 +90,14 @@ async def test_exhausted_after_the_last_attempt(client: aioredis.Redis) -> None:
         await asyncio.sleep(0.15)
         outcomes.append(await queue.reclaim(3))
     assert [len(r) for r, _ in outcomes] == [1, 1, 0]
-    assert [w.id for w in outcomes[-1][1]] == ["doomed"] and outcomes[-1][1][0].attempt == 3
+    doomed = outcomes[-1][1]
+    assert [w.id for w in doomed] == ["doomed"] and doomed[0].attempt == 3
     assert await queue.take(["batch"]) is None
+    await asyncio.sleep(0.15)
+    assert [w.id for w in (await queue.reclaim(3))[1]] == ["doomed"]  # not failed yet: found again
+    await queue.done(doomed[0])
+    await asyncio.sleep(0.15)
+    assert await queue.reclaim(3) == ([], [])  # failed and acknowledged: gone
 
 
 async def test_depth_heartbeat_and_workers(client: aioredis.Redis) -> None:
@@ -142,3 +148,16 @@ async def test_released_work_is_taken_at_once_with_its_attempt_unchanged(client:
     assert again is not None and (again.id, again.attempt, again.enqueued) == ("long-job", 0, held.enqueued)
     assert await stopping.release(held) is False  # no longer its own
     assert await other.reclaim(3) == ([], [])
+
+
+async def test_a_leaving_worker_is_forgotten_once_it_holds_nothing(client: aioredis.Redis) -> None:
+    queue = WorkQueue(client, "leaving", lease=10)
+    await queue.enqueue("batch", "k", keys.JOB, "j")
+    held = await queue.take(["batch"])
+    assert held is not None
+    await queue.leave()  # still holding: its consumer stays, or its entry would be lost
+    stream = keys.stream("batch", "k")
+    assert [c["name"] for c in await client.xinfo_consumers(stream, keys.GROUP)] == [b"leaving"]
+    await queue.done(held)
+    await queue.leave()
+    assert await client.xinfo_consumers(stream, keys.GROUP) == []
