@@ -161,3 +161,19 @@ async def test_a_leaving_worker_is_forgotten_once_it_holds_nothing(client: aiore
     await queue.done(held)
     await queue.leave()
     assert await client.xinfo_consumers(stream, keys.GROUP) == []
+
+
+async def test_a_backlog_of_a_thousand_does_not_delay_another_appkey(client: aioredis.Redis) -> None:
+    queue = WorkQueue(client, "w", lease=10)
+    async with client.pipeline(transaction=False) as pipe:
+        for n in range(1000):
+            pipe.xadd(keys.stream("batch", "busy"), {"kind": keys.JOB, "id": f"busy-{n}", "attempt": "0",
+                                                     "enqueued": "0"})
+        await pipe.execute()
+    await queue.enqueue("batch", "busy", keys.JOB, "busy-1000")  # registers the backlog's stream
+    first = await queue.take(["batch"])
+    await queue.enqueue("batch", "quiet", keys.JOB, "quiet-0")  # the other appkey's one job, behind 1001
+    second = await queue.take(["batch"])
+    assert first is not None and second is not None
+    assert (first.id, second.id) == ("busy-0", "quiet-0")
+    assert (await queue.depth())["batch"].queued == 1000
