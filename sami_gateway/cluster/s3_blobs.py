@@ -37,7 +37,7 @@ from botocore.exceptions import (
 )
 
 from ..errors import Code, error
-from ..jobs.blobs import WRITE_BATCH_BYTES, Written, check_key, spool
+from ..jobs.blobs import WRITE_BATCH_BYTES, Scratch, Written, check_key, spool
 
 RETRY_AFTER = "5"
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
@@ -88,7 +88,7 @@ def _missing(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
 
 
-class S3BlobStore:
+class S3BlobStore(Scratch):
     """`BlobStore` on `s3://<bucket>/<prefix>`, with local temporary files under `<local_root>/tmp`."""
 
     def __init__(self, bucket: str, prefix: str, local_root: Path, public_endpoint: str = "") -> None:
@@ -120,17 +120,6 @@ class S3BlobStore:
     def _name(self, key: str) -> str:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _temp(self) -> Path:
-        return self._tmp / f"part-{uuid.uuid4().hex}"
-
-    def workdir(self) -> Path:
-        path = self._tmp / f"work-{uuid.uuid4().hex}"
-        path.mkdir()
-        return path
-
-    def discard(self, path: Path) -> None:
-        shutil.rmtree(path, ignore_errors=True)
 
     def _upload(self, source: Path, name: str) -> Written:
         digest = hashlib.sha256()

@@ -82,7 +82,24 @@ def check_key(key: str) -> str:
     return key
 
 
-class LocalBlobStore:
+class Scratch:
+    """Work folders and partial files in a local folder of the store's (`_tmp`)."""
+
+    _tmp: Path
+
+    def workdir(self) -> Path:
+        path = self._tmp / f"work-{uuid.uuid4().hex}"
+        path.mkdir()
+        return path
+
+    def discard(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def _temp(self) -> Path:
+        return self._tmp / f"part-{uuid.uuid4().hex}"
+
+
+class LocalBlobStore(Scratch):
     """`BlobStore` on a local folder: `<root>/blobs/<key>`, temporary files in `<root>/tmp`."""
 
     def __init__(self, root: Path) -> None:
@@ -100,17 +117,6 @@ class LocalBlobStore:
 
     def _path(self, key: str) -> Path:
         return self._blobs / check_key(key)
-
-    def workdir(self) -> Path:
-        path = self._tmp / f"work-{uuid.uuid4().hex}"
-        path.mkdir()
-        return path
-
-    def discard(self, path: Path) -> None:
-        shutil.rmtree(path, ignore_errors=True)
-
-    def _temp(self) -> Path:
-        return self._tmp / f"part-{uuid.uuid4().hex}"
 
     def _commit(self, temp: Path, key: str) -> None:
         target = self._path(key)
