@@ -3,7 +3,6 @@ its files in S3-compatible storage; and the queue gauges both roles export."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -12,7 +11,7 @@ from ..auth import Authenticator, TokenService
 from ..config import Config
 from ..jobs.service import JobService
 from ..jobs.settings import job_settings
-from ..jobs.setup import job_namespace
+from ..jobs.setup import job_namespace, set_queue_gauges
 from ..jobs.signing import UrlSigner
 from ..metrics import Metrics
 from ..namespace import Namespace
@@ -39,10 +38,7 @@ async def publish_gauges(queue: WorkQueue, service: JobService, metrics: Metrics
     for cls, depth in (await queue.depth()).items():
         metrics.work_queued.labels(cls).set(depth.queued)
         metrics.work_oldest.labels(cls).set(depth.oldest_age)
-    heads = await service.store.queue_heads()
-    oldest = await service.store.oldest_queued()
-    metrics.jobs_queued.set(sum(head.queued for head in heads))
-    metrics.oldest_queued.set(0 if oldest is None else max(0.0, time.time() - oldest))
+    await set_queue_gauges(service, metrics)
     alive = await queue.workers_alive()
     metrics.workers_alive.set(alive)
     return alive

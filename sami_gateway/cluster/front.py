@@ -35,7 +35,7 @@ GAUGE_SECONDS = 2.0  # queue gauges and the count of live workers are refreshed 
 class ClusterFront:
     """A front's shared resources: the Redis client, the invoke dispatcher, the job service."""
 
-    def __init__(self, config: Config, namespaces: dict[str, Namespace[Any]], metrics: Metrics | None = None) -> None:
+    def __init__(self, config: Config, namespaces: dict[str, Namespace[Any]], metrics: Metrics) -> None:
         settings = cluster_settings(config)
         if not settings.storage_url:
             raise ValueError("SAMI_QUEUE_URL needs SAMI_STORAGE_URL too (inputs and results go to S3 storage)")
@@ -66,10 +66,7 @@ class ClusterFront:
     async def _gauges(self) -> None:
         while True:
             try:
-                if self.metrics is not None:
-                    self.workers_alive = await publish_gauges(self.queue, self.service, self.metrics)
-                else:
-                    self.workers_alive = await self.queue.workers_alive()
+                self.workers_alive = await publish_gauges(self.queue, self.service, self.metrics)
             except GatewayError:
                 pass
             await asyncio.sleep(GAUGE_SECONDS)

@@ -50,12 +50,17 @@ def count_transition(metrics: Metrics, job: Job) -> None:
         metrics.job_failures.labels(str(job.error.status_code)).inc()
 
 
+async def set_queue_gauges(service: JobService, metrics: Metrics) -> None:
+    """Queued jobs and the oldest one's age, read from the store."""
+    heads = await service.store.queue_heads()
+    oldest = await service.store.oldest_queued()
+    metrics.jobs_queued.set(sum(head.queued for head in heads))
+    metrics.oldest_queued.set(0 if oldest is None else max(0.0, time.time() - oldest))
+
+
 async def _gauges(service: JobService, runner: JobRunner, metrics: Metrics) -> None:
     while True:
-        heads = await service.store.queue_heads()
-        oldest = await service.store.oldest_queued()
-        metrics.jobs_queued.set(sum(head.queued for head in heads))
-        metrics.oldest_queued.set(0 if oldest is None else max(0.0, time.time() - oldest))
+        await set_queue_gauges(service, metrics)
         metrics.jobs_running.set(runner.running)
         await asyncio.sleep(GAUGE_SECONDS)
 
