@@ -1,4 +1,4 @@
-"""`sami-gateway jobs submit | list | get | cancel | delete | download`: the Jobs API through the Python SDK.
+"""`sami-gateway jobs submit | list | get | cancel | delete | download | models`: the Jobs API through the Python SDK.
 
 Loaded by every `sami-gateway` command line: the SDK (and httpx) is imported only inside the handlers.
 """
@@ -51,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     get.add_argument("--wait", type=float, metavar="S", help="long poll: answer when it ends, or after S s (≤ 60)")
     add("cancel", "cancel a queued or processing job (JSON)", _cancel).add_argument("id", metavar="ID")
     add("delete", "delete a job, its input and its results", _delete).add_argument("id", metavar="ID")
+    add("models", "the models a job may name, with their stems, and the output options (JSON)", _models)
     download = add("download", "write a job's result files and results.json into a folder", _download)
     download.add_argument("id", metavar="ID")
     download.add_argument("-o", "--out", help="folder (default: ./ID)")
@@ -210,6 +211,11 @@ def _cancel(client: SamiClient, flags: Flags) -> int:
 def _delete(client: SamiClient, flags: Flags) -> int:
     client.delete(flags["id"])
     print(f"deleted {flags['id']}", file=sys.stderr)
+    return 0
+
+
+def _models(client: SamiClient, flags: Flags) -> int:
+    _print_json(client.models().raw)
     return 0
 
 

@@ -137,6 +137,11 @@ class JobNamespace(Protocol[Params]):
         `output`. `parse_job` of these fields gives `params` back (they are stored, and parsed
         again when a job runs after a restart)."""
 
+    def job_models(self) -> Mapping[str, Any]:
+        """What `parse_job` accepts now, for clients to offer (`GET /api/v1/models`): `default_model`,
+        `models` (each with its `stems` and `default_stems`) and `output` options. Never loads a
+        model; called once per request, on a worker thread."""
+
     async def run_job(self, call: JobCall[Params]) -> JobOutput:
         """Run one job, writing each result into `call.workdir`; raise GatewayError for bad input."""
 

@@ -260,6 +260,14 @@ def _job_paths() -> dict[str, Any]:
         "/api/v1/jobs/{job_id}/events": {"parameters": job_id, "get": events},
         "/api/v1/jobs/{job_id}/results/{stem}": {
             "parameters": [*job_id, param("stem", "path", {"type": "string"})], "get": _result()},
+        "/api/v1/models": {"get": operation(
+            "listModels", "Jobs", "What a job may ask for: the models that can run, their stems, the output", {
+                "200": json_body(ref("ModelList"), "the listing", EXAMPLES["ModelList"]),
+                **job_errors(Code.DENIED_NAMESPACE, *AUTH, *SERVER)},
+            security=BEARER,
+            description="Read from the model store on each call, so a model fetched or removed shows at once. "
+                        "Every model listed, with any of its `stems`, is accepted by `POST /api/v1/jobs`. "
+                        "400 DeniedNamespace when no namespace of the gateway runs jobs.")},
     }
 
 

@@ -122,6 +122,7 @@ _SERVICE: dict[str, Schema] = {
     }),
 }
 
+_NAMES: Schema = {"type": "array", "items": {"type": "string"}, "minItems": 1}
 _OUTPUT_FIELDS: dict[str, Schema] = {
     "format": {"type": "string", "enum": OUTPUT_FORMATS},
     "sample_rate": {"type": "integer", "minimum": 1},
@@ -212,6 +213,32 @@ _JOBS: dict[str, Schema] = {
         "size": {"type": "integer", "minimum": 0},
         "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
     }),
+    "JobModel": closed({
+        "name": {"type": "string", "description": "what a job's `model` names"},
+        "kind": {"type": "string", "description": "`demucs`: a model of the store; `sami`: a SAMI model name, "
+                                                  "its stems built as invoke builds them", "examples": ["demucs"]},
+        "description": {"type": "string"},
+        "sources": _NAMES,
+        "stems": {**_NAMES, "description": "what a job's `stems` may name (any of them, in any order): each "
+                                           "source and `no_<source>`, the mix minus it"},
+        "default_stems": {**_NAMES, "description": "what a job that names no `stems` gets"},
+    }),
+    "OutputOptions": closed({
+        "formats": {"type": "array", "items": {"type": "string", "enum": OUTPUT_FORMATS}},
+        "default": ref("Output"),
+        "sample_rate_range": closed({"min": {"type": "integer"}, "max": {"type": "integer"}},
+                                    description="the sample rates any format takes, in Hz, bounds included"),
+        "sample_rates": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "integer"}},
+                         "description": "format -> the only sample rates it takes (its encoder's)"},
+        "channels": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 2}},
+    }, description="what a job's `output` may ask for"),
+    "ModelList": closed({
+        "default_model": nullable({"type": "string", "description": "what a job that names no `model` runs; "
+                                                                    "null while it cannot run"}),
+        "models": {"type": "array", "items": ref("JobModel"),
+                   "description": "the models that can run now, the default first"},
+        "output": ref("OutputOptions"),
+    }),
     "Error": closed({"error": ref("ErrorDetail"), "request_id": {"type": "string"}},
                     description="Every Jobs API failure."),
     "WebhookEvent": closed({
@@ -248,6 +275,9 @@ JOB_FAILED: dict[str, Any] = {
     "error": {"status_code": 40000012, "status_text": "IllegalData", "message": "data cannot be decoded as audio"},
 }
 
+_FOUR = ["drums", "bass", "other", "vocals"]
+_CODEC_RATES = [8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000]
+
 EXAMPLES: dict[str, Any] = {
     "InvokeRequest": {"appkey": "my-appkey", "token": "eyJhbGciOiJIUzI1NiJ9...", "namespace": "MusicSourceSeparate",
                       "data": "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA=",
@@ -268,6 +298,19 @@ EXAMPLES: dict[str, Any] = {
     "JobList": {"jobs": [JOB_SUCCEEDED, JOB_FAILED], "next_cursor": "eyJzZXEiOjQxfQ"},
     "WebhookEvent": {"id": "evt_0d9a5c3e", "type": "job.succeeded", "created_at": "2026-11-29T12:01:10Z",
                      "data": {"job": JOB_SUCCEEDED}},
+    "ModelList": {
+        "default_model": "htdemucs",
+        "models": [
+            {"name": "htdemucs", "kind": "demucs", "description": "Hybrid Transformer Demucs (v4), the default "
+             "4-stem model", "sources": _FOUR, "stems": _FOUR + [f"no_{s}" for s in _FOUR], "default_stems": _FOUR},
+            {"name": "2track_vocal", "kind": "sami", "description": "SAMI's 2-track vocal model: the vocals; "
+             "no_vocals is the mix minus them (runs htdemucs_ft:vocals)", "sources": ["vocals"],
+             "stems": ["vocals", "no_vocals"], "default_stems": ["vocals"]},
+        ],
+        "output": {"formats": OUTPUT_FORMATS, "default": {"format": "wav", "sample_rate": 44100, "channels": 2},
+                   "sample_rate_range": {"min": 8000, "max": 48000},
+                   "sample_rates": {"mp3": _CODEC_RATES, "aac": _CODEC_RATES}, "channels": [1, 2]},
+    },
 }
 JOB_REQUESTS: dict[str, Any] = {
     "url": {"input": {"url": "https://media.example.com/song.mp3"}, "model": "htdemucs_ft",

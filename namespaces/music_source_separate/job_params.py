@@ -1,7 +1,9 @@
-"""A job's `model`, `stems` and `output`, validated into a dataclass before the job is stored.
+"""A job's `model`, `stems` and `output`, validated into a dataclass before the job is stored, and
+the listing of what can be asked for (the models that can run now, their stems, the output options).
 
-Runs on the event loop: the store is asked through `StoreModels`, which lists a directory and
-reads a layer's header once, never loading a model.
+The store is asked through `StoreModels`, which lists a directory and reads a layer's header
+once, never loading a model: parsing (one model) runs on the event loop; the gateway asks for the
+listing (every model) on a worker thread.
 """
 
 from __future__ import annotations
@@ -12,17 +14,21 @@ from typing import Any
 
 from sami_gateway.errors import Code, error
 
+from .catalogue import describe
 from .codes import model_error
 from .params import CODEC_RATES, MAX_OUTPUT_RATE, MIN_OUTPUT_RATE, OutputSpec, _in_range, _integer, _string
+from .sami_models import DESCRIPTIONS as SAMI_DESCRIPTIONS
 from .sami_models import SAMI_MODELS, SamiModel
-from .stems import SAMI_STEMS, sami_stems, source_of, stem_names
+from .stems import SAMI_STEMS, VOCALS, sami_stems, source_of, stem_names
 from .store import ModelStoreError
-from .store_models import StoreModels
+from .store_models import ModelInfo, StoreModels
 
 DEFAULT_JOB_MODEL = "htdemucs"  # Demucs's own default: four stems
 JOB_FORMATS = ("wav", "flac", "mp3", "aac")
 OUTPUT_KEYS = frozenset({"format", "sample_rate", "channels"})
 DEFAULT_JOB_OUTPUT = OutputSpec("wav", 44100, 2)
+CODEC_FORMATS = ("mp3", "aac")  # their encoders take only CODEC_RATES; wav and flac any rate in range
+JOB_CHANNELS = (1, 2)
 MAX_STEMS = 64  # more names than any model has stems (six sources and their `no_` forms)
 
 
@@ -57,9 +63,10 @@ def parse_job_output(value: Any) -> OutputSpec:
     rate = _in_range(_integer(value, "sample_rate", "output.sample_rate"), MIN_OUTPUT_RATE, MAX_OUTPUT_RATE,
                      "output.sample_rate")
     rate = DEFAULT_JOB_OUTPUT.sample_rate if rate is None else rate
-    if fmt in ("mp3", "aac") and rate not in CODEC_RATES:
+    if fmt in CODEC_FORMATS and rate not in CODEC_RATES:
         raise _illegal(f"{fmt} output needs a sample_rate in {sorted(CODEC_RATES)}")
-    channels = _in_range(_integer(value, "channels", "output.channels"), 1, 2, "output.channels")
+    channels = _in_range(_integer(value, "channels", "output.channels"), JOB_CHANNELS[0], JOB_CHANNELS[-1],
+                         "output.channels")
     return OutputSpec(fmt, rate, DEFAULT_JOB_OUTPUT.channels if channels is None else channels)
 
 
@@ -110,6 +117,55 @@ class JobParser:
         if self._store.needs_diffq(name, files):
             raise _illegal(f"model {name!r} is quantized: the gateway needs the diffq package (pip install diffq)")
         return JobParams(name, name, only_load, None, stems, output)
+
+    def models(self) -> dict[str, Any]:
+        """What `parse` accepts now: `default_model` (None when it cannot run), `models` (the store's
+        runnable Demucs models by name, then the SAMI names whose Demucs model can run, the default
+        first) and `output` options. Quantized models without diffq are left out: they cannot load."""
+        listed = [_demucs_entry(info) for info in self._store.models()
+                  if info.name not in SAMI_MODELS and _runnable(self._store, info)]
+        for sami in SAMI_MODELS.values():
+            backend, only_load = self._targets[sami.name]
+            try:
+                info = self._store.describe(backend)
+            except ModelStoreError:
+                continue
+            if _runnable(self._store, info, only_load) and VOCALS in info.sources:
+                listed.append(_sami_entry(sami, f"{backend}:{only_load}" if only_load else backend))
+        default = self._default_model if any(m["name"] == self._default_model for m in listed) else None
+        listed.sort(key=lambda entry: entry["name"] != default)  # stable: the rest keep their order
+        return {"default_model": default, "models": listed, "output": output_options()}
+
+
+def _runnable(store: StoreModels, info: ModelInfo, only_load: str | None = None) -> bool:
+    """Whether every layer a load of `info` (of its `only_load` member) reads is present and loadable."""
+    try:
+        files = info.layer_files(only_load)
+    except ModelStoreError:
+        return False
+    return not store.needs_diffq(info.name, files)
+
+
+def _demucs_entry(info: ModelInfo) -> dict[str, Any]:
+    layers = len(set(info.signatures))
+    return {"name": info.name, "kind": "demucs", "description": describe(info.name, layers, not info.catalogued),
+            "sources": list(info.sources), "stems": list(stem_names(info.sources)),
+            "default_stems": list(info.sources)}
+
+
+def _sami_entry(sami: SamiModel, backend: str) -> dict[str, Any]:
+    return {"name": sami.name, "kind": "sami", "description": f"{SAMI_DESCRIPTIONS[sami.name]} (runs {backend})",
+            "sources": [VOCALS], "stems": list(SAMI_STEMS), "default_stems": list(sami_stems(sami))}
+
+
+def output_options() -> dict[str, Any]:
+    """The `output` a job may ask for, as `parse_job_output` checks it."""
+    out = DEFAULT_JOB_OUTPUT
+    return {"formats": list(JOB_FORMATS),
+            "default": {"format": out.format, "sample_rate": out.sample_rate, "channels": out.channels},
+            "sample_rate_range": {"min": MIN_OUTPUT_RATE, "max": MAX_OUTPUT_RATE},
+            "sample_rates": {fmt: sorted(CODEC_RATES) for fmt in CODEC_FORMATS},
+            "channels": list(JOB_CHANNELS)}
 
 
 def job_fields(params: JobParams) -> dict[str, Any]:

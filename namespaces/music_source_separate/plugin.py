@@ -89,6 +89,9 @@ class MusicSourceSeparate:
     def job_fields(self, params: JobParams) -> Mapping[str, Any]:
         return job_fields(params)
 
+    def job_models(self) -> Mapping[str, Any]:
+        return self._jobs.models()
+
     def load_seconds(self) -> Mapping[str, float]:
         return dict(self._load_seconds)
 

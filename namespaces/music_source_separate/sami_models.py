@@ -32,4 +32,10 @@ SAMI_MODELS = MappingProxyType({m.name: m for m in (
     SamiModel("bs_4track_vocal", Target.VOCALS, denoise=True, backend="htdemucs"),
     SamiModel("bs_4track_acc", Target.ACCOMPANIMENT, denoise=True, backend="htdemucs"),
 )})
+DESCRIPTIONS = MappingProxyType({  # for listings, which add the Demucs model that runs each
+    "2track_vocal": "SAMI's 2-track vocal model: the vocals; no_vocals is the mix minus them",
+    "2track_acc": "SAMI's 2-track accompaniment model: the mix minus the vocals",
+    "bs_4track_vocal": "SAMI's 4-track vocal model: the vocals, denoised",
+    "bs_4track_acc": "SAMI's 4-track accompaniment model: drums, bass and other summed, denoised",
+})
 DEFAULT_MODEL = "2track_vocal"  # what a payload without `model` gets

@@ -111,7 +111,28 @@ class StoreModels:
         (`ModelInfo.layer_files` tells whether the layers a load needs are all there)."""
         if not MODEL_NAME.fullmatch(name):
             raise ModelStoreError(f"invalid model name {name!r}")
+        return self._describe(name, self._list())
+
+    def models(self) -> list[ModelInfo]:
+        """Every model of the store, by name, from one listing: its bag files, and the layer files no
+        bag file names (each loads as a model of its own). One that cannot be described (no layer
+        present, an unreadable file) is left out; `layer_files` tells which can load."""
         listing = self._list()
+        members: set[str] = set()
+        for bag in listing.bags:
+            try:
+                members.update(self._read_bag(bag).signatures)
+            except ModelStoreError:
+                continue  # its layers show as models of their own; the bag itself is left out below
+        found = []
+        for name in sorted(listing.bags | (listing.layers.keys() - members)):
+            try:
+                found.append(self._describe(name, listing))
+            except ModelStoreError:
+                continue
+        return found
+
+    def _describe(self, name: str, listing: _Listing) -> ModelInfo:
         if name in listing.bags:
             spec = self._read_bag(name)
         elif name in listing.layers:

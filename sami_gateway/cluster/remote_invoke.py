@@ -213,5 +213,8 @@ class RemoteJobNamespace(RemoteNamespace):
     def job_fields(self, params: Any) -> Mapping[str, Any]:
         return self.inner.job_fields(params)  # type: ignore[attr-defined,no-any-return]
 
+    def job_models(self) -> Mapping[str, Any]:
+        return self.inner.job_models()  # type: ignore[attr-defined,no-any-return]
+
     async def run_job(self, call: JobCall[Any]) -> JobOutput:
         raise error(Code.INTERNAL_ERROR, "jobs run on workers, not on a front")

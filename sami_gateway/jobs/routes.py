@@ -1,4 +1,4 @@
-"""The jobs routes: submit, list, get (long polling), cancel, delete, results, events."""
+"""The jobs routes: submit, list, get (long polling), cancel, delete, results, events; uploads and models."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from .http import (
     service,
 )
 from .model import JobStatus, media_type
+from .models_route import list_models
 from .requests import JobRequest, parse_job_request
 from .service import JobService
 from .sse import job_events
@@ -237,3 +238,4 @@ def add_job_routes(app: web.Application) -> None:
     router.add_post("/api/v1/jobs/{job_id}/cancel", cancel_job)
     router.add_get("/api/v1/jobs/{job_id}/events", events)
     router.add_get("/api/v1/jobs/{job_id}/results/{stem}", job_result)
+    router.add_get("/api/v1/models", list_models)

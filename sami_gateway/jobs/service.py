@@ -103,12 +103,17 @@ class JobService:
 
     # -- submitting --------------------------------------------------------------------------
 
-    def check(self, request: JobRequest) -> Submission:
-        """Parse the namespace's fields and check the rest against them; nothing is stored yet."""
+    def job_namespace(self) -> JobNamespace[Any]:
+        """The namespace that runs jobs; 40200014 DeniedNamespace when this gateway has none."""
         if self.namespace is None:
             raise error(Code.DENIED_NAMESPACE, "no namespace of this gateway runs jobs")
-        params = self.namespace.parse_job(request.namespace_fields)
-        fields = dict(self.namespace.job_fields(params))
+        return self.namespace
+
+    def check(self, request: JobRequest) -> Submission:
+        """Parse the namespace's fields and check the rest against them; nothing is stored yet."""
+        namespace = self.job_namespace()
+        params = namespace.parse_job(request.namespace_fields)
+        fields = dict(namespace.job_fields(params))
         stray = sorted(set(request.copy_results_to) - set(fields.get("stems", ())))
         if stray:
             raise error(Code.ILLEGAL_PAYLOAD, f"copy_results_to names stems the job does not produce: {stray}")

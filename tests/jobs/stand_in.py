@@ -56,6 +56,14 @@ class EchoJobs:
     def job_fields(self, params: EchoParams) -> Mapping[str, Any]:
         return {"model": "echo", "stems": list(params.stems), "output": {"delay": params.delay}}
 
+    def job_models(self) -> Mapping[str, Any]:
+        return {"default_model": "echo",
+                "models": [{"name": "echo", "kind": "echo", "description": "copies of the input",
+                            "sources": list(STEMS), "stems": list(STEMS), "default_stems": list(STEMS)}],
+                "output": {"formats": ["wav"], "default": {"format": "wav", "sample_rate": 44100, "channels": 2},
+                           "sample_rate_range": {"min": 8000, "max": 48000}, "sample_rates": {},
+                           "channels": [1, 2]}}
+
     async def run_job(self, call: JobCall[EchoParams]) -> JobOutput:
         self.runs += 1
         data = bytes(call.data)

@@ -18,6 +18,18 @@ from typing import Any
 from aiohttp import web
 
 TOKEN = "fake-token"
+FOUR = ["drums", "bass", "other", "vocals"]
+MODELS: dict[str, Any] = {  # what `GET /api/v1/models` answers
+    "default_model": "htdemucs",
+    "models": [{"name": "htdemucs", "kind": "demucs", "description": "Hybrid Transformer Demucs (v4)",
+                "sources": FOUR, "stems": FOUR + [f"no_{source}" for source in FOUR], "default_stems": FOUR},
+               {"name": "2track_acc", "kind": "sami", "description": "SAMI's 2-track accompaniment model",
+                "sources": ["vocals"], "stems": ["vocals", "no_vocals"], "default_stems": ["no_vocals"]}],
+    "output": {"formats": ["wav", "flac", "mp3", "aac"], "default": {"format": "wav", "sample_rate": 44100,
+                                                                      "channels": 2},
+               "sample_rate_range": {"min": 8000, "max": 48000}, "sample_rates": {"mp3": [44100, 48000]},
+               "channels": [1, 2]},
+}
 
 
 @dataclass(frozen=True)
@@ -157,6 +169,8 @@ class FakeGateway:
 
     def _route(self, seen: Seen) -> Answer:
         parts = seen.path.strip("/").split("/")  # api v1 jobs [id [action [stem]]]
+        if parts == ["api", "v1", "models"] and seen.method == "GET":
+            return Answer(200, MODELS)
         if parts[:3] == ["api", "v1", "uploads"]:
             return Answer(201, {"upload_id": "upl-1", "upload_url": f"{self.url}/upload-put/upl-1?sig=x",
                                 "expires_at": "2026-11-29T13:00:00Z", "max_bytes": 1 << 22})

@@ -13,7 +13,7 @@ from sami_client import Job
 from sami_gateway.cli import main
 from sami_gateway.jobs_cli import ProgressBar, track_name
 
-from .fake_gateway import TOKEN, Answer, FakeGateway
+from .fake_gateway import MODELS, TOKEN, Answer, FakeGateway
 
 STEMS: dict[str, bytes | None] = {"vocals": b"v" * 1000, "no_vocals": b"n" * 700}
 
@@ -116,3 +116,9 @@ def test_track_names() -> None:
     assert track_name("dir/My Song.mp3") == "My Song"
     assert track_name("https://example.com/a/b.wav?x=1") == "b"
     assert track_name("https://example.com/") == "track"
+
+
+def test_models_prints_the_listing(fake: FakeGateway, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and json.loads(out) == MODELS
+    assert len(fake.requests_to("GET", "/api/v1/models")) == 1

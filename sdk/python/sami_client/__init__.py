@@ -26,7 +26,7 @@ from .errors import (
     WaitTimeout,
     WebhookVerificationError,
 )
-from .models import InvokeResult, Job, JobError, JobEvent, JobPage, JobStatus, StemResult, Upload
+from .models import InvokeResult, Job, JobError, JobEvent, JobModel, JobPage, JobStatus, ModelList, StemResult, Upload
 from .signer import sign_request
 from .webhooks import WebhookEvent, sign_webhook, verify_webhook
 
@@ -35,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncSamiClient", "SamiClient",
     "Job", "JobError", "JobEvent", "JobPage", "JobStatus", "StemResult", "Upload", "InvokeResult", "WebhookEvent",
+    "JobModel", "ModelList",
     "verify_webhook", "sign_webhook", "sign_request",
     "SamiClientError", "SamiConnectionError", "WaitTimeout", "JobNotSucceeded", "WebhookVerificationError",
     "SamiError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "Conflict", "PayloadTooLarge",

@@ -16,12 +16,13 @@ import httpx
 
 from ._http import Call
 from .errors import error_from_answer
-from .models import InvokeResult, Job, JobPage, Upload
+from .models import InvokeResult, Job, JobPage, ModelList, Upload
 from .signer import sign_request
 
 INVOKE_PATH = "/api/v1/invoke"
 JOBS_PATH = "/api/v1/jobs"
 UPLOADS_PATH = "/api/v1/uploads"
+MODELS_PATH = "/api/v1/models"
 GETTOKEN_QUERY = "Action=GetToken&Version=2021-07-27"
 TOKEN_VERSION = "volc-auth-v1"
 OK = 20000000  # SAMI's status_code of success
@@ -135,6 +136,10 @@ def list_jobs(status: str | Iterable[str] | None, limit: int | None, cursor: str
     if cursor:
         params["cursor"] = cursor
     return Call("GET", JOBS_PATH, lambda response: JobPage.from_dict(response.json()), params=params or None)
+
+
+def models() -> Call[ModelList]:
+    return Call("GET", MODELS_PATH, lambda response: ModelList.from_dict(response.json()))
 
 
 def cancel(job_id: str) -> Call[Job]:

@@ -16,7 +16,7 @@ from ._http import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_WAIT, DEFAULT_TIMEOUT,
 from ._settings import CHUNK_SIZE, JobRef, check_upload_size, job_id, resolve_base_url, resolve_token
 from ._sse import EventDecoder
 from ._wait import DEFAULT_POLL, ProgressCallback, WaitPlan
-from .models import InvokeResult, Job, JobEvent, JobPage, StemResult, Upload
+from .models import InvokeResult, Job, JobEvent, JobPage, ModelList, StemResult, Upload
 
 __all__ = ["SamiClient"]
 
@@ -129,6 +129,10 @@ class SamiClient:
              cursor: str | None = None) -> JobPage:
         """One page of this appkey's jobs, newest first; `status` filters (e.g. ["succeeded", "failed"])."""
         return self._transport.call(_api.list_jobs(status, limit, cursor))
+
+    def models(self) -> ModelList:
+        """The models a job may name now (the default first), each with its stems, and the output options."""
+        return self._transport.call(_api.models())
 
     def iter_jobs(self, status: str | Iterable[str] | None = None, page_size: int | None = None) -> Iterator[Job]:
         """Every job of this appkey, newest first, page after page."""

@@ -1,4 +1,4 @@
-"""What the gateway answers, as frozen values: jobs, their results, uploads, invoke results, events."""
+"""What the gateway answers, as frozen values: jobs, their results, uploads, invoke results, events, models."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = ["JobStatus", "TERMINAL_STATUSES", "JobError", "StemResult", "Job", "JobPage", "Upload", "InvokeResult",
-           "JobEvent", "COPIED_TO_CUSTOM_STORAGE"]
+           "JobEvent", "JobModel", "ModelList", "COPIED_TO_CUSTOM_STORAGE"]
 
 COPIED_TO_CUSTOM_STORAGE = "custom storage"  # what a result says of a stem sent to `copy_results_to`
 
@@ -133,6 +133,50 @@ class JobPage:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobPage:
         return cls(tuple(Job.from_dict(job) for job in data.get("jobs") or ()), data.get("next_cursor") or None)
+
+
+@dataclass(frozen=True)
+class JobModel:
+    """A model a job may name: its `stems` (a job may ask for any of them) and the `default_stems` it gets."""
+
+    name: str
+    kind: str = ""
+    description: str = ""
+    sources: tuple[str, ...] = ()
+    stems: tuple[str, ...] = ()
+    default_stems: tuple[str, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobModel:
+        return cls(name=str(data["name"]), kind=str(data.get("kind") or ""),
+                   description=str(data.get("description") or ""), sources=tuple(data.get("sources") or ()),
+                   stems=tuple(data.get("stems") or ()), default_stems=tuple(data.get("default_stems") or ()),
+                   raw=dict(data))
+
+
+@dataclass(frozen=True)
+class ModelList:
+    """`models()`: the models that can run now (the default first), the default's name (None while it
+    cannot run), and the `output` options (formats, default, sample rates, channels) as sent."""
+
+    models: tuple[JobModel, ...]
+    default_model: str | None = None
+    output: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(model.name for model in self.models)
+
+    def get(self, name: str) -> JobModel | None:
+        """The model called `name`, or None when it is not listed."""
+        return next((model for model in self.models if model.name == name), None)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelList:
+        return cls(tuple(JobModel.from_dict(model) for model in data.get("models") or ()),
+                   data.get("default_model") or None, dict(data.get("output") or {}), dict(data))
 
 
 @dataclass(frozen=True)

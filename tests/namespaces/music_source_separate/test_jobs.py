@@ -70,6 +70,16 @@ def test_the_namespace_runs_jobs(model_store: Path) -> None:
     assert isinstance(create_namespace(config_for(model_store)), JobNamespace)
 
 
+def test_the_namespace_lists_its_models_as_configured_without_starting(model_store: Path) -> None:
+    namespace = create_namespace(config_for(model_store, SAMI_JOB_MODEL="2track_acc",
+                                            SAMI_MODEL_MAP="2track_vocal=htdemucs"))
+    listing = namespace.job_models()
+    assert listing["default_model"] == "2track_acc"
+    assert [model["name"] for model in listing["models"]] == [
+        "2track_acc", "htdemucs", "htdemucs_ft", "2track_vocal", "bs_4track_vocal", "bs_4track_acc"]
+    assert listing["models"][3]["description"].endswith("(runs htdemucs)")
+
+
 async def test_several_stems_cost_one_separation(namespace: MusicSourceSeparate, scheduler: Scheduler,
                                                  tmp_path: Path) -> None:
     ran = await run_job(namespace, scheduler, tmp_path / "w", {"stems": ["vocals", "no_vocals", "drums"],

@@ -91,3 +91,28 @@ def test_two_versions_of_a_layer_are_refused(store: Path) -> None:
     shutil.copy(layer, store / f"{HTDEMUCS_SIG}-0123abcd.th")
     with pytest.raises(ModelStoreError, match="several files"):
         StoreModels(store).describe("htdemucs")
+
+
+def test_models_are_the_bags_and_the_layers_no_bag_names(store: Path) -> None:
+    assert [info.name for info in StoreModels(store).models()] == ["htdemucs", "htdemucs_ft"]
+    (store / "htdemucs.yaml").unlink()  # its layer is a model of its own now
+    (store / "empty.yaml").write_text("models: [0badc0de]\n")  # no layer present: not a model
+    (store / "broken.yaml").write_text("models: [\n")  # unreadable: left out
+    listed = StoreModels(store).models()
+    assert [info.name for info in listed] == [HTDEMUCS_SIG, "htdemucs_ft"]
+    assert listed[0].sources == SOURCES and listed[1].is_bag
+
+
+def test_models_list_a_bag_missing_a_layer_and_read_each_header_once(store: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[str] = []
+    real = store_models.read_sources
+    monkeypatch.setattr(store_models, "read_sources", lambda path: reads.append(path.name) or real(path))
+    next(store.glob(f"{HTDEMUCS_FT_SIGS[0]}-*.th")).unlink()
+    models = StoreModels(store)
+    for _ in range(3):
+        listed = {info.name: info for info in models.models()}
+        assert set(listed) == {"htdemucs", "htdemucs_ft"}  # described; `layer_files` says it cannot load
+    with pytest.raises(ModelNotInStore):
+        listed["htdemucs_ft"].layer_files()
+    assert len(reads) == 2  # one header per model, on the first listing only
