@@ -22,6 +22,7 @@ from .namespace import Namespace, load_namespaces
 from .quota import QuotaTracker
 from .scheduler import Limits, Scheduler
 from .state import AUTH, BODY_LIMIT, CONFIG, FETCHER, FRONT, METRICS, NAMESPACES, QUOTAS, READY, SCHEDULER, Readiness
+from .ui.routes import add_ui_routes
 
 PAYLOAD_ALLOWANCE_BYTES = 1024 * 1024  # room for the JSON around `data` and the payload string
 
@@ -127,4 +128,5 @@ def create_app(config: Config, namespaces: dict[str, Namespace[Any]] | None = No
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics.handler)
     add_docs_routes(app)
+    add_ui_routes(app)
     return app

@@ -155,6 +155,7 @@ def _sami_paths() -> dict[str, Any]:
 
 def _service_paths() -> dict[str, Any]:
     from .docs import ASSETS  # what /docs serves; docs.py imports this module, so not at the top
+    from .ui.routes import ASSETS as UI_ASSETS
 
     text = {"type": "string"}
     return {
@@ -179,6 +180,17 @@ def _service_paths() -> dict[str, Any]:
                     media: {"schema": text} for media in sorted(set(ASSETS.values()))}},
                 "404": {"$ref": "#/components/responses/NotFound"}},
             security=ANONYMOUS, parameters=[param("asset", "path", {"type": "string", "enum": sorted(ASSETS)})])},
+        "/ui": {"get": operation("ui", "Service", "A page to separate a song in the browser", {
+            "200": {"description": "the page; it calls the Jobs API with a token the person pastes",
+                    "content": {"text/html": {"schema": text}}}}, security=ANONYMOUS)},
+        "/ui/": {"get": operation("uiSlash", "Service", "Redirects to /ui", {
+            "301": {"description": "to `/ui`, against which the page's relative URLs resolve"}},
+            security=ANONYMOUS)},
+        "/ui/{asset}": {"get": operation("uiAsset", "Service", "The page's files, as installed with the gateway", {
+            "200": {"description": "the file", "content": {
+                media: {"schema": text} for media in sorted(set(UI_ASSETS.values()))}},
+            "404": {"$ref": "#/components/responses/NotFound"}},
+            security=ANONYMOUS, parameters=[param("asset", "path", {"type": "string", "enum": sorted(UI_ASSETS)})])},
     }
 
 

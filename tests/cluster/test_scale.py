@@ -326,3 +326,18 @@ def test_a_worker_stopped_hands_its_job_to_another_at_once(stack: Stack, tokens:
     assert handed < LEASE + 5 and "handed back to the queue" in leaving.log.read_text()
     finished = wait_for(lambda: _terminal(fronts(stack)[0], job["id"], tokens[APPKEY]), 240, "the job finishes")
     assert finished["status"] == "succeeded"
+
+
+def test_the_page_on_a_front_lists_models_and_allows_results_from_storage(stack: Stack,
+                                                                          tokens: dict[str, str]) -> None:
+    """/ui on a front: its policy lets the page fetch presigned results from storage's origin, and the
+    model picker's listing comes from the front (which reads model headers, loading no model)."""
+    front = fronts(stack)[0]
+    page = requests.get(front.url + "/ui", timeout=10)
+    assert page.status_code == 200
+    storage = urlsplit(stack.s3.env["AWS_ENDPOINT_URL"])
+    assert f"connect-src 'self' {storage.scheme}://{storage.netloc};" in page.headers["Content-Security-Policy"]
+    listed = requests.get(front.url + "/api/v1/models", headers={"Authorization": f"Bearer {tokens[APPKEY]}"},
+                          timeout=10)
+    assert listed.status_code == 200, listed.text
+    assert {"htdemucs", "htdemucs_ft"} <= {model["name"] for model in listed.json()["models"]}

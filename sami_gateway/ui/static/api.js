@@ -1,0 +1,203 @@
+// The public Jobs API as this page uses it: every URL is relative to the page, so the page also
+// works behind a proxy that adds a path prefix, and nothing is requested from any other origin
+// (result URLs are whatever the gateway hands out: its own signed URLs, or its storage's).
+
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+/** An answer that is not success: HTTP status, the envelope's code, text and message, Retry-After. */
+export class ApiError extends Error {
+  constructor(http, body, retryAfter) {
+    const error = (body && (body.error || body)) || {};
+    super(error.message || (typeof body === "string" ? body : "") || `HTTP ${http}`);
+    this.http = http;
+    this.code = Number(error.status_code) || 0;
+    this.statusText = error.status_text || "";
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** The gateway could not be reached at all (no HTTP answer). */
+export class Unreachable extends Error {}
+
+/** Something to tell the person that is not the gateway's answer (a missing file, a refused key). */
+export class Notice extends Error {
+  constructor(text, detail = "") {
+    super(text);
+    this.detail = detail;
+  }
+}
+
+function parseBody(text) {
+  try { return JSON.parse(text); } catch { return text; }
+}
+
+function retryAfter(value) {
+  const seconds = Number(value);
+  return value !== null && value !== "" && Number.isFinite(seconds) ? Math.max(0, Math.ceil(seconds)) : null;
+}
+
+/** Calls the Jobs API with one Bearer token. */
+export class Api {
+  constructor(token) {
+    this.token = token;
+  }
+
+  async request(method, path, { body, headers = {}, signal } = {}) {
+    const init = { method, signal, headers: { Authorization: `Bearer ${this.token}`, ...headers } };
+    if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers["Content-Type"] = "application/json";
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (err) {
+      if (err.name === "AbortError") throw err;
+      throw new Unreachable(String(err.message || err));
+    }
+    if (!response.ok) {
+      throw new ApiError(response.status, parseBody(await response.text()),
+                         retryAfter(response.headers.get("Retry-After")));
+    }
+    return response;
+  }
+
+  async json(method, path, options) {
+    const response = await this.request(method, path, options);
+    return response.status === 204 ? null : response.json();
+  }
+
+  models() { return this.json("GET", "api/v1/models"); }
+  createUpload() { return this.json("POST", "api/v1/uploads"); }
+  submit(request, idempotencyKey) {
+    return this.json("POST", "api/v1/jobs", { body: request, headers: { "Idempotency-Key": idempotencyKey } });
+  }
+  job(id) { return this.json("GET", `api/v1/jobs/${encodeURIComponent(id)}`); }
+  cancel(id) { return this.json("POST", `api/v1/jobs/${encodeURIComponent(id)}/cancel`); }
+  remove(id) { return this.json("DELETE", `api/v1/jobs/${encodeURIComponent(id)}`); }
+  list(limit, cursor) {
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (cursor) query.set("cursor", cursor);
+    return this.json("GET", `api/v1/jobs?${query}`);
+  }
+
+  /** The job's Server-Sent Events, read with fetch (EventSource cannot send the token): yields
+   *  {event, data} until the gateway ends the stream or `signal` aborts it. */
+  async *events(id, signal) {
+    const response = await this.request("GET", `api/v1/jobs/${encodeURIComponent(id)}/events`,
+                                        { headers: { Accept: "text/event-stream" }, signal });
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const event = parseEvent(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+          if (event) yield event;
+        }
+      }
+    } finally {
+      reader.cancel().catch(() => {});
+    }
+  }
+}
+
+/** One SSE block (`event:` and `data:` lines; comments are keep-alives) as {event, data}. */
+export function parseEvent(block) {
+  let event = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (!line || line.startsWith(":")) continue;
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") event = value;
+    else if (field === "data") data.push(value);
+  }
+  return data.length ? { event, data: JSON.parse(data.join("\n")) } : null;
+}
+
+/** PUT `file` to a signed upload URL (no token: the URL carries its signature), reporting progress
+ *  0..100; `signal` aborts it. XMLHttpRequest, because fetch reports no upload progress. */
+export function putFile(url, file, onProgress, signal) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("PUT", url);
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.upload.onprogress = (event) => {
+      if (event.lengthComputable) onProgress((100 * event.loaded) / event.total);
+    };
+    xhr.onload = () => {
+      const body = parseBody(xhr.responseText);
+      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+      else reject(new ApiError(xhr.status, body, retryAfter(xhr.getResponseHeader("Retry-After"))));
+    };
+    xhr.onerror = () => reject(new Unreachable("the upload was cut off"));
+    xhr.onabort = () => reject(new DOMException("upload cancelled", "AbortError"));
+    if (signal) signal.addEventListener("abort", () => xhr.abort(), { once: true });
+    xhr.send(file);
+  });
+}
+
+function megabytes(bytes) {
+  return `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`;
+}
+
+function seconds(n) {
+  return n === 1 ? "1 second" : `${n} seconds`;
+}
+
+/** What went wrong, in words a person understands: {text, detail}; `detail` keeps the gateway's
+ *  own code and message for whoever reports the problem. */
+export function explain(err, context = {}) {
+  if (err instanceof Unreachable) {
+    return { text: "The gateway cannot be reached. Check that it is running and your network, then try again.",
+             detail: err.message };
+  }
+  if (err instanceof Notice) return { text: err.message, detail: err.detail };
+  if (!(err instanceof ApiError)) {
+    return { text: "Something went wrong in this page.", detail: String((err && err.message) || err) };
+  }
+  const wait = err.retryAfter;
+  const later = wait === null ? "Try again in a moment." : `Try again in ${seconds(wait)}.`;
+  const texts = {
+    40000011: "The file is empty.",
+    40000012: "This file could not be read as audio. Choose a WAV, FLAC, MP3, OGG or AAC file.",
+    40000013: "The song is longer than this gateway accepts.",
+    40000016: "The file is larger than this gateway accepts.",
+    40000024: "The gateway could not fetch the file.",
+    40200001: "The gateway does not know this token's appkey.",
+    40200002: "The token was refused: it is wrong or has expired. Paste a new one.",
+    40200014: "This token may not run music separation.",
+    40300001: "The upload link has expired. Submit the file again.",
+    40400002: "This job no longer exists: it has expired or was deleted.",
+    40800001: "The upload took too long and was stopped. Try again on a faster connection.",
+    41300001: `The file is larger than this gateway accepts${context.maxBytes ? ` (${megabytes(context.maxBytes)})` : ""}.`,
+    42900001: `You have reached your quota. ${later}`,
+    50000001: "The gateway failed while doing this. Try again; if it happens again, report the details below.",
+    50300001: `The gateway is busy. ${later}`,
+    50300002: `The gateway is restarting. ${later}`,
+    50300003: `The gateway cannot reach its storage or workers right now. ${later}`,
+    50400001: "The separation took too long and was stopped.",
+  };
+  let text = texts[err.code];
+  if (!text) {
+    if (err.http === 401) text = texts[40200002];
+    else if (err.http === 400) text = "The gateway refused the request.";
+    else text = `The gateway answered HTTP ${err.http}.`;
+  }
+  const code = err.code ? `${err.code}${err.statusText ? ` ${err.statusText.split(":")[0]}` : ""}: ` : "";
+  return { text, detail: `${code}${err.message}` };
+}
+
+/** A failed job's `error` ({status_code, status_text, message}) as an ApiError. */
+export function jobError(job) {
+  const error = job.error || {};
+  const http = Math.floor((Number(error.status_code) || 50000001) / 100000);
+  return new ApiError(http, { error }, null);
+}
