@@ -26,6 +26,13 @@ class Readiness:
 
 
 @dataclass
+class PagePolicy:
+    """The Content Security Policy of the page at /ui, made on its first request (storage is known by then)."""
+
+    header: str | None = None
+
+
+@dataclass
 class RequestContext:
     """What the middleware and the access log know of a request (never its token)."""
 
@@ -47,5 +54,6 @@ METRICS = web.AppKey("metrics", Metrics)
 QUOTAS = web.AppKey("quotas", Quotas)
 READY = web.AppKey("ready", Readiness)
 JOBS = web.AppKey("jobs", JobService)
+PAGE_POLICY = web.AppKey("page_policy", PagePolicy)
 FRONT: web.AppKey[Any] = web.AppKey("front")  # the ClusterFront in scale-out mode (absent otherwise)
 CONTEXT = web.RequestKey("context", RequestContext)

@@ -121,13 +121,15 @@ class JobParser:
     def models(self) -> dict[str, Any]:
         """What `parse` accepts now: `default_model` (None when it cannot run), `models` (the store's
         runnable Demucs models by name, then the SAMI names whose Demucs model can run, the default
-        first) and `output` options. Quantized models without diffq are left out: they cannot load."""
-        listed = [_demucs_entry(info) for info in self._store.models()
+        first) and `output` options. Quantized models without diffq are left out: they cannot load.
+        One listing of the store answers it all (the SAMI names' models are looked up in it)."""
+        listing = self._store.listing()
+        listed = [_demucs_entry(info) for info in self._store.models(listing)
                   if info.name not in SAMI_MODELS and _runnable(self._store, info)]
         for sami in SAMI_MODELS.values():
             backend, only_load = self._targets[sami.name]
             try:
-                info = self._store.describe(backend)
+                info = self._store.describe(backend, listing)
             except ModelStoreError:
                 continue
             if _runnable(self._store, info, only_load) and VOCALS in info.sources:

@@ -89,10 +89,13 @@ def verified_file(store: Path, sig: str, name: str) -> Path:
 
 
 def read_bag(store: Path, name: str) -> BagSpec:
+    """The bag `name` of the store (a bare layer without a bag file); ValueError for a file that is no bag."""
     bag_file = store / f"{name}.yaml"
     if not bag_file.is_file():
         return BagSpec((name,), None, None)
-    bag: dict[str, Any] = yaml.safe_load(bag_file.read_text())
+    bag = yaml.safe_load(bag_file.read_text())
+    if not isinstance(bag, dict) or not isinstance(bag.get("models"), list):  # empty, a scalar, a list...
+        raise ValueError(f"{bag_file.name} is not a bag file: no `models` list")
     weights = bag.get("weights")
     return BagSpec(tuple(bag["models"]),
                    None if weights is None else tuple(tuple(map(float, w)) for w in weights),

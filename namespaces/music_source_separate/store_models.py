@@ -1,8 +1,9 @@
 """What the model store holds, described without loading a model: bag files, layer files, sources.
 
 A description costs a listing of the store directory and, once per layer file, the few kilobytes
-of its header (`layer_header`), so a request may ask for one. Models fetched or imported while
-the gateway runs are seen at once; a layer replaced by another version is read again.
+of its header (`layer_header`), so a request may ask for one; several descriptions may share one
+`listing()`. Models fetched or imported while the gateway runs are seen at once; a layer replaced
+by another version is read again.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
-class _Listing:
+class Listing:
     """One listing of the store directory: layer files by signature, the bag files' names."""
 
     layers: dict[str, list[str]]
@@ -81,17 +82,18 @@ class StoreModels:
     def __init__(self, root: Path, catalogue: Catalogue | None = None) -> None:
         self.root = root
         self._catalogue = catalogue
+        self._no_catalogue = False  # the demucs package was looked for and is not installed
         self._sources: dict[tuple[str, int], tuple[str, ...]] = {}  # (file name, mtime_ns) -> sources
         self._bags: dict[tuple[str, int], BagSpec] = {}
         self._lock = threading.Lock()
 
     def catalogue(self) -> Catalogue | None:
         """The official catalogue (the installed demucs package's), read once; None without it."""
-        if self._catalogue is None:
+        if self._catalogue is None and not self._no_catalogue:
             try:
                 self._catalogue = Catalogue.packaged()
             except ModelStoreError:
-                return None
+                self._no_catalogue = True  # not looked for again per model: installing it takes a restart
         return self._catalogue
 
     def catalogued(self, name: str) -> bool:
@@ -106,18 +108,23 @@ class StoreModels:
         sigs = {file.rsplit("-", 1)[0] for file in layer_files}
         return (quantized_name(name) or bool(sigs & quantized)) and importlib.util.find_spec("diffq") is None
 
-    def describe(self, name: str) -> ModelInfo:
-        """The model `name` as the store holds it; ModelNotInStore without its bag file or any layer
-        (`ModelInfo.layer_files` tells whether the layers a load needs are all there)."""
+    def listing(self) -> Listing:
+        """The store directory as it is now, for descriptions that must agree (and cost one listing)."""
+        return self._list()
+
+    def describe(self, name: str, listing: Listing | None = None) -> ModelInfo:
+        """The model `name` as the store holds it (in `listing`, else as listed now); ModelNotInStore
+        without its bag file or any layer (`ModelInfo.layer_files` tells whether the layers a load
+        needs are all there)."""
         if not MODEL_NAME.fullmatch(name):
             raise ModelStoreError(f"invalid model name {name!r}")
-        return self._describe(name, self._list())
+        return self._describe(name, self._list() if listing is None else listing)
 
-    def models(self) -> list[ModelInfo]:
-        """Every model of the store, by name, from one listing: its bag files, and the layer files no
-        bag file names (each loads as a model of its own). One that cannot be described (no layer
-        present, an unreadable file) is left out; `layer_files` tells which can load."""
-        listing = self._list()
+    def models(self, listing: Listing | None = None) -> list[ModelInfo]:
+        """Every model of the store (in `listing`, else as listed now), by name: its bag files, and the
+        layer files no bag file names (each loads as a model of its own). One that cannot be described
+        (no layer present, an unreadable file) is left out; `layer_files` tells which can load."""
+        listing = self._list() if listing is None else listing
         members: set[str] = set()
         for bag in listing.bags:
             try:
@@ -132,7 +139,7 @@ class StoreModels:
                 continue
         return found
 
-    def _describe(self, name: str, listing: _Listing) -> ModelInfo:
+    def _describe(self, name: str, listing: Listing) -> ModelInfo:
         if name in listing.bags:
             spec = self._read_bag(name)
         elif name in listing.layers:
@@ -166,7 +173,7 @@ class StoreModels:
             self._bags[stamp] = known
         return known
 
-    def _list(self) -> _Listing:
+    def _list(self) -> Listing:
         layers: dict[str, list[str]] = {}
         bags = set()
         try:
@@ -179,7 +186,7 @@ class StoreModels:
                 layers.setdefault(match["sig"], []).append(entry.name)
             elif entry.name.endswith(".yaml") and MODEL_NAME.fullmatch(entry.name[:-5]):
                 bags.add(entry.name[:-5])
-        return _Listing(layers, frozenset(bags))
+        return Listing(layers, frozenset(bags))
 
     def _read_sources(self, file: str) -> tuple[str, ...]:
         path = self.root / file

@@ -7,19 +7,20 @@ Policy holds it to its own origin, plus the storage origin its result URLs point
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..state import JOBS
+from ..state import JOBS, PAGE_POLICY, PagePolicy
 
 STATIC = Path(__file__).resolve().parent / "static"
 # The page's files and their types; no other name under /ui/ is served.
 ASSETS = {
     "app.js": "text/javascript",
     "api.js": "text/javascript",
+    "follow.js": "text/javascript",
+    "results.js": "text/javascript",
     "sign.js": "text/javascript",
     "wave.js": "text/javascript",
     "style.css": "text/css",
@@ -27,14 +28,6 @@ ASSETS = {
 }
 
 
-@dataclass
-class Policy:
-    """The page's Content Security Policy, made on its first request (storage is known by then)."""
-
-    header: str | None = None
-
-
-POLICY = web.AppKey("ui_policy", Policy)
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                     "Cache-Control": "no-cache"}
 
@@ -42,7 +35,7 @@ SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-
 def content_security_policy(result_origin: str = "") -> str:
     """Scripts, styles and calls from this origin only (results may come from the storage's)."""
     connect = f"'self' {result_origin}".strip()
-    return ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    return ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
             f"media-src 'self' blob:; connect-src {connect}; base-uri 'none'; form-action 'none'; "
             "frame-ancestors 'none'")
 
@@ -56,7 +49,7 @@ def result_origin(app: web.Application) -> str:
 
 
 async def ui_page(request: web.Request) -> web.FileResponse:
-    policy = request.app[POLICY]
+    policy = request.app[PAGE_POLICY]
     if policy.header is None:
         policy.header = content_security_policy(result_origin(request.app))
     return web.FileResponse(STATIC / "index.html", headers={
@@ -79,7 +72,7 @@ def add_ui_routes(app: web.Application) -> None:
     missing = [name for name in ("index.html", *ASSETS) if not (STATIC / name).is_file()]
     if missing:
         raise RuntimeError(f"the page's files are not installed: {', '.join(missing)}")
-    app[POLICY] = Policy()
+    app[PAGE_POLICY] = PagePolicy()
     app.router.add_get("/ui", ui_page)
     app.router.add_get("/ui/", ui_slash)
     app.router.add_get("/ui/{asset}", ui_asset)

@@ -122,3 +122,15 @@ async def test_a_model_whose_layer_is_deleted_disappears(real: tuple[TestClient,
     gone = await listing_of(client)
     assert gone["default_model"] is None
     assert [model["name"] for model in gone["models"]] == ["2track_vocal", "2track_acc"]
+
+
+@pytest.mark.parametrize("text", ["", "a sentence, not a bag\n"])
+async def test_a_yaml_file_that_is_no_bag_is_left_out_not_a_500(real: tuple[TestClient, Path], text: str) -> None:
+    client, store = real
+    before = [model["name"] for model in (await listing_of(client))["models"]]
+    (store / "x.yaml").write_text(text)
+    assert [model["name"] for model in (await listing_of(client))["models"]] == before
+    refused = await client.post("/api/v1/jobs", json={"input": NOT_AUDIO, "model": "x"}, headers=bearer())
+    body = await error_of(refused, 400, 40000022)
+    assert "x.yaml is not a bag file" in body["error"]["message"]
+    assert (await client.get(MODELS, headers=bearer())).status == 200

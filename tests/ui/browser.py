@@ -1,5 +1,6 @@
 """Debian's headless Chromium driven by selenium, for the page at /ui: requests logged, screenshots
-at desktop and phone widths, downloads kept in a folder."""
+at desktop and phone widths, downloads kept in a folder, and the page's `fetch` bent by rules (a slow
+answer, an error, no network) for what a live gateway does not do on demand."""
 
 from __future__ import annotations
 
@@ -21,6 +22,28 @@ SCREENSHOTS_ENV = "SAMI_UI_SCREENSHOTS"  # a folder to keep the screenshots in (
 OFFLINE_FLAGS = ("--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-default-apps", "--no-first-run", "--disable-domain-reliability",
                  "--disable-client-side-phishing-detection", "--no-pings", "--metrics-recording-only")
+# The page's `fetch`, wrapped: each rule {url (a part of it), method, times (-1: always), delay (ms),
+# status and body (answered instead), fail (no answer at all)} applies to the requests it matches;
+# `window.bentHits` counts the requests they touched. Rules and count start anew at each `bend_fetch`.
+BEND_FETCH = """
+window.bentRules = RULES;
+window.bentHits = 0;
+if (!window.realFetch) {
+  window.realFetch = window.fetch;
+  window.fetch = async (input, init = {}) => {
+    const url = String(input.url || input), method = (init.method || "GET").toUpperCase();
+    const rule = window.bentRules.find(r => url.includes(r.url) && (!r.method || r.method === method) && r.times);
+    if (!rule) return window.realFetch(input, init);
+    rule.times -= 1;
+    window.bentHits += 1;
+    if (rule.delay) await new Promise(resolve => setTimeout(resolve, rule.delay));
+    if (rule.fail) throw new TypeError("Failed to fetch");
+    if (!rule.status) return window.realFetch(input, init);
+    return new Response(JSON.stringify(rule.body || {}), {status: rule.status,
+                                                          headers: {"Content-Type": "application/json"}});
+  };
+}
+"""
 
 
 @dataclass
@@ -85,6 +108,17 @@ class Browser:
         return [entry["message"] for entry in self.driver.get_log("browser")
                 if entry["level"] == "SEVERE" and ("Uncaught" in entry["message"] or "Refused" in entry["message"])]
 
+    def bend_fetch(self, *rules: dict[str, Any]) -> None:
+        """Rules for the page's `fetch` from now on (BEND_FETCH); none: every request as it is."""
+        self.script(BEND_FETCH.replace("RULES", json.dumps([{"times": 1, **rule} for rule in rules])))
+
+    def bend_fetch_on_load(self, *rules: dict[str, Any]) -> Callable[[], None]:
+        """The same rules, set before the page's own scripts run on each load; returns their undoing."""
+        added = self.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {
+            "source": BEND_FETCH.replace("RULES", json.dumps([{"times": 1, **rule} for rule in rules]))})
+        return lambda: self.driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
+                                                   {"identifier": added["identifier"]})
+
     def width(self, width: int, height: int) -> None:
         self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
@@ -119,6 +153,7 @@ def start_browser(origin: str, downloads: Path, screenshots: Path) -> Browser:
 
     options = webdriver.ChromeOptions()
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--autoplay-policy=no-user-gesture-required", "--mute-audio",
                      f"--window-size={DESKTOP[0]},{DESKTOP[1]}", *OFFLINE_FLAGS):
         options.add_argument(argument)
     options.binary_location = str(CHROMIUM)

@@ -29,6 +29,7 @@ async def test_the_page_is_served_with_a_policy_of_its_own_origin(client: TestCl
     policy = response.headers["Content-Security-Policy"]
     assert policy == content_security_policy("")
     assert "default-src 'none'" in policy and "script-src 'self'" in policy and "connect-src 'self';" in policy
+    assert "img-src 'self';" in policy  # the icon is a file: no data: URL is needed
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert (await response.text()) == (STATIC / "index.html").read_text()
 
@@ -60,7 +61,8 @@ def test_the_page_names_no_other_host() -> None:
         assert [url for url in urls if url != "http://www.w3.org/2000/svg"] == [], path.name
 
 
-@pytest.mark.parametrize("path", ["/ui/index.html", "/ui/../app.py", "/ui/routes.py", "/ui/static", "/ui/x.js"])
+@pytest.mark.parametrize("path", ["/ui/index.html", "/ui/../app.py", "/ui/..%2Fapp.py", "/ui/..%2F..%2Fstate.py",
+                                  "/ui/routes.py", "/ui/static", "/ui/x.js"])
 async def test_other_files_are_not_found(client: TestClient, path: str) -> None:
     response = await client.get(path, allow_redirects=False)
     assert response.status == 404

@@ -27,7 +27,8 @@ export class Notice extends Error {
   }
 }
 
-function parseBody(text) {
+/** An answer's body: its JSON, or its text when it is not JSON. */
+export function parseBody(text) {
   try { return JSON.parse(text); } catch { return text; }
 }
 
@@ -35,6 +36,9 @@ function retryAfter(value) {
   const seconds = Number(value);
   return value !== null && value !== "" && Number.isFinite(seconds) ? Math.max(0, Math.ceil(seconds)) : null;
 }
+
+/** The error `fetch` and XMLHttpRequest give for an aborted request. */
+export const aborted = () => new DOMException("cancelled", "AbortError");
 
 /** Calls the Jobs API with one Bearer token. */
 export class Api {
@@ -67,46 +71,72 @@ export class Api {
     return response.status === 204 ? null : response.json();
   }
 
-  models() { return this.json("GET", "api/v1/models"); }
-  createUpload() { return this.json("POST", "api/v1/uploads"); }
-  submit(request, idempotencyKey) {
-    return this.json("POST", "api/v1/jobs", { body: request, headers: { "Idempotency-Key": idempotencyKey } });
+  models(signal) { return this.json("GET", "api/v1/models", { signal }); }
+  createUpload(signal) { return this.json("POST", "api/v1/uploads", { signal }); }
+  submit(request, idempotencyKey, signal) {
+    return this.json("POST", "api/v1/jobs", { body: request, headers: { "Idempotency-Key": idempotencyKey }, signal });
   }
-  job(id) { return this.json("GET", `api/v1/jobs/${encodeURIComponent(id)}`); }
+  job(id, signal) { return this.json("GET", `api/v1/jobs/${encodeURIComponent(id)}`, { signal }); }
   cancel(id) { return this.json("POST", `api/v1/jobs/${encodeURIComponent(id)}/cancel`); }
   remove(id) { return this.json("DELETE", `api/v1/jobs/${encodeURIComponent(id)}`); }
-  list(limit, cursor) {
+  list(limit, cursor, signal) {
     const query = new URLSearchParams({ limit: String(limit) });
     if (cursor) query.set("cursor", cursor);
-    return this.json("GET", `api/v1/jobs?${query}`);
+    return this.json("GET", `api/v1/jobs?${query}`, { signal });
   }
 
   /** The job's Server-Sent Events, read with fetch (EventSource cannot send the token): yields
-   *  {event, data} until the gateway ends the stream or `signal` aborts it. */
-  async *events(id, signal) {
+   *  {event, data} until the gateway ends the stream or `signal` aborts it; `onBytes` is called
+   *  whenever bytes arrive, keep-alive comments included (a stream that stays silent is dead). */
+  async *events(id, signal, onBytes = () => {}) {
     const response = await this.request("GET", `api/v1/jobs/${encodeURIComponent(id)}/events`,
                                         { headers: { Accept: "text/event-stream" }, signal });
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        buffer += value;
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const event = parseEvent(buffer.slice(0, end));
-          buffer = buffer.slice(end + 2);
-          if (event) yield event;
-        }
-      }
-    } finally {
-      reader.cancel().catch(() => {});
-    }
+    yield* readEvents(response.body, onBytes);
   }
 }
 
-/** One SSE block (`event:` and `data:` lines; comments are keep-alives) as {event, data}. */
+/** The events of an SSE byte stream (a ReadableStream), as {event, data}; see `EventSplitter`. */
+export async function* readEvents(body, onBytes = () => {}) {
+  const reader = body.getReader();
+  try {
+    const decoder = new TextDecoder();
+    const splitter = new EventSplitter();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      onBytes();
+      yield* splitter.push(decoder.decode(value, { stream: true }));
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
+/** Cuts SSE text, given in pieces of any size, into events: lines may end in CRLF, LF or CR (a CR
+ *  at the end of a piece waits for the next, which may start with its LF). */
+export class EventSplitter {
+  constructor() {
+    this.buffer = "";
+  }
+
+  /** The events that `text` completes. */
+  *push(text) {
+    let more = this.buffer + text;
+    const held = more.endsWith("\r") ? "\r" : "";
+    if (held) more = more.slice(0, -1);
+    more = more.replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = more.indexOf("\n\n")) >= 0) {
+      const event = parseEvent(more.slice(0, end));
+      more = more.slice(end + 2);
+      if (event) yield event;
+    }
+    this.buffer = more + held;
+  }
+}
+
+/** One SSE block (`event:` and `data:` lines; comments are keep-alives) as {event, data}; null for
+ *  a block without data, or whose data is not JSON (that one event is skipped, not the stream). */
 export function parseEvent(block) {
   let event = "message";
   const data = [];
@@ -119,14 +149,29 @@ export function parseEvent(block) {
     if (field === "event") event = value;
     else if (field === "data") data.push(value);
   }
-  return data.length ? { event, data: JSON.parse(data.join("\n")) } : null;
+  if (!data.length) return null;
+  try {
+    return { event, data: JSON.parse(data.join("\n")) };
+  } catch {
+    return null;
+  }
 }
 
 /** PUT `file` to a signed upload URL (no token: the URL carries its signature), reporting progress
- *  0..100; `signal` aborts it. XMLHttpRequest, because fetch reports no upload progress. */
+ *  0..100; `signal` aborts it (at once if it already has). XMLHttpRequest, because fetch reports no
+ *  upload progress. */
 export function putFile(url, file, onProgress, signal) {
   return new Promise((resolve, reject) => {
+    if (signal && signal.aborted) {
+      reject(aborted());
+      return;
+    }
     const xhr = new XMLHttpRequest();
+    const stop = () => xhr.abort();
+    const settle = (outcome, value) => {
+      if (signal) signal.removeEventListener("abort", stop);
+      outcome(value);
+    };
     xhr.open("PUT", url);
     xhr.setRequestHeader("Content-Type", "application/octet-stream");
     xhr.upload.onprogress = (event) => {
@@ -134,18 +179,28 @@ export function putFile(url, file, onProgress, signal) {
     };
     xhr.onload = () => {
       const body = parseBody(xhr.responseText);
-      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
-      else reject(new ApiError(xhr.status, body, retryAfter(xhr.getResponseHeader("Retry-After"))));
+      if (xhr.status >= 200 && xhr.status < 300) settle(resolve, body);
+      else settle(reject, new ApiError(xhr.status, body, retryAfter(xhr.getResponseHeader("Retry-After"))));
     };
-    xhr.onerror = () => reject(new Unreachable("the upload was cut off"));
-    xhr.onabort = () => reject(new DOMException("upload cancelled", "AbortError"));
-    if (signal) signal.addEventListener("abort", () => xhr.abort(), { once: true });
+    xhr.onerror = () => settle(reject, new Unreachable("the upload was cut off"));
+    xhr.onabort = () => settle(reject, aborted());
+    if (signal) signal.addEventListener("abort", stop, { once: true });
     xhr.send(file);
   });
 }
 
-function megabytes(bytes) {
-  return `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`;
+/** Where the gateway says it is, when that is not this page's origin: its links (`upload_url`, made
+ *  from its SAMI_PUBLIC_URL) point at an address this page's policy does not let it call. That
+ *  address is the link up to `/api/v1/`; null when the link is this page's own origin. */
+export function elsewhere(link, here = location.origin) {
+  const url = new URL(link, here);
+  if (url.origin === here) return null;
+  const at = url.pathname.indexOf("/api/v1/");
+  return url.origin + (at > 0 ? url.pathname.slice(0, at) : "");
+}
+
+export function megabytes(bytes) {
+  return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
 function seconds(n) {
@@ -173,7 +228,8 @@ export function explain(err, context = {}) {
     40000024: "The gateway could not fetch the file.",
     40200001: "The gateway does not know this token's appkey.",
     40200002: "The token was refused: it is wrong or has expired. Paste a new one.",
-    40200014: "This token may not run music separation.",
+    40200014: /no namespace/.test(err.message) ? "This gateway does not run separation jobs."
+      : "This token's appkey may not run music separation.",
     40300001: "The upload link has expired. Submit the file again.",
     40400002: "This job no longer exists: it has expired or was deleted.",
     40800001: "The upload took too long and was stopped. Try again on a faster connection.",

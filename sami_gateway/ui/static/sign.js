@@ -1,6 +1,7 @@
 // GetToken from the page: a Volcengine V4 (HMAC-SHA256) signed `POST /?Action=GetToken`, as the
 // official SDKs send it. SHA-256 is written out here because WebCrypto exists only on HTTPS or
 // localhost pages, and a gateway on a LAN address is served over plain HTTP.
+import { Unreachable } from "./api.js";
 
 const K = new Uint32Array([
   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -93,13 +94,19 @@ export function signGetToken(accessKey, secretKey, host, body, date) {
   };
 }
 
-/** A SAMI token for `appkey` from this gateway's GetToken: {token, expires_at}; throws an Error whose
- *  message is the OpenAPI error's. The gateway's GetToken answers at its root path. */
+/** A SAMI token for `appkey` from this gateway's GetToken: {token, expires_at}; throws Unreachable
+ *  without an answer, else an Error whose message and `code` are the OpenAPI error's. The gateway's
+ *  GetToken answers at its root path. */
 export async function getToken(accessKey, secretKey, appkey, expiration = 3600) {
   const body = JSON.stringify({ token_version: "volc-auth-v1", appkey, expiration });
   const root = new URL("/", document.baseURI);
   const headers = signGetToken(accessKey, secretKey, root.host, body, new Date());
-  const response = await fetch(`${root.pathname}?${QUERY}`, { method: "POST", headers, body });
+  let response;
+  try {
+    response = await fetch(`${root.pathname}?${QUERY}`, { method: "POST", headers, body });
+  } catch (err) {
+    throw new Unreachable(String(err.message || err));
+  }
   const answer = await response.json().catch(() => ({}));
   if (response.ok && answer.token) return answer;
   const error = (answer.ResponseMetadata && answer.ResponseMetadata.Error) || {};

@@ -270,3 +270,20 @@ def test_listing_loads_no_model(parser: JobParser, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(torch, "load", refuse)
     assert len(parser.models()["models"]) == 6
+
+
+def test_a_listing_lists_the_store_once(parser: JobParser, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Demucs models and the models of the SAMI names come from one listing of the directory."""
+    scans: list[Path] = []
+    real = StoreModels._list
+    monkeypatch.setattr(StoreModels, "_list", lambda self: scans.append(self.root) or real(self))
+    assert len(parser.models()["models"]) == 6
+    assert len(scans) == 1
+
+
+@pytest.mark.parametrize("text", ["", "3\n"])
+def test_a_yaml_file_that_is_no_bag_is_not_listed_and_refused_clearly(store: Path, text: str) -> None:
+    (store / "x.yaml").write_text(text)
+    parser = JobParser(StoreModels(store), TARGETS)
+    assert "x" not in names(parser.models())
+    assert "x.yaml is not a bag file" in refusal(parser, {"model": "x"}).detail

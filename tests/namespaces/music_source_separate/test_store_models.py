@@ -116,3 +116,45 @@ def test_models_list_a_bag_missing_a_layer_and_read_each_header_once(store: Path
     with pytest.raises(ModelNotInStore):
         listed["htdemucs_ft"].layer_files()
     assert len(reads) == 2  # one header per model, on the first listing only
+
+
+@pytest.mark.parametrize("text", ["", "just words\n", "- a\n- list\n", "models: 3\n", "weights: [[1]]\n"])
+def test_a_yaml_file_that_is_no_bag_is_left_out_and_refused_by_name(store: Path, text: str) -> None:
+    (store / "x.yaml").write_text(text)
+    models = StoreModels(store)
+    assert [info.name for info in models.models()] == ["htdemucs", "htdemucs_ft"]
+    with pytest.raises(ModelStoreError, match=r"x\.yaml is not a bag file"):
+        models.describe("x")
+
+
+def test_descriptions_share_one_listing(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scans: list[Path] = []
+    real = store_models.os.scandir
+
+    def scandir(path: Path) -> object:
+        if path == store:  # not the installed demucs package's catalogue
+            scans.append(path)
+        return real(path)
+
+    monkeypatch.setattr(store_models.os, "scandir", scandir)
+    models = StoreModels(store)
+    listing = models.listing()
+    assert [info.name for info in models.models(listing)] == ["htdemucs", "htdemucs_ft"]
+    assert models.describe("htdemucs_ft", listing).is_bag
+    assert len(scans) == 1
+    models.describe("htdemucs")  # without a listing: the store as it is now
+    assert len(scans) == 2
+
+
+def test_a_missing_demucs_package_is_looked_for_once(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    looked: list[bool] = []
+
+    def packaged() -> None:
+        looked.append(True)
+        raise ModelStoreError("the demucs package is not installed: it ships the model catalogue")
+
+    monkeypatch.setattr(store_models.Catalogue, "packaged", packaged)
+    models = StoreModels(store)
+    for _ in range(3):
+        assert [info.catalogued for info in models.models()] == [False, False]
+    assert looked == [True]
