@@ -350,7 +350,9 @@ async function onSubmit(event) {
     upload = await api.createUpload(signal);
     if (!owns(signal)) return;
     const there = elsewhere(upload.upload_url);
-    if (there) throw new Notice(`This gateway hands out links for ${there}: open ${there}/ui`, upload.upload_url);
+    if (there) {  // the details name the link, not its signature
+      throw new Notice(`This gateway hands out links for ${there}: open ${there}/ui`, upload.upload_url.split("?")[0]);
+    }
     if (file.size > upload.max_bytes) {
       throw new ApiError(413, { error: { status_code: 41300001, status_text: "PayloadTooLarge",
         message: `${file.name} is ${size(file.size)}; uploads are at most ${size(upload.max_bytes)}` } }, null);
