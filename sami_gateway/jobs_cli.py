@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 Flags = dict[str, Any]
 Action = Callable[["SamiClient", Flags], int]
 
-FORMATS = ("wav", "flac", "mp3", "aac")
+FORMATS = ("wav", "flac", "mp3", "aac", "m4a")
 BAR_WIDTH = 30  # characters of the progress bar
 POLL_SECONDS = 2.0  # one long poll while a progress bar is shown: the bar moves at least this often
 FAILED = 1  # exit status when the gateway refused, or a job did not succeed

@@ -7,7 +7,7 @@ from typing import Any
 Schema = dict[str, Any]
 
 DATE_TIME: Schema = {"type": "string", "format": "date-time"}
-OUTPUT_FORMATS = ["wav", "flac", "mp3", "aac"]
+OUTPUT_FORMATS = ["wav", "flac", "mp3", "aac", "m4a"]
 JOB_STATUSES = ["queued", "processing", "succeeded", "failed", "cancelled"]
 WEBHOOK_TYPES = ["job.succeeded", "job.failed", "job.cancelled"]
 MAX_NAME_CHARS = 200  # the contract's limit on a job's `name`
@@ -309,7 +309,7 @@ EXAMPLES: dict[str, Any] = {
         ],
         "output": {"formats": OUTPUT_FORMATS, "default": {"format": "wav", "sample_rate": 44100, "channels": 2},
                    "sample_rate_range": {"min": 8000, "max": 48000},
-                   "sample_rates": {"mp3": _CODEC_RATES, "aac": _CODEC_RATES}, "channels": [1, 2]},
+                   "sample_rates": {"mp3": _CODEC_RATES, "aac": _CODEC_RATES, "m4a": _CODEC_RATES}, "channels": [1, 2]},
     },
 }
 JOB_REQUESTS: dict[str, Any] = {

@@ -192,16 +192,26 @@ ORIGIN_REDIRECTS = {  # path -> where it redirects: public-looking URLs that lea
 
 
 @pytest.fixture(scope="session")
-def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def go_build(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
+    """Builds a Go program folder offline into a binary; one build cache for the session."""
     go = shutil.which("go")
     assert go, "golang-go is required: bash scripts/install.sh --test installs it"
-    out = tmp_path_factory.mktemp("go") / "invoke"
     cache = tmp_path_factory.mktemp("gocache")
     env = {**os.environ, "GOCACHE": str(cache), "GOPATH": str(cache / "path"), "GOFLAGS": "-mod=mod",
            "GOPROXY": "off", "CGO_ENABLED": "0"}
-    subprocess.run([go, "build", "-o", str(out), "."], cwd=ROOT / "examples/go", env=env,
-                   check=True, timeout=300)
-    return out
+
+    def build(folder: Path) -> Path:
+        out = tmp_path_factory.mktemp("go") / "invoke"
+        subprocess.run([go, "build", "-o", str(out), "."], cwd=folder, env=env, check=True, timeout=300)
+        return out
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def go_client(go_build: Callable[[Path], Path]) -> Path:
+    """The Go sample of examples/go, built."""
+    return go_build(ROOT / "examples/go")
 
 
 @pytest.fixture(scope="session")

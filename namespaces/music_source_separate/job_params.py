@@ -24,10 +24,10 @@ from .store import ModelStoreError
 from .store_models import ModelInfo, StoreModels
 
 DEFAULT_JOB_MODEL = "htdemucs"  # Demucs's own default: four stems
-JOB_FORMATS = ("wav", "flac", "mp3", "aac")
+JOB_FORMATS = ("wav", "flac", "mp3", "aac", "m4a")
 OUTPUT_KEYS = frozenset({"format", "sample_rate", "channels"})
 DEFAULT_JOB_OUTPUT = OutputSpec("wav", 44100, 2)
-CODEC_FORMATS = ("mp3", "aac")  # their encoders take only CODEC_RATES; wav and flac any rate in range
+CODEC_FORMATS = ("mp3", "aac", "m4a")  # their encoders take only CODEC_RATES; wav and flac any rate in range
 JOB_CHANNELS = (1, 2)
 MAX_STEMS = 64  # more names than any model has stems (six sources and their `no_` forms)
 

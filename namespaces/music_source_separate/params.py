@@ -11,7 +11,7 @@ from sami_gateway.errors import Code, error
 from .audio.decode import INPUT_RATES, AudioHint
 from .sami_models import DEFAULT_MODEL, SAMI_MODELS, SamiModel
 
-OUTPUT_FORMATS = ("wav", "mp3", "aac")  # what SAMI offers, of the encoder's `audio.encode.FORMATS`
+OUTPUT_FORMATS = ("wav", "mp3", "aac", "m4a")  # SAMI's three, and m4a: AAC of exact length (`audio.encode.FORMATS`)
 MIN_OUTPUT_RATE, MAX_OUTPUT_RATE = 8000, 48000
 # Rates the MP3 (MPEG-1/2/2.5) and AAC encoders accept inside 8..48 kHz; WAV takes any.
 CODEC_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -241,6 +242,26 @@ def test_two_stems_come_from_one_separation_and_a_repeat_is_a_stem_cache_hit(liv
     assert again[done] == after[done] and again[calls] == after[calls]  # no model call at all
     for stem in ("vocals", "no_vocals"):
         assert second["result"][stem]["sha256"] == first["result"][stem]["sha256"]
+
+
+@pytest.mark.parametrize("fmt,rate", [("m4a", 44100), ("mp3", 22050)])
+def test_m4a_and_mp3_results_decode_to_the_exact_length_in_ffmpeg(live: LiveGateway, tmp_path: Path, fmt: str,
+                                                                 rate: int) -> None:
+    """AAC of exact length (in MP4, with an edit list) and MP3 (LAME's header) through jobs."""
+    seconds = 3.3
+    body = {"input": data(song(seconds, seed=40 + rate % 7, rate=44100, channels=2)), "model": "htdemucs",
+            "stems": ["vocals"], "output": {"format": fmt, "sample_rate": rate, "channels": 2}}
+    job = live.finished(created(submit(live, body))["id"])
+    assert job["status"] == "succeeded" and job["output"]["format"] == fmt, job
+    answer = result(live, job["id"], "vocals")
+    assert answer.headers["Content-Type"] == {"m4a": "audio/mp4", "mp3": "audio/mpeg"}[fmt]
+    assert f'filename="vocals.{fmt}"' in answer.headers["Content-Disposition"]
+    target = tmp_path / f"vocals.{fmt}"
+    target.write_bytes(answer.content)
+    decoded = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(target), "-f", "f32le", "-"],
+                             check=True, capture_output=True, timeout=60).stdout
+    assert len(decoded) // 8 == round(seconds * rate)
+    assert job["result"]["vocals"]["duration"] == pytest.approx(seconds, abs=1e-3)
 
 
 def test_multipart_url_input_idempotency_and_results_with_range_etag_and_signed_urls(live: LiveGateway) -> None:

@@ -94,7 +94,7 @@ async def test_the_demo_store_is_listed_and_every_model_is_accepted(real: tuple[
     for name in ("htdemucs", "htdemucs_ft"):
         assert by_name[name]["sources"] == ["drums", "bass", "other", "vocals"] and by_name[name]["kind"] == "demucs"
     assert list(by_name)[2:] == ["2track_vocal", "2track_acc", "bs_4track_vocal", "bs_4track_acc"]
-    assert listing["output"]["formats"] == ["wav", "flac", "mp3", "aac"]
+    assert listing["output"]["formats"] == ["wav", "flac", "mp3", "aac", "m4a"]
     asked: list[tuple[str | None, list[str] | None]] = [(None, None)]
     for model in listing["models"]:
         stems = model["stems"]  # each source, then each `no_<source>`: the last pair is one source (a specialist)

@@ -1,4 +1,4 @@
-"""float32 samples to the bytes of an output format: 16-bit wav and flac, mp3 and ADTS aac."""
+"""float32 samples to the bytes of an output format: 16-bit wav and flac, mp3, ADTS aac and m4a."""
 
 from __future__ import annotations
 
@@ -12,53 +12,99 @@ import numpy as np
 import soundfile as sf
 
 from .formats import FORMATS as FORMATS  # the formats encode() writes
+from .lame import lame
+from .mp4_edit import set_duration
 
-_ENCODERS = {"mp3": ("mp3", "libmp3lame"), "aac": ("adts", "aac")}  # muxer, codec
+_ENCODERS = {"mp3": ("mp3", "libmp3lame"), "aac": ("adts", "aac"), "m4a": ("ipod", "aac")}  # muxer, codec
 _BIT_RATES = {1: 128_000, 2: 192_000}  # by channel count
+AAC_FRAME = 1024  # samples per AAC-LC frame; FFmpeg's encoder primes the stream with one frame
 
 
 def _encode_soundfile(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
+    """16-bit wav or flac, each sample rounded to the nearest step (libsndfile's own conversion of
+    floats rounds for flac but floors for wav: half a step of bias, and 10 dB more noise)."""
+    ints = np.clip(np.rint(pcm.T * 32768.0), -32768, 32767).astype(np.int16)
     buffer = io.BytesIO()
-    sf.write(buffer, pcm.T, sample_rate, format=fmt.upper(), subtype="PCM_16")
+    sf.write(buffer, ints, sample_rate, format=fmt.upper(), subtype="PCM_16")
     return buffer.getvalue()
 
 
-def _audio_frames(pcm: np.ndarray, sample_rate: int, layout: str, size: int) -> Iterator[av.AudioFrame]:
-    """fltp frames of the encoder's frame size (the last may be shorter), timestamped in samples."""
+def _audio_frames(pcm: np.ndarray, sample_rate: int, layout: str, size: int,
+                  first_pts: int = 0) -> Iterator[av.AudioFrame]:
+    """fltp frames of the encoder's frame size (the last may be shorter), timestamped in samples
+    from `first_pts` (negative: samples before the presentation starts)."""
     for start in range(0, pcm.shape[1], size):
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, start:start + size]),
                                            format="fltp", layout=layout)
         frame.sample_rate = sample_rate
         frame.time_base = Fraction(1, sample_rate)
-        frame.pts = start
+        frame.pts = first_pts + start
         yield frame
 
 
-def _encode_av(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """MP3 (libmp3lame, mp3 muxer: LAME header with delay/padding) or AAC (native encoder, ADTS)."""
-    muxer, codec = _ENCODERS[fmt]
-    channels = pcm.shape[0]
+def _check_codec(fmt: str, channels: int, sample_rate: int) -> None:
     if channels not in _BIT_RATES:
         raise ValueError(f"{fmt} output takes 1 or 2 channels, not {channels}")
-    rates = av.codec.Codec(codec, "w").audio_rates
+    rates = av.codec.Codec(_ENCODERS[fmt][1], "w").audio_rates
     if rates and sample_rate not in rates:
         raise ValueError(f"{fmt} cannot be encoded at {sample_rate} Hz")
+
+
+def m4a_lead(frames: int) -> int:
+    """Silence put before `frames` samples in an m4a so that they end on an AAC frame boundary.
+
+    FFmpeg's MP4 demuxer trims an edit list's start to the sample (the encoder's priming frame and
+    this lead) but never cuts into the end of a frame; it drops a frame that lies wholly past the
+    edit, and takes the last frame of a track to be as long as the whole edit. So the samples end
+    on a frame boundary, one frame of silence is muxed after them and the edit list ends before it
+    (`mp4_edit.set_duration`): FFmpeg, browsers and Apple's decoders all give back exactly `frames`.
+    """
+    return -frames % AAC_FRAME
+
+
+def encode_av(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
+    """Through PyAV: MP3 (libmp3lame; the mp3 muxer writes the LAME header with delay and padding),
+    AAC (FFmpeg's native encoder) in ADTS, or in MP4 with an edit list (m4a: exact length)."""
+    muxer, codec = _ENCODERS[fmt]
+    channels = pcm.shape[0]
+    _check_codec(fmt, channels, sample_rate)
     layout = "mono" if channels == 1 else "stereo"
+    lead, frames = 0, pcm.shape[1]
+    options = {}
+    if fmt == "m4a":
+        lead = m4a_lead(frames)
+        pcm = np.concatenate([np.zeros((channels, lead), dtype=np.float32), pcm,
+                              np.zeros((channels, AAC_FRAME), dtype=np.float32)], axis=1)
+        options["movie_timescale"] = str(sample_rate)  # the edit list counts samples, not milliseconds
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format=muxer) as container:
+    with av.open(buffer, "w", format=muxer, options=options) as container:
         stream = cast(av.AudioStream, container.add_stream(codec, rate=sample_rate, layout=layout))
         stream.bit_rate = _BIT_RATES[channels]
         stream.codec_context.open()  # frame_size is known once the encoder is open
-        for frame in _audio_frames(pcm, sample_rate, layout, stream.codec_context.frame_size):
+        for frame in _audio_frames(pcm, sample_rate, layout, stream.codec_context.frame_size, -lead):
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+    if fmt == "m4a":  # the edit list ends with the samples, before the frame of silence after them
+        return set_duration(buffer.getvalue(), frames)
     return buffer.getvalue()
 
 
-def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """float32 (C, n) -> bytes: "wav"/"flac" 16-bit, "mp3" 128k mono/192k stereo, "aac" ADTS 128k/192k.
+def _encode_mp3(pcm: np.ndarray, sample_rate: int) -> bytes:
+    """LAME directly when a LAME library loads (3x faster, same settings, LAME's own Info frame),
+    else through PyAV."""
+    library = lame()
+    if library is None:
+        return encode_av(pcm, sample_rate, "mp3")
+    _check_codec("mp3", pcm.shape[0], sample_rate)
+    return library.encode(pcm, sample_rate, _BIT_RATES[pcm.shape[0]]).data
 
-    Samples are clipped to [-1, 1] (NaN becomes 0). mp3 and aac take 1 or 2 channels and
+
+def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
+    """float32 (C, n) -> bytes: "wav"/"flac" 16-bit, "mp3" 128k mono/192k stereo, "aac" ADTS and
+    "m4a" (AAC in MP4) 128k/192k. mp3 and m4a decode to exactly n samples; ADTS has no place to say
+    so, and decodes with up to one frame more.
+
+    Samples are clipped to [-1, 1] (NaN becomes 0). mp3, aac and m4a take 1 or 2 channels and
     the rates their encoders list (8000..48000 family); wav takes any. A format, layout
     or rate it cannot write is the caller's mistake: ValueError.
     """
@@ -70,4 +116,6 @@ def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     pcm = np.clip(np.nan_to_num(pcm, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
     if fmt in ("wav", "flac"):
         return _encode_soundfile(pcm, sample_rate, fmt)
-    return _encode_av(pcm, sample_rate, fmt)
+    if fmt == "mp3":
+        return _encode_mp3(pcm, sample_rate)
+    return encode_av(pcm, sample_rate, fmt)

@@ -3,4 +3,4 @@ command line reads it to build its parser)."""
 
 from __future__ import annotations
 
-FORMATS = ("wav", "flac", "mp3", "aac")
+FORMATS = ("wav", "flac", "mp3", "aac", "m4a")

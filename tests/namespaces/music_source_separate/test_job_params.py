@@ -171,9 +171,10 @@ def test_the_demo_store_is_listed(parser: JobParser) -> None:
         assert model["default_stems"] == (["vocals"] if sami.target.value == "vocals" else ["no_vocals"])
         assert model["description"].endswith(f"(runs {sami.backend})")
     assert listing["output"] == {
-        "formats": ["wav", "flac", "mp3", "aac"], "default": {"format": "wav", "sample_rate": 44100, "channels": 2},
+        "formats": ["wav", "flac", "mp3", "aac", "m4a"],
+        "default": {"format": "wav", "sample_rate": 44100, "channels": 2},
         "sample_rate_range": {"min": 8000, "max": 48000},
-        "sample_rates": {"mp3": sorted(CODEC_RATES), "aac": sorted(CODEC_RATES)}, "channels": [1, 2]}
+        "sample_rates": {fmt: sorted(CODEC_RATES) for fmt in ("mp3", "aac", "m4a")}, "channels": [1, 2]}
 
 
 def test_the_listing_matches_its_openapi_schema_and_example(parser: JobParser) -> None:

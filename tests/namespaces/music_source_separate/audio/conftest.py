@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from namespaces.music_source_separate.audio.decode import AudioHint, decode
-from namespaces.music_source_separate.audio.encode import encode
+from namespaces.music_source_separate.audio.encode import encode, encode_av
 from namespaces.music_source_separate.audio.errors import AudioError, AudioErrorKind
 
 NO_HINT = AudioHint()
@@ -101,7 +101,7 @@ def samples_by_format() -> dict[str, bytes]:
         "wav": encode(x, 44100, "wav"),
         "flac": soundfile_bytes(x, 44100, "FLAC"),
         "ogg": soundfile_bytes(x, 44100, "OGG", "VORBIS"),
-        "mp3": encode(x, 44100, "mp3"),
+        "mp3": encode_av(x, 44100, "mp3"),  # FFmpeg's muxer: an ID3v2 tag, then its own Xing frame
         "aac": encode(x, 44100, "aac"),
         "mp4": m4a_bytes(x, 44100),
     }

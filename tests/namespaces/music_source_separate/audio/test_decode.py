@@ -11,7 +11,7 @@ import soundfile as sf
 
 from namespaces.music_source_separate.audio import decode as decoding
 from namespaces.music_source_separate.audio.decode import INPUT_RATES, AudioHint, DecodedAudio, decode
-from namespaces.music_source_separate.audio.encode import encode
+from namespaces.music_source_separate.audio.encode import encode, encode_av
 from namespaces.music_source_separate.audio.errors import AudioError, AudioErrorKind
 from namespaces.music_source_separate.audio.sniff import probe_duration, sniff
 from tests.namespaces.music_source_separate.audio.conftest import (
@@ -186,8 +186,8 @@ def test_limit_is_inclusive() -> None:
 
 
 def test_concatenated_mp3_with_short_header_is_refused() -> None:
-    short = encode(sine(22050, 1, 0.5), 22050, "mp3")  # its Xing header says 0.5 s
-    long = encode(sine(22050, 1, 20.0), 22050, "mp3")
+    short = encode_av(sine(22050, 1, 0.5), 22050, "mp3")  # its Xing header says 0.5 s
+    long = encode_av(sine(22050, 1, 20.0), 22050, "mp3")
     assert kind_of(short + strip_id3(long), max_seconds=5) is TOO_LONG
 
 

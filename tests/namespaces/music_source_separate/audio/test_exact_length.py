@@ -1,0 +1,184 @@
+"""MP3 (through LAME directly) and m4a decode to exactly the samples encoded, in FFmpeg and in
+libsndfile, at every rate, for long and very short outputs; the LAME path matches PyAV's in quality
+and never holds the GIL for long."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from namespaces.music_source_separate.audio import lame as lame_module
+from namespaces.music_source_separate.audio.decode import AudioHint, decode
+from namespaces.music_source_separate.audio.encode import encode, encode_av, m4a_lead
+from namespaces.music_source_separate.audio.lame import Lame, candidates, lame
+from namespaces.music_source_separate.audio.lame_tag import crc16, delays, lead_for, with_delay
+from tests.namespaces.music_source_separate.audio.conftest import CODEC_RATES
+
+pytestmark = pytest.mark.timeout(300)
+# Lengths around the frame sizes (576 and 1152 samples), the encoders' delays, and a few seconds.
+LENGTHS = (1, 2, 46, 47, 100, 575, 577, 1023, 1025, 1151, 1153, 2305, 44_101)
+
+
+def ffmpeg_frames(tmp_path: Path, data: bytes, fmt: str, channels: int) -> int:
+    """Samples FFmpeg decodes (the format named, as a client that asked for it would: its probe
+    cannot tell an MP3 of three or four frames by its bytes alone)."""
+    ffmpeg = shutil.which("ffmpeg")
+    assert ffmpeg, "ffmpeg is required: bash scripts/install.sh --test installs it"
+    source = tmp_path / f"x.{fmt}"
+    source.write_bytes(data)
+    demuxer = {"mp3": "mp3", "m4a": "mov"}[fmt]
+    out = subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-f", demuxer, "-i", str(source), "-f", "f32le", "-"],
+                         check=True, capture_output=True, timeout=60).stdout
+    return len(out) // (4 * channels)
+
+
+def noise(frames: int, channels: int, seed: int = 0) -> np.ndarray:
+    return (0.3 * np.random.default_rng(seed).standard_normal((channels, frames))).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", CODEC_RATES)
+def test_mp3_decodes_to_exactly_the_samples_encoded(tmp_path: Path, rate: int) -> None:
+    wrong = []
+    for frames in (*LENGTHS, 3 * rate + 7):
+        for channels in (1, 2):
+            data = encode(noise(frames, channels, frames), rate, "mp3")
+            got = (ffmpeg_frames(tmp_path, data, "mp3", channels), sf.info(io.BytesIO(data)).frames)
+            if got != (frames, frames):
+                wrong.append((frames, channels, got))
+    assert wrong == []
+
+
+@pytest.mark.parametrize("rate", CODEC_RATES)
+def test_m4a_decodes_to_exactly_the_samples_encoded(tmp_path: Path, rate: int) -> None:
+    wrong = []
+    for frames in (*LENGTHS, 3 * rate + 7):
+        for channels in (1, 2):
+            got = ffmpeg_frames(tmp_path, encode(noise(frames, channels, frames), rate, "m4a"), "m4a", channels)
+            if got != frames:
+                wrong.append((frames, channels, got))
+    assert wrong == []
+
+
+def test_the_lead_of_an_m4a_ends_the_samples_on_a_frame_boundary() -> None:
+    for frames in (1, 1023, 1024, 1025, 2047, 2048, 5000):
+        lead = m4a_lead(frames)
+        assert (lead + frames) % 1024 == 0 and 0 <= lead < 1024
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "m4a"])
+def test_the_gateway_reads_its_own_output_at_its_length(fmt: str) -> None:
+    """A result fed back in (a stem separated again) decodes to its length in the gateway too."""
+    x = noise(22_050 + 11, 2)
+    decoded = decode(encode(x, 22_050, fmt), AudioHint(), 60.0)
+    assert decoded.samples.shape == x.shape
+
+
+def test_both_lame_libraries_load_and_write_the_same_stream() -> None:
+    """The lameenc wheel's LAME comes first; Debian's libmp3lame0 is the fallback. Each gives a
+    stream of the same frames and length (the tag names its own version)."""
+    paths = candidates()
+    assert len(paths) == 2 and paths[0].endswith(".so") and "lameenc" in paths[0], paths
+    x = noise(44_100, 2)
+    streams = [Lame(path).encode(x, 44_100, 192_000) for path in paths]
+    assert [len(stream.data) for stream in streams] == [len(streams[0].data)] * 2
+    assert [(stream.delay, stream.padding) for stream in streams] == [(576, streams[0].padding)] * 2
+    for stream in streams:
+        assert sf.info(io.BytesIO(stream.data)).frames == 44_100
+    assert lame() is not None and lame().path == paths[0]
+
+
+def test_without_a_lame_library_mp3_goes_through_pyav(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lame_module, "_loaded", [None])
+    x = noise(22_050, 2)
+    assert encode(x, 22_050, "mp3") == encode_av(x, 22_050, "mp3")
+
+
+def test_a_library_without_lame_is_passed_over(tmp_path: Path) -> None:
+    not_lame = shutil.which("true")
+    assert lame_module._first_loadable([str(tmp_path / "missing.so"), "libc.so.6"]) is None
+    assert not_lame is not None
+
+
+def snr_below(reference: np.ndarray, decoded: np.ndarray, rate: int, cutoff: float = 16_000) -> float:
+    """SNR in dB of `decoded` against `reference` over the band below `cutoff` (both (C, n))."""
+    spectrum_in, spectrum_out = np.fft.rfft(reference, axis=1), np.fft.rfft(decoded, axis=1)
+    band = np.fft.rfftfreq(reference.shape[1], 1 / rate) < cutoff
+    signal = np.sum(np.abs(spectrum_in[:, band]) ** 2)
+    error = np.sum(np.abs(spectrum_in[:, band] - spectrum_out[:, band]) ** 2)
+    return float(10 * np.log10(signal / error))
+
+
+def music(seconds: float, rate: int) -> np.ndarray:
+    """Stereo tones with harmonics, a beat and a little noise: something an MP3 encoder has to work at."""
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(5)
+    notes = np.array([220.0, 277.2, 329.6, 440.0])[(t * 2).astype(int) % 4]
+    tone = sum(np.sin(2 * np.pi * k * np.cumsum(notes) / rate) / k for k in (1, 2, 3, 5))
+    beat = np.exp(-(t % 0.5) * 20) * np.sin(2 * np.pi * 60 * t)
+    left = 0.25 * tone + 0.3 * beat + 0.02 * rng.standard_normal(t.size)
+    right = 0.2 * tone + 0.3 * beat + 0.02 * rng.standard_normal(t.size)
+    return np.stack([left, right]).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", [22_050, 44_100, 48_000])
+def test_lame_directly_is_as_good_as_pyav(rate: int) -> None:
+    """Same LAME settings, same quality: SNR below 16 kHz within 0.5 dB of the PyAV path's."""
+    x = music(5, rate)
+    fast, slow = encode(x, rate, "mp3"), encode_av(x, rate, "mp3")
+    decoded = [sf.read(io.BytesIO(data), dtype="float32", always_2d=True)[0].T for data in (fast, slow)]
+    assert [d.shape for d in decoded] == [x.shape, x.shape]
+    snr_fast, snr_slow = (snr_below(x, d, rate, min(16_000, rate / 2)) for d in decoded)
+    assert snr_fast > 10 and abs(snr_fast - snr_slow) < 0.5, (snr_fast, snr_slow)
+    assert abs(len(fast) - len(slow)) < 0.02 * len(slow)  # the same bit rate
+
+
+def test_a_long_mp3_never_holds_the_gil_for_long() -> None:
+    """A thread encoding 60 s of stereo leaves this thread running: no gap between its ticks
+    is longer than 50 ms (ctypes releases the GIL in every call, one second of samples at a time)."""
+    x = music(60, 44_100)
+    done = threading.Event()
+    gaps = []
+
+    def tick() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            time.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        encode(x, 44_100, "mp3")
+    finally:
+        done.set()
+        ticker.join()
+    assert len(gaps) > 10 and max(gaps) < 0.05, max(gaps)
+
+
+def test_the_tag_crc_is_lames_and_a_new_delay_keeps_it_valid() -> None:
+    stream = lame().encode(noise(10, 1), 8000, 128_000)  # short at 8 kHz: encoded after a lead
+    assert stream.delay == 576 + lead_for(10, 576, 576) == 623
+    first = 576  # 8 kHz mono at 64 kbit/s: 576-byte frames
+    assert delays(stream.data, first) == (623, stream.padding)
+    part = stream.data.find(b"LAME")
+    assert int.from_bytes(stream.data[part + 34:part + 36], "big") == crc16(stream.data[:part + 34])
+    moved = with_delay(stream.data, first, 600)
+    assert delays(moved, first) == (600, stream.padding)
+    assert int.from_bytes(moved[part + 34:part + 36], "big") == crc16(moved[:part + 34])
+    assert crc16(b"123456789") == 0xBB3D  # CRC-16/ARC's check value
+
+
+def test_no_lead_where_ffmpeg_needs_none() -> None:
+    assert lead_for(1, 576, 1152) == 0  # MPEG-1: the skip ends in the first frame
+    assert lead_for(47, 576, 576) == 0  # MPEG-2: the output reaches the third frame
+    assert lead_for(46, 576, 576) == 47
