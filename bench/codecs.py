@@ -131,7 +131,8 @@ def versions() -> dict[str, Any]:
     library = lame()
     return {"python": platform.python_version(), "numpy": np.__version__, "av": av.__version__,
             "libavcodec (PyAV's)": ".".join(map(str, av.library_versions["libavcodec"])),
-            "lameenc": metadata.version("lameenc"), "lame": f"{library.version} ({Path(library.path).name})" if library else None,
+            "lameenc": metadata.version("lameenc"),
+            "lame": f"{library.version} ({Path(library.path).name})" if library else None,
             "soundfile": sf.__version__, "libsndfile": sf.__libsndfile_version__, "ffmpeg (decoding)": ffmpeg,
             "sami-gateway": metadata.version("sami-gateway")}
 
