@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import math
 import os
@@ -48,6 +49,7 @@ from .workqueue import Work, WorkQueue
 log = logging.getLogger(__name__)
 GAUGE_SECONDS = 5.0
 BACKEND_RETRY_SECONDS = 2.0  # a job whose storage or Redis went away is run again after this
+STOP_REPORT_SECONDS = 20.0  # past the grace, a stop still running dumps every stack (faulthandler)
 
 
 def worker_name() -> str:
@@ -110,6 +112,15 @@ class Worker:
         log.info("worker %s taking work (%s)", self.queue.name, self.capacity)
 
     async def stop(self, grace: float) -> None:
+        # A stop that has not ended well after its grace writes every thread's stack to the log: a
+        # worker that will not exit says where it waits (it once outlived 30 s in a test, unexplained).
+        faulthandler.dump_traceback_later(grace + STOP_REPORT_SECONDS, exit=False)
+        try:
+            await self._stop(grace)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+
+    async def _stop(self, grace: float) -> None:
         self._taking = False
         self._wake.set()
         running = [task for _, task in self.held.values()]
