@@ -133,16 +133,16 @@ class Lame:
                 handle, left.ctypes.data + 4 * start, right.ctypes.data + 4 * start, count, buffer, room)
             if written < 0:
                 raise LameError(f"lame_encode_buffer_ieee_float failed ({written})")
-            out += buffer.raw[:written]
+            out += ctypes.string_at(buffer, written)
         written = lib.lame_encode_flush(handle, buffer, room)
         if written < 0:
             raise LameError(f"lame_encode_flush failed ({written})")
-        out += buffer.raw[:written]
+        out += ctypes.string_at(buffer, written)
         tag = ctypes.create_string_buffer(MAX_TAG_BYTES)
         size = lib.lame_get_lametag_frame(handle, tag, MAX_TAG_BYTES)
         if not 0 < size <= min(len(out), MAX_TAG_BYTES):
             raise LameError("LAME gave no Info frame: the stream's exact length would be lost")
-        out[:size] = tag.raw[:size]  # the frame LAME reserved at the start of the stream
+        out[:size] = ctypes.string_at(tag, size)  # the frame LAME reserved at the start of the stream
         return bytes(out), size
 
 
