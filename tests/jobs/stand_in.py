@@ -21,15 +21,12 @@ class EchoParams:
     delay: float
 
 
-class EchoJobs:
-    """`upper`, `lower` and `reversed` copies of the input; `delay` seconds per stem; input `fail` fails."""
+class InvokeOnly:
+    """A namespace with invoke's face only (it runs no jobs): every invoke answers its input back."""
 
-    name = NS
+    name = "Plain"
     needs_input = True
     max_input_bytes = 100_000
-
-    def __init__(self) -> None:
-        self.runs = 0
 
     def parse(self, payload: Mapping[str, Any]) -> str:
         return ""
@@ -42,7 +39,16 @@ class EchoJobs:
         return {}
 
     async def run(self, call: Call[str]) -> Result:
-        return Result(bytes(call.data), {}, RunReport("echo", 1.0))
+        return Result(bytes(call.data), {}, RunReport(self.name.lower(), 1.0))
+
+
+class EchoJobs(InvokeOnly):
+    """`upper`, `lower` and `reversed` copies of the input; `delay` seconds per stem; input `fail` fails."""
+
+    name = NS
+
+    def __init__(self) -> None:
+        self.runs = 0
 
     def parse_job(self, request: Mapping[str, Any]) -> EchoParams:
         unknown = set(request) - {"model", "stems", "output"}

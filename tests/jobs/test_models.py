@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import shutil
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,9 @@ from aiohttp.test_utils import TestClient
 
 from sami_gateway.app import create_app
 from sami_gateway.config import load_config
-from sami_gateway.namespace import Call, Result, RunReport
-from sami_gateway.scheduler import Scheduler
 
 from .conftest import SECRET, MakeClient, bearer
+from .stand_in import InvokeOnly
 from .test_api import error_of
 
 MODELS = "/api/v1/models"
@@ -41,22 +40,6 @@ async def test_without_a_valid_token_401(make_client: MakeClient, headers: dict[
 
 async def test_a_listing_is_refused_as_submission_is_when_no_namespace_runs_jobs(aiohttp_client: Any,
                                                                                 tmp_path: Path) -> None:
-    class InvokeOnly:
-        name, needs_input, max_input_bytes = "Plain", True, 1000
-
-        def parse(self, payload: Mapping[str, Any]) -> str:
-            return ""
-
-        async def start(self, scheduler: Scheduler) -> None: ...
-
-        async def stop(self) -> None: ...
-
-        def load_seconds(self) -> Mapping[str, float]:
-            return {}
-
-        async def run(self, call: Call[str]) -> Result:
-            return Result(b"", {}, RunReport("plain", 0.0))
-
     config = load_config({}, {"SAMI_TOKEN_SECRET": SECRET, "SAMI_APPKEYS": "k", "SAMI_DATA_DIR": str(tmp_path)})
     client = await aiohttp_client(create_app(config, {"Plain": InvokeOnly()}))  # type: ignore[dict-item]
     listed = await error_of(await client.get(MODELS, headers=bearer()), 400, 40200014)
