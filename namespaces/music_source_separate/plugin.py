@@ -117,7 +117,7 @@ class MusicSourceSeparate:
     async def stop(self) -> None:
         for pool in (self._audio_pool, self._job_pool):
             if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+                await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)  # the loop goes on
         self._models.clear()
 
     def _load(self, key: ModelKey) -> Separator:

@@ -385,4 +385,7 @@ async def serve_worker(config: Config) -> None:
         await stop.wait()
     finally:
         await worker.stop(config.shutdown_grace)
+        # From here the process only ends (the loop's executor joined, then the interpreter's
+        # threads): an exit that hangs says where, as a stop does.
+        faulthandler.dump_traceback_later(STOP_REPORT_SECONDS, exit=False)
         await runner.cleanup()
