@@ -130,7 +130,12 @@ class Pipeline:
         key = await _run(lane.pool, self._open, work, data, hint, name, only_load)
         if work.cache_hit:
             return work
-        steps, total = await _run(lane.pool, self._lease, work, key)
+        leasing = lane.pool.submit(self._lease, work, key)
+        try:
+            steps, total = await asyncio.wrap_future(leasing)
+        except asyncio.CancelledError:  # the lease may still be taken on its thread: it ends once it is
+            leasing.add_done_callback(lambda _: self._give_back(lane.pool, work))
+            raise
         started = time.perf_counter()
         try:
             assert work.info is not None

@@ -3,6 +3,7 @@ stem cache shared with invoke (and kept across a restart), models loaded on dema
 
 from __future__ import annotations
 
+import asyncio
 import io
 import shutil
 import threading
@@ -223,4 +224,35 @@ async def test_invoke_payload_carries_cache_hit_without_a_cache(model_store: Pat
         audio, _ = sf.read(io.BytesIO(result.data or b""))
         assert audio.shape == (22050,)
     finally:
+        await namespace.stop()
+
+
+async def test_a_job_cancelled_while_its_model_is_leased_gives_the_lease_back(
+        model_store: Path, scheduler: Scheduler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled while the audio thread takes the model's lease: the lease still ends when that
+    thread is done, so the model can be unloaded (a kept lease would pin it past the bound)."""
+    namespace = await started(model_store, scheduler, None, SAMI_MAX_LOADED_MODELS="1")
+    leased, go_on = threading.Event(), threading.Event()
+    to_model_rate = pipeline.Pipeline._to_model_rate
+
+    def held_up(self: pipeline.Pipeline, work: pipeline.Work) -> None:  # runs with the lease taken
+        leased.set()
+        assert go_on.wait(30)
+        to_model_rate(self, work)
+
+    monkeypatch.setattr(pipeline.Pipeline, "_to_model_rate", held_up)
+    try:
+        job = asyncio.ensure_future(run_job(namespace, scheduler, tmp_path / "w",
+                                            {"model": "htdemucs_ft", "stems": ["vocals"]}))
+        assert await asyncio.to_thread(leased.wait, 30)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        monkeypatch.setattr(pipeline.Pipeline, "_to_model_rate", to_model_rate)
+        go_on.set()
+        result = await namespace.run(Call("t", "k", namespace.parse({"model": "bs_4track_acc"}), wav_bytes(0.5)))
+        assert result.payload["cache_hit"] is False
+        assert [key.label for key in namespace._models.loaded()] == ["htdemucs"]  # htdemucs_ft unloaded
+    finally:
+        go_on.set()
         await namespace.stop()
