@@ -113,7 +113,8 @@ def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     pcm = np.asarray(samples, dtype=np.float32)
     if pcm.ndim != 2 or pcm.shape[0] == 0:
         raise ValueError("samples must be shaped (channels, frames)")
-    pcm = np.clip(np.nan_to_num(pcm, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    pcm = np.nan_to_num(pcm, nan=0.0, posinf=1.0, neginf=-1.0)  # a copy: clipped in place
+    np.clip(pcm, -1.0, 1.0, out=pcm)
     if fmt in ("wav", "flac"):
         return _encode_soundfile(pcm, sample_rate, fmt)
     if fmt == "mp3":
