@@ -18,7 +18,9 @@ import pytest
 import requests
 import soundfile as sf
 
-from ..conftest import ACCESS_KEY, APPKEY, SECRET_KEY
+from sami_gateway.auth import TokenService
+
+from ..conftest import ACCESS_KEY, APPKEY, SECRET, SECRET_KEY
 from ..jobs.live import LiveGateway, song, start_gateway, stop_gateway
 from .browser import CHROMEDRIVER, CHROMIUM, NARROWEST, Browser, screenshot_folder, start_browser
 
@@ -149,7 +151,7 @@ def delete_from_the_list(browser: Browser, job_id: str) -> None:
     button = row(browser, job_id, "danger")
     button.click()
     assert button.text == "Delete for good?"
-    assert button.get_attribute("aria-label").startswith("Confirm deleting ")
+    assert button.get_attribute("aria-label").startswith("Delete for good? ")  # the spoken name starts as shown
     time.sleep(0.5)
     button.click()
     browser.wait(lambda: not browser.script(f"return document.querySelector('#jobs li[data-job=\"{job_id}\"]')"),
@@ -242,6 +244,12 @@ def test_a_file_that_is_not_audio_gets_a_readable_error(browser: Browser, site: 
     assert browser.text("job-status") == "Failed."
     assert browser.script("return document.activeElement.id") == "error"  # announced and focused
     browser.shoot("4-error")
+
+    # The same failure while the person has gone on to Past jobs: announced, the focus left there.
+    submit(browser, bad, "htdemucs", ["vocals"])
+    browser.script("document.getElementById('refresh').focus()")
+    browser.wait(lambda: browser.text("job-status") == "Failed.", "the job to fail")
+    assert browser.visible("error") and browser.script("return document.activeElement.id") == "refresh"
     assert browser.foreign_requests() == []
 
 
@@ -364,16 +372,26 @@ def test_following_a_job_outlives_blips_and_silent_streams(browser: Browser, sit
         "const gone = {async *events() { throw new ApiError(404, {}, null); }};"
         "const thrown = await followJob(gone, {id: 'j', status: 'queued'}, new AbortController().signal)"
         "  .then(() => 'returned', (err) => err.http);"
+        "const refused = (token) => Object.assign(new ApiError(401, {}, null), {token});"
+        "const renewed = {token: 'new', n: 0, async *events() {"
+        "  if (this.n++ === 0) throw refused('old'); yield status('succeeded', 100); }};"
+        "const again = await followJob(renewed, {id: 'j', status: 'queued'}, new AbortController().signal,"
+        "  {delay: () => 1}).then((job) => job.status, (err) => err.http);"
+        "const own = {token: 'new', async *events() { throw refused('new'); }};"
+        "const ownThrown = await followJob(own, {id: 'j', status: 'queued'}, new AbortController().signal)"
+        "  .then(() => 'returned', (err) => err.http);"
         "const stop = new AbortController(); setTimeout(() => stop.abort(), 50);"
         "const silent = {async *events(id, signal) { await hang(signal); }};"
         "const stopped = await followJob(silent, {id: 'j', status: 'queued'}, stop.signal);"
-        "return {ended, calls, retries, seen, thrown, stopped, stalled: performance.now() - started >= 150,"
+        "return {ended, calls, retries, seen, thrown, again, ownThrown, stopped,"
+        "        stalled: performance.now() - started >= 150,"
         "        delays: [1, 2, 3, 5, 6, 9].map(backoff)};")
     assert followed["ended"] == {"id": "j", "status": "succeeded", "progress": 100}
     assert followed["calls"] == ["events", "events", "events", "events", "job", "events"]
     assert followed["retries"] == [[1, 5], [2, 10], [3, 15]]  # the early end: no failure, a calm wait
     assert followed["seen"] == [1, 5, 6, 6, 7, 50, 100] and followed["stalled"]
     assert followed["thrown"] == 404 and followed["stopped"] is None
+    assert followed["again"] == "succeeded" and followed["ownThrown"] == 401
     assert followed["delays"] == [1000, 2000, 4000, 16000, 30000, 30000]
 
 
@@ -496,6 +514,46 @@ def test_an_expired_token_keeps_the_results_shown(browser: Browser, site: LiveGa
     assert not browser.visible("separate") and not browser.visible("history")
     assert browser.script("return sessionStorage.length") == 0
     assert browser.visible("job") and browser.script("return document.querySelectorAll('#results audio').length") == 2
+
+
+def test_an_answer_for_a_replaced_token_leaves_the_new_one_signed_in(browser: Browser, site: LiveGateway,
+                                                                      past_jobs: dict[str, str]) -> None:
+    """A call made with the old token and refused (401) once a new token has been pasted speaks of the
+    old one: the new token stays, and what the person does next goes out with it."""
+    signed_in(browser, site)
+    old = browser.script("return sessionStorage.getItem('sami-gateway.token')")
+    new = TokenService(SECRET).issue(APPKEY, 1800)
+    assert new != old
+    long = past_jobs["long"]
+    browser.bend_fetch({"url": f"api/v1/jobs/{long}", "method": "GET", "delay": 1500, "status": 401,
+                        "body": envelope(40200002, "InvalidToken")})
+    row(browser, long, "quiet").click()  # asked with the old token, answered 1.5 s later
+    browser.script("const form = document.getElementById('token-form'); form.hidden = false;"
+                   "document.getElementById('token').value = arguments[0]; form.requestSubmit();", new)
+    browser.wait(lambda: browser.script("return window.bentHits") == 1 and browser.visible("error"), "the refusal")
+    assert browser.visible("separate") and browser.visible("history") and not browser.visible("token-form")
+    assert browser.script("return sessionStorage.getItem('sami-gateway.token')") == new
+    row(browser, long, "quiet").click()
+    assert tracks_drawn(browser, 2) == ["mix", "drums", "bass"] and not browser.visible("error")
+    assert browser.script("return sessionStorage.getItem('sami-gateway.token')") == new
+
+
+def test_older_jobs_to_the_last_keep_the_focus(browser: Browser, site: LiveGateway,
+                                              past_jobs: dict[str, str]) -> None:
+    """"Show older jobs" goes when the last page has come: the focus moves to the last job, not away."""
+    from selenium.webdriver.common.keys import Keys
+
+    signed_in(browser, site)
+    first = jobs_of(site)[:1]
+    browser.bend_fetch({"url": "api/v1/jobs?limit", "status": 200, "body": {"jobs": first, "next_cursor": "c"}},
+                       {"url": "cursor=c", "status": 200, "body": {"jobs": [], "next_cursor": None}})
+    browser.by_id("refresh").click()
+    browser.wait(lambda: browser.visible("more"), "Show older jobs")
+    browser.by_id("more").send_keys(Keys.ENTER)
+    browser.wait(lambda: not browser.visible("more"), "the last page")
+    assert browser.script("return document.activeElement.getAttribute('aria-label')") == \
+        f"Open {first[0]['name'] or first[0]['id']}"
+    browser.bend_fetch()
 
 
 def test_a_saved_token_outlives_a_passing_failure(browser: Browser, site: LiveGateway) -> None:

@@ -40,14 +40,16 @@ function retryAfter(value) {
 /** The error `fetch` and XMLHttpRequest give for an aborted request. */
 export const aborted = () => new DOMException("cancelled", "AbortError");
 
-/** Calls the Jobs API with one Bearer token. */
+/** Calls the Jobs API with a Bearer token; the page keeps one, whose token a new sign-in replaces,
+ *  so that a job followed across a sign-in goes on with the new token. */
 export class Api {
   constructor(token) {
     this.token = token;
   }
 
   async request(method, path, { body, headers = {}, signal } = {}) {
-    const init = { method, signal, headers: { Authorization: `Bearer ${this.token}`, ...headers } };
+    const token = this.token;  // the one this call is made with, whatever a sign-in does meanwhile
+    const init = { method, signal, headers: { Authorization: `Bearer ${token}`, ...headers } };
     if (body !== undefined) {
       init.body = JSON.stringify(body);
       init.headers["Content-Type"] = "application/json";
@@ -60,8 +62,10 @@ export class Api {
       throw new Unreachable(String(err.message || err));
     }
     if (!response.ok) {
-      throw new ApiError(response.status, parseBody(await response.text()),
-                         retryAfter(response.headers.get("Retry-After")));
+      const err = new ApiError(response.status, parseBody(await response.text()),
+                               retryAfter(response.headers.get("Retry-After")));
+      err.token = token;  // a 401 speaks of this token, which may have been replaced since
+      throw err;
     }
     return response;
   }
@@ -233,7 +237,9 @@ export function explain(err, context = {}) {
     40300001: "The upload link has expired. Submit the file again.",
     40400002: "This job no longer exists: it has expired or was deleted.",
     40800001: "The upload took too long and was stopped. Try again on a faster connection.",
+    40900001: "This cannot be done to the job as it is now (it may not have finished yet).",
     41300001: `The file is larger than this gateway accepts${context.maxBytes ? ` (${megabytes(context.maxBytes)})` : ""}.`,
+    41500001: "The gateway refused the form of what this page sent. Reload the page and try again.",
     42900001: `You have reached your quota. ${later}`,
     50000001: "The gateway failed while doing this. Try again; if it happens again, report the details below.",
     50300001: `The gateway is busy. ${later}`,

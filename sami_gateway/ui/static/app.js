@@ -12,7 +12,8 @@ const CONFIRM_FOR_MS = 5000;  // an armed Delete disarms itself after this
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  api: null,
+  session: new Api(null),  // the one Api of the page: each sign-in gives it its token
+  api: null,  // the session while a token is accepted; null once signed out
   catalogue: null,  // GET /api/v1/models; null when it could not be read
   following: null,  // AbortController of the flow that owns the job section (upload, events, results);
                     // it is aborted when it loses the section, so `signal.aborted` means `!owns(signal)`
@@ -45,7 +46,8 @@ function retire(control, next, how = "hidden") {
  *  box takes the focus for what the person just did, not for what the page did by itself. */
 function showError(err, near, { context, focus = true } = {}) {
   if (err && err.name === "AbortError") return;
-  if (isUnauthorized(err) && state.api) {  // expired: ask for a new token, keep what is shown
+  // Expired: ask for a new token, keep what is shown; not for the answer to a token since replaced.
+  if (isUnauthorized(err) && state.api && (err.token === undefined || err.token === state.api.token)) {
     signOut();
     near = "access";
   }
@@ -71,11 +73,12 @@ function clearError() {
 /** Use `token`: the first page of Past jobs proves it; the model list fills the picker, and
  *  without it the page still signs in, with a picker that says why it is empty. */
 async function connect(token) {
-  const api = new Api(token);
-  const [listed, catalogue] = await Promise.allSettled([api.list(PAGE_SIZE), api.models()]);
+  const probe = new Api(token);
+  const [listed, catalogue] = await Promise.allSettled([probe.list(PAGE_SIZE), probe.models()]);
   if (listed.status === "rejected") throw listed.reason;
   if (catalogue.status === "rejected" && isUnauthorized(catalogue.reason)) throw catalogue.reason;
-  state.api = api;
+  state.session.token = token;  // flows still running (a job followed, its results) use it from now on
+  state.api = state.session;
   state.catalogue = catalogue.status === "fulfilled" ? catalogue.value : null;
   sessionStorage.setItem(TOKEN_KEY, token);
   $("token").value = "";
@@ -104,6 +107,7 @@ function signOut() {
 function forget() {
   closeJob();
   signOut();
+  state.session.token = null;  // forgotten: nothing calls with it any more
   clearError();
   $("token").focus();
 }
@@ -392,19 +396,33 @@ async function onSubmit(event) {
   }
 }
 
-/** Show the job live until it ends (through broken streams, see follow.js), then its results. */
+/** Whether news of the job may take the focus: the person is still with it (the focus is in the job
+ *  section, where the page put it), not gone on to something else meanwhile. */
+const withTheJob = () => $("job").contains(document.activeElement) || document.activeElement === document.body;
+
+/** Show the job live until it ends (through broken streams, see follow.js), then its results. What
+ *  goes wrong meanwhile takes the focus only from a person still with the job (`withTheJob`). */
 async function follow(api, job, signal) {
-  const ended = await followJob(api, job, signal, {
-    onJob: (current) => owns(signal) && showJob(current),
-    onRetry: () => owns(signal) && setStatus("Reconnecting…"),
-  });
+  let ended;
+  try {
+    ended = await followJob(api, job, signal, {
+      onJob: (current) => owns(signal) && showJob(current),
+      onRetry: () => owns(signal) && setStatus("Reconnecting…"),
+    });
+  } catch (err) {
+    if (signal.aborted || !owns(signal)) return;
+    setStatus("");
+    setCancel(false);
+    showError(err, "job", { focus: withTheJob() });
+    return;
+  }
   if (!ended || !owns(signal)) return;
   showJob(ended);
   if (ended.status === "succeeded") {
     const failure = await state.shelf.show(api, ended, state.mixes.get(ended.id), signal);
-    if (failure && owns(signal)) showError(failure, "job");
+    if (failure && owns(signal)) showError(failure, "job", { focus: withTheJob() });
   } else if (ended.status === "failed") {
-    showError(jobError(ended), "job");
+    showError(jobError(ended), "job", { focus: withTheJob() });
   }
   if (owns(signal)) loadHistory(false);
 }
@@ -475,7 +493,12 @@ function showHistory(page, more) {
     });
   }
   state.cursor = page.next_cursor;
-  $("more").hidden = !page.next_cursor;
+  if (page.next_cursor) {
+    $("more").hidden = false;
+  } else {  // the last page: the focus on "Show older jobs" goes to the last job shown
+    const last = list.lastElementChild;
+    retire($("more"), last ? last.querySelector("button.quiet") : $("history-title"));
+  }
   $("history-empty").hidden = list.children.length > 0;
 }
 
@@ -524,7 +547,7 @@ async function removeJob(job, button) {
   if (!button.dataset.armed) {
     button.dataset.armed = String(Date.now());
     button.textContent = "Delete for good?";
-    button.setAttribute("aria-label", `Confirm deleting ${label}`);
+    button.setAttribute("aria-label", `Delete for good? ${label}`);  // the spoken name starts as shown
     button.dataset.timer = String(setTimeout(() => disarm(button, label), CONFIRM_FOR_MS));
     button.addEventListener("blur", () => disarm(button, label), { once: true });
     return;

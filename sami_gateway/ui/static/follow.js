@@ -22,9 +22,10 @@ export function sleep(ms, signal) {
 /** 1, 2, 4 … seconds after the 1st, 2nd, 3rd … failure in a row, at most MAX_DELAY_MS. */
 export const backoff = (failures) => Math.min(MAX_DELAY_MS, 1000 * 2 ** Math.max(0, failures - 1));
 
-/** Whether a failed call may succeed if tried again: no answer, a 429 or a 5xx (not the other 4xx:
- *  a job that is gone, a token refused). */
-export const retriable = (err) => !(err instanceof ApiError) || err.http === 429 || err.http >= 500;
+/** Whether a failed call may succeed if tried again with `api`: no answer, a 429 or a 5xx, or a 401
+ *  for a token `api` has replaced since (not the other 4xx: a job that is gone, a token refused). */
+export const retriable = (err, api) => !(err instanceof ApiError) || err.http === 429 || err.http >= 500
+  || (err.http === 401 && err.token !== undefined && api !== undefined && err.token !== api.token);
 
 /** Follows `job` from its events (`api.events`, `api.job`) until it is terminal, and returns it as it
  *  ended; `onJob` gets every newer state, `onRetry(failures, delay)` each wait before trying again.
@@ -61,7 +62,7 @@ export async function followJob(api, job, signal, { onJob = () => {}, onRetry = 
       }
     } catch (err) {
       if (signal.aborted) return null;
-      if (!retriable(err)) throw err;
+      if (!retriable(err, api)) throw err;
       failures += 1;
     } finally {
       clearTimeout(timer);
