@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import numbers
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import cast
@@ -13,11 +14,13 @@ import soundfile as sf
 
 from .formats import FORMATS as FORMATS  # the formats encode() writes
 from .lame import lame
+from .lame_tag import first_frame, lead_for, samples_per_frame, with_delays
 from .mp4_edit import set_duration
 
 _ENCODERS = {"mp3": ("mp3", "libmp3lame"), "aac": ("adts", "aac"), "m4a": ("ipod", "aac")}  # muxer, codec
 _BIT_RATES = {1: 128_000, 2: 192_000}  # by channel count
 AAC_FRAME = 1024  # samples per AAC-LC frame; FFmpeg's encoder primes the stream with one frame
+LAME_DELAY = 576  # LAME's encoder delay at these settings (FFmpeg's mp3 muxer writes it in its tag)
 
 
 def _encode_soundfile(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
@@ -63,29 +66,42 @@ def m4a_lead(frames: int) -> int:
 
 
 def encode_av(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """Through PyAV: MP3 (libmp3lame; the mp3 muxer writes the LAME header with delay and padding),
-    AAC (FFmpeg's native encoder) in ADTS, or in MP4 with an edit list (m4a: exact length)."""
+    """Through PyAV: MP3 (libmp3lame; the mp3 muxer writes the LAME header with delay and padding,
+    made exact here), AAC (FFmpeg's native encoder) in ADTS, or in MP4 with an edit list (m4a)."""
     muxer, codec = _ENCODERS[fmt]
     channels = pcm.shape[0]
     _check_codec(fmt, channels, sample_rate)
     layout = "mono" if channels == 1 else "stereo"
     lead, frames = 0, pcm.shape[1]
     options = {}
+    if fmt == "mp3":  # as audio/lame.py does, for the same reason (lame_tag)
+        lead = lead_for(frames, LAME_DELAY, samples_per_frame(sample_rate))
+        pcm = np.concatenate([np.zeros((channels, lead), dtype=np.float32), pcm], axis=1) if lead else pcm
     if fmt == "m4a":
         lead = m4a_lead(frames)
         pcm = np.concatenate([np.zeros((channels, lead), dtype=np.float32), pcm,
                               np.zeros((channels, AAC_FRAME), dtype=np.float32)], axis=1)
         options["movie_timescale"] = str(sample_rate)  # the edit list counts samples, not milliseconds
     buffer = io.BytesIO()
+    packets = 0
     with av.open(buffer, "w", format=muxer, options=options) as container:
         stream = cast(av.AudioStream, container.add_stream(codec, rate=sample_rate, layout=layout))
         stream.bit_rate = _BIT_RATES[channels]
         stream.codec_context.open()  # frame_size is known once the encoder is open
         for frame in _audio_frames(pcm, sample_rate, layout, stream.codec_context.frame_size, -lead):
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+            encoded = stream.encode(frame)
+            packets += len(encoded)
+            container.mux(encoded)
+        encoded = stream.encode(None)
+        packets += len(encoded)
+        container.mux(encoded)
     if fmt == "m4a":  # the edit list ends with the samples, before the frame of silence after them
         return set_duration(buffer.getvalue(), frames)
+    if fmt == "mp3":  # the muxer's padding can be short (by 46 samples for 1153 at 44.1 kHz):
+        # the tag says what the frames written hold beyond the delay and the samples
+        delay = LAME_DELAY + lead
+        padding = packets * samples_per_frame(sample_rate) - delay - frames
+        return with_delays(buffer.getvalue(), first_frame(buffer.getvalue()), delay, padding)
     return buffer.getvalue()
 
 
@@ -110,9 +126,14 @@ def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     """
     if fmt not in FORMATS:
         raise ValueError(f"output format must be one of {FORMATS}, not {fmt!r}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Integral):
+        raise ValueError(f"the sample rate must be an integer, not {sample_rate!r}")
+    sample_rate = int(sample_rate)  # a numpy integer too: the codecs' C interfaces take int
     pcm = np.asarray(samples, dtype=np.float32)
     if pcm.ndim != 2 or pcm.shape[0] == 0:
         raise ValueError("samples must be shaped (channels, frames)")
+    if fmt == "mp3" and pcm.shape[1] == 0:
+        raise ValueError("an mp3 holds at least one sample (LAME's stream of none is no file FFmpeg reads)")
     pcm = np.nan_to_num(pcm, nan=0.0, posinf=1.0, neginf=-1.0)  # a copy: clipped in place
     np.clip(pcm, -1.0, 1.0, out=pcm)
     if fmt in ("wav", "flac"):

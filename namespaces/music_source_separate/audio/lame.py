@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .lame_tag import lead_for, with_delay
+from .lame_tag import lead_for, samples_per_frame, with_delays
 
 QUALITY = 3  # LAME's default (and what FFmpeg's encoder leaves it at): good psychoacoustics, 2x the speed of q 0
 CHUNK_SECONDS = 1  # samples handed to LAME per call: the longest the encoder holds a lock is one of these
@@ -94,8 +94,13 @@ class Lame:
             (lib.lame_set_out_samplerate, sample_rate), (lib.lame_set_brate, bit_rate // 1000),
             (lib.lame_set_quality, QUALITY), (lib.lame_set_mode, _JOINT_STEREO if channels == 2 else _MONO),
             (lib.lame_set_bWriteVbrTag, 1)]
-        lib.lame_set_write_id3tag_automatic(handle, 0)
-        if any(setter(handle, value) < 0 for setter, value in settings) or lib.lame_init_params(handle) < 0:
+        try:
+            lib.lame_set_write_id3tag_automatic(handle, 0)
+            refused = any(setter(handle, value) < 0 for setter, value in settings) or lib.lame_init_params(handle) < 0
+        except BaseException:  # a value ctypes cannot pass: the handle is not kept either
+            lib.lame_close(handle)
+            raise
+        if refused:
             lib.lame_close(handle)
             raise LameError(f"LAME refuses {channels} channels at {sample_rate} Hz, {bit_rate} bit/s")
         return int(handle)
@@ -107,7 +112,7 @@ class Lame:
         handle = self._open(channels, sample_rate, bit_rate)
         try:
             delay = lib.lame_get_encoder_delay(handle)
-            lead = lead_for(frames, delay, 1152 if sample_rate >= 32000 else 576)  # MPEG-1, or 2 and 2.5
+            lead = lead_for(frames, delay, samples_per_frame(sample_rate))
             if lead:
                 pcm = np.concatenate([np.zeros((channels, lead), dtype=np.float32), pcm], axis=1)
             data, tag_size = self._stream(handle, pcm)
@@ -115,7 +120,7 @@ class Lame:
         finally:
             lib.lame_close(handle)
         if lead:  # the silence counts as the encoder's delay: decoders skip it
-            data = with_delay(data, tag_size, delay + lead)
+            data = with_delays(data, slice(0, tag_size), delay + lead)
         return Mp3Stream(data, delay + lead, padding)
 
     def _stream(self, handle: int, pcm: np.ndarray) -> tuple[bytes, int]:

@@ -18,7 +18,7 @@ from namespaces.music_source_separate.audio import lame as lame_module
 from namespaces.music_source_separate.audio.decode import AudioHint, decode
 from namespaces.music_source_separate.audio.encode import encode, encode_av, m4a_lead
 from namespaces.music_source_separate.audio.lame import Lame, candidates, lame
-from namespaces.music_source_separate.audio.lame_tag import crc16, delays, lead_for, with_delay
+from namespaces.music_source_separate.audio.lame_tag import crc16, delays, first_frame, lead_for, with_delays
 from tests.namespaces.music_source_separate.audio.conftest import CODEC_RATES
 
 pytestmark = pytest.mark.timeout(300)
@@ -43,12 +43,15 @@ def noise(frames: int, channels: int, seed: int = 0) -> np.ndarray:
     return (0.3 * np.random.default_rng(seed).standard_normal((channels, frames))).astype(np.float32)
 
 
+@pytest.mark.parametrize("path", ["lame", "pyav"])
 @pytest.mark.parametrize("rate", CODEC_RATES)
-def test_mp3_decodes_to_exactly_the_samples_encoded(tmp_path: Path, rate: int) -> None:
+def test_mp3_decodes_to_exactly_the_samples_encoded(tmp_path: Path, rate: int, path: str) -> None:
+    """Through LAME directly, and through PyAV (the path when no LAME library loads)."""
+    run = {"lame": encode, "pyav": encode_av}[path]
     wrong = []
     for frames in (*LENGTHS, 3 * rate + 7):
         for channels in (1, 2):
-            data = encode(noise(frames, channels, frames), rate, "mp3")
+            data = run(noise(frames, channels, frames), rate, "mp3")
             got = (ffmpeg_frames(tmp_path, data, "mp3", channels), sf.info(io.BytesIO(data)).frames)
             if got != (frames, frames):
                 wrong.append((frames, channels, got))
@@ -151,11 +154,12 @@ def test_a_long_mp3_never_holds_the_gil_for_long() -> None:
 def test_the_tag_crc_is_lames_and_a_new_delay_keeps_it_valid() -> None:
     stream = lame().encode(noise(10, 1), 8000, 128_000)  # short at 8 kHz: encoded after a lead
     assert stream.delay == 576 + lead_for(10, 576, 576) == 623
-    first = 576  # 8 kHz mono at 64 kbit/s: 576-byte frames
+    first = first_frame(stream.data)
+    assert first == slice(0, 576)  # 8 kHz mono at 64 kbit/s: 576-byte frames
     assert delays(stream.data, first) == (623, stream.padding)
     part = stream.data.find(b"LAME")
     assert int.from_bytes(stream.data[part + 34:part + 36], "big") == crc16(stream.data[:part + 34])
-    moved = with_delay(stream.data, first, 600)
+    moved = with_delays(stream.data, first, 600)
     assert delays(moved, first) == (600, stream.padding)
     assert int.from_bytes(moved[part + 34:part + 36], "big") == crc16(moved[:part + 34])
     assert crc16(b"123456789") == 0xBB3D  # CRC-16/ARC's check value
@@ -165,3 +169,27 @@ def test_no_lead_where_ffmpeg_needs_none() -> None:
     assert lead_for(1, 576, 1152) == 0  # MPEG-1: the skip ends in the first frame
     assert lead_for(47, 576, 576) == 0  # MPEG-2: the output reaches the third frame
     assert lead_for(46, 576, 576) == 47
+
+
+def test_pyavs_tag_is_found_past_its_id3_tag_and_made_exact() -> None:
+    """FFmpeg's mp3 muxer writes an ID3v2 tag, then its Info frame ("Lavf"); its padding fell short
+    by up to 528 samples (1153 samples at 44.1 kHz decoded to 1199): encode_av sets it exactly."""
+    data = encode_av(noise(1153, 2), 44_100, "mp3")
+    first = first_frame(data)
+    assert data[:3] == b"ID3" and first.start > 10 and data[first.start] == 0xFF
+    delay, padding = delays(data, first)
+    assert delay == 576 and (delay + 1153 + padding) % 1152 == 0
+    part = data.find(b"Lavf", first.start)
+    assert int.from_bytes(data[part + 34:part + 36], "big") == crc16(data[first.start:part + 34])
+    with pytest.raises(ValueError, match="layer III"):
+        first_frame(b"RIFF" + bytes(100))
+
+
+def test_an_mp3_of_nothing_or_at_a_rate_that_is_no_integer_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one sample"):
+        encode(np.zeros((2, 0), np.float32), 44_100, "mp3")
+    for rate in (44_100.0, 44_100.5, True, "44100"):
+        for fmt in ("mp3", "m4a", "wav"):
+            with pytest.raises(ValueError, match="sample rate"):
+                encode(noise(100, 2), rate, fmt)  # type: ignore[arg-type]
+    assert encode(noise(100, 2), np.int64(44_100), "mp3") == encode(noise(100, 2), 44_100, "mp3")
