@@ -96,10 +96,11 @@ export function signGetToken(accessKey, secretKey, host, body, date) {
 
 /** A SAMI token for `appkey` from this gateway's GetToken: {token, expires_at}; throws Unreachable
  *  without an answer, else an Error whose message and `code` are the OpenAPI error's. The gateway's
- *  GetToken answers at its root path. */
+ *  GetToken answers at its root path: the folder of this page (behind a proxy that adds a path
+ *  prefix, the prefix; the gateway still sees, and the signature names, "/"). */
 export async function getToken(accessKey, secretKey, appkey, expiration = 3600) {
   const body = JSON.stringify({ token_version: "volc-auth-v1", appkey, expiration });
-  const root = new URL("/", document.baseURI);
+  const root = new URL(".", document.baseURI);
   const headers = signGetToken(accessKey, secretKey, root.host, body, new Date());
   let response;
   try {
