@@ -358,7 +358,7 @@ def test_following_a_job_outlives_blips_and_silent_streams(browser: Browser, sit
         "  async *events(id, signal, onBytes) {"
         "    const n = this.n++; calls.push('events');"
         "    if (n === 0) { yield status('processing', 1); throw new TypeError('network error'); }"
-        "    if (n === 1) throw new ApiError(503, {}, null);"
+        "    if (n === 1) throw new ApiError(503, {}, 0.012);"
         "    if (n === 2) { onBytes(); yield status('processing', 5); await hang(signal); }"
         "    if (n === 3) { yield status('processing', 6); return; }"
         "    yield status('processing', 7); yield {event: 'progress', data: {progress: 50}};"
@@ -388,7 +388,8 @@ def test_following_a_job_outlives_blips_and_silent_streams(browser: Browser, sit
         "        delays: [1, 2, 3, 5, 6, 9].map(backoff)};")
     assert followed["ended"] == {"id": "j", "status": "succeeded", "progress": 100}
     assert followed["calls"] == ["events", "events", "events", "events", "job", "events"]
-    assert followed["retries"] == [[1, 5], [2, 10], [3, 15]]  # the early end: no failure, a calm wait
+    # The 503 asked for 12 ms (Retry-After), more than the backoff's 10; the early end: a calm wait.
+    assert followed["retries"] == [[1, 5], [2, 12], [3, 15]]
     assert followed["seen"] == [1, 5, 6, 6, 7, 50, 100] and followed["stalled"]
     assert followed["thrown"] == 404 and followed["stopped"] is None
     assert followed["again"] == "succeeded" and followed["ownThrown"] == 401

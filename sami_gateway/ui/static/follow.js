@@ -28,7 +28,8 @@ export const retriable = (err, api) => !(err instanceof ApiError) || err.http ==
   || (err.http === 401 && err.token !== undefined && api !== undefined && err.token !== api.token);
 
 /** Follows `job` from its events (`api.events`, `api.job`) until it is terminal, and returns it as it
- *  ended; `onJob` gets every newer state, `onRetry(failures, delay)` each wait before trying again.
+ *  ended; `onJob` gets every newer state, `onRetry(failures, delay)` each wait before trying again
+ *  (the backoff's, or the gateway's Retry-After when that is longer).
  *  Returns null when `signal` aborts; throws what cannot be retried. Each attempt has its own
  *  controller, aborted when no byte arrived for `stallMs`. */
 export async function followJob(api, job, signal, { onJob = () => {}, onRetry = () => {},
@@ -36,6 +37,7 @@ export async function followJob(api, job, signal, { onJob = () => {}, onRetry = 
   let current = job;
   let failures = 0;
   while (!TERMINAL.has(current.status)) {
+    let asked = 0;  // ms the gateway asked to wait (Retry-After on a 429 or 503)
     const attempt = new AbortController();
     const stop = () => attempt.abort();
     signal.addEventListener("abort", stop, { once: true });
@@ -64,13 +66,16 @@ export async function followJob(api, job, signal, { onJob = () => {}, onRetry = 
       if (signal.aborted) return null;
       if (!retriable(err, api)) throw err;
       failures += 1;
+      if (err instanceof ApiError && err.retryAfter !== null && err.retryAfter !== undefined) {
+        asked = err.retryAfter * 1000;
+      }
     } finally {
       clearTimeout(timer);
       signal.removeEventListener("abort", stop);
     }
     if (signal.aborted) return null;
     if (TERMINAL.has(current.status)) break;
-    const wait = delay(Math.max(failures, 1));  // a cleanly ended stream waits too
+    const wait = Math.max(delay(Math.max(failures, 1)), asked);  // a cleanly ended stream waits too
     if (failures) onRetry(failures, wait);
     await sleep(wait, signal);
     if (signal.aborted) return null;
