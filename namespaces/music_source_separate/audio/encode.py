@@ -32,16 +32,40 @@ def _encode_soundfile(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def _audio_frames(pcm: np.ndarray, sample_rate: int, layout: str, size: int,
+def _blocks(parts: list[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Blocks of `size` samples of `parts` joined end to end (the last may be shorter); only a block
+    that spans two parts is copied, so silence around the samples costs no copy of them."""
+    pending: list[np.ndarray] = []
+    held = 0
+    for part in parts:
+        at = 0
+        while at < part.shape[1]:
+            take = min(size - held, part.shape[1] - at)
+            if take == size:
+                yield part[:, at:at + size]
+            else:
+                pending.append(part[:, at:at + take])
+                held += take
+                if held == size:
+                    yield np.concatenate(pending, axis=1)
+                    pending, held = [], 0
+            at += take
+    if held:
+        yield np.concatenate(pending, axis=1)
+
+
+def _audio_frames(parts: list[np.ndarray], sample_rate: int, layout: str, size: int,
                   first_pts: int = 0) -> Iterator[av.AudioFrame]:
-    """fltp frames of the encoder's frame size (the last may be shorter), timestamped in samples
-    from `first_pts` (negative: samples before the presentation starts)."""
-    for start in range(0, pcm.shape[1], size):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, start:start + size]),
-                                           format="fltp", layout=layout)
+    """fltp frames of the encoder's frame size from `parts` played one after another (the last
+    frame may be shorter), timestamped in samples from `first_pts` (negative: samples before the
+    presentation starts)."""
+    start = first_pts
+    for block in _blocks(parts, size):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout=layout)
         frame.sample_rate = sample_rate
         frame.time_base = Fraction(1, sample_rate)
-        frame.pts = first_pts + start
+        frame.pts = start
+        start += block.shape[1]
         yield frame
 
 
@@ -72,23 +96,21 @@ def encode_av(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     channels = pcm.shape[0]
     _check_codec(fmt, channels, sample_rate)
     layout = "mono" if channels == 1 else "stereo"
-    lead, frames = 0, pcm.shape[1]
+    lead, tail, frames = 0, 0, pcm.shape[1]
     options = {}
     if fmt == "mp3":  # as audio/lame.py does, for the same reason (lame_tag)
         lead = lead_for(frames, LAME_DELAY, samples_per_frame(sample_rate))
-        pcm = np.concatenate([np.zeros((channels, lead), dtype=np.float32), pcm], axis=1) if lead else pcm
     if fmt == "m4a":
-        lead = m4a_lead(frames)
-        pcm = np.concatenate([np.zeros((channels, lead), dtype=np.float32), pcm,
-                              np.zeros((channels, AAC_FRAME), dtype=np.float32)], axis=1)
+        lead, tail = m4a_lead(frames), AAC_FRAME
         options["movie_timescale"] = str(sample_rate)  # the edit list counts samples, not milliseconds
+    parts = [np.zeros((channels, lead), dtype=np.float32), pcm, np.zeros((channels, tail), dtype=np.float32)]
     buffer = io.BytesIO()
     packets = 0
     with av.open(buffer, "w", format=muxer, options=options) as container:
         stream = cast(av.AudioStream, container.add_stream(codec, rate=sample_rate, layout=layout))
         stream.bit_rate = _BIT_RATES[channels]
         stream.codec_context.open()  # frame_size is known once the encoder is open
-        for frame in _audio_frames(pcm, sample_rate, layout, stream.codec_context.frame_size, -lead):
+        for frame in _audio_frames(parts, sample_rate, layout, stream.codec_context.frame_size, -lead):
             encoded = stream.encode(frame)
             packets += len(encoded)
             container.mux(encoded)

@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from bench.codecs import longest_gil_hold
+from namespaces.music_source_separate.audio import encode as encoding
 from namespaces.music_source_separate.audio import lame as lame_module
 from namespaces.music_source_separate.audio.decode import AudioHint, decode
 from namespaces.music_source_separate.audio.encode import encode, encode_av, m4a_lead
@@ -193,3 +194,14 @@ def test_an_mp3_of_nothing_or_at_a_rate_that_is_no_integer_is_refused() -> None:
             with pytest.raises(ValueError, match="sample rate"):
                 encode(noise(100, 2), rate, fmt)  # type: ignore[arg-type]
     assert encode(noise(100, 2), np.int64(44_100), "mp3") == encode(noise(100, 2), 44_100, "mp3")
+
+
+def test_silence_around_the_samples_costs_no_copy_of_them() -> None:
+    """PyAV's frames come from the lead, the samples and the tail joined end to end: only a frame
+    that spans two of them is copied; the others are views of the samples."""
+    samples = np.arange(20, dtype=np.float32)[None]
+    parts = [np.zeros((1, 3), np.float32), samples, np.zeros((1, 0), np.float32), np.ones((1, 4), np.float32)]
+    blocks = list(encoding._blocks(parts, 8))
+    assert [b.shape[1] for b in blocks] == [8, 8, 8, 3]
+    assert np.concatenate(blocks, axis=1).tolist() == np.concatenate(parts, axis=1).tolist()
+    assert [np.shares_memory(b, samples) for b in blocks] == [False, True, False, False]
