@@ -98,8 +98,9 @@ def encode_av(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     layout = "mono" if channels == 1 else "stereo"
     lead, tail, frames = 0, 0, pcm.shape[1]
     options = {}
+    per_frame = samples_per_frame(sample_rate)  # MP3's
     if fmt == "mp3":  # as audio/lame.py does, for the same reason (lame_tag)
-        lead = lead_for(frames, LAME_DELAY, samples_per_frame(sample_rate))
+        lead = lead_for(frames, LAME_DELAY, per_frame)
     if fmt == "m4a":
         lead, tail = m4a_lead(frames), AAC_FRAME
         options["movie_timescale"] = str(sample_rate)  # the edit list counts samples, not milliseconds
@@ -121,9 +122,9 @@ def encode_av(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
         return set_duration(buffer.getvalue(), frames)
     if fmt == "mp3":  # the muxer's padding can be short (by 46 samples for 1153 at 44.1 kHz):
         # the tag says what the frames written hold beyond the delay and the samples
-        delay = LAME_DELAY + lead
-        padding = packets * samples_per_frame(sample_rate) - delay - frames
-        return with_delays(buffer.getvalue(), first_frame(buffer.getvalue()), delay, padding)
+        data, delay = buffer.getvalue(), LAME_DELAY + lead
+        padding = packets * per_frame - delay - frames
+        return with_delays(data, first_frame(data), delay, padding)
     return buffer.getvalue()
 
 

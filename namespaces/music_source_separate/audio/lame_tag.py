@@ -18,8 +18,8 @@ tag (its encoder string "Lavf..."), in the first frame after its ID3v2 tag.
 from __future__ import annotations
 
 DECODER_DELAY = 529  # samples an MP3 decoder's synthesis adds (528 + 1), beside the encoder's delay
-_KBPS = {3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG-1 layer III
-         2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}  # MPEG-2 and 2.5
+_KBPS = {True: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG-1 layer III
+         False: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}  # MPEG-2 and 2.5
 _RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}  # by version bits
 _LAME_PART = 4 + 4 + 4 + 4 + 100 + 4  # "Info", flags, frames, bytes, TOC, quality: where "LAME" starts
 _DELAYS, _TAG_CRC = 21, 34  # offsets in LAME's part
@@ -64,8 +64,9 @@ def first_frame(data: bytes | bytearray) -> slice:
     version, kbps, rate = (header >> 19) & 3, (header >> 12) & 15, (header >> 10) & 3
     if header >> 21 != 0x7FF or (header >> 17) & 3 != 1 or version == 1 or kbps in (0, 15) or rate == 3:
         raise TagError("the stream does not start with an MPEG layer III frame")
-    per_kbit = 144 if version == 3 else 72  # bytes per kbit/s per kHz: samples per frame / 8
-    length = per_kbit * _KBPS[3 if version == 3 else 2][kbps] * 1000 // _RATES[version][rate]
+    mpeg1 = version == 3
+    per_kbit = 144 if mpeg1 else 72  # bytes per kbit/s per kHz: samples per frame / 8
+    length = per_kbit * _KBPS[mpeg1][kbps] * 1000 // _RATES[version][rate]
     return slice(start, start + length + ((header >> 9) & 1))
 
 

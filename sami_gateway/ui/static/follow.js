@@ -25,7 +25,7 @@ export const backoff = (failures) => Math.min(MAX_DELAY_MS, 1000 * 2 ** Math.max
 /** Whether a failed call may succeed if tried again with `api`: no answer, a 429 or a 5xx, or a 401
  *  for a token `api` has replaced since (not the other 4xx: a job that is gone, a token refused). */
 export const retriable = (err, api) => !(err instanceof ApiError) || err.http === 429 || err.http >= 500
-  || (err.http === 401 && err.token !== undefined && api !== undefined && err.token !== api.token);
+  || (err.http === 401 && err.token !== undefined && err.token !== api.token);
 
 /** Follows `job` from its events (`api.events`, `api.job`) until it is terminal, and returns it as it
  *  ended; `onJob` gets every newer state, `onRetry(failures, delay)` each wait before trying again
@@ -66,9 +66,7 @@ export async function followJob(api, job, signal, { onJob = () => {}, onRetry = 
       if (signal.aborted) return null;
       if (!retriable(err, api)) throw err;
       failures += 1;
-      if (err instanceof ApiError && err.retryAfter !== null && err.retryAfter !== undefined) {
-        asked = err.retryAfter * 1000;
-      }
+      if (err instanceof ApiError) asked = (err.retryAfter ?? 0) * 1000;
     } finally {
       clearTimeout(timer);
       signal.removeEventListener("abort", stop);
