@@ -70,7 +70,7 @@ class Subscriber:
                 await asyncio.sleep(RECONNECT_SECONDS)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
     async def _listen(self, pubsub: PubSub) -> None:
         """Hand each message on until the connection fails or stops answering pings."""
