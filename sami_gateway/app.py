@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,10 +22,24 @@ from .middleware import envelope_errors, invoke_metrics
 from .namespace import Namespace, load_namespaces
 from .quota import QuotaTracker
 from .scheduler import Limits, Scheduler
-from .state import AUTH, BODY_LIMIT, CONFIG, FETCHER, FRONT, METRICS, NAMESPACES, QUOTAS, READY, SCHEDULER, Readiness
+from .state import (
+    AUTH,
+    BODY_LIMIT,
+    CONFIG,
+    FETCHER,
+    FRONT,
+    JOBS,
+    METRICS,
+    NAMESPACES,
+    QUOTAS,
+    READY,
+    SCHEDULER,
+    Readiness,
+)
 from .ui.routes import add_ui_routes
 
 PAYLOAD_ALLOWANCE_BYTES = 1024 * 1024  # room for the JSON around `data` and the payload string
+LOW_DISK_BYTES = 1024 * 1024  # less free room than this in the data folder and the next job's files do not fit
 
 
 def body_limit(max_input_bytes: int) -> int:
@@ -49,6 +64,10 @@ async def readyz(request: web.Request) -> web.Response:
         checks = await front.readiness()
         body.update(checks)
         ready = ready and checks["redis"] and checks["storage"] and checks["workers_alive"] > 0
+    elif (jobs := request.app.get(JOBS)) is not None:  # the single process keeps files on its own disk
+        free = shutil.disk_usage(jobs.settings.data_dir).free
+        body.update(disk=free >= LOW_DISK_BYTES, disk_free_bytes=free)
+        ready = ready and free >= LOW_DISK_BYTES
     body["status"] = "ready" if ready else "unavailable"
     return web.json_response(body, status=200 if ready else 503)
 

@@ -62,6 +62,9 @@ class Code(Enum):
                                  "Redis or the object storage cannot be reached, or no worker is alive "
                                  "(scale-out); retry after `Retry-After`")
     TIMEOUT = Status(504, 50400001, "Timeout", "the request ran past `SAMI_REQUEST_TIMEOUT`")
+    INSUFFICIENT_STORAGE = Status(507, 50700001, "InsufficientStorage",
+                                  "the gateway's disk is full (files or the job store cannot be written); "
+                                  "retry after `Retry-After`")
 
 
 class GatewayError(Exception):
@@ -91,6 +94,14 @@ class GatewayError(Exception):
 def error(code: Code, detail: str = "", headers: dict[str, str] | None = None) -> GatewayError:
     """Build the GatewayError for a row of the table."""
     return GatewayError(detail, code=code, headers=headers)
+
+
+STORE_TROUBLE = frozenset({Code.BACKEND_UNAVAILABLE, Code.INSUFFICIENT_STORAGE})
+
+
+def store_trouble(exc: BaseException) -> bool:
+    """Whether `exc` says storage is away or full: the work is not at fault and can run again later."""
+    return isinstance(exc, GatewayError) and exc.code in STORE_TROUBLE
 
 
 def status_table_markdown() -> str:

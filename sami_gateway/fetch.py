@@ -19,6 +19,7 @@ from .errors import Code, GatewayError, error
 
 MAX_REDIRECTS = 3  # enough for CDN hops; more is a loop or a trick
 CHUNK_BYTES = 64 * 1024
+REPLY_BYTES = 4096  # of a webhook receiver's or copy target's reply: only its status counts; the rest is dropped
 _HEADERS = {"Accept-Encoding": "identity"}  # the bytes as stored: no gzip to undo or to bomb us
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, not global
@@ -141,7 +142,9 @@ class Fetcher:
             sent["Content-Length"] = str(body.stat().st_size)
         async with asyncio.timeout(timeout):
             async with self._session.request(method, url, data=data, headers=sent, allow_redirects=False) as response:
-                await response.read()
+                await response.content.read(REPLY_BYTES)
+                if not response.content.at_eof():
+                    response.close()  # a longer reply is never read: its connection is dropped instead
                 return response.status
 
     async def _follow(self, url: URL, max_bytes: int) -> bytes:

@@ -49,6 +49,9 @@ class Metrics:
                                     ["status_code"], registry=r)
         self.webhook_attempts = Counter("sami_gateway_webhook_attempts", "Webhook delivery attempts by outcome",
                                         ["outcome"], registry=r)
+        self.webhook_events_dropped = Counter("sami_gateway_webhook_events_dropped",
+                                              "Webhook events that could not be built; their jobs ended without "
+                                              "them", registry=r)
         self.cache_hits = Counter("sami_gateway_stem_cache_hits", "Runs answered from the stem cache",
                                   ["namespace"], registry=r)
         self.cache_misses = Counter("sami_gateway_stem_cache_misses", "Runs that separated (not in the stem cache)",

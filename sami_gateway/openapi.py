@@ -163,7 +163,7 @@ def _service_paths() -> dict[str, Any]:
             "200": json_body(ref("Health"), "the event loop answers", {"status": "ok"})}, security=ANONYMOUS)},
         "/readyz": {"get": operation("readyz", "Service", "Readiness", {
             "200": json_body(ref("Readiness"), "ready", EXAMPLES["Readiness"]),
-            "503": json_body(ref("Readiness"), "models not loaded, shutting down or saturated",
+            "503": json_body(ref("Readiness"), "models not loaded, shutting down, saturated or the disk full",
                              {**EXAMPLES["Readiness"], "status": "unavailable", "admitting": False})},
             security=ANONYMOUS)},
         "/metrics": {"get": operation("metrics", "Service", "Prometheus metrics", {

@@ -119,7 +119,12 @@ _SERVICE: dict[str, Schema] = {
         "admitting": {"type": "boolean"},
         "requests": {"type": "integer", "minimum": 0, "description": "requests admitted by the scheduler"},
         "queued_audio_seconds": {"type": "number", "minimum": 0},
-    }),
+        "disk": {"type": "boolean", "description": "the single process: its data folder has room for new files"},
+        "disk_free_bytes": {"type": "integer", "minimum": 0},
+        "redis": {"type": "boolean", "description": "a scale-out front: Redis answers"},
+        "storage": {"type": "boolean", "description": "a scale-out front: the object storage answers"},
+        "workers_alive": {"type": "integer", "minimum": 0, "description": "a scale-out front: workers heard from"},
+    }, required=["status", "models_loaded", "admitting", "requests", "queued_audio_seconds"]),
 }
 
 _NAMES: Schema = {"type": "array", "items": {"type": "string"}, "minItems": 1}

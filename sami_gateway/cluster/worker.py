@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from ..config import Config
-from ..errors import Code, GatewayError, error
+from ..errors import Code, GatewayError, error, store_trouble
 from ..fetch import Fetcher, FetchPolicy
 from ..jobs.model import JobStatus
 from ..jobs.runner import JobRunner
@@ -80,6 +80,7 @@ class Worker:
                                     lambda outcome: self.metrics.webhook_attempts.labels(outcome).inc())
         self.service.on_change.append(self.sender.on_change)
         self.service.on_change.append(lambda job: count_transition(self.metrics, job))
+        self.service.on_event_dropped = lambda job: self.metrics.webhook_events_dropped.inc()
         self.sweeper = Sweeper(self.service)
         self.subscriber = Subscriber(self.client, [keys.WAKE, keys.CANCEL, keys.JOB_CHANGED], self._message,
                                      self._recheck)
@@ -297,7 +298,7 @@ class Worker:
                 await self.runner.run(started)
                 return
             except GatewayError as exc:
-                if exc.code is not Code.BACKEND_UNAVAILABLE:
+                if not store_trouble(exc):
                     raise
                 log.warning("job %s: %s; running it again in %g s", started.id, exc.detail, BACKEND_RETRY_SECONDS)
             await asyncio.sleep(BACKEND_RETRY_SECONDS)  # holding the lease: the job stays this worker's

@@ -8,19 +8,25 @@ The shared implementation (S3-compatible storage) offers the same verbs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
 import mmap
 import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ..errors import Code, error
+
 WRITE_BATCH_BYTES = 1024 * 1024  # received bytes are written to disk this much at a time, off the event loop
 _KEY = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)*")
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+FULL_RETRY_AFTER = "30"  # seconds a client waits before trying a write again on a full disk
 
 
 class BlobTooLarge(Exception):
@@ -74,6 +80,18 @@ class BlobStore(Protocol):
 
     async def folders(self, area: str) -> set[str]:
         """The names directly under `area` (`inputs`, `uploads`, `results`), for sweeping orphans."""
+
+
+@contextlib.contextmanager
+def disk_writes(what: str) -> Iterator[None]:
+    """A full disk (or quota) while writing `what`: 507 INSUFFICIENT_STORAGE, which the caller can retry."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        raise error(Code.INSUFFICIENT_STORAGE, f"{what}: the disk is full",
+                    {"Retry-After": FULL_RETRY_AFTER}) from exc
 
 
 def check_key(key: str) -> str:
@@ -142,35 +160,48 @@ class LocalBlobStore(Scratch):
             os.replace(source, temp)  # same filesystem: the work folder is under tmp/
             self._commit(temp, key)
             return Written(size, digest.hexdigest())
-        return await asyncio.to_thread(move)
+        with disk_writes(key):
+            return await asyncio.to_thread(move)
 
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes], max_bytes: int) -> Written:
         temp = self._temp()
-        written = await spool(temp, chunks, max_bytes)
-        try:
-            await asyncio.to_thread(self._commit, temp, key)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+        with disk_writes(key):
+            written = await spool(temp, chunks, max_bytes)
+            try:
+                await asyncio.to_thread(self._commit, temp, key)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
         return written
 
     async def put_bytes(self, key: str, data: bytes) -> Written:
         def write() -> Written:
             temp = self._temp()
             temp.write_bytes(data)
-            self._commit(temp, key)
+            try:
+                temp.write_bytes(data)
+                self._commit(temp, key)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
             return Written(len(data), hashlib.sha256(data).hexdigest())
-        return await asyncio.to_thread(write)
+        with disk_writes(key):
+            return await asyncio.to_thread(write)
 
     async def copy(self, source: str, key: str) -> None:
         def link() -> None:
             temp = self._temp()
             try:
-                os.link(self._path(source), temp)  # uploads and inputs are never modified: share the bytes
-            except OSError:
-                shutil.copyfile(self._path(source), temp)
-            self._commit(temp, key)
-        await asyncio.to_thread(link)
+                try:
+                    os.link(self._path(source), temp)  # uploads and inputs are never modified: share the bytes
+                except OSError:
+                    shutil.copyfile(self._path(source), temp)
+                self._commit(temp, key)
+            except BaseException:
+                temp.unlink(missing_ok=True)  # a partial copy on a full disk would keep it full
+                raise
+        with disk_writes(key):
+            await asyncio.to_thread(link)
 
     async def read(self, key: str) -> bytes | mmap.mmap:
         def load() -> bytes | mmap.mmap:

@@ -18,6 +18,9 @@ from ..errors import Code, error
 
 MAX_NAME_CHARS = 200
 MAX_METADATA_BYTES = 4096
+# Objects and arrays inside one another: the job is stored and sent a few levels deeper still (a
+# webhook's `data.job.metadata`), and orjson refuses past 254, so far deeper metadata could never be written.
+MAX_METADATA_DEPTH = 32
 MAX_COPIES = 32  # more targets than any model has stems
 GATEWAY_FIELDS = frozenset({"input", "name", "metadata", "webhook_url", "copy_results_to"})
 NAMESPACE_FIELDS = frozenset({"model", "stems", "output"})
@@ -92,11 +95,24 @@ def _name(value: Any) -> str | None:
     return value
 
 
+def json_depth(value: Any) -> int:
+    """How many objects and arrays are nested in `value` at its deepest (a scalar is 0)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def _metadata(value: Any) -> Mapping[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise _illegal("metadata must be a JSON object")
+    if json_depth(value) > MAX_METADATA_DEPTH:
+        raise _illegal(f"metadata may nest objects and arrays at most {MAX_METADATA_DEPTH} deep")
     if len(orjson.dumps(value)) > MAX_METADATA_BYTES:
         raise _illegal(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")
     return value

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import Code, GatewayError, error
+from ..errors import Code, GatewayError, error, store_trouble
 from ..fetch import Fetcher
 from ..namespace import JobCall, JobOutput, RunReport, release
+from .blobs import disk_writes
 from .model import InputKind, Job, JobStatus, StoredResult, media_type
 from .service import JobService
 from .store import QueueHead
@@ -27,6 +29,13 @@ from .store import QueueHead
 log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 1.0  # a worker with nothing to do looks again this often, or when woken
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes of one job
+RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits before running a job again while storage is away; then the last
+STORE_PATIENCE_SECONDS = 3600.0  # a job storage cannot take for an hour is failed (when the failure can be written)
+
+
+def retry_delay(retry: int) -> float:
+    """Seconds to wait before the `retry`-th try (from 1) of a write that storage refused."""
+    return RETRY_SECONDS[min(retry, len(RETRY_SECONDS)) - 1]
 
 
 class JobRunner:
@@ -53,14 +62,27 @@ class JobRunner:
         return len(self._running)
 
     async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._recover(), name="job-recovery")]
+        self._tasks += [asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self._workers)]
+
+    async def _recover(self) -> None:
+        """Queue again the jobs a restart interrupted and fail those out of attempts; while the store
+        cannot be written (a full disk), try again later: start-up never waits on it or dies of it."""
         settings = self._service.settings
-        requeued, exhausted = await self._service.store.requeue_interrupted(settings.max_job_attempts)
-        for job in requeued:
-            log.info("job %s was interrupted by a restart: queued again", job.id)
-        for job in exhausted:
-            await self._service.finish(job, JobStatus.FAILED, failure=error(
-                Code.INTERNAL_ERROR, f"the job was interrupted {job.attempts} times"), reason="attempts exhausted")
-        self._tasks = [asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self._workers)]
+        for retry in itertools.count(1):
+            try:
+                requeued, exhausted = await self._service.store.requeue_interrupted(settings.max_job_attempts)
+            except Exception as exc:  # noqa: BLE001 - a store that cannot be written yet
+                log.warning("requeueing interrupted jobs failed (%s); trying again", exc)
+                await asyncio.sleep(retry_delay(retry))
+                continue
+            for job in requeued:
+                log.info("job %s was interrupted by a restart: queued again", job.id)
+            for job in exhausted:
+                failure = error(Code.INTERNAL_ERROR, f"the job was interrupted {job.attempts} times")
+                await self._fail_for_good(job, failure, "attempts exhausted")
+            self._wake.set()
+            return
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -108,7 +130,7 @@ class JobRunner:
                     async with asyncio.timeout(IDLE_POLL_SECONDS):
                         await self._wake.wait()
                 continue
-            task = asyncio.create_task(self.run(job), name=f"job-{job.id}")
+            task = asyncio.create_task(self._run_until_recorded(job), name=f"job-{job.id}")
             self._running[job.id] = task
             try:
                 await asyncio.shield(task)
@@ -118,18 +140,60 @@ class JobRunner:
                     with contextlib.suppress(BaseException):
                         await task
                     raise
+            except Exception:  # noqa: BLE001 - one job's failure never ends the worker
+                log.exception("job %s: its run ended unexpectedly", job.id)
             finally:
                 self._running.pop(job.id, None)
+
+    async def _run_until_recorded(self, job: Job) -> None:
+        """`run`, again and again while storage is away or full: the job ends succeeded or failed once
+        it is back, never left `processing`. Past STORE_PATIENCE_SECONDS it is failed as soon as the
+        failure can be written."""
+        since = time.monotonic()
+        for retry in itertools.count(1):
+            try:
+                await self.run(job)
+                return
+            except Exception as exc:  # noqa: BLE001 - storage trouble, or a failure that could not be recorded
+                if not store_trouble(exc):
+                    log.exception("job %s: its outcome could not be recorded; running it again", job.id)
+                trouble = exc
+            delay = retry_delay(retry)
+            log.warning("job %s: %s; running it again in %g s", job.id, trouble, delay)
+            await asyncio.sleep(delay)
+            try:
+                current = await self._service.store.get_job(job.id)
+            except Exception:  # noqa: BLE001 - still away: wait again
+                continue
+            if current is None or current.status.terminal:
+                return
+            if time.monotonic() - since > STORE_PATIENCE_SECONDS:
+                failure = trouble if isinstance(trouble, GatewayError) else error(Code.INTERNAL_ERROR)
+                await self._fail_for_good(current, failure, "storage failed for too long")
+                return
+
+    async def _fail_for_good(self, job: Job, failure: GatewayError, reason: str) -> None:
+        """Fail `job`, retrying while the store cannot record it (the runner stopping ends the wait)."""
+        for retry in itertools.count(1):
+            try:
+                await self._service.finish(job, JobStatus.FAILED, failure=failure, reason=reason)
+                return
+            except Exception:  # noqa: BLE001 - logged with the job id, tried again
+                log.exception("job %s: failing it could not be recorded; trying again", job.id)
+            await asyncio.sleep(retry_delay(retry))
 
     # -- running -----------------------------------------------------------------------------
 
     async def run(self, job: Job) -> None:
-        """Run a claimed job to a terminal state (a stopped gateway puts it back in the queue)."""
+        """Run a claimed job to a terminal state (a stopped gateway puts it back in the queue). Storage
+        that is away or full raises its GatewayError (`store_trouble`): the job is not at fault, and the
+        caller runs it again later."""
         service = self._service
         workdir = service.blobs.workdir()
         try:
             async with asyncio.timeout(service.settings.job_timeout):
-                output = await self._execute(job, workdir)
+                with disk_writes(f"job {job.id}"):
+                    output = await self._execute(job, workdir)
                 self._on_report(output.report)
                 result = await self._keep(job, output)
             await service.finish(job, JobStatus.SUCCEEDED, result=result, input_info=dict(output.input),
@@ -145,8 +209,8 @@ class JobRunner:
             await service.finish(job, JobStatus.FAILED, failure=error(
                 Code.TIMEOUT, f"the job ran past {service.settings.job_timeout:g} s"))
         except GatewayError as exc:
-            if exc.code is Code.BACKEND_UNAVAILABLE:
-                raise  # shared storage or Redis is away: the job is not at fault; its caller runs it again
+            if store_trouble(exc):
+                raise
             await service.finish(job, JobStatus.FAILED, failure=exc)
         except Exception:  # noqa: BLE001 - logged with the job id, answered as an internal error
             log.exception("job %s failed unexpectedly", job.id)

@@ -73,6 +73,7 @@ class JobService:
         self.max_input_bytes = max_input_bytes
         self.default_base_url = settings.public_url or default_base_url
         self.on_change: list[Callable[[Job], None]] = []  # the runner and the webhook sender listen
+        self.on_event_dropped: Callable[[Job], None] = lambda job: None  # a webhook event that could not be built
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -186,12 +187,19 @@ class JobService:
             listener(job)
 
     def _event(self, job: Job) -> WebhookEvent | None:
+        """The job's terminal webhook event; None without a webhook, or when it cannot be built (a
+        record from before the request checks it holds): the job still ends, its event is dropped."""
         if job.webhook_url is None:
             return None
         event_id = new_id("evt")
         now = time.time()
-        body = orjson.dumps({"id": event_id, "type": f"job.{job.status.value}", "created_at": iso(now),
-                             "data": {"job": self.render(job)}})
+        try:
+            body = orjson.dumps({"id": event_id, "type": f"job.{job.status.value}", "created_at": iso(now),
+                                 "data": {"job": self.render(job)}})
+        except Exception:  # noqa: BLE001 - logged with the job id; ending the job matters more
+            log.exception("job %s: its webhook event cannot be built; dropped", job.id)
+            self.on_event_dropped(job)
+            return None
         return WebhookEvent(event_id, job.id, job.appkey, job.webhook_url, body, now, now)
 
     async def finish(self, job: Job, status: JobStatus, *, result: dict[str, StoredResult] | None = None,

@@ -76,6 +76,7 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
                            lambda outcome: metrics.webhook_attempts.labels(outcome).inc())
     service.on_change.append(sender.on_change)
     service.on_change.append(lambda job: count_transition(metrics, job))
+    service.on_event_dropped = lambda job: metrics.webhook_events_dropped.inc()
     sweeper = Sweeper(service)
     await sweeper.start()
     await runner.start()

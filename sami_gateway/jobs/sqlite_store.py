@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from ..errors import Code, GatewayError, error
+from .blobs import FULL_RETRY_AFTER
 from .codec import NESTED, job_from_dict, job_to_dict
 from .model import Job, JobStatus, Upload, WebhookEvent
 from .store import QueueHead
@@ -117,6 +119,14 @@ def _event_row(event: WebhookEvent) -> tuple[Any, ...]:
     return tuple(getattr(event, name) for name in EVENT_COLUMNS)
 
 
+def unavailable(exc: sqlite3.OperationalError) -> GatewayError:
+    """The store cannot be written or read now (a full disk, an I/O error, a lock held too long):
+    507 or 503 with Retry-After, which callers may try again; the store itself is left consistent."""
+    if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL:  # the primary code of an extended one
+        return error(Code.INSUFFICIENT_STORAGE, "the job store: the disk is full", {"Retry-After": FULL_RETRY_AFTER})
+    return error(Code.BACKEND_UNAVAILABLE, f"the job store: {exc}", {"Retry-After": FULL_RETRY_AFTER})
+
+
 class SqliteJobStore:
     """`JobStore` in one SQLite file; calls run in order on the store's own thread."""
 
@@ -130,7 +140,10 @@ class SqliteJobStore:
             assert self._db is not None, "the store is not open"
             with self._db:  # one transaction: committed, or rolled back on an exception
                 return func(self._db)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        except sqlite3.OperationalError as exc:  # the transaction was rolled back: nothing half-written
+            raise unavailable(exc) from exc
 
     async def open(self) -> None:
         def connect() -> None:

@@ -25,10 +25,14 @@ class Sweeper:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, orphans: bool = True) -> None:
-        """Sweep (orphan files too, unless other processes may be writing them now), then keep sweeping."""
-        if orphans:
-            await self.sweep_orphans()
-        await self.sweep()
+        """Sweep (orphan files too, unless other processes may be writing them now), then keep sweeping.
+        A sweep that fails here (a store that cannot be written yet) is logged: start-up goes on."""
+        try:
+            if orphans:
+                await self.sweep_orphans()
+            await self.sweep()
+        except Exception:  # noqa: BLE001 - the loop sweeps again
+            log.exception("sweeping at start failed")
         self._task = asyncio.create_task(self._loop(), name="sweeper")
 
     async def stop(self) -> None:
@@ -46,19 +50,31 @@ class Sweeper:
                 log.exception("sweeping expired jobs failed")
 
     async def sweep(self) -> int:
-        """Delete expired jobs and uploads; how many went."""
+        """Delete expired jobs and uploads; how many went. One that cannot be deleted is logged with
+        its id and left for the next round; the others still go."""
         service, now, removed = self._service, time.time(), 0
-        while jobs := await service.store.expired_jobs(now, BATCH):
+        failed: set[str] = set()
+        while jobs := [job for job in await service.store.expired_jobs(now, BATCH + len(failed))
+                       if job.id not in failed]:
             for job in jobs:
-                await service.store.delete_job(job.id)
-                await service.remove_files(job.id)
-                service.events.forget(job.id)
-            removed += len(jobs)
-        while uploads := await service.store.expired_uploads(now, BATCH):
+                try:
+                    await service.store.delete_job(job.id)
+                    await service.remove_files(job.id)
+                    service.events.forget(job.id)
+                    removed += 1
+                except Exception:  # noqa: BLE001 - logged with its id, tried again next round
+                    log.exception("sweeping job %s failed", job.id)
+                    failed.add(job.id)
+        while uploads := [upload for upload in await service.store.expired_uploads(now, BATCH + len(failed))
+                          if upload.id not in failed]:
             for upload in uploads:
-                await service.store.delete_upload(upload.id)
-                await service.blobs.delete_prefix(upload.key)
-            removed += len(uploads)
+                try:
+                    await service.store.delete_upload(upload.id)
+                    await service.blobs.delete_prefix(upload.key)
+                    removed += 1
+                except Exception:  # noqa: BLE001 - logged with its id, tried again next round
+                    log.exception("sweeping upload %s failed", upload.id)
+                    failed.add(upload.id)
         if removed:
             log.info("swept %d expired jobs and uploads", removed)
         return removed

@@ -76,19 +76,27 @@ class WebhookSender:
     async def _loop(self) -> None:
         while True:
             self._wake.clear()
+            upcoming: float | None = None
             try:
                 due = await self._store.due_events(time.time(), BATCH)
-                if due:
-                    await asyncio.gather(*(self._attempt(event) for event in due))
+                if due and await self._attempt_all(due):
                     continue
-                upcoming = await self._store.next_event_at()
+                if not due:
+                    upcoming = await self._store.next_event_at()
             except Exception:  # noqa: BLE001 - a store hiccup must not end delivery
                 log.exception("webhook delivery round failed")
-                upcoming = None
             wait = IDLE_SECONDS if upcoming is None else min(IDLE_SECONDS, max(0.0, upcoming - time.time()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
+
+    async def _attempt_all(self, due: list[WebhookEvent]) -> bool:
+        """Attempt each event; whether any attempt was recorded (none: the store is failing, so wait)."""
+        outcomes = await asyncio.gather(*(self._attempt(event) for event in due), return_exceptions=True)
+        for event, outcome in zip(due, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # its attempt is not recorded: it is due again
+                log.error("webhook %s of job %s: the attempt failed", event.id, event.job_id, exc_info=outcome)
+        return not all(isinstance(outcome, Exception) for outcome in outcomes)
 
     async def _attempt(self, event: WebhookEvent) -> None:
         headers = {"Content-Type": "application/json", "User-Agent": "sami-gateway-webhooks",
