@@ -19,9 +19,22 @@ from .jobs.setup import add_cluster_jobs, add_jobs
 from .metrics import Metrics
 from .middleware import envelope_errors, invoke_metrics
 from .namespace import Namespace, load_namespaces
-from .quota import QuotaTracker
+from .quota import QuotaTracker, StreamSlots
 from .scheduler import Limits, Scheduler
-from .state import AUTH, BODY_LIMIT, CONFIG, FETCHER, FRONT, METRICS, NAMESPACES, QUOTAS, READY, SCHEDULER, Readiness
+from .state import (
+    AUTH,
+    BODY_LIMIT,
+    CONFIG,
+    FETCHER,
+    FRONT,
+    METRICS,
+    NAMESPACES,
+    QUOTAS,
+    READY,
+    SCHEDULER,
+    STREAMS,
+    Readiness,
+)
 from .ui.routes import add_ui_routes
 
 PAYLOAD_ALLOWANCE_BYTES = 1024 * 1024  # room for the JSON around `data` and the payload string
@@ -106,6 +119,7 @@ def create_app(config: Config, namespaces: dict[str, Namespace[Any]] | None = No
     app[BODY_LIMIT] = limit
     app[NAMESPACES] = namespaces
     app[QUOTAS] = QuotaTracker() if front is None else front.quotas
+    app[STREAMS] = StreamSlots()  # this process's, a front's too
     app[AUTH] = Authenticator(config.appkeys, TokenService.from_config(config), namespaces, config.default_quota)
     app[FETCHER] = Fetcher(FetchPolicy.from_entries(config.fetch_allow),
                            config.fetch_connect_timeout, config.fetch_timeout)
