@@ -30,4 +30,6 @@ class AccessLogger(AbstractAccessLogger):
     """Writes `log_record` as one JSON line."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if request.get(CONTEXT) is None and response.status == 400:
+            return  # aiohttp could not parse it and answered alone: bad_requests logs it, at a bounded rate
         self.logger.info(orjson.dumps(log_record(request, response, time)).decode())

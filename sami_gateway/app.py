@@ -20,7 +20,7 @@ from .jobs.setup import add_cluster_jobs, add_jobs
 from .metrics import Metrics
 from .middleware import envelope_errors, invoke_metrics
 from .namespace import Namespace, load_namespaces
-from .quota import QuotaTracker
+from .quota import QuotaTracker, StreamSlots
 from .scheduler import Limits, Scheduler
 from .state import (
     AUTH,
@@ -34,6 +34,7 @@ from .state import (
     QUOTAS,
     READY,
     SCHEDULER,
+    STREAMS,
     Readiness,
 )
 from .ui.routes import add_ui_routes
@@ -125,6 +126,7 @@ def create_app(config: Config, namespaces: dict[str, Namespace[Any]] | None = No
     app[BODY_LIMIT] = limit
     app[NAMESPACES] = namespaces
     app[QUOTAS] = QuotaTracker() if front is None else front.quotas
+    app[STREAMS] = StreamSlots()  # this process's, a front's too
     app[AUTH] = Authenticator(config.appkeys, TokenService.from_config(config), namespaces, config.default_quota)
     app[FETCHER] = Fetcher(FetchPolicy.from_entries(config.fetch_allow),
                            config.fetch_connect_timeout, config.fetch_timeout)

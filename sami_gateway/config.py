@@ -27,7 +27,8 @@ from .settings import Section, Setting, bounded_int, positive, read_values, spli
 MIN_SECRET_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output
 MAX_TOKEN_TTL = 24 * 3600  # SAMI caps token lifetime at one day
 DEFAULT_KID = "k1"
-DEFAULT_QUOTA = Quota(rate=20.0, burst=40, concurrent=8)  # generous: quotas guard against one key starving others
+# Generous: quotas guard against one key starving others (16 streams: a page following a few jobs, and scripts).
+DEFAULT_QUOTA = Quota(rate=20.0, burst=40, concurrent=8, streams=16)
 _URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")
 DEFAULT_NAMESPACES = ("namespaces.music_source_separate",)
 CORE_SECTIONS = (JOB_SETTINGS, CLUSTER_SETTINGS)  # the core's own sections, beside the plugins'
@@ -75,12 +76,13 @@ class Config:
     quota_rate: float = DEFAULT_QUOTA.rate
     quota_burst: int = DEFAULT_QUOTA.burst
     quota_concurrent: int = DEFAULT_QUOTA.concurrent
+    quota_streams: int = DEFAULT_QUOTA.streams
     log_level: str = "INFO"
     sections: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # plugin settings by name
 
     @property
     def default_quota(self) -> Quota:
-        return Quota(self.quota_rate, self.quota_burst, self.quota_concurrent)
+        return Quota(self.quota_rate, self.quota_burst, self.quota_concurrent, self.quota_streams)
 
 
 def default_max_jobs() -> int:
@@ -110,7 +112,7 @@ def default_max_queued_seconds() -> float:
 
 def _quota(spec: Mapping[str, Any], default: Quota) -> Quota:
     return Quota(float(spec.get("rate", default.rate)), int(spec.get("burst", default.burst)),
-                 int(spec.get("concurrent", default.concurrent)))
+                 int(spec.get("concurrent", default.concurrent)), int(spec.get("streams", default.streams)))
 
 
 def _appkey(name: str, allowed: list[str] | None, quota: Quota | None = None,
@@ -132,7 +134,7 @@ def _appkeys(value: Any) -> Mapping[str, AppKeyRule]:
         for name, spec in value.items():
             spec = spec if isinstance(spec, dict) else {}
             allowed = spec.get("namespaces")
-            quota = _quota(spec, DEFAULT_QUOTA) if {"rate", "burst", "concurrent"} & set(spec) else None
+            quota = _quota(spec, DEFAULT_QUOTA) if {"rate", "burst", "concurrent", "streams"} & set(spec) else None
             keys[name] = _appkey(name, None if allowed is None else split(allowed) or [""], quota,
                                  spec.get("webhook_secret"))
         return MappingProxyType(keys)
@@ -206,6 +208,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("quota_rate", positive(float), "requests per second per appkey, on average (`[appkeys.K] rate`)"),
     Setting("quota_burst", positive(int), "requests an appkey may send at once above the rate (`burst`)"),
     Setting("quota_concurrent", positive(int), "requests an appkey may have in flight (`concurrent`)"),
+    Setting("quota_streams", positive(int), "event streams and long polls (`?wait=`) an appkey may hold open at once, "
+            "each front on its own (`streams`)"),
     Setting("log_level", lambda v: str(v).upper(), "logging level"),
 )
 

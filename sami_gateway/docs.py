@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from .openapi import build_document
+from .page_headers import SECURITY_HEADERS, content_security_policy
 
 # The Swagger UI files the page uses, with their types; no other file of the bundle is served.
 ASSETS = {
@@ -16,6 +17,15 @@ ASSETS = {
     "favicon-32x32.png": "image/png",
     "favicon-16x16.png": "image/png",
 }
+# The page's own files: its script and style live here, not inline, so the policy needs no 'unsafe-inline'.
+INIT_JS = """window.ui = SwaggerUIBundle({
+  url: "openapi.json", dom_id: "#swagger-ui", deepLinking: true, validatorUrl: null,
+  presets: [SwaggerUIBundle.presets.apis], layout: "BaseLayout"
+});
+"""
+PAGE_FILES = {"init.js": ("text/javascript", INIT_JS), "page.css": ("text/css", "body { margin: 0; }\n")}
+# Swagger UI's stylesheet draws its icons from data: URLs; nothing else comes from outside the gateway.
+POLICY = content_security_policy(img_src="'self' data:")
 ASSETS_DIR = web.AppKey("docs_assets", Path)
 DOCUMENT = web.AppKey("openapi_document", bytes)
 
@@ -29,17 +39,12 @@ PAGE = """<!DOCTYPE html>
   <link rel="stylesheet" href="docs/swagger-ui.css">
   <link rel="icon" type="image/png" href="docs/favicon-32x32.png" sizes="32x32">
   <link rel="icon" type="image/png" href="docs/favicon-16x16.png" sizes="16x16">
-  <style>body { margin: 0; }</style>
+  <link rel="stylesheet" href="docs/page.css">
 </head>
 <body>
   <div id="swagger-ui"></div>
   <script src="docs/swagger-ui-bundle.js"></script>
-  <script>
-    window.ui = SwaggerUIBundle({
-      url: "openapi.json", dom_id: "#swagger-ui", deepLinking: true, validatorUrl: null,
-      presets: [SwaggerUIBundle.presets.apis], layout: "BaseLayout"
-    });
-  </script>
+  <script src="docs/init.js"></script>
 </body>
 </html>
 """
@@ -59,15 +64,19 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 async def docs_page(request: web.Request) -> web.Response:
     """Swagger UI, reading /openapi.json."""
-    return web.Response(text=PAGE, content_type="text/html")
+    return web.Response(text=PAGE, content_type="text/html",
+                        headers={"Content-Security-Policy": POLICY, **SECURITY_HEADERS})
 
 
 async def docs_asset(request: web.Request) -> web.StreamResponse:
-    """One of Swagger UI's files; any other name is 404."""
+    """One of Swagger UI's files or the page's own; any other name is 404."""
     name = request.match_info["asset"]
+    if name in PAGE_FILES:
+        content_type, text = PAGE_FILES[name]
+        return web.Response(text=text, content_type=content_type, headers=SECURITY_HEADERS)
     if name not in ASSETS:
         raise web.HTTPNotFound()
-    return web.FileResponse(request.app[ASSETS_DIR] / name, headers={"Content-Type": ASSETS[name]})
+    return web.FileResponse(request.app[ASSETS_DIR] / name, headers={"Content-Type": ASSETS[name], **SECURITY_HEADERS})
 
 
 def add_docs_routes(app: web.Application) -> None:

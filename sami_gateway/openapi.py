@@ -252,10 +252,11 @@ def _job_paths() -> dict[str, Any]:
     get = operation(
         "getJob", "Jobs", "A job", {
             "200": json_body(ref("Job"), "the job", JOB_SUCCEEDED),
-            **job_errors(Code.ILLEGAL_PAYLOAD, *AUTH, Code.JOB_NOT_FOUND, *SERVER)},
+            **job_errors(Code.ILLEGAL_PAYLOAD, *AUTH, Code.JOB_NOT_FOUND, Code.QUOTA_EXCEEDED, *SERVER)},
         security=BEARER, parameters=[param(
             "wait", "query", {"type": "number", "minimum": 0, "maximum": 60, "default": 0},
-            "long polling: answer once the job is terminal, or after this many seconds")])
+            "long polling: answer once the job is terminal, or after this many seconds; a long poll holds one "
+            "of the appkey's stream slots (`SAMI_QUOTA_STREAMS`) while it waits, 429 past them")])
     delete = operation("deleteJob", "Jobs", "Cancel if needed, delete the job and its files",
                        {"204": {"description": "deleted"}, **one}, security=BEARER)
     cancel = operation("cancelJob", "Jobs", "Cancel a queued or processing job", {
@@ -263,8 +264,10 @@ def _job_paths() -> dict[str, Any]:
     events = operation("jobEvents", "Jobs", "Server-Sent Events until the job is terminal", {
         "200": {"description": "a `status` event (`data`: the job) first and at each change of status, "
                                "`progress` events (`data`: `{\"id\", \"progress\"}`) between; the stream "
-                               "ends after the terminal status",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **one}, security=BEARER)
+                               "ends after the terminal status; it holds one of the appkey's stream slots "
+                               "(`SAMI_QUOTA_STREAMS`, shared with long polls) while open",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **job_errors(*AUTH, Code.JOB_NOT_FOUND, Code.QUOTA_EXCEEDED, *SERVER)}, security=BEARER)
     return {
         "/api/v1/jobs": {"post": _create_job(), "get": listing},
         "/api/v1/jobs/{job_id}": {"parameters": job_id, "get": get, "delete": delete},

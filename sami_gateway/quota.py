@@ -1,29 +1,34 @@
-"""Per-appkey quotas: a token bucket for the request rate and a bound on concurrent requests."""
+"""Per-appkey quotas: a token bucket for the request rate, a bound on concurrent requests and one on the
+event streams and long polls held open."""
 
 from __future__ import annotations
 
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import Code, error
 
+STREAM_RETRY_AFTER_SECONDS = 5  # a slot frees when one of the appkey's streams or long polls ends: not at once
+
 
 @dataclass(frozen=True)
 class Quota:
-    """`rate` requests per second on average, bursts of `burst`, at most `concurrent` at once."""
+    """`rate` requests per second on average, bursts of `burst`, at most `concurrent` at once, and at
+    most `streams` event streams and long polls open at once."""
 
     rate: float
     burst: int
     concurrent: int
+    streams: int = 16
 
     def __post_init__(self) -> None:
-        if self.rate <= 0 or self.burst < 1 or self.concurrent < 1:
-            raise ValueError("quota needs rate > 0, burst >= 1 and concurrent >= 1")
+        if self.rate <= 0 or self.burst < 1 or self.concurrent < 1 or self.streams < 1:
+            raise ValueError("quota needs rate > 0, burst >= 1, concurrent >= 1 and streams >= 1")
 
 
 @dataclass
@@ -75,3 +80,31 @@ class QuotaTracker:
         finally:
             with self._lock:
                 self._usage[appkey].active -= 1
+
+
+class StreamSlots:
+    """The event streams and long polls each appkey holds open in this process: past its quota's
+    `streams`, 429 with Retry-After; other appkeys unaffected. Each front of a scale-out keeps its own."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+
+    def open(self, appkey: str) -> int:
+        return self._open.get(appkey, 0)
+
+    @contextmanager
+    def hold(self, appkey: str, quota: Quota) -> Iterator[None]:
+        """One of the appkey's slots for the duration of the block (the event loop's only: no lock)."""
+        held = self._open.get(appkey, 0)
+        if held >= quota.streams:
+            raise error(Code.QUOTA_EXCEEDED, f"at most {quota.streams} event streams and long polls open at once "
+                        "per appkey; close one or wait", {"Retry-After": str(STREAM_RETRY_AFTER_SECONDS)})
+        self._open[appkey] = held + 1
+        try:
+            yield
+        finally:
+            left = self._open[appkey] - 1
+            if left:
+                self._open[appkey] = left
+            else:
+                del self._open[appkey]

@@ -8,8 +8,10 @@ import logging
 from contextlib import suppress
 
 from aiohttp import web
+from aiohttp.log import server_logger
 
 from .access_log import AccessLogger
+from .bad_requests import MalformedRequestLog
 from .config import Config
 from .connections import ConnectionGuard
 from .state import METRICS
@@ -25,6 +27,8 @@ async def serve(app: web.Application, config: Config) -> None:
                            shutdown_timeout=config.shutdown_grace, keepalive_timeout=config.keepalive_timeout)
     await runner.setup()  # runs the startup hooks; SIGTERM and SIGINT now raise web.GracefulExit
     gc.freeze()  # what startup built lives as long as the process: full collections need not walk it again
+    malformed = MalformedRequestLog()
+    malformed.install(server_logger)
     guard: ConnectionGuard | None = None
     listener: asyncio.Server | None = None
     try:
@@ -42,6 +46,7 @@ async def serve(app: web.Application, config: Config) -> None:
         if guard is not None:
             guard.close()  # as aiohttp closes its idle connections next
         await runner.cleanup()
+        malformed.remove()
 
 
 def run(app: web.Application, config: Config) -> None:

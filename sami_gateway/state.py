@@ -13,7 +13,7 @@ from .fetch import Fetcher
 from .jobs.service import JobService
 from .metrics import Metrics
 from .namespace import Namespace, RunReport
-from .quota import Quotas
+from .quota import Quotas, StreamSlots
 from .scheduler import Scheduler
 
 
@@ -52,6 +52,7 @@ NAMESPACES = web.AppKey("namespaces", dict[str, Namespace[Any]])
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 METRICS = web.AppKey("metrics", Metrics)
 QUOTAS = web.AppKey("quotas", Quotas)
+STREAMS = web.AppKey("streams", StreamSlots)  # event streams and long polls held open, per appkey
 READY = web.AppKey("ready", Readiness)
 JOBS = web.AppKey("jobs", JobService)
 PAGE_POLICY = web.AppKey("page_policy", PagePolicy)

@@ -13,7 +13,7 @@ from sami_gateway.app import create_app
 from sami_gateway.auth import TokenService
 from sami_gateway.config import load_config
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.quota import Quota, QuotaTracker
+from sami_gateway.quota import STREAM_RETRY_AFTER_SECONDS, Quota, QuotaTracker, StreamSlots
 from tests.test_app import NS, SECRET, Echo
 
 
@@ -60,6 +60,34 @@ async def test_concurrency_bound_and_release() -> None:
 def test_quota_is_validated() -> None:
     with pytest.raises(ValueError):
         Quota(rate=0, burst=1, concurrent=1)
+    with pytest.raises(ValueError):
+        Quota(rate=1, burst=1, concurrent=1, streams=0)
+
+
+def test_stream_slots_refuse_past_the_quota_and_free_when_released() -> None:
+    slots, quota = StreamSlots(), Quota(rate=1, burst=1, concurrent=1, streams=2)
+    with slots.hold("a", quota), slots.hold("a", quota):
+        with pytest.raises(GatewayError) as info, slots.hold("a", quota):
+            pass
+        assert info.value.code is Code.QUOTA_EXCEEDED and info.value.status.http == 429
+        assert info.value.headers == {"Retry-After": str(STREAM_RETRY_AFTER_SECONDS)}
+        assert "at most 2 event streams and long polls" in info.value.detail
+        with slots.hold("b", quota):  # another appkey's are its own
+            assert slots.open("a") == 2 and slots.open("b") == 1
+    assert slots.open("a") == 0
+    with pytest.raises(RuntimeError), slots.hold("a", quota):
+        raise RuntimeError  # a stream that fails gives its slot back too
+    assert slots.open("a") == 0
+
+
+def test_streams_per_appkey_come_from_the_settings_or_its_table(tmp_path: Path) -> None:
+    config_file = tmp_path / "gateway.toml"
+    config_file.write_text('[appkeys.few]\nstreams = 2\n[appkeys.other]\n')
+    config = load_config({}, {"SAMI_TOKEN_SECRET": SECRET, "SAMI_CONFIG": str(config_file),
+                              "SAMI_QUOTA_STREAMS": "4"})
+    assert config.appkeys["few"].quota is not None and config.appkeys["few"].quota.streams == 2
+    assert config.appkeys["other"].quota is None and config.default_quota.streams == 4
+    assert load_config({}, {"SAMI_TOKEN_SECRET": SECRET}).default_quota.streams == 16
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..auth import Authorization
 from ..errors import Code, error
-from ..state import BODY_LIMIT, QUOTAS
+from ..state import BODY_LIMIT, QUOTAS, STREAMS
 from .blobs import BlobTooLarge
 from .http import (
     authorized,
@@ -166,11 +167,21 @@ def _wait_seconds(text: str | None) -> float:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    """The job; with `?wait=S`, as soon as it is terminal or after S seconds (long polling)."""
+    """The job; with `?wait=S`, as soon as it is terminal or after S seconds (long polling, which holds
+    one of the appkey's stream slots)."""
     auth = authorized(request)
+    wait = _wait_seconds(request.query.get("wait"))
+    if not wait:
+        return await _job_when(request, auth, 0.0)
+    with request.app[STREAMS].hold(auth.appkey, auth.quota):
+        return await _job_when(request, auth, wait)
+
+
+async def _job_when(request: web.Request, auth: Authorization, wait: float) -> web.Response:
+    """The job once it is terminal, or after `wait` seconds."""
     jobs = service(request)
     job_id = request.match_info["job_id"]
-    deadline = time.monotonic() + _wait_seconds(request.query.get("wait"))
+    deadline = time.monotonic() + wait
     while True:
         seen = jobs.events.version(job_id)
         job = await jobs.owned(auth, job_id)
@@ -221,8 +232,10 @@ async def job_result(request: web.Request) -> web.StreamResponse:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
+    """The job's events; the stream holds one of the appkey's stream slots while it is open."""
     auth = authorized(request)
-    return await job_events(request, service(request), auth, request.match_info["job_id"])
+    with request.app[STREAMS].hold(auth.appkey, auth.quota):
+        return await job_events(request, service(request), auth, request.match_info["job_id"])
 
 
 def add_job_routes(app: web.Application) -> None:

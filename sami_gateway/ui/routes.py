@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ..page_headers import SECURITY_HEADERS
+from ..page_headers import content_security_policy as page_policy
 from ..state import JOBS, PAGE_POLICY, PagePolicy
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -28,16 +30,9 @@ ASSETS = {
 }
 
 
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-                    "Cache-Control": "no-cache"}
-
-
 def content_security_policy(result_origin: str = "") -> str:
     """Scripts, styles and calls from this origin only (results may come from the storage's)."""
-    connect = f"'self' {result_origin}".strip()
-    return ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-            f"media-src 'self' blob:; connect-src {connect}; base-uri 'none'; form-action 'none'; "
-            "frame-ancestors 'none'")
+    return page_policy(media_src="'self' blob:", connect_src=f"'self' {result_origin}".strip())
 
 
 def result_origin(app: web.Application) -> str:

@@ -31,13 +31,16 @@ def data_input(content: bytes = b"Hello Song") -> dict[str, Any]:
 
 @pytest.fixture
 def make_client(aiohttp_client: Any, tmp_path: Path) -> MakeClient:
-    """A client of a fresh app on `tmp_path/data`; `env` adds SAMI_* settings."""
-    async def make(namespace: EchoJobs | None = None, **env: str) -> tuple[TestClient, EchoJobs]:
+    """A client of a fresh app on `tmp_path/data`; `env` adds SAMI_* settings; `server` is passed to
+    aiohttp's runner (`handler_cancellation=True`, as `sami-gateway serve` runs it)."""
+    async def make(namespace: EchoJobs | None = None, server: dict[str, Any] | None = None,
+                   **env: str) -> tuple[TestClient, EchoJobs]:
         namespace = namespace or EchoJobs()
         values = {"SAMI_TOKEN_SECRET": SECRET, "SAMI_APPKEYS": "k,other", "SAMI_DATA_DIR": str(tmp_path / "data"),
                   "SAMI_FETCH_ALLOW": "127.0.0.1", "SAMI_WEBHOOK_SECRET": WEBHOOK_SECRET,
                   "SAMI_WEBHOOK_RETRY_DELAYS": "0.3,0.3,0.3", **env}
         config = load_config({}, values)
-        client = await aiohttp_client(create_app(config, {NS: namespace}))  # type: ignore[dict-item]
+        client = await aiohttp_client(create_app(config, {NS: namespace}),  # type: ignore[dict-item]
+                                      server_kwargs=server or {})
         return client, namespace
     return make

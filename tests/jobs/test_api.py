@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 from aiohttp import FormData
 
+from sami_gateway.state import STREAMS
+
 from .conftest import MakeClient, bearer, data_input
 
 
@@ -261,3 +263,43 @@ async def test_metrics_count_transitions_uploads_and_the_queue(make_client: Make
                  "sami_gateway_upload_bytes_total 12.0", "sami_gateway_jobs_oldest_queued_age_seconds",
                  'sami_gateway_audio_seconds_total{model="echo",namespace="Echo"} 1.2'):
         assert line in text, line
+
+
+async def until(check: Any, seconds: float = 10) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+async def test_an_appkey_holds_16_streams_and_long_polls_then_429_until_one_ends(make_client: MakeClient) -> None:
+    client, _ = await make_client(server={"handler_cancellation": True})
+    slots = client.server.app[STREAMS]
+    job = await (await submit(client, {"input": data_input(), "output": {"delay": 60}})).json()
+    events = f"/api/v1/jobs/{job['id']}/events"
+    streams = [await client.get(events, headers=bearer()) for _ in range(15)]
+    assert all(stream.status == 200 for stream in streams)
+    poll = asyncio.create_task(client.get(f"/api/v1/jobs/{job['id']}?wait=1", headers=bearer()))
+    await until(lambda: slots.open("k") == 16)
+    refused = await client.get(events, headers=bearer())
+    body = await error_of(refused, 429, 42900001)
+    assert refused.headers["Retry-After"] == "5"
+    assert "at most 16 event streams and long polls" in body["error"]["message"]
+    await error_of(await client.get(f"/api/v1/jobs/{job['id']}?wait=5", headers=bearer()), 429, 42900001)
+    assert (await client.get(f"/api/v1/jobs/{job['id']}", headers=bearer())).status == 200  # no wait: no slot
+    other_job = await (await submit(client, {"input": data_input(), "output": {"delay": 60}},
+                                    bearer("other"))).json()
+    other = await client.get(f"/api/v1/jobs/{other_job['id']}/events", headers=bearer("other"))
+    assert other.status == 200 and other.headers["Content-Type"] == "text/event-stream"
+    assert (await poll).status == 200  # the long poll ended after its second: its slot is free
+    streams.append(await client.get(events, headers=bearer()))
+    assert streams[-1].status == 200
+    await error_of(await client.get(events, headers=bearer()), 429, 42900001)
+    streams.pop(0).close()  # the client goes: its slot is free once the gateway sees it
+    await until(lambda: slots.open("k") == 15)
+    streams.append(await client.get(events, headers=bearer()))
+    assert streams[-1].status == 200
+    for response in [*streams, other]:
+        response.close()
+    await until(lambda: slots.open("k") == slots.open("other") == 0)
