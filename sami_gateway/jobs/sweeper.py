@@ -50,6 +50,7 @@ class Sweeper:
         service, now, removed = self._service, time.time(), 0
         while jobs := await service.store.expired_jobs(now, BATCH):
             for job in jobs:
+                await service.forget_in_namespace(job.appkey, job.id)
                 await service.store.delete_job(job.id)
                 await service.remove_files(job.id)
                 service.events.forget(job.id)
