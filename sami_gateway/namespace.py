@@ -145,6 +145,11 @@ class JobNamespace(Protocol[Params]):
     async def run_job(self, call: JobCall[Params]) -> JobOutput:
         """Run one job, writing each result into `call.workdir`; raise GatewayError for bad input."""
 
+    async def forget_job(self, appkey: str, job_id: str) -> None:
+        """The job is deleted or expired: remove what the namespace keeps of it (e.g. cached results
+        no other job uses), including what a run of it still finishing would keep. Never raises for
+        a job it does not know."""
+
 
 def load_namespaces(config: Config) -> dict[str, Namespace[Any]]:
     """Import each configured plugin package and build its namespace from the config."""

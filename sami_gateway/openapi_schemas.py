@@ -200,7 +200,8 @@ _JOBS: dict[str, Schema] = {
         "error": nullable(ref("ErrorDetail")),
         "result": nullable({"type": "object", "description": "stem -> its file",
                             "additionalProperties": {"oneOf": [ref("ResultFile"), ref("ResultCopied")]}}),
-        "cache_hit": {"type": "boolean", "description": "the stems came from the cache of earlier runs"},
+        "cache_hit": {"type": "boolean", "description": "the stems came from the cache of this appkey's earlier runs "
+                      "(of every appkey's with SAMI_STEM_CACHE_SHARED)"},
         "webhook_url": nullable({"type": "string"}),
     }),
     "JobList": closed({

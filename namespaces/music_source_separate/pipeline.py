@@ -29,7 +29,7 @@ from .engine import RunOptions, Steps, count_chunks, counting, forward
 from .loaded_models import Lease, LoadedModels
 from .separator import Separator
 from .settings import SeparationSettings
-from .stem_cache import StemCache, cache_key
+from .stem_cache import CacheUse, StemCache, cache_key
 from .store import Ensemble, ModelStoreError
 from .store_models import StoreModels
 
@@ -81,6 +81,7 @@ class InputInfo:
 class Work:
     """One separation in progress; the audio threads fill it and `clear` it."""
 
+    use: CacheUse  # whose cache entries it reads and writes
     info: InputInfo | None = None
     stereo: np.ndarray | None = None  # the decoded input, (2, frames) at its own rate
     digest: str = ""  # sha256 of the input bytes ("" with the cache off)
@@ -124,9 +125,10 @@ class Pipeline:
             raise model_error(exc) from exc
 
     async def separate(self, lane: Lane, data: InputBytes, hint: AudioHint, name: str, only_load: str | None,
-                       progress: Callable[[float], None] | None = None) -> Work:
-        """The input decoded and its sources by the model `name` (only `only_load`'s specialist of a bag)."""
-        work = Work()
+                       use: CacheUse, progress: Callable[[float], None] | None = None) -> Work:
+        """The input decoded and its sources by the model `name` (only `only_load`'s specialist of a
+        bag), through the stem cache's entries of `use.scope`."""
+        work = Work(use=use)
         key = await _run(lane.pool, self._open, work, data, hint, name, only_load)
         if work.cache_hit:
             return work
@@ -160,7 +162,7 @@ class Pipeline:
         work.info = InputInfo(audio.format, audio.sample_rate, audio.samples.shape[0], audio.samples.shape[-1])
         work.stereo = to_stereo(audio.samples)
         del audio
-        cached = self.cache.get(self._cache_key(work, key)) if work.digest else None
+        cached = self.cache.get(self._cache_key(work, key), work.use.holder) if work.digest else None
         if cached is not None:
             work.cache_hit, work.rate, work.sources = True, cached.samplerate, dict(cached.sources)
             self._to_model_rate(work)
@@ -206,12 +208,12 @@ class Pipeline:
         work.sources = {name: stems[row].astype(self._dtype) for name, row in work.layout}
         del stems
         if work.digest:
-            self.cache.put(self._cache_key(work, key), work.sources, work.rate)
+            self.cache.put(self._cache_key(work, key), work.sources, work.rate, work.use.holder)
 
     def _cache_key(self, work: Work, key: ModelKey) -> str:
         device = torch.device(self._settings.device).type  # cpu and cuda kernels round differently
         model = "|".join((key.label, ",".join(key.layer_files), device))
-        return cache_key(work.digest, model, self._settings.precision)
+        return cache_key(work.digest, model, self._settings.precision, work.use.scope)
 
 
 async def _run(pool: ThreadPoolExecutor, func: Callable[..., T], *args: Any) -> T:

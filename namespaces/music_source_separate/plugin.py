@@ -35,7 +35,7 @@ from .params import SeparateParams, parse_params
 from .pipeline import SHIFTS, Lane, ModelKey, Pipeline, Work
 from .separator import Separator
 from .settings import SETTINGS, SeparationSettings
-from .stem_cache import StemCache
+from .stem_cache import CacheUse, StemCache, holder_name
 from .stems import VOCALS, render, sami_target
 from .store import ModelStoreError, load_ensemble, missing_message
 from .store_models import ModelNotInStore, StoreModels
@@ -170,7 +170,8 @@ class MusicSourceSeparate:
         assert self._pipeline is not None, "start() was not awaited"
         backend, only_load = self._targets[params.model.name]
         lane = self._lane(batch=False)
-        work = await self._pipeline.separate(lane, call.data, params.hint, backend, only_load)
+        work = await self._pipeline.separate(lane, call.data, params.hint, backend, only_load,
+                                             CacheUse(self._cache_scope(call.appkey)))
         data, frames = await _run(lane.pool, self._finish, params, work)
         assert work.info is not None
         info, out = work.info, params.output
@@ -210,8 +211,9 @@ class MusicSourceSeparate:
         assert self._pipeline is not None, "start() was not awaited"
         lane = self._lane(batch=True)
         progress = JobProgress(call.progress, len(params.stems))
+        use = CacheUse(self._cache_scope(call.appkey), holder_name(call.appkey, call.job_id))
         work = await self._pipeline.separate(lane, call.data, AudioHint(), params.backend, params.only_load,
-                                             progress.separated)
+                                             use, progress.separated)
         stems = await _run(lane.pool, write_stems, params, work, call.workdir, progress)
         assert work.info is not None
         info = work.info
@@ -221,6 +223,18 @@ class MusicSourceSeparate:
         source = {"format": info.format, "sample_rate": info.sample_rate, "channels": info.channels,
                   "duration": round(info.duration, 6)}
         return JobOutput(stems, source, report, work.cache_hit)
+
+    async def forget_job(self, appkey: str, job_id: str) -> None:
+        """The stem cache entries only this job held are deleted (those another job holds stay)."""
+        if self._pipeline is None:
+            return  # not started (a scale-out front): this process keeps no stems
+        removed = await asyncio.to_thread(self._pipeline.cache.forget, holder_name(appkey, job_id))
+        if removed:
+            log.info("job %s deleted: %d stem cache entries with it", job_id, removed)
+
+    def _cache_scope(self, appkey: str) -> str:
+        """The appkey's own stem cache entries, or everyone's with SAMI_STEM_CACHE_SHARED."""
+        return "" if self._settings.stem_cache_shared else appkey
 
 
 async def _run(pool: ThreadPoolExecutor, func: Callable[..., T], *args: Any) -> T:

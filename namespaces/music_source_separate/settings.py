@@ -42,6 +42,7 @@ class SeparationSettings:
     max_loaded_models: int = 3
     job_model: str = "htdemucs"
     stem_cache_bytes: int = 2 * 1024 ** 3
+    stem_cache_shared: bool = False
 
 
 def _model_map(value: Any) -> Mapping[str, str]:
@@ -107,4 +108,7 @@ SETTINGS = Section("music_source_separate", (
     Setting("stem_cache_bytes", _byte_count,
             "disk bytes of separated stems kept under the jobs' data_dir/stem-cache, reused by invoke and "
             "jobs on the same input and model (0: off)"),
+    Setting("stem_cache_shared", boolean,
+            "one stem cache for every appkey instead of one per appkey: faster, but an appkey's `cache_hit` "
+            "then reveals that another appkey processed the same song with the same model"),
 ), SeparationSettings, _defaults)

@@ -1,14 +1,20 @@
 """Separated stems kept on disk, bounded by bytes, least recently used evicted first.
 
-An entry is a directory named by its key, holding `meta.json` (sample rate, sources) and one
-`<source>.npy` per source, which readers memory-map. It is written under a temporary name and
+An entry is a directory named by its key, holding `meta.json` (format, sample rate, sources) and
+one `<source>.npy` per source, which readers memory-map. It is written under a temporary name and
 renamed into place, so a reader sees a whole entry or none; temporary and half-deleted entries
-left by a crash are removed when the cache opens. The index is rebuilt from the directories
-on open, their modification times giving the order of last use (a hit touches its entry).
+left by a crash, and entries of an older format, are removed when the cache opens. The index is
+rebuilt from the directories on open, their modification times giving the order of last use (a
+hit touches its entry).
+
+The key carries a scope (the appkey, unless the cache is shared), so one appkey never learns of
+another's input. The jobs that made or used an entry are its holders, one empty file each under
+`holders/`: when the last of them is forgotten (the job deleted or expired), the entry goes with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,9 +31,12 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1  # part of every key: a change of layout or meaning makes old entries unreachable
+FORMAT_VERSION = 2  # part of every key and meta.json: entries of another format are removed on open
 META = "meta.json"
+HOLDERS = "holders"  # an entry's folder of its holding jobs, one empty file each
 TEMPORARY = (".tmp-", ".trash-")  # prefixes of entries being written or deleted
+# Jobs forgotten lately, whose run may still be finishing on a thread: what it keeps then is refused.
+FORGOTTEN_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -38,10 +47,25 @@ class CachedStems:
     samplerate: int
 
 
-def cache_key(input_sha256: str, model: str, precision: str) -> str:
-    """The entry name for an input (its sha256), a model's identity and the inference precision."""
-    text = "\0".join((f"v{FORMAT_VERSION}", input_sha256, model, precision))
+@dataclass(frozen=True)
+class CacheUse:
+    """Who looks entries up: the scope of their keys (an appkey; "" when the cache is shared across
+    appkeys) and the holder that keeps what it uses (a job's `holder_name`; None for invoke)."""
+
+    scope: str
+    holder: str | None = None
+
+
+def cache_key(input_sha256: str, model: str, precision: str, scope: str) -> str:
+    """The entry name for an input (its sha256), a model's identity, the inference precision and the
+    scope the entry is kept for (an appkey; "" for a cache shared across appkeys)."""
+    text = "\0".join((f"v{FORMAT_VERSION}", input_sha256, model, precision, scope))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def holder_name(appkey: str, job_id: str) -> str:
+    """The file name that marks a job (of an appkey) as holding an entry."""
+    return hashlib.sha256(f"{appkey}\0{job_id}".encode()).hexdigest()[:40]
 
 
 def _size(path: Path) -> int:
@@ -52,6 +76,22 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _format(path: Path) -> int | None:
+    """The format an entry was written in (None: unreadable)."""
+    try:
+        meta = json.loads((path / META).read_text())
+        return int(meta["format"]) if isinstance(meta, dict) and "format" in meta else None
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _holder_files(path: Path) -> list[str]:
+    try:
+        return [entry.name for entry in os.scandir(path / HOLDERS) if entry.is_file()]
+    except OSError:
+        return []
+
+
 class StemCache:
     """Entries under `root`, their total size at most `max_bytes` (0: the cache keeps nothing)."""
 
@@ -59,6 +99,9 @@ class StemCache:
         self.root = root
         self.max_bytes = max_bytes
         self._entries: OrderedDict[str, int] = OrderedDict()  # key -> bytes, least recently used first
+        self._holders: dict[str, set[str]] = {}  # key -> the holders of that entry
+        self._held: dict[str, set[str]] = {}  # holder -> the keys it holds
+        self._forgotten: OrderedDict[str, None] = OrderedDict()  # the last FORGOTTEN_KEPT holders forgotten
         self._bytes = 0
         self._last_use = 0  # ns: the newest use stamped on an entry's directory
         self._lock = threading.Lock()
@@ -82,6 +125,11 @@ class StemCache:
         with self._lock:
             return key in self._entries
 
+    def holders(self, key: str) -> frozenset[str]:
+        """The holders of entry `key` (empty if it has none or is absent)."""
+        with self._lock:
+            return frozenset(self._holders.get(key, ()))
+
     def _open(self) -> None:
         """Index the entries left by earlier runs (oldest use first), removing unfinished ones."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -91,16 +139,22 @@ class StemCache:
             if entry.name.startswith(TEMPORARY):
                 _remove(path)
             elif entry.is_dir() and (path / META).is_file():
+                if _format(path) != FORMAT_VERSION:
+                    _remove(path)  # unreachable by any key now (an older one was not scoped by appkey)
+                    continue
                 found.append((entry.stat().st_mtime_ns, entry.name, _size(path)))
         for used, key, size in sorted(found):
             self._entries[key] = size
             self._bytes += size
             self._last_use = max(self._last_use, used)
+            for holder in _holder_files(self.root / key):
+                self._note(key, holder)
         self._evict(0)
         log.info("stem cache %s: %d entries, %d bytes", self.root, len(self._entries), self._bytes)
 
-    def get(self, key: str) -> CachedStems | None:
-        """The entry `key`, marked as just used; None if absent (or unreadable, which removes it)."""
+    def get(self, key: str, holder: str | None = None) -> CachedStems | None:
+        """The entry `key`, marked as just used (and as held by `holder`); None if absent (or
+        unreadable, which removes it)."""
         with self._lock:
             if key not in self._entries:
                 return None
@@ -114,28 +168,34 @@ class StemCache:
                 self._drop(key)
                 return None
             self._entries.move_to_end(key)
+            if holder is not None:
+                self._hold(key, holder)
             return CachedStems(sources, int(meta["samplerate"]))
 
-    def put(self, key: str, sources: Mapping[str, np.ndarray], samplerate: int) -> bool:
-        """Keep `sources` (name -> (channels, frames)) under `key`, evicting the least recently used
-        entries to make room; False if the entry alone exceeds the bound or the key is already kept."""
+    def put(self, key: str, sources: Mapping[str, np.ndarray], samplerate: int, holder: str | None = None) -> bool:
+        """Keep `sources` (name -> (channels, frames)) under `key`, held by `holder`, evicting the least
+        recently used entries to make room; False if the entry alone exceeds the bound, its holder was
+        forgotten, or the key is already kept (then `holder` holds that entry too)."""
         size = sum(array.nbytes for array in sources.values())
-        if not self.enabled or size > self.max_bytes or key in self:
+        if not self.enabled or size > self.max_bytes or self._refused(key, holder):
             return False
         staging = self.root / f"{TEMPORARY[0]}{key}-{uuid.uuid4().hex}"
         try:
             staging.mkdir(parents=True)
             for name, array in sources.items():
                 np.save(staging / f"{name}.npy", np.ascontiguousarray(array))
-            (staging / META).write_text(json.dumps({"samplerate": samplerate, "sources": list(sources),
-                                                    "written": time.time()}))
+            (staging / META).write_text(json.dumps({"format": FORMAT_VERSION, "samplerate": samplerate,
+                                                    "sources": list(sources), "written": time.time()}))
             size = _size(staging)  # with the files' headers
+            if holder is not None:
+                (staging / HOLDERS).mkdir()
+                (staging / HOLDERS / holder).touch()
         except OSError as exc:
             log.warning("stem cache entry %s not written: %s", key, exc)
             _remove(staging)
             return False
         with self._lock:
-            if key in self._entries or size > self.max_bytes:
+            if self._refused_locked(key, holder) or size > self.max_bytes:
                 _remove(staging)
                 return False
             self._evict(size)
@@ -148,7 +208,59 @@ class StemCache:
             self._touch(self.root / key)
             self._entries[key] = size
             self._bytes += size
+            if holder is not None:
+                self._note(key, holder)
         return True
+
+    def _refused(self, key: str, holder: str | None) -> bool:
+        with self._lock:
+            return self._refused_locked(key, holder)
+
+    def _refused_locked(self, key: str, holder: str | None) -> bool:
+        """Whether a put of `key` by `holder` keeps nothing new (lock held): its holder was forgotten
+        (deleted while it ran), or the entry exists already, which `holder` then holds too."""
+        if holder is not None and holder in self._forgotten:
+            return True
+        if key not in self._entries:
+            return False
+        if holder is not None:
+            self._hold(key, holder)
+        return True
+
+    def forget(self, holder: str) -> int:
+        """`holder` holds nothing any more (and keeps nothing it is still writing): the entries it
+        was the last to hold are deleted. How many went."""
+        removed = 0
+        with self._lock:
+            self._forgotten[holder] = None
+            self._forgotten.move_to_end(holder)
+            while len(self._forgotten) > FORGOTTEN_KEPT:
+                self._forgotten.popitem(last=False)
+            for key in self._held.pop(holder, set()):
+                holders = self._holders.get(key, set())
+                holders.discard(holder)
+                if not holders:
+                    self._drop(key)
+                    removed += 1
+                else:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.root / key / HOLDERS / holder)
+        return removed
+
+    def _hold(self, key: str, holder: str) -> None:
+        """Mark `holder` as holding entry `key`, on disk and in the index (lock held)."""
+        if holder in self._forgotten or holder in self._holders.get(key, ()):
+            return
+        try:
+            (self.root / key / HOLDERS).mkdir(exist_ok=True)
+            (self.root / key / HOLDERS / holder).touch()
+        except OSError as exc:
+            log.warning("stem cache entry %s: its holder not written: %s", key, exc)
+        self._note(key, holder)
+
+    def _note(self, key: str, holder: str) -> None:
+        self._holders.setdefault(key, set()).add(holder)
+        self._held.setdefault(holder, set()).add(key)
 
     def _touch(self, path: Path) -> None:
         """Stamp an entry as used now: its directory's mtime, strictly after every earlier use (the
@@ -164,6 +276,12 @@ class StemCache:
     def _drop(self, key: str) -> None:
         """Forget and delete an entry: renamed away first, so no reader ever opens half of it."""
         self._bytes -= self._entries.pop(key, 0)
+        for holder in self._holders.pop(key, set()):
+            held = self._held.get(holder)
+            if held is not None:
+                held.discard(key)
+                if not held:
+                    del self._held[holder]
         trash = self.root / f"{TEMPORARY[1]}{key}-{uuid.uuid4().hex}"
         try:
             os.rename(self.root / key, trash)

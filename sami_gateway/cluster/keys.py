@@ -34,6 +34,7 @@ WORKERS = PREFIX + "workers"  # sorted set: worker name -> its last heartbeat (u
 WAKE = PREFIX + "wake"  # channel: work was enqueued (idle workers look at once)
 JOB_CHANGED = PREFIX + "jobs:changed"  # channel: a job changed (message: its id); SSE, long polls, cancel
 CANCEL = PREFIX + "cancel"  # channel: drop this work (message: the work id of an invoke)
+JOB_DELETED = PREFIX + "jobs:deleted"  # channel: a job was deleted or expired (message: "<id> <appkey>")
 
 
 def reply(front: str) -> str:

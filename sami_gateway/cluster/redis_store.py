@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from ..jobs.codec import event_from_meta, event_meta, job_from_dict, job_to_dict, upload_from_dict, upload_to_dict
 from ..jobs.model import Job, JobStatus, Upload, WebhookEvent
 from ..jobs.store import QueueHead
-from .keys import ENQUEUE_LUA, JOB_CHANGED, PREFIX
+from .keys import ENQUEUE_LUA, JOB_CHANGED, JOB_DELETED, PREFIX
 from .redis_client import redis_unavailable
 
 P = ParamSpec("P")
@@ -82,7 +82,7 @@ def job_events(job_id: str) -> str:
 
 # The same names in Lua, and the helpers the scripts share: `load` gives what `_job` decodes.
 LAYOUT_LUA = f"""
-local P, CHANGED = '{PREFIX}', '{JOB_CHANGED}'
+local P, CHANGED, DELETED = '{PREFIX}', '{JOB_CHANGED}', '{JOB_DELETED}'
 local JOBS, SEQ, QUEUED_APPKEYS, QUEUED_SINCE = '{JOBS}', '{SEQ}', '{QUEUED_APPKEYS}', '{QUEUED_SINCE}'
 local EXPIRY, UPLOAD_EXPIRY, EVENTS_DUE = '{EXPIRY}', '{UPLOAD_EXPIRY}', '{EVENTS_DUE}'
 local function job_key(id) return P .. 'job:' .. id end
@@ -229,6 +229,7 @@ redis.call('ZREM', EXPIRY, id)
 redis.call('ZREM', QUEUED_SINCE, id)
 if redis.call('ZCARD', by_status('queued', appkey)) == 0 then redis.call('SREM', QUEUED_APPKEYS, appkey) end
 redis.call('PUBLISH', CHANGED, id)
+redis.call('PUBLISH', DELETED, id .. ' ' .. appkey)
 return 1
 """
 

@@ -218,3 +218,6 @@ class RemoteJobNamespace(RemoteNamespace):
 
     async def run_job(self, call: JobCall[Any]) -> JobOutput:
         raise error(Code.INTERNAL_ERROR, "jobs run on workers, not on a front")
+
+    async def forget_job(self, appkey: str, job_id: str) -> None:
+        """Nothing kept here: each worker forgets what it keeps of a job when the store deletes it."""

@@ -3,7 +3,8 @@
 A worker holds at most `SAMI_MAX_JOBS` invokes and `SAMI_JOB_WORKERS` jobs at once; they share
 one scheduler, so an invoke's model calls go before a job's, as in the single process. It renews
 the lease of what it holds, reclaims what other workers stopped renewing, drops what is
-cancelled (an invoke whose client left, a job cancelled or deleted) within a second, delivers
+cancelled (an invoke whose client left, a job cancelled or deleted) within a second, has its
+namespace forget what it keeps of a deleted or expired job (its stem cache entries), delivers
 webhooks, expires old jobs, and serves `/healthz` and `/metrics` on SAMI_WORKER_PORT. SIGTERM:
 it stops taking work and finishes what it holds within SAMI_SHUTDOWN_GRACE; what is left then is
 taken over by another worker after its lease.
@@ -82,8 +83,8 @@ class Worker:
         self.service.on_change.append(lambda job: count_transition(self.metrics, job))
         self.service.on_event_dropped = lambda job: self.metrics.webhook_events_dropped.inc()
         self.sweeper = Sweeper(self.service)
-        self.subscriber = Subscriber(self.client, [keys.WAKE, keys.CANCEL, keys.JOB_CHANGED], self._message,
-                                     self._recheck)
+        self.subscriber = Subscriber(self.client, [keys.WAKE, keys.CANCEL, keys.JOB_CHANGED, keys.JOB_DELETED],
+                                     self._message, self._recheck)
         self.capacity = {"interactive": config.max_jobs, "batch": self.service.settings.job_workers}
         self.held: dict[str, tuple[Work, asyncio.Task[None]]] = {}  # stream entry -> (work, its task)
         self._dropped: set[str] = set()  # entries cancelled on purpose (acknowledged, not retried)
@@ -202,6 +203,9 @@ class Worker:
                 self._drop(entry)
         elif channel == keys.JOB_CHANGED and self._entries(text):
             self._spawn(self._check_job(text))
+        elif channel == keys.JOB_DELETED:
+            job_id, _, appkey = text.partition(" ")
+            self._spawn(self._forget_job(appkey, job_id))
 
     async def _recheck(self) -> None:
         """After a lost subscription: what was cancelled meanwhile is dropped now."""
@@ -219,6 +223,13 @@ class Worker:
             if job is None or job.status.terminal:
                 for entry in self._entries(job_id):
                     self._drop(entry)
+
+    async def _forget_job(self, appkey: str, job_id: str) -> None:
+        """A job deleted anywhere (by a front, or expired by any sweeper): what this worker keeps of it goes."""
+        try:
+            await self.service.forget_in_namespace(appkey, job_id)
+        except Exception:  # noqa: BLE001 - the entries stay until evicted; the worker goes on
+            log.exception("forgetting job %s failed", job_id)
 
     def _drop(self, entry: str) -> None:
         self._dropped.add(entry)

@@ -238,15 +238,21 @@ class JobService:
                 return ended
 
     async def delete(self, auth: Authorization, job_id: str) -> None:
-        """Cancel if needed, then forget the job, its input and its results."""
+        """Cancel if needed, then forget the job, its input, its results and what the namespace keeps of it."""
         job = await self.owned(auth, job_id)
         if not job.status.terminal:
             await self.cancel(auth, job_id)
+        await self.forget_in_namespace(job.appkey, job.id)  # before the record: a crash between leaves it to retry
         await self.store.delete_job(job.id)
         await self.remove_files(job.id)
         self.events.forget(job.id)
         for listener in self.on_change:
             listener(job.with_(status=JobStatus.CANCELLED))
+
+    async def forget_in_namespace(self, appkey: str, job_id: str) -> None:
+        """Have the namespace remove what it keeps of a job (its stem cache entries)."""
+        if self.namespace is not None:
+            await self.namespace.forget_job(appkey, job_id)
 
     async def remove_files(self, job_id: str) -> None:
         await self.blobs.delete_prefix(f"inputs/{job_id}")

@@ -58,6 +58,7 @@ class Sweeper:
                        if job.id not in failed]:
             for job in jobs:
                 try:
+                    await service.forget_in_namespace(job.appkey, job.id)
                     await service.store.delete_job(job.id)
                     await service.remove_files(job.id)
                     service.events.forget(job.id)

@@ -19,6 +19,7 @@ from sami_gateway.config import load_config
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.jobs.model import InputKind, Job, JobStatus
 from tests.conftest import SECRET
+from tests.jobs.stand_in import NS, EchoJobs
 
 LEASE = 0.2
 
@@ -72,3 +73,29 @@ async def test_an_invoke_whose_last_run_was_cut_short_is_answered_500(worker: Wo
         decode_answer(await worker.client.hgetall(keys.invoke_output("w1")))
     assert info.value.code is Code.INTERNAL_ERROR and "stopped answering" in info.value.detail
     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_a_job_deleted_anywhere_is_forgotten_by_the_workers_namespace(redis: Server, s3: Server, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A front's DELETE (or any sweeper's expiry) deletes the job in Redis; each worker's namespace then
+    forgets what it keeps of it (its stem cache entries, on that worker's disk)."""
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    config = load_config({}, {"SAMI_TOKEN_SECRET": SECRET, "SAMI_QUEUE_URL": redis.url,
+                              "SAMI_STORAGE_URL": f"{s3.url}/worker-test", "SAMI_DATA_DIR": str(tmp_path)})
+    namespace = EchoJobs()
+    worker = Worker(config, namespaces={NS: namespace})  # type: ignore[dict-item]
+    await worker.client.flushdb()
+    worker.subscriber.start()
+    try:
+        await asyncio.wait_for(worker.subscriber.connected.wait(), 10)
+        job = Job(id="job_gone", appkey="k", status=JobStatus.SUCCEEDED, request={"model": "echo"},
+                  input_kind=InputKind.STORED, input_ref="inputs/job_gone", created_at=time.time())
+        await worker.service.store.create_job(job)
+        await worker.service.store.delete_job("job_gone")  # as a front's DELETE does
+        async with asyncio.timeout(10):
+            while namespace.forgotten != [("k", "job_gone")]:
+                await asyncio.sleep(0.02)
+    finally:
+        await worker.subscriber.stop()
+        await worker.client.aclose()

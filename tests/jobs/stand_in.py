@@ -49,6 +49,7 @@ class EchoJobs(InvokeOnly):
 
     def __init__(self) -> None:
         self.runs = 0
+        self.forgotten: list[tuple[str, str]] = []  # (appkey, job id) of each forget_job
 
     def parse_job(self, request: Mapping[str, Any]) -> EchoParams:
         unknown = set(request) - {"model", "stems", "output"}
@@ -85,3 +86,6 @@ class EchoJobs(InvokeOnly):
             call.progress(100 * (index + 1) / len(call.params.stems))
         return JobOutput(stems, {"format": "txt", "sample_rate": 10, "channels": 1, "duration": len(data) / 10},
                          RunReport("echo", len(data) / 10))
+
+    async def forget_job(self, appkey: str, job_id: str) -> None:
+        self.forgotten.append((appkey, job_id))

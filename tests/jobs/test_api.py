@@ -101,6 +101,17 @@ async def test_delete_removes_the_job_and_its_files(make_client: MakeClient, tmp
     assert not list((tmp_path / "data" / "blobs" / "inputs").iterdir())
 
 
+async def test_delete_has_the_namespace_forget_the_job_once_its_owner_deletes_it(make_client: MakeClient) -> None:
+    client, namespace = await make_client()
+    job = await (await submit(client, {"input": data_input()})).json()
+    await finished(client, job["id"])
+    await error_of(await client.delete(f"/api/v1/jobs/{job['id']}", headers=bearer("other")), 404, 40400002)
+    assert namespace.forgotten == []  # another appkey's DELETE touches nothing
+    assert (await client.delete(f"/api/v1/jobs/{job['id']}", headers=bearer())).status == 204
+    assert namespace.forgotten == [("k", job["id"])]
+    assert (await submit(client, {"input": data_input()})).status == 201  # and it goes on serving
+
+
 async def test_a_bad_input_fails_the_job_with_invokes_code(make_client: MakeClient) -> None:
     client, _ = await make_client()
     job = await (await submit(client, {"input": data_input(b"fail: not audio")})).json()

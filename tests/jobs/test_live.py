@@ -534,6 +534,19 @@ def test_expired_jobs_uploads_and_their_files_are_removed(short_lived: LiveGatew
     refused(submit(live, {"input": {"upload_id": filled["upload_id"]}}), 404, 40400002)
 
 
+def test_an_expired_job_takes_its_stem_cache_entry_with_it(short_lived: LiveGateway) -> None:
+    """README: jobs and their files are deleted SAMI_JOB_TTL after they end; the stems it cached too."""
+    live = short_lived
+    cache = live.data_dir / "stem-cache"
+    before = {path.name for path in cache.iterdir()}
+    job = live.finished(created(submit(live, {"input": data(song(1.0, seed=98)), "stems": ["vocals"]}))["id"])
+    assert job["status"] == "succeeded" and job["cache_hit"] is False, job
+    (entry,) = {path.name for path in cache.iterdir()} - before
+    wait_for(lambda: live.job(job["id"]).status_code == 404, 15, "for the job to expire")
+    wait_for(lambda: not (cache / entry).exists(), 5, "for the expired job's stem cache entry to be removed")
+    assert live.job("job_unknown").status_code == 404 and live.metrics()  # the gateway still answers
+
+
 def test_an_upload_url_works_until_the_expires_at_it_advertises(short_lived: LiveGateway) -> None:
     """JOBS_API.md: a PUT is refused after `expires_at` (403), so one just before it is accepted."""
     live = short_lived

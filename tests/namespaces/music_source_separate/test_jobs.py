@@ -18,6 +18,7 @@ import soundfile as sf
 from namespaces.music_source_separate import pipeline
 from namespaces.music_source_separate.job_params import JobParams
 from namespaces.music_source_separate.plugin import MusicSourceSeparate, create_namespace
+from namespaces.music_source_separate.stem_cache import holder_name
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.namespace import Call, JobCall, JobNamespace, JobOutput
 from sami_gateway.scheduler import Scheduler
@@ -157,7 +158,23 @@ async def test_the_cache_survives_a_restart(model_store: Path, scheduler: Schedu
     assert outputs[0].output.stems["no_vocals"].path.read_bytes() == \
         outputs[1].output.stems["no_vocals"].path.read_bytes()
     entries = [path for path in (tmp_path / "data" / "stem-cache").iterdir()]
-    assert len(entries) == 1 and sorted(p.name for p in entries[0].iterdir()) == ["meta.json", "vocals.npy"]
+    assert len(entries) == 1 and sorted(p.name for p in entries[0].iterdir()) == ["holders", "meta.json", "vocals.npy"]
+    assert [p.name for p in (entries[0] / "holders").iterdir()] == [holder_name("k", "job")]  # the one job
+
+
+async def test_forget_job_deletes_the_entry_the_job_made_and_leaves_other_appkeys(
+        namespace: MusicSourceSeparate, scheduler: Scheduler, tmp_path: Path) -> None:
+    cache = tmp_path / "data" / "stem-cache"
+    params = namespace.parse_job({"stems": ["vocals"]})
+    for appkey in ("k", "other"):
+        output = await namespace.run_job(JobCall("job", appkey, params, wav_bytes(SECONDS), tmp_path, lambda p: None))
+        assert output.cache_hit is False  # another appkey's entry is not this one's
+    assert len(list(cache.iterdir())) == 2
+    await namespace.forget_job("k", "job")
+    assert len(list(cache.iterdir())) == 1
+    again = await namespace.run_job(JobCall("job2", "other", params, wav_bytes(SECONDS), tmp_path, lambda p: None))
+    assert again.cache_hit is True  # "other"'s own entry stayed
+    await namespace.forget_job("k", "unknown")  # a job it never saw: nothing happens
 
 
 async def test_models_load_on_demand_within_the_bound(model_store: Path, scheduler: Scheduler,

@@ -1,4 +1,5 @@
-"""The stem cache: entries kept and memory-mapped back, LRU by bytes, atomic writes, rebuilt on reopen."""
+"""The stem cache: entries kept and memory-mapped back, LRU by bytes, atomic writes, rebuilt on reopen,
+keys scoped by appkey, entries deleted with the last job that held them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from namespaces.music_source_separate.stem_cache import StemCache, cache_key
+from namespaces.music_source_separate.stem_cache import FORGOTTEN_KEPT, StemCache, cache_key, holder_name
 
 FRAMES = 1000
 ENTRY_BYTES = 2 * FRAMES * 2  # one float16 stereo source of FRAMES
@@ -117,7 +118,75 @@ def test_concurrent_puts_of_one_key_keep_one_entry(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "c").iterdir()] == ["k"]  # no staging left behind
 
 
-@pytest.mark.parametrize("changed", [("h2", "m", "fast"), ("h", "m2", "fast"), ("h", "m", "exact")])
-def test_the_key_depends_on_input_model_and_precision(changed: tuple[str, str, str]) -> None:
-    assert cache_key("h", "m", "fast") != cache_key(*changed)
-    assert cache_key("h", "m", "fast") == cache_key("h", "m", "fast")
+@pytest.mark.parametrize("changed", [("h2", "m", "fast", "a"), ("h", "m2", "fast", "a"), ("h", "m", "exact", "a"),
+                                     ("h", "m", "fast", "b"), ("h", "m", "fast", "")])
+def test_the_key_depends_on_input_model_precision_and_scope(changed: tuple[str, str, str, str]) -> None:
+    assert cache_key("h", "m", "fast", "a") != cache_key(*changed)
+    assert cache_key("h", "m", "fast", "a") == cache_key("h", "m", "fast", "a")
+
+
+def entries(root: Path) -> list[str]:
+    return sorted(path.name for path in root.iterdir())
+
+
+def test_an_entry_goes_with_the_last_job_that_held_it(tmp_path: Path) -> None:
+    cache = StemCache(tmp_path / "c", 1 << 20)
+    first, second = holder_name("a", "job_1"), holder_name("a", "job_2")
+    assert cache.put("k", sources(0), 44100, first)
+    assert cache.put("other", sources(1), 44100)  # an invoke's: held by no job
+    assert cache.get("k", second) is not None  # a second job used it: it holds it too
+    assert cache.holders("k") == {first, second}
+    assert cache.forget(first) == 0
+    assert "k" in cache and entries(tmp_path / "c") == ["k", "other"]
+    assert cache.forget(second) == 1
+    assert "k" not in cache and entries(tmp_path / "c") == ["other"]  # its files are gone from disk
+    assert cache.forget(second) == 0 and "other" in cache
+
+
+def test_a_job_that_computed_an_entry_already_kept_holds_it_too(tmp_path: Path) -> None:
+    cache = StemCache(tmp_path / "c", 1 << 20)
+    first, second = holder_name("a", "job_1"), holder_name("a", "job_2")
+    assert cache.put("k", sources(0), 44100, first)
+    assert not cache.put("k", sources(0), 44100, second)  # both missed and ran: one entry, two holders
+    cache.forget(first)
+    assert cache.get("k") is not None
+    cache.forget(second)
+    assert "k" not in cache and entries(tmp_path / "c") == []
+
+
+def test_a_forgotten_job_keeps_nothing_its_run_finishes_later(tmp_path: Path) -> None:
+    cache = StemCache(tmp_path / "c", 1 << 20)
+    deleted = holder_name("a", "job_1")
+    cache.forget(deleted)  # deleted while its separation still ran on a thread
+    assert not cache.put("k", sources(0), 44100, deleted)
+    assert "k" not in cache and entries(tmp_path / "c") == []
+    assert cache.put("k", sources(0), 44100, holder_name("a", "job_2"))
+    assert cache.get("k", deleted) is not None and deleted not in cache.holders("k")
+
+
+def test_only_the_last_jobs_forgotten_are_remembered(tmp_path: Path) -> None:
+    cache = StemCache(tmp_path / "c", 1 << 20)
+    for n in range(FORGOTTEN_KEPT + 1):
+        cache.forget(f"h{n}")
+    assert cache.put("k", sources(0), 44100, "h0")  # the oldest fell out of the bounded memory
+    assert not cache.put("k2", sources(0), 44100, f"h{FORGOTTEN_KEPT}")
+
+
+def test_holders_survive_a_reopen(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    first = StemCache(root, 1 << 20)
+    first.put("k", sources(0), 44100, holder_name("a", "job_1"))
+    again = StemCache(root, 1 << 20)
+    assert again.holders("k") == {holder_name("a", "job_1")}
+    assert again.forget(holder_name("a", "job_1")) == 1 and entries(root) == []
+
+
+def test_entries_of_an_older_format_are_removed_on_open(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    StemCache(root, 1 << 20).put("new", sources(0), 44100)
+    old = root / "old"  # format 1: keyed without the appkey, so shared by every appkey
+    old.mkdir()
+    (old / "meta.json").write_text('{"samplerate": 44100, "sources": ["vocals"]}')
+    np.save(old / "vocals.npy", sources(1)["vocals"])
+    cache = StemCache(root, 1 << 20)
+    assert len(cache) == 1 and "new" in cache and not old.exists()
