@@ -321,14 +321,22 @@ class Worker:
         await self.reclaim_once()
 
     async def reclaim_once(self) -> None:
-        """Queue again the work whose lease lapsed; fail what has used its last attempt."""
+        """Queue again the work whose lease lapsed; fail what has used its last attempt, each on its own:
+        one that cannot be failed is logged and left for the next round, the others are still failed."""
         requeued, exhausted = await self.queue.reclaim(self.service.settings.max_job_attempts)
         for work in requeued:
             self.metrics.lease_takeovers.labels(work.cls).inc()
             log.warning("%s %s: its worker's lease lapsed; queued again (attempt %d)", work.kind, work.id,
                         work.attempt + 1)
         for work in exhausted:
-            await self._exhausted(work)
+            try:
+                await self._exhausted(work)
+            except Exception as exc:  # noqa: BLE001 - one item's fault: the round goes on with the others
+                if isinstance(exc, GatewayError) and exc.code is Code.BACKEND_UNAVAILABLE:
+                    raise  # Redis or storage away: every item would meet it; the next round tries again
+                log.exception("%s %s could not be failed after its last attempt; left for the next round",
+                              work.kind, work.id)
+                continue
             await self.queue.done(work)  # only now: until it is failed, another round finds it again
             self.metrics.work_exhausted.labels(work.cls).inc()
 

@@ -72,3 +72,31 @@ async def test_an_invoke_whose_last_run_was_cut_short_is_answered_500(worker: Wo
         decode_answer(await worker.client.hgetall(keys.invoke_output("w1")))
     assert info.value.code is Code.INTERNAL_ERROR and "stopped answering" in info.value.detail
     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_one_exhausted_item_that_cannot_be_failed_does_not_stop_the_round(
+        worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
+    await worker.client.set(keys.invoke_request("w-broken"), b"{not json")  # failing it raises
+    good = InvokeRequest("task-2", "k", "MusicSourceSeparate", {}, keys.reply("front-y"), time.time() + 60)
+    await worker.client.set(keys.invoke_request("w-good"), good.encode())
+    pubsub = worker.client.pubsub()
+    await pubsub.subscribe(keys.reply("front-y"))
+    dead = WorkQueue(worker.client, "dead-worker", LEASE)
+    for work_id in ("w-broken", "w-good"):  # one stream: the broken one comes first in the round
+        await dead.enqueue("interactive", "k", keys.INVOKE, work_id)
+        assert (await dead.take(["interactive"])) is not None
+    await asyncio.sleep(LEASE * 1.5)
+    await worker.reclaim_once()
+    message = None
+    async with asyncio.timeout(10):
+        while message is None:  # the subscription's own confirmation reads as None
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+    assert message["data"] == b"w-good"
+    with pytest.raises(GatewayError) as info:
+        decode_answer(await worker.client.hgetall(keys.invoke_output("w-good")))
+    assert "stopped answering" in info.value.detail
+    assert any("w-broken" in record.getMessage() and record.exc_info for record in caplog.records)
+    await asyncio.sleep(LEASE * 1.5)
+    _, again = await worker.queue.reclaim(1)
+    assert [work.id for work in again] == ["w-broken"]  # left for a later round; the good one is gone
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
