@@ -30,7 +30,7 @@ from aiohttp import web
 from ..config import Config
 from ..errors import Code, GatewayError, error
 from ..fetch import Fetcher, FetchPolicy
-from ..jobs.model import JobStatus
+from ..jobs.model import Job, JobStatus
 from ..jobs.runner import JobRunner
 from ..jobs.setup import count_transition
 from ..jobs.sweeper import Sweeper
@@ -288,10 +288,7 @@ class Worker:
                 await pipe.execute()
 
     async def _job(self, work: Work) -> None:
-        job = await self.service.store.get_job(work.id)
-        if job is None or job.status.terminal:
-            return
-        started = await self.service.started(job, takeover=work.attempt > 0 or job.status is JobStatus.PROCESSING)
+        started = await self._claim(work)
         while started is not None:
             try:
                 await self.runner.run(started)
@@ -305,6 +302,22 @@ class Worker:
                 current = await self.service.store.get_job(started.id)
                 if current is None or current.status.terminal:
                     return
+
+    async def _claim(self, work: Work) -> Job | None:
+        """Mark the job started; None when it ended meanwhile. Redis away while claiming is waited out
+        holding the lease: the job has not run, so the blip must not cost it one of its attempts."""
+        while True:
+            try:
+                job = await self.service.store.get_job(work.id)
+                if job is None or job.status.terminal:
+                    return None
+                return await self.service.started(job, takeover=work.attempt > 0 or job.status is JobStatus.PROCESSING)
+            except GatewayError as exc:
+                if exc.code is not Code.BACKEND_UNAVAILABLE:
+                    raise
+                log.warning("job %s: %s while claiming it; trying again in %g s", work.id, exc.detail,
+                            BACKEND_RETRY_SECONDS)
+            await asyncio.sleep(BACKEND_RETRY_SECONDS)
 
     # -- leases, takeovers, gauges -----------------------------------------------------------
 

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,19 +20,36 @@ from sami_gateway.config import load_config
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.jobs.model import InputKind, Job, JobStatus
 from tests.conftest import SECRET
+from tests.jobs.stand_in import NS, EchoJobs
 
 LEASE = 0.2
 
 
-@pytest.fixture
-async def worker(redis: Server, s3: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Worker]:
+def make_worker(redis: Server, s3: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                namespaces: dict[str, Any]) -> Worker:
     for name, value in s3.env.items():
         monkeypatch.setenv(name, value)
     config = load_config({}, {"SAMI_TOKEN_SECRET": SECRET, "SAMI_QUEUE_URL": redis.url,
                               "SAMI_STORAGE_URL": f"{s3.url}/worker-test", "SAMI_WORK_LEASE": str(LEASE),
                               "SAMI_MAX_JOB_ATTEMPTS": "1", "SAMI_DATA_DIR": str(tmp_path)})
-    made = Worker(config, namespaces={})
+    return Worker(config, namespaces=namespaces)
+
+
+@pytest.fixture
+async def worker(redis: Server, s3: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Worker]:
+    made = make_worker(redis, s3, tmp_path, monkeypatch, {})
     await made.client.flushdb()
+    yield made
+    await made.client.aclose()
+
+
+@pytest.fixture
+async def echo_worker(redis: Server, s3: Server, tmp_path: Path,
+                      monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Worker]:
+    """A worker that runs jobs of the stand-in namespace (its loops not started: the test drives it)."""
+    made = make_worker(redis, s3, tmp_path, monkeypatch, {NS: EchoJobs()})
+    await made.client.flushdb()
+    await made.service.blobs.open()
     yield made
     await made.client.aclose()
 
@@ -100,3 +118,26 @@ async def test_one_exhausted_item_that_cannot_be_failed_does_not_stop_the_round(
     _, again = await worker.queue.reclaim(1)
     assert [work.id for work in again] == ["w-broken"]  # left for a later round; the good one is gone
     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def test_a_redis_blip_while_claiming_a_job_costs_it_no_attempt(echo_worker: Worker, redis: Server) -> None:
+    worker = echo_worker
+    await worker.service.blobs.put_bytes("inputs/job_blip", b"song")
+    job = Job(id="job_blip", appkey="k", status=JobStatus.QUEUED, request={"stems": ["upper"]},
+              input_kind=InputKind.STORED, input_ref="inputs/job_blip", created_at=time.time())
+    await worker.service.store.create_job(job)
+    work = await worker.queue.take(["batch"])
+    assert work is not None and work.id == "job_blip"
+    redis.pause()
+    try:
+        handled = asyncio.create_task(worker._handle(work))
+        await asyncio.sleep(4)  # its first read of the job times out (3 s) while Redis is stopped
+    finally:
+        redis.resume()
+    async with asyncio.timeout(30):
+        await handled
+    await asyncio.sleep(LEASE * 1.5)
+    await worker.reclaim_once()  # a lapsed lease would be exhausted here (SAMI_MAX_JOB_ATTEMPTS=1)
+    ran = await worker.service.store.get_job("job_blip")
+    assert ran is not None and ran.status is JobStatus.SUCCEEDED and ran.attempts == 1, ran
+    assert worker.metrics.work_exhausted.labels("batch")._value.get() == 0
