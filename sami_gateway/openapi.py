@@ -263,7 +263,8 @@ def _job_paths() -> dict[str, Any]:
     events = operation("jobEvents", "Jobs", "Server-Sent Events until the job is terminal", {
         "200": {"description": "a `status` event (`data`: the job) first and at each change of status, "
                                "`progress` events (`data`: `{\"id\", \"progress\"}`) between; the stream "
-                               "ends after the terminal status",
+                               "ends after the terminal status (`cancelled` for a job deleted meanwhile), or with "
+                               "an `error` event (`data`: the error JSON, 40400002) for a job whose state was lost",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **one}, security=BEARER)
     return {
         "/api/v1/jobs": {"post": _create_job(), "get": listing},

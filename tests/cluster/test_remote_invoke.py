@@ -6,29 +6,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any, cast
 
 import orjson
-import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from sami_gateway.app import create_app
 from sami_gateway.auth import TokenService
 from sami_gateway.cluster import keys
-from sami_gateway.cluster.redis_client import redis_client
 from sami_gateway.cluster.remote_invoke import RemoteJobNamespace, remote
-from sami_gateway.cluster.servers import Server
 from sami_gateway.cluster.worker import Worker
-from sami_gateway.cluster.workqueue import WorkQueue
-from sami_gateway.config import Config, load_config
+from sami_gateway.config import Config
 from sami_gateway.errors import Code
 from sami_gateway.namespace import JobNamespace
 from tests.conftest import SECRET
 
-from ..jobs.stand_in import EchoJobs, InvokeOnly
+from ..jobs.stand_in import NS, EchoJobs
 
 
 def test_a_job_namespace_is_forwarded_with_its_listing_and_parsers() -> None:
@@ -40,25 +33,8 @@ def test_a_job_namespace_is_forwarded_with_its_listing_and_parsers() -> None:
     assert params == inner.parse_job({"stems": ["upper"]}) and front.job_fields(params)["stems"] == ["upper"]
 
 
-@pytest.fixture
-async def front(aiohttp_client: Any, redis: Server, s3: Server, tmp_path: Path,
-                monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[TestClient, aioredis.Redis, Config]]:
-    """A front in-process over the real Redis and S3, one stand-in invoke namespace, and a worker's
-    heartbeat so that invokes are admitted (no worker runs: they wait)."""
-    for name, value in s3.env.items():
-        monkeypatch.setenv(name, value)
-    client = redis_client(redis.url)
-    await client.flushdb()
-    await WorkQueue(client, "paused-worker", 60).heartbeat()
-    config = load_config({}, {"SAMI_TOKEN_SECRET": SECRET, "SAMI_APPKEYS": "k", "SAMI_QUEUE_URL": redis.url,
-                              "SAMI_STORAGE_URL": f"{s3.url}/front-test", "SAMI_WORK_LEASE": "60",
-                              "SAMI_DATA_DIR": str(tmp_path)})
-    yield await aiohttp_client(create_app(config, {"Plain": InvokeOnly()})), client, config  # type: ignore[dict-item]
-    await client.aclose()
-
-
 def invoke_body() -> dict[str, str]:
-    return {"appkey": "k", "token": TokenService(SECRET).issue("k", 60), "namespace": "Plain",
+    return {"appkey": "k", "token": TokenService(SECRET).issue("k", 60), "namespace": NS,
             "data": base64.b64encode(b"hello").decode(), "payload": "{}"}
 
 
@@ -78,7 +54,7 @@ async def test_an_invoke_that_redis_lost_is_answered_503_within_seconds(
     assert response.status == 503 and reply["status_code"] == Code.BACKEND_UNAVAILABLE.value.code == 50300003
     assert "lost" in reply["status_text"] and response.headers["Retry-After"] == "5"
     assert set(reply) >= {"task_id", "namespace", "status_code", "status_text"}
-    worker = Worker(config, namespaces={"Plain": InvokeOnly()})  # type: ignore[dict-item]
+    worker = Worker(config, namespaces={NS: EchoJobs()})  # type: ignore[dict-item]
     await worker.start()
     try:  # the front keeps serving: the next invoke is answered by a worker
         async with asyncio.timeout(30):
