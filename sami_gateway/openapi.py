@@ -264,8 +264,10 @@ def _job_paths() -> dict[str, Any]:
     events = operation("jobEvents", "Jobs", "Server-Sent Events until the job is terminal", {
         "200": {"description": "a `status` event (`data`: the job) first and at each change of status, "
                                "`progress` events (`data`: `{\"id\", \"progress\"}`) between; the stream "
-                               "ends after the terminal status; it holds one of the appkey's stream slots "
-                               "(`SAMI_QUOTA_STREAMS`, shared with long polls) while open",
+                               "ends after the terminal status (`cancelled` for a job deleted meanwhile), or with "
+                               "an `error` event (`data`: the error JSON, 40400002) for a job whose state was lost; "
+                               "it holds one of the appkey's stream slots (`SAMI_QUOTA_STREAMS`, shared with long "
+                               "polls) while open",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}}},
         **job_errors(*AUTH, Code.JOB_NOT_FOUND, Code.QUOTA_EXCEEDED, *SERVER)}, security=BEARER)
     return {

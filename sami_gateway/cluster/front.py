@@ -74,7 +74,7 @@ class ClusterFront:
     async def context(self, app: web.Application) -> AsyncIterator[None]:
         await self.service.blobs.open()
         await self.service.store.open()
-        self.dispatcher.subscriber.start()
+        self.dispatcher.start()
         self._jobs.start()
         gauges = asyncio.create_task(self._gauges(), name="cluster-gauges")
         try:
@@ -84,7 +84,7 @@ class ClusterFront:
             with contextlib.suppress(asyncio.CancelledError):
                 await gauges
             await self._jobs.stop()
-            await self.dispatcher.subscriber.stop()
+            await self.dispatcher.stop()
             await self.service.store.close()
             await self.client.aclose()
 

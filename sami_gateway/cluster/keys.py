@@ -42,6 +42,11 @@ def reply(front: str) -> str:
     return f"{PREFIX}reply:{front}"
 
 
+def last_take(consumer: str) -> str:
+    """Hash: a worker's last take (its token and the entry), given back to a retry when the reply was lost."""
+    return f"{PREFIX}take:{consumer}"
+
+
 def invoke_input(work_id: str) -> str:
     return f"{PREFIX}in:{work_id}"
 

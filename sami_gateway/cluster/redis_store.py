@@ -19,6 +19,7 @@ that exists is in the queue, whatever happens to the front afterwards. Key layou
                                       or abandoned)
     events:due                        sorted set: pending event ids by next attempt (or end of a claim)
     job-events:{job_id}               set: the job's event ids
+    deleted:{id}                      string: the job was deleted (not lost with Redis's state), for an hour
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 IDEMPOTENCY_TTL = 24 * 3600  # seconds an Idempotency-Key names its job, as the contract says
+DELETED_TTL = 3600  # seconds a deleted job is known as deleted: a stream open on it says cancelled, not lost
 JOBS, SEQ = PREFIX + "jobs", PREFIX + "jobs:seq"
 QUEUED_APPKEYS, QUEUED_SINCE, EXPIRY = PREFIX + "jobs:queued-appkeys", PREFIX + "jobs:queued-since", \
     PREFIX + "jobs:expiry"
@@ -78,6 +80,10 @@ def event_key(event_id: str) -> str:
 
 def job_events(job_id: str) -> str:
     return f"{PREFIX}job-events:{job_id}"
+
+
+def deleted_key(job_id: str) -> str:
+    return f"{PREFIX}deleted:{job_id}"
 
 
 # The same names in Lua, and the helpers the scripts share: `load` gives what `_job` decodes.
@@ -222,6 +228,7 @@ redis.call('DEL', job_events(id))
 if not job[1] then return 0 end
 local appkey, status = job[1], job[2]
 redis.call('DEL', job_key(id))
+redis.call('SET', P .. 'deleted:' .. id, '1', 'EX', ARGV[2])
 redis.call('SREM', JOBS, id)
 redis.call('ZREM', by_appkey(appkey), id)
 redis.call('ZREM', by_status(status, appkey), id)
@@ -409,7 +416,11 @@ class RedisJobStore:
 
     @_unavailable_as_503
     async def delete_job(self, job_id: str) -> None:
-        await self._delete_job(args=[job_id])
+        await self._delete_job(args=[job_id, DELETED_TTL])
+
+    @_unavailable_as_503
+    async def was_deleted(self, job_id: str) -> bool:
+        return bool(await self._client.exists(deleted_key(job_id)))
 
     async def requeue_interrupted(self, max_attempts: int) -> tuple[list[Job], list[Job]]:
         """Nothing to do: in scale-out mode a crashed worker's work comes back through the queue's

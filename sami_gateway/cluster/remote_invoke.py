@@ -5,12 +5,14 @@ namespace's own `parse`), puts the request and its input in Redis with the work 
 script: either all three exist or none), and waits for the answer on its own reply channel.
 The worker writes the answer (result bytes, payload and report, or the error) under the work's
 key and publishes its id; the front reads it and answers the client with the same envelope the
-single process gives. A front's deadline cancels the work on whichever worker holds it.
+single process gives. A front's deadline cancels the work on whichever worker holds it; a request
+that Redis lost (restarted empty, a failover) is answered 503 within seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -25,11 +27,14 @@ from ..errors import Code, GatewayError, error
 from ..namespace import Call, JobCall, JobOutput, Namespace, Result, RunReport
 from ..scheduler import Scheduler
 from . import keys
-from .redis_client import redis_unavailable
+from .redis_client import RETRY_AFTER, redis_unavailable
 from .subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 KEEP_SECONDS = 60.0  # an answer waits this long for its front; a request this long past its deadline
+# A waiting invoke whose request Redis no longer has (restarted empty, a failover that lost writes)
+# is answered 503 within this, not at SAMI_REQUEST_TIMEOUT: one EXISTS per waiting invoke each time.
+LOST_CHECK_SECONDS = 1.5
 
 _SUBMIT = keys.ENQUEUE_LUA + """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
@@ -100,10 +105,22 @@ class InvokeDispatcher:
         self._timeout = request_timeout
         self._submit = client.register_script(_SUBMIT)
         self._pending: dict[str, asyncio.Future[Result]] = {}
+        self._queued: set[str] = set()  # pending work whose request is in Redis (watched for its loss)
         self._collecting: set[asyncio.Task[None]] = set()
+        self._watcher: asyncio.Task[None] | None = None
         self.subscriber = Subscriber(client, [keys.reply(front)], self._answered, self._recover)
         self.admit: Callable[[], None] = lambda: None  # raises when no worker could answer
 
+    def start(self) -> None:
+        self.subscriber.start()
+        self._watcher = asyncio.create_task(self._watch(), name="invoke-watch")
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.subscriber.stop()
 
     async def invoke(self, namespace: str, call: Call[RemoteParams]) -> Result:
         self.admit()
@@ -118,12 +135,16 @@ class InvokeDispatcher:
                 await self._submit(keys=[keys.invoke_request(work_id), keys.invoke_input(work_id)],
                                    args=[request.encode(), bytes(call.data), keep_ms, call.appkey, work_id,
                                          str(int(time.time() * 1000))])
+            self._queued.add(work_id)
             return await future
         except BaseException:
+            self._queued.discard(work_id)
             if not future.done():  # the deadline passed or the client left: the worker may drop it
+                future.cancel()
                 await self._abandon(work_id)
             raise
         finally:
+            self._queued.discard(work_id)
             self._pending.pop(work_id, None)
 
     async def _abandon(self, work_id: str) -> None:
@@ -162,6 +183,34 @@ class InvokeDispatcher:
             log.exception("the answer to invoke work %s could not be read", work_id)
             if not future.done():
                 future.set_exception(error(Code.INTERNAL_ERROR, type(exc).__name__))
+
+    async def _watch(self) -> None:
+        """Answer the invokes that Redis lost: their request is gone and no answer was written."""
+        while True:
+            await asyncio.sleep(LOST_CHECK_SECONDS)
+            waiting = list(self._queued)
+            if not waiting:
+                continue
+            try:
+                with redis_unavailable():
+                    async with self._client.pipeline(transaction=False) as pipe:
+                        for work_id in waiting:
+                            pipe.exists(keys.invoke_request(work_id))
+                        found = await pipe.execute()
+            except GatewayError:
+                continue  # Redis away for now: the answers may still come once it is back
+            for work_id, present in zip(waiting, found, strict=True):
+                if not present:
+                    await self._lost(work_id)
+
+    async def _lost(self, work_id: str) -> None:
+        await self._collect(work_id)  # a worker deletes the request as it writes the answer
+        future = self._pending.get(work_id)
+        if work_id in self._queued and future is not None and not future.done():
+            log.warning("invoke work %s: its request is gone from Redis (restarted or failed over); answered 503",
+                        work_id)
+            future.set_exception(error(Code.BACKEND_UNAVAILABLE, "the queue lost this request (Redis restarted "
+                                       "or failed over); send it again", {"Retry-After": RETRY_AFTER}))
 
     async def _recover(self) -> None:
         """After a lost subscription: collect answers published while it was down."""

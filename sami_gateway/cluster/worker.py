@@ -31,7 +31,7 @@ from aiohttp import web
 from ..config import Config
 from ..errors import Code, GatewayError, error, store_trouble
 from ..fetch import Fetcher, FetchPolicy
-from ..jobs.model import JobStatus
+from ..jobs.model import Job, JobStatus
 from ..jobs.runner import JobRunner
 from ..jobs.setup import count_transition
 from ..jobs.sweeper import Sweeper
@@ -300,10 +300,7 @@ class Worker:
                 await pipe.execute()
 
     async def _job(self, work: Work) -> None:
-        job = await self.service.store.get_job(work.id)
-        if job is None or job.status.terminal:
-            return
-        started = await self.service.started(job, takeover=work.attempt > 0 or job.status is JobStatus.PROCESSING)
+        started = await self._claim(work)
         while started is not None:
             try:
                 await self.runner.run(started)
@@ -317,6 +314,22 @@ class Worker:
                 current = await self.service.store.get_job(started.id)
                 if current is None or current.status.terminal:
                     return
+
+    async def _claim(self, work: Work) -> Job | None:
+        """Mark the job started; None when it ended meanwhile. Redis away while claiming is waited out
+        holding the lease: the job has not run, so the blip must not cost it one of its attempts."""
+        while True:
+            try:
+                job = await self.service.store.get_job(work.id)
+                if job is None or job.status.terminal:
+                    return None
+                return await self.service.started(job, takeover=work.attempt > 0 or job.status is JobStatus.PROCESSING)
+            except GatewayError as exc:
+                if exc.code is not Code.BACKEND_UNAVAILABLE:
+                    raise
+                log.warning("job %s: %s while claiming it; trying again in %g s", work.id, exc.detail,
+                            BACKEND_RETRY_SECONDS)
+            await asyncio.sleep(BACKEND_RETRY_SECONDS)
 
     # -- leases, takeovers, gauges -----------------------------------------------------------
 
@@ -333,14 +346,22 @@ class Worker:
         await self.reclaim_once()
 
     async def reclaim_once(self) -> None:
-        """Queue again the work whose lease lapsed; fail what has used its last attempt."""
+        """Queue again the work whose lease lapsed; fail what has used its last attempt, each on its own:
+        one that cannot be failed is logged and left for the next round, the others are still failed."""
         requeued, exhausted = await self.queue.reclaim(self.service.settings.max_job_attempts)
         for work in requeued:
             self.metrics.lease_takeovers.labels(work.cls).inc()
             log.warning("%s %s: its worker's lease lapsed; queued again (attempt %d)", work.kind, work.id,
                         work.attempt + 1)
         for work in exhausted:
-            await self._exhausted(work)
+            try:
+                await self._exhausted(work)
+            except Exception as exc:  # noqa: BLE001 - one item's fault: the round goes on with the others
+                if isinstance(exc, GatewayError) and exc.code is Code.BACKEND_UNAVAILABLE:
+                    raise  # Redis or storage away: every item would meet it; the next round tries again
+                log.exception("%s %s could not be failed after its last attempt; left for the next round",
+                              work.kind, work.id)
+                continue
             await self.queue.done(work)  # only now: until it is failed, another round finds it again
             self.metrics.work_exhausted.labels(work.cls).inc()
 

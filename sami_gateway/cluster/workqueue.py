@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from . import keys
 from .redis_client import redis_unavailable
 
 RECLAIM_BATCH = 100
+CLAIM_MEMORY_MS = 3600 * 1000  # a take whose reply was lost is given back if retried within this
 CONSUMER_IDLE_MS = 3600 * 1000  # a consumer holding nothing, unseen this long, is deleted
 
 # A stopping worker's consumer, once it holds nothing (deleting one with pending entries would lose them).
@@ -45,9 +47,21 @@ end
 return 0
 """
 
+# The take whose reply was lost (Redis paused, a connection cut) is remembered under the worker's
+# token and given back when the worker retries with it: a take that failed on the way back never
+# leaves an entry held by nobody, whose lease would lapse and cost the work one of its attempts.
 _TAKE = f"""
-local group, consumer, now = ARGV[1], ARGV[2], ARGV[3]
-for i = 4, #ARGV do
+local group, consumer, now, token, memory = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local claim = KEYS[1]
+local last = redis.call('HMGET', claim, 'token', 'cls', 'appkey', 'entry', 'fields')
+if last[1] == token then
+  local key = '{keys.PREFIX}q:' .. last[2] .. ':' .. last[3]
+  local still = redis.pcall('XPENDING', key, group, last[4], last[4], 1, consumer)
+  if type(still) == 'table' and not still.err and #still > 0 then
+    return {{last[2], last[3], last[4], cjson.decode(last[5])}}
+  end
+end
+for i = 6, #ARGV do
   local cls = ARGV[i]
   local ready = '{keys.PREFIX}rr:' .. cls
   while true do
@@ -64,6 +78,9 @@ for i = 4, #ARGV do
       local entry = got[1][2][1]
       redis.call('ZADD', ready, now, appkey)
       redis.call('HSET', '{keys.PREFIX}served:' .. cls, appkey, now)
+      redis.call('HSET', claim, 'token', token, 'cls', cls, 'appkey', appkey, 'entry', entry[1],
+                 'fields', cjson.encode(entry[2]))
+      redis.call('PEXPIRE', claim, memory)
       return {{cls, appkey, entry[1], entry[2]}}
     end
     redis.call('ZREM', ready, appkey)
@@ -167,17 +184,23 @@ class WorkQueue:
         self._enqueue = client.register_script(_ENQUEUE)
         self._release = client.register_script(_RELEASE)
         self._leave = client.register_script(_LEAVE)
+        self._token: str | None = None  # names the take in flight, until one returns
 
     async def enqueue(self, cls: str, appkey: str, kind: str, work_id: str) -> None:
         with redis_unavailable():
             await self._enqueue(args=[cls, appkey, kind, work_id, _now_ms()])
 
     async def take(self, classes: Sequence[str]) -> Work | None:
-        """The next work of the first class in `classes` that has any, fairly across appkeys."""
+        """The next work of the first class in `classes` that has any, fairly across appkeys. After a
+        take that failed (a Redis error), the next one first gets back what that one took, if it did."""
         if not classes:
             return None
+        if self._token is None:  # kept after a failed take: its retry gets what that one took, if anything
+            self._token = uuid.uuid4().hex
         with redis_unavailable():
-            got = await self._take(args=[keys.GROUP, self.name, _now_ms(), *classes])
+            got = await self._take(keys=[keys.last_take(self.name)],
+                                   args=[keys.GROUP, self.name, _now_ms(), self._token, CLAIM_MEMORY_MS, *classes])
+        self._token = None
         if not got:
             return None
         cls, appkey, entry, flat = _text(got[0]), _text(got[1]), _text(got[2]), got[3]
@@ -237,6 +260,7 @@ class WorkQueue:
         """This consumer is going: out of the live workers, and out of every group it holds nothing in."""
         with redis_unavailable():
             await self._client.zrem(keys.WORKERS, self.name)
+            await self._client.delete(keys.last_take(self.name))
             for stream in await self._client.smembers(keys.STREAMS):
                 with contextlib.suppress(ResponseError):  # a stream without its group yet
                     await self._leave(keys=[_text(stream)], args=[keys.GROUP, self.name])

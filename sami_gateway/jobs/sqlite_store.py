@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +23,7 @@ from .model import Job, JobStatus, Upload, WebhookEvent
 from .store import QueueHead
 
 T = TypeVar("T")
+DELETED_REMEMBERED = 10_000  # deleted job ids kept (one process owns the file): a stream on one says cancelled
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -134,6 +136,7 @@ class SqliteJobStore:
         self.path = path
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="job-store")
         self._db: sqlite3.Connection | None = None
+        self._deleted: OrderedDict[str, None] = OrderedDict()  # ids deleted lately, oldest first
 
     async def _call(self, func: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
@@ -247,7 +250,13 @@ class SqliteJobStore:
         def delete(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM webhook_events WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        self._deleted[job_id] = None  # before: a reader that finds the job gone finds it deleted
+        if len(self._deleted) > DELETED_REMEMBERED:
+            self._deleted.popitem(last=False)
         await self._call(delete)
+
+    async def was_deleted(self, job_id: str) -> bool:
+        return job_id in self._deleted
 
     async def requeue_interrupted(self, max_attempts: int) -> tuple[list[Job], list[Job]]:
         def requeue(db: sqlite3.Connection) -> tuple[list[Job], list[Job]]:

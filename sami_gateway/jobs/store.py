@@ -66,6 +66,10 @@ class JobStore(Protocol):
     async def delete_job(self, job_id: str) -> None:
         """Forget the job and its pending events."""
 
+    async def was_deleted(self, job_id: str) -> bool:
+        """Whether `delete_job` removed the job lately (a DELETE, or expiry): a job that is gone
+        without it (its state lost with the store's) is not."""
+
     async def requeue_interrupted(self, max_attempts: int) -> tuple[list[Job], list[Job]]:
         """At start: jobs left `processing` by a crash go back to `queued`, or are returned to be
         failed once they have used `max_attempts` runs: (requeued, exhausted)."""

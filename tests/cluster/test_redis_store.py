@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from sami_gateway.cluster import keys
 from sami_gateway.cluster.redis_client import redis_client
-from sami_gateway.cluster.redis_store import RedisJobStore
+from sami_gateway.cluster.redis_store import DELETED_TTL, RedisJobStore, deleted_key
 from sami_gateway.cluster.servers import Server
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.jobs.model import InputKind, Job, JobError, JobStatus, StoredResult, Upload, WebhookEvent
@@ -192,6 +192,20 @@ async def test_expired_jobs_and_delete(store: Store) -> None:
     assert await store.expired_jobs(now + 200, 10) == [young.with_(status=FAILED, expires_at=now + 100)]
 
 
+async def test_a_deleted_job_is_known_as_deleted(store: Store) -> None:
+    job, other = await created(store, new_job()), await created(store, new_job())
+    assert not await store.was_deleted(job.id) and not await store.was_deleted("job_never")
+    await store.delete_job(job.id)
+    assert await store.was_deleted(job.id) and not await store.was_deleted(other.id)
+
+
+async def test_a_job_lost_with_redis_is_not_known_as_deleted(client: Redis) -> None:
+    store = RedisJobStore(client)
+    job = await created(store, new_job())  # type: ignore[arg-type]
+    await client.flushall()  # Redis restarted empty
+    assert await store.get_job(job.id) is None and not await store.was_deleted(job.id)
+
+
 async def test_an_upload_is_completed_once(store: Store) -> None:
     now = time.time()
     upload = Upload("upl_1", "a", now, now + 60, 1000)
@@ -260,7 +274,9 @@ async def test_deleting_leaves_nothing_of_a_job_or_upload_behind(client: Redis) 
     await store.create_upload(Upload("upl_1", "a", now, now + 60, 10))
     await store.delete_job(job.id)
     await store.delete_upload("upl_1")
-    assert set(await client.keys(keys.PREFIX + "*")) - before == {b"sami:jobs:seq"} | queue
+    tombstone = deleted_key(job.id).encode()  # the id alone, for an hour: a stream on it says cancelled
+    assert set(await client.keys(keys.PREFIX + "*")) - before == {b"sami:jobs:seq", tombstone} | queue
+    assert 0 < await client.ttl(tombstone) <= DELETED_TTL and await client.get(tombstone) == b"1"
 
 
 async def test_two_fronts_see_each_others_writes(client: Redis, redis: Server) -> None:

@@ -1,13 +1,27 @@
-"""A front's stand-in for a job namespace stays one: job requests and the model listing use the inner's own."""
+"""A front's stand-in for a job namespace stays one: job requests and the model listing use the inner's own;
+an invoke whose request Redis lost is answered 503 within seconds."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import time
 from typing import Any, cast
 
-from sami_gateway.cluster.remote_invoke import RemoteJobNamespace, remote
-from sami_gateway.namespace import JobNamespace
+import orjson
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
 
-from ..jobs.stand_in import EchoJobs
+from sami_gateway.auth import TokenService
+from sami_gateway.cluster import keys
+from sami_gateway.cluster.remote_invoke import RemoteJobNamespace, remote
+from sami_gateway.cluster.worker import Worker
+from sami_gateway.config import Config
+from sami_gateway.errors import Code
+from sami_gateway.namespace import JobNamespace
+from tests.conftest import SECRET
+
+from ..jobs.stand_in import NS, EchoJobs
 
 
 def test_a_job_namespace_is_forwarded_with_its_listing_and_parsers() -> None:
@@ -17,3 +31,37 @@ def test_a_job_namespace_is_forwarded_with_its_listing_and_parsers() -> None:
     assert front.job_models() == inner.job_models()
     params = front.parse_job({"stems": ["upper"]})
     assert params == inner.parse_job({"stems": ["upper"]}) and front.job_fields(params)["stems"] == ["upper"]
+
+
+def invoke_body() -> dict[str, str]:
+    return {"appkey": "k", "token": TokenService(SECRET).issue("k", 60), "namespace": NS,
+            "data": base64.b64encode(b"hello").decode(), "payload": "{}"}
+
+
+async def test_an_invoke_that_redis_lost_is_answered_503_within_seconds(
+        front: tuple[TestClient, aioredis.Redis, Config]) -> None:
+    http, client, config = front
+    waiting = asyncio.create_task(http.post("/api/v1/invoke", json=invoke_body()))
+    async with asyncio.timeout(10):
+        while not [key async for key in client.scan_iter(keys.invoke_request("*"))]:
+            await asyncio.sleep(0.05)
+    await client.flushall()  # Redis restarted empty: the request, its input and its work are gone
+    lost_at = time.monotonic()
+    async with asyncio.timeout(10):  # not SAMI_REQUEST_TIMEOUT (900 s)
+        response = await waiting
+    assert time.monotonic() - lost_at < 5
+    reply = orjson.loads(await response.read())
+    assert response.status == 503 and reply["status_code"] == Code.BACKEND_UNAVAILABLE.value.code == 50300003
+    assert "lost" in reply["status_text"] and response.headers["Retry-After"] == "5"
+    assert set(reply) >= {"task_id", "namespace", "status_code", "status_text"}
+    worker = Worker(config, namespaces={NS: EchoJobs()})  # type: ignore[dict-item]
+    await worker.start()
+    try:  # the front keeps serving: the next invoke is answered by a worker
+        async with asyncio.timeout(30):
+            while (await http.get("/readyz")).status != 200:
+                await asyncio.sleep(0.2)
+            response = await http.post("/api/v1/invoke", json=invoke_body())
+        reply = orjson.loads(await response.read())
+        assert response.status == 200 and base64.b64decode(reply["data"]) == b"hello", reply
+    finally:
+        await worker.stop(5)

@@ -177,3 +177,74 @@ async def test_a_backlog_of_a_thousand_does_not_delay_another_appkey(client: aio
     assert first is not None and second is not None
     assert (first.id, second.id) == ("busy-0", "quiet-0")
     assert (await queue.depth())["batch"].queued == 1000
+
+
+
+class ReplyCutter:
+    """A TCP proxy before Redis that, while `cut`, passes each command on and closes the client's
+    connection instead of passing the reply back: the command ran, its answer was lost."""
+
+    def __init__(self, redis: Server) -> None:
+        address = redis.url.removeprefix("redis://").split("/")[0]
+        self.host, self.port = address.split(":")[0], int(address.split(":")[1])
+        self.cut = False
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        redis_in, redis_out = await asyncio.open_connection(self.host, self.port)
+        for pump in (self._pump(client_in, redis_out, False, client_out),
+                     self._pump(redis_in, client_out, True, redis_out)):
+            task = asyncio.create_task(pump)
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, replies: bool,
+                    other: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                if replies and self.cut:
+                    break
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            sink.close()
+            other.close()
+
+
+async def test_a_take_whose_answer_was_lost_is_given_back_to_the_retry(redis: Server, client: aioredis.Redis) -> None:
+    cutter = ReplyCutter(redis)
+    async with cutter as url:
+        through = redis_client(url)
+        worker, reaper = WorkQueue(through, "w", lease=0.3), WorkQueue(client, "r", lease=0.3)
+        assert await worker.take(["batch"]) is None  # the take script is loaded
+        await reaper.enqueue("batch", "k", keys.JOB, "job-1")
+        cutter.cut = True
+        for _ in range(3):  # three blips, each after Redis ran the take
+            with pytest.raises(GatewayError) as info:
+                await worker.take(["batch"])
+            assert info.value.code is Code.BACKEND_UNAVAILABLE
+        cutter.cut = False
+        held = await worker.take(["batch"])
+        assert held is not None and (held.id, held.attempt) == ("job-1", 0)
+        assert await worker.take(["batch"]) is None  # given back once; the next take is a new one
+        await asyncio.sleep(0.2)
+        assert await worker.renew(held) is True
+        await asyncio.sleep(0.2)
+        assert await reaper.reclaim(1) == ([], [])  # its lease is held: no attempt spent, nothing exhausted
+        await worker.done(held)
+        await through.aclose()
