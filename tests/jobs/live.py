@@ -88,13 +88,13 @@ class LiveGateway:
         return requests.get(f"{self.url}/api/v1/jobs/{job_id}{query}", headers=self.headers(appkey),
                             timeout=wait + 30)
 
-    def finished(self, job_id: str, seconds: float = 120) -> dict[str, Any]:
+    def finished(self, job_id: str, seconds: float = 120, appkey: str = APPKEY) -> dict[str, Any]:
         """The job once terminal (long polls), failing after `seconds`."""
         deadline = time.monotonic() + seconds
         while True:
             left = deadline - time.monotonic()
-            assert left > 0, f"job {job_id} did not end within {seconds} s: {self.job(job_id).json()}"
-            response = self.job(job_id, wait=max(1, min(60, int(left))))
+            assert left > 0, f"job {job_id} did not end within {seconds} s: {self.job(job_id, appkey=appkey).json()}"
+            response = self.job(job_id, wait=max(1, min(60, int(left))), appkey=appkey)
             assert response.status_code == 200, response.text
             job: dict[str, Any] = response.json()
             if job["status"] in TERMINAL:
