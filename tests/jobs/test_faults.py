@@ -1,0 +1,276 @@
+"""Faults one tenant can cause or meet, against a live `sami-gateway serve`: metadata nested too deep,
+a receiver answering a huge or trickling body, a job store that cannot be written. Another appkey's
+jobs keep finishing, memory stays bounded, and every job ends `succeeded` or `failed`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from sami_gateway.jobs.model import InputKind, Job, JobStatus
+from sami_gateway.jobs.sqlite_store import SqliteJobStore
+
+from ..conftest import APPKEY
+from .live import OTHER_APPKEY, SONG_RATE, LiveGateway, receiver, song, start_gateway, stop_gateway, wait_for
+
+pytestmark = pytest.mark.timeout(300)
+SMALL = {"format": "wav", "sample_rate": SONG_RATE, "channels": 1}
+HUGE_REPLY_BYTES = 1536 * 1024 * 1024  # what a hostile receiver offers to send
+RSS_BOUND_BYTES = 100 * 1024 * 1024  # the most the gateway may grow while such a reply is refused
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """An object `depth` objects deep."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def job_body(seed: int, seconds: float = 2.0, **extra: Any) -> dict[str, Any]:
+    return {"input": {"data": base64.b64encode(song(seconds, seed)).decode()}, "stems": ["vocals"],
+            "output": SMALL, **extra}
+
+
+def submit(live: LiveGateway, body: dict[str, Any], appkey: str = APPKEY) -> requests.Response:
+    return requests.post(live.url + "/api/v1/jobs", json=body, headers=live.headers(appkey), timeout=60)
+
+
+def created(response: requests.Response) -> str:
+    assert response.status_code == 201, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def memory(pid: int, field_name: str) -> int:
+    """A /proc/PID/status memory figure (VmRSS, VmHWM) in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field_name}")
+
+
+def reset_peak(pid: int) -> int:
+    """Start measuring the peak RSS afresh (Linux's clear_refs 5); the RSS now."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return memory(pid, "VmRSS")
+
+
+@pytest.fixture(scope="module")
+def live(model_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+    gateway = start_gateway(model_store, tmp_path_factory.mktemp("faults"), SAMI_WEBHOOK_TIMEOUT="30")
+    yield gateway
+    stop_gateway(gateway)
+
+
+# -- metadata nested too deep -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [33, 253])
+def test_metadata_nested_too_deep_is_refused_and_the_gateway_keeps_serving(live: LiveGateway, depth: int) -> None:
+    with receiver() as hooks:
+        response = submit(live, job_body(1, metadata=nested(depth), webhook_url=hooks.at("/deep")))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["status_code"] == 40000022
+    assert "32 deep" in response.json()["error"]["message"]
+    listed = requests.get(live.url + "/api/v1/jobs", headers=live.headers(), timeout=30)
+    assert listed.status_code == 200, listed.text
+    other = created(submit(live, job_body(4), appkey=OTHER_APPKEY))
+    assert live.finished(other, 120, OTHER_APPKEY)["status"] == "succeeded"
+
+
+def test_metadata_32_deep_is_stored_listed_and_sent(live: LiveGateway) -> None:
+    with receiver() as hooks:
+        job_id = created(submit(live, job_body(2, metadata=nested(32), webhook_url=hooks.at("/deep"))))
+        done = live.finished(job_id)
+        assert done["status"] == "succeeded" and done["metadata"] == nested(32)
+        (hook,) = wait_for(lambda: hooks.received("/deep"), 30, "for the webhook")
+    assert b'"metadata":{"a":' in hook.body
+    listed = requests.get(live.url + "/api/v1/jobs", headers=live.headers(), timeout=30)
+    assert listed.status_code == 200 and job_id in [job["id"] for job in listed.json()["jobs"]]
+
+
+def _stored_deep_jobs(db: Path, hook: str) -> list[str]:
+    """Jobs as an earlier version stored them, metadata 253 deep with a webhook: one interrupted past
+    its attempts, one queued. Their webhook events can never be serialised."""
+    async def write() -> list[str]:
+        store = SqliteJobStore(db)
+        await store.open()
+        ids = []
+        for n, (status, attempts) in enumerate([(JobStatus.PROCESSING, 3), (JobStatus.QUEUED, 0)]):
+            job = Job(id=f"job_deep{n}", appkey=APPKEY, status=status, attempts=attempts, created_at=time.time(),
+                      request={"model": "htdemucs", "stems": ["vocals"], "output": SMALL}, input_kind=InputKind.URL,
+                      input_ref="http://127.0.0.1:9/never", metadata=nested(253), webhook_url=hook)
+            await store.create_job(job)
+            ids.append(job.id)
+        await store.close()
+        return ids
+    return asyncio.run(write())
+
+
+def test_a_gateway_restarted_on_records_it_cannot_send_starts_and_ends_them(
+        model_store: Path, tmp_path: Path) -> None:
+    """Deep metadata stored by an earlier version: start-up does not die of it, the worker does not
+    either, every job ends, and another appkey's job runs."""
+    first = start_gateway(model_store, tmp_path)
+    stop_gateway(first)
+    with receiver() as hooks:
+        deep = _stored_deep_jobs(first.data_dir / "jobs.sqlite3", hooks.at("/deep"))
+        live = start_gateway(model_store, tmp_path)
+        try:
+            other = created(submit(live, job_body(5), appkey=OTHER_APPKEY))
+            assert live.finished(other, 120, OTHER_APPKEY)["status"] == "succeeded"
+            for job_id in deep:
+                done = live.finished(job_id, 60)
+                assert done["status"] == "failed", done
+            assert live.metrics()["sami_gateway_webhook_events_dropped_total"] == 2
+            assert "webhook event cannot be built; dropped" in live.log_tail(200_000)
+        finally:
+            stop_gateway(live)
+
+
+# -- receivers that answer too much, or too slowly ----------------------------------------------------
+
+
+@dataclass
+class Replier:
+    """A raw HTTP server whose answers are 200 with a huge body, sent fast or a byte at a time."""
+
+    url: str = ""
+    trickle: bool = False
+    requests: list[str] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)  # body bytes each answer got out before the peer left
+
+
+def _read_request(conn: socket.socket) -> str:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return ""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next((int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")), 0)
+    chunked = any(line.lower().startswith("transfer-encoding:") and "chunked" in line.lower() for line in lines)
+    while (len(body) < length) if not chunked else not body.endswith(b"0\r\n\r\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return lines[0]
+
+
+def _answer(replier: Replier, conn: socket.socket) -> None:
+    deadline = time.monotonic() + 60  # the test's bound: a reader of the whole reply would still be reading
+    sent = 0
+    with conn:
+        line = _read_request(conn)
+        replier.requests.append(line)
+        try:
+            conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {HUGE_REPLY_BYTES}\r\n\r\n".encode())
+            block = b"\0" * (1 if replier.trickle else 1024 * 1024)
+            while sent < HUGE_REPLY_BYTES and time.monotonic() < deadline:
+                conn.sendall(block)
+                sent += len(block)
+                if replier.trickle:
+                    time.sleep(0.5)
+        except OSError:
+            pass
+        replier.sent.append(sent)
+
+
+@contextmanager
+def replier(trickle: bool = False) -> Iterator[Replier]:
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    seen = Replier(f"http://127.0.0.1:{server.getsockname()[1]}", trickle)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=_answer, args=(seen, conn), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def test_a_huge_reply_from_a_webhook_and_a_copy_target_is_not_read(live: LiveGateway) -> None:
+    """A receiver answering 1.5 GB to the copy PUT and to the webhook: the gateway's peak RSS grows
+    by less than 100 MB, both count as answered (2xx), and the other appkey's job still runs."""
+    warm = created(submit(live, job_body(6)))  # the model and buffers warm, so the peak is the reply's
+    live.finished(warm)
+    pid = live.process.pid
+    delivered = live.metrics()['sami_gateway_webhook_attempts_total{outcome="delivered"}']
+    with replier() as hostile:
+        before = reset_peak(pid)
+        job_id = created(submit(live, job_body(7, copy_results_to={"vocals": hostile.url + "/copy"},
+                                                webhook_url=hostile.url + "/hook")))
+        other = created(submit(live, job_body(8), appkey=OTHER_APPKEY))
+        assert live.finished(job_id)["status"] == "succeeded"
+        wait_for(lambda: len(hostile.sent) == 2, 60, "for the webhook")
+        growth = memory(pid, "VmHWM") - before
+        assert live.finished(other, 120, OTHER_APPKEY)["status"] == "succeeded"
+    print(f"peak RSS growth {growth / 2**20:.1f} MiB; reply bytes sent before the gateway left: {hostile.sent}")
+    assert growth < RSS_BOUND_BYTES, f"peak RSS grew {growth / 2**20:.0f} MiB"
+    assert [line.split()[0] for line in hostile.requests] == ["PUT", "POST"]
+    assert max(hostile.sent) < HUGE_REPLY_BYTES
+    assert live.metrics()['sami_gateway_webhook_attempts_total{outcome="delivered"}'] == delivered + 1
+
+
+def test_a_trickling_reply_does_not_hold_the_delivery(live: LiveGateway) -> None:
+    """A receiver that sends its reply a byte every half second: the attempt ends at the status line,
+    long before the webhook timeout (30 s here) or the reply's end."""
+    with replier(trickle=True) as slow:
+        job_id = created(submit(live, job_body(9, webhook_url=slow.url + "/hook")))
+        live.finished(job_id)
+        ended = time.monotonic()
+        delivered = live.metrics()['sami_gateway_webhook_attempts_total{outcome="delivered"}']
+        wait_for(lambda: live.metrics()['sami_gateway_webhook_attempts_total{outcome="delivered"}'] > delivered,
+                 10, "for the delivery", interval=0.2)
+        assert time.monotonic() - ended < 10
+
+
+# -- a job store that cannot be written ---------------------------------------------------------------
+
+
+def test_a_job_store_locked_by_another_writer_delays_jobs_and_loses_none(live: LiveGateway) -> None:
+    """Another process holds SQLite's write lock for 12 s while jobs of two appkeys run: their writes
+    fail (busy past 5 s), they are run again, and both end succeeded once the lock is gone."""
+    db = sqlite3.connect(live.data_dir / "jobs.sqlite3", timeout=30, isolation_level=None)
+    try:
+        mine = created(submit(live, job_body(10)))
+        other = created(submit(live, job_body(11), appkey=OTHER_APPKEY))
+        db.execute("BEGIN IMMEDIATE")  # holds the write lock: every write of the gateway is refused
+        time.sleep(12)
+        statuses = [live.job(mine).json()["status"], live.job(other, appkey=OTHER_APPKEY).json()["status"]]
+        assert all(status not in ("failed", "cancelled") for status in statuses), statuses
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    assert live.finished(mine, 120)["status"] == "succeeded"
+    assert live.finished(other, 120, OTHER_APPKEY)["status"] == "succeeded"
+    assert "running it again" in live.log_tail(200_000)
