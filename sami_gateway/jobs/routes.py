@@ -35,7 +35,7 @@ from .sse import job_events
 MAX_WAIT_SECONDS = 60.0  # the longest long poll
 DEFAULT_LIMIT, MAX_LIMIT = 50, 100
 MAX_IDEMPOTENCY_KEY = 255
-MAX_PARAMS_BYTES = 64 * 1024  # the `params` part of a multipart request
+MAX_PARAMS_BYTES = 64 * 1024  # the `params` part of a multipart request: JSON, never a file
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -45,23 +45,32 @@ def _idempotency_key(request: web.Request) -> str | None:
     return key
 
 
+async def _params(part: BodyPartReader, seconds: float) -> Any:
+    """The `params` part, read as it arrives within `seconds`, refused once past MAX_PARAMS_BYTES."""
+    text = bytearray()
+    async for chunk in chunks(part, seconds):
+        text += chunk
+        if len(text) > MAX_PARAMS_BYTES:
+            raise error(Code.ILLEGAL_PAYLOAD, f"params larger than {MAX_PARAMS_BYTES} bytes", {"Connection": "close"})
+    return parse_json(bytes(text), "params")
+
+
 async def _form_parts(request: web.Request, jobs: JobService, key: str) -> tuple[Any, bool]:
-    """Read the form: `file` streamed under `key`, `params` parsed: (params, whether a file came)."""
+    """Read the form within the file's time allowance: `file` streamed under `key`, `params` parsed:
+    (params, whether a file came)."""
     reader = await request.multipart()
-    timeout = file_timeout(request, jobs.max_input_bytes)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + file_timeout(request, jobs.max_input_bytes)
     params: Any = {}
     has_file = False
-    while (part := await reader.next()) is not None:
+    while (part := await asyncio.wait_for(reader.next(), max(deadline - loop.time(), 0))) is not None:
         if not isinstance(part, BodyPartReader):
             raise error(Code.INVALID_PAYLOAD, "nested multipart is not accepted")
         if part.name == "file" and not has_file:
-            await jobs.blobs.put_stream(key, chunks(part, timeout), jobs.max_input_bytes)
+            await jobs.blobs.put_stream(key, chunks(part, deadline - loop.time()), jobs.max_input_bytes)
             has_file = True
         elif part.name == "params":
-            text = await part.read(decode=False)
-            if len(text) > MAX_PARAMS_BYTES:
-                raise error(Code.ILLEGAL_PAYLOAD, f"params larger than {MAX_PARAMS_BYTES} bytes")
-            params = parse_json(bytes(text), "params")
+            params = await _params(part, deadline - loop.time())
         else:
             raise error(Code.ILLEGAL_PAYLOAD, f"unexpected form part {part.name!r}: send file and params")
     return params, has_file
@@ -81,7 +90,7 @@ async def _multipart(request: web.Request, jobs: JobService) -> tuple[JobRequest
                     {"Connection": "close"}) from exc
     except TimeoutError as exc:
         await jobs.blobs.delete_prefix(key)
-        raise error(Code.BODY_TIMEOUT, "the file did not arrive in time", {"Connection": "close"}) from exc
+        raise error(Code.BODY_TIMEOUT, "the form did not arrive in time", {"Connection": "close"}) from exc
     except (HttpProcessingError, ValueError) as exc:  # a form part aiohttp cannot parse
         await jobs.blobs.delete_prefix(key)
         raise error(Code.INVALID_PAYLOAD, "the form cannot be read", {"Connection": "close"}) from exc

@@ -261,3 +261,51 @@ async def test_metrics_count_transitions_uploads_and_the_queue(make_client: Make
                  "sami_gateway_upload_bytes_total 12.0", "sami_gateway_jobs_oldest_queued_age_seconds",
                  'sami_gateway_audio_seconds_total{model="echo",namespace="Echo"} 1.2'):
         assert line in text, line
+
+
+def params_form(head: bytes = b"") -> bytes:
+    return b'--b\r\nContent-Disposition: form-data; name="params"\r\n\r\n' + head
+
+
+FORM = {"Content-Type": "multipart/form-data; boundary=b"}
+
+
+async def test_a_huge_params_part_is_refused_before_the_gateway_reads_it(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    total, answered, sent = 50 * 1024 * 1024, asyncio.Event(), [0]
+
+    async def body() -> Any:
+        yield params_form()
+        while sent[0] < total and not answered.is_set():
+            if sent[0] == 1024 * 1024:  # a MiB is well past the limit: wait for the answer, sending the
+                await asyncio.wait([asyncio.create_task(answered.wait())], timeout=5)  # rest if none comes
+            yield b" " * 65536
+            sent[0] += 65536
+
+    started = asyncio.get_running_loop().time()
+    response = await client.post("/api/v1/jobs", data=body(), headers={**bearer(), **FORM})
+    answered.set()
+    assert sent[0] < total  # answered while most of the part was still unsent
+    assert asyncio.get_running_loop().time() - started < 4
+    refused = await error_of(response, 400, 40000022)
+    assert "params larger than 65536 bytes" in refused["error"]["message"]
+    assert response.headers["Connection"] == "close"
+    assert (await submit(client, {"input": data_input()})).status == 201  # still serving
+
+
+async def test_a_params_part_that_trickles_past_the_body_timeout_is_408(make_client: MakeClient) -> None:
+    client, _ = await make_client(SAMI_BODY_TIMEOUT="1", SAMI_MAX_INPUT_BYTES="1000")
+
+    async def body() -> Any:
+        yield params_form(b"{")
+        for _ in range(40):  # 8 s, one byte at a time
+            await asyncio.sleep(0.2)
+            yield b" "
+        yield b"}\r\n--b--\r\n"
+
+    started = asyncio.get_running_loop().time()
+    response = await client.post("/api/v1/jobs", data=body(), headers={**bearer(), **FORM})
+    assert asyncio.get_running_loop().time() - started < 4
+    await error_of(response, 408, 40800001)
+    assert response.headers["Connection"] == "close"
+    assert (await submit(client, {"input": data_input()})).status == 201  # still serving
