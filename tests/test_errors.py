@@ -33,7 +33,8 @@ def test_own_codes_do_not_reuse_documented_ones() -> None:
     own = [m.value for m in Code if m.value.code not in DOCUMENTED]
     assert {row.text for row in own} == {"NotFound", "MethodNotAllowed", "RequestTimeout", "InternalError",
                                          "QuotaExceeded", "ServerOverloaded", "ServiceUnavailable", "Timeout",
-                                         "Forbidden", "Conflict", "PayloadTooLarge", "UnsupportedMediaType"}
+                                         "Forbidden", "Conflict", "PayloadTooLarge", "UnsupportedMediaType",
+                                         "IdempotencyMismatch"}
     assert all(str(row.code).startswith(str(row.http)) for row in own)
 
 

@@ -7,6 +7,7 @@ checked here, before anything is stored or fetched.
 from __future__ import annotations
 
 import binascii
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,3 +133,17 @@ def parse_job_request(body: Any, *, has_file: bool = False) -> JobRequest:
         name=_name(body.get("name")), metadata=_metadata(body.get("metadata")),
         webhook_url=None if webhook is None else http_url(webhook, "webhook_url"),
         copy_results_to=_copies(body.get("copy_results_to")))
+
+
+def fingerprint(request: JobRequest, file_sha256: str = "") -> str:
+    """What makes two job requests the same request, as a SHA-256: the gateway's fields and the
+    namespace's as sent, and the input (its bytes' hash for data or a multipart file `file_sha256`)."""
+    source: dict[str, Any] = {"file_sha256": file_sha256}
+    if request.input is not None:
+        data = request.input.data
+        source = {"url": request.input.url, "upload_id": request.input.upload_id,
+                  "data_sha256": None if data is None else hashlib.sha256(data).hexdigest()}
+    canonical = {"input": source, "fields": dict(request.namespace_fields), "name": request.name,
+                 "metadata": dict(request.metadata), "webhook_url": request.webhook_url,
+                 "copy_results_to": dict(request.copy_results_to)}
+    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()

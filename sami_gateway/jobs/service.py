@@ -6,6 +6,7 @@ goes through the store's `transition` and is then published to its waiters.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -21,10 +22,10 @@ from ..namespace import JobNamespace
 from .blobs import BlobStore
 from .model import InputKind, Job, JobStatus, StoredResult, Upload, WebhookEvent, media_type
 from .notify import JobEvents
-from .requests import JobRequest
+from .requests import JobRequest, fingerprint
 from .settings import JobSettings
 from .signing import UrlSigner
-from .store import JobStore
+from .store import IdempotencyMismatch, JobStore
 from .views import iso, job_error, job_json
 
 log = logging.getLogger("sami_gateway.jobs")
@@ -130,8 +131,10 @@ class JobService:
             raise error(Code.OVERLOADED, f"{total} jobs are queued", {"Retry-After": "30"})
 
     async def submit(self, auth: Authorization, submission: Submission, idempotency_key: str | None,
-                     stored_input: str | None = None) -> tuple[Job, bool]:
-        """Create the job, its input stored first (`stored_input`: already stored under that key)."""
+                     stored_input: str | None = None, stored_sha256: str = "") -> tuple[Job, bool]:
+        """Create the job, its input stored first (`stored_input`: already stored under that key, its
+        bytes' SHA-256 `stored_sha256`); with `idempotency_key`, the job that key named for the same
+        request, IdempotencyMismatch (422) when it named one for another request."""
         request = submission.request
         if request.webhook_url is not None and not self.webhook_secret(auth.appkey):
             raise error(Code.ILLEGAL_PAYLOAD, "webhook_url needs a webhook secret: set SAMI_WEBHOOK_SECRET "
@@ -144,7 +147,13 @@ class JobService:
                   metadata=request.metadata, webhook_url=request.webhook_url,
                   copy_results_to=request.copy_results_to)
         since = time.time() - IDEMPOTENCY_SECONDS
-        stored, created = await self.store.create_job(job, idempotency_key, since)
+        same = "" if idempotency_key is None else await asyncio.to_thread(fingerprint, request, stored_sha256)
+        try:
+            stored, created = await self.store.create_job(job, idempotency_key, since, same)
+        except IdempotencyMismatch:
+            if kind is InputKind.STORED:
+                await self.blobs.delete_prefix(f"inputs/{job_id}")
+            raise
         if created:
             log_transition(stored)
             self._changed(stored)

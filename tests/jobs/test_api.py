@@ -309,3 +309,59 @@ async def test_a_params_part_that_trickles_past_the_body_timeout_is_408(make_cli
     await error_of(response, 408, 40800001)
     assert response.headers["Connection"] == "close"
     assert (await submit(client, {"input": data_input()})).status == 201  # still serving
+
+
+async def raw_submit(client: Any, key: bytes, body: bytes = b'{"input": {"url": "http://127.0.0.1:1/x"}}') -> bytes:
+    """POST a job with `key` as the Idempotency-Key's raw bytes (a client library would refuse them)."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(b"POST /api/v1/jobs HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n"
+                     + b"Authorization: " + bearer()["Authorization"].encode() + b"\r\nIdempotency-Key: " + key
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n" + body)
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+async def idempotency_is_kept_per_request(client: Any) -> None:
+    """The same key and request: the first job (200); another request: 422; a key not printable
+    ASCII: 400; and the gateway keeps serving."""
+    key = {"Idempotency-Key": "order-1"}
+    request = {"input": data_input(b"first song"), "name": "a", "metadata": {"x": 1, "y": 2}}
+    first = await submit(client, request, key)
+    assert first.status == 201, await first.text()
+    job = await first.json()
+    again = await submit(client, {"metadata": {"y": 2, "x": 1}, "name": "a", "input": data_input(b"first song")}, key)
+    assert again.status == 200 and (await again.json())["id"] == job["id"]  # the same request, keys reordered
+    for other in ({**request, "input": data_input(b"other song")}, {**request, "name": "b"},
+                  {**request, "stems": ["upper"]}, {**request, "metadata": {"x": 1}},
+                  {"input": {"url": "http://127.0.0.1:1/x"}}):
+        refused = await error_of(await submit(client, other, key), 422, 42200001)
+        assert refused["error"]["status_text"] == "IdempotencyMismatch"
+        assert job["id"] in refused["error"]["message"]
+    form_key = {"Idempotency-Key": "form-1"}
+
+    def form(content: bytes) -> FormData:
+        made = FormData()
+        made.add_field("file", content, filename="song.mp3", content_type="audio/mpeg")
+        made.add_field("params", '{"stems": ["upper"]}', content_type="application/json")
+        return made
+
+    posted = await client.post("/api/v1/jobs", data=form(b"Form Song"), headers={**bearer(), **form_key})
+    assert posted.status == 201, await posted.text()
+    repeat = await client.post("/api/v1/jobs", data=form(b"Form Song"), headers={**bearer(), **form_key})
+    assert repeat.status == 200 and (await repeat.json())["id"] == (await posted.json())["id"]
+    await error_of(await client.post("/api/v1/jobs", data=form(b"Other Song"), headers={**bearer(), **form_key}),
+                   422, 42200001)
+    for bad in ("caf\u00e9".encode(), b"\xff\xfe", b"tab\there"):  # (aiohttp refuses control bytes itself)
+        answer = await raw_submit(client, bad)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+        assert b'"status_code":40000022' in answer and b"printable ASCII" in answer, answer
+    assert (await submit(client, {"input": data_input()}, {"Idempotency-Key": " ~!-printable-ASCII"})).status == 201
+    assert (await submit(client, request, key)).status == 200  # still serving, the first job still named
+
+
+async def test_an_idempotency_key_names_one_request(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    await idempotency_is_kept_per_request(client)
