@@ -15,7 +15,7 @@ from sami_gateway.cluster.servers import Server
 from sami_gateway.config import load_config
 from tests.jobs.conftest import SECRET
 from tests.jobs.stand_in import NS, EchoJobs
-from tests.jobs.test_api import idempotency_is_kept_per_request
+from tests.jobs.test_api import idempotency_is_kept_per_request, two_puts_to_one_upload
 
 
 @pytest.fixture
@@ -36,3 +36,7 @@ async def front(aiohttp_client: Any, redis: Server, s3: Server, tmp_path: Path,
 
 async def test_an_idempotency_key_names_one_request_in_scale_out(front: TestClient) -> None:
     await idempotency_is_kept_per_request(front)
+
+
+async def test_of_two_puts_to_one_upload_the_refused_one_leaves_no_byte_in_scale_out(front: TestClient) -> None:
+    await two_puts_to_one_upload(front)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
 from aiohttp import FormData
+
+from sami_gateway.jobs.sweeper import Sweeper
+from sami_gateway.state import JOBS
 
 from .conftest import MakeClient, bearer, data_input
 
@@ -365,3 +371,67 @@ async def idempotency_is_kept_per_request(client: Any) -> None:
 async def test_an_idempotency_key_names_one_request(make_client: MakeClient) -> None:
     client, _ = await make_client()
     await idempotency_is_kept_per_request(client)
+
+
+async def two_puts_to_one_upload(client: Any) -> tuple[str, bytes]:
+    """A slow PUT (its body trickles) and a fast one to one upload URL: the fast one wins, the slow
+    one is 409 and its bytes never reach the upload. (upload id, the bytes stored)."""
+    upload = await (await client.post("/api/v1/uploads", headers=bearer())).json()
+    path = upload["upload_url"][upload["upload_url"].index("/api/"):]
+    begun, release = asyncio.Event(), asyncio.Event()
+
+    async def trickle() -> Any:
+        yield b"Slow Song, its first half "
+        begun.set()
+        await release.wait()
+        yield b"and its second, sent after the fast PUT was answered"
+
+    slow = asyncio.create_task(client.put(path, data=trickle()))
+    await asyncio.wait_for(begun.wait(), 10)
+    await asyncio.sleep(0.3)  # the slow PUT is past its checks, streaming
+    fast = b"Fast Song"
+    won = await client.put(path, data=fast)
+    assert won.status == 200, await won.text()
+    assert await won.json() == {"upload_id": upload["upload_id"], "size": len(fast),
+                                "sha256": hashlib.sha256(fast).hexdigest()}
+    release.set()
+    refused = await error_of(await asyncio.wait_for(slow, 10), 409, 40900001)
+    assert "already been PUT" in refused["error"]["message"]
+    jobs = client.app[JOBS]
+    stored = bytes(await jobs.blobs.read(f"uploads/{upload['upload_id']}"))
+    recorded = await jobs.store.get_upload(upload["upload_id"])
+    assert stored == fast
+    assert (recorded.size, recorded.sha256) == (len(stored), hashlib.sha256(stored).hexdigest())
+    assert await jobs.blobs.folders("uploads") == {upload["upload_id"]}  # the refused PUT's file is gone
+    return upload["upload_id"], stored
+
+
+async def test_of_two_puts_to_one_upload_the_refused_one_leaves_no_byte(make_client: MakeClient,
+                                                                        tmp_path: Any) -> None:
+    client, _ = await make_client()
+    upload_id, stored = await two_puts_to_one_upload(client)
+    assert not list((tmp_path / "data" / "tmp").glob("part-*"))
+    job = await (await submit(client, {"input": {"upload_id": upload_id}, "stems": ["upper"]})).json()
+    assert (await finished(client, job["id"]))["status"] == "succeeded"
+    result = await client.get(f"/api/v1/jobs/{job['id']}/results/upper", headers=bearer())
+    assert await result.read() == stored.upper()  # the job was made from the winner's bytes
+
+
+async def test_an_upload_claimed_by_a_put_that_died_before_its_move_is_forgotten_at_start(
+        make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    jobs = client.app[JOBS]
+    kept = await (await client.post("/api/v1/uploads", headers=bearer())).json()
+    assert (await client.put(kept["upload_url"][kept["upload_url"].index("/api/"):], data=b"Kept")).status == 200
+    lost = await (await client.post("/api/v1/uploads", headers=bearer())).json()
+    # What the process leaves when it dies between the claim and the move: the upload completed in the
+    # store, its bytes under the PUT's private name only.
+    upload = await jobs.store.get_upload(lost["upload_id"])
+    assert await jobs.store.complete_upload(replace(upload, completed_at=time.time(), size=4, sha256="0" * 64))
+    await jobs.blobs.put_bytes(f"uploads/{lost['upload_id']}.put-0123", b"Lost")
+    assert await Sweeper(jobs).sweep_orphans() == 2  # what a start does first
+    assert await jobs.blobs.folders("uploads") == {kept["upload_id"]}
+    await error_of(await client.put(lost["upload_url"][lost["upload_url"].index("/api/"):], data=b"again"),
+                   404, 40400002)  # the client makes a new upload
+    await error_of(await submit(client, {"input": {"upload_id": lost["upload_id"]}}), 404, 40400002)
+    assert (await submit(client, {"input": {"upload_id": kept["upload_id"]}})).status == 201
