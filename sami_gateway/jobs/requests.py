@@ -135,15 +135,12 @@ def parse_job_request(body: Any, *, has_file: bool = False) -> JobRequest:
         copy_results_to=_copies(body.get("copy_results_to")))
 
 
-def fingerprint(request: JobRequest, file_sha256: str = "") -> str:
+def fingerprint(request: JobRequest, input_sha256: str) -> str:
     """What makes two job requests the same request, as a SHA-256: the gateway's fields and the
-    namespace's as sent, and the input (its bytes' hash for data or a multipart file `file_sha256`)."""
-    source: dict[str, Any] = {"file_sha256": file_sha256}
-    if request.input is not None:
-        data = request.input.data
-        source = {"url": request.input.url, "upload_id": request.input.upload_id,
-                  "data_sha256": None if data is None else hashlib.sha256(data).hexdigest()}
-    canonical = {"input": source, "fields": dict(request.namespace_fields), "name": request.name,
-                 "metadata": dict(request.metadata), "webhook_url": request.webhook_url,
-                 "copy_results_to": dict(request.copy_results_to)}
+    namespace's as sent, and the input: its URL, else its bytes' hash `input_sha256` (the same bytes
+    sent as `data`, as a multipart request's file or in an upload are the same input)."""
+    url = None if request.input is None else request.input.url
+    canonical = {"input": {"url": url} if url is not None else {"sha256": input_sha256},
+                 "fields": dict(request.namespace_fields), "name": request.name, "metadata": dict(request.metadata),
+                 "webhook_url": request.webhook_url, "copy_results_to": dict(request.copy_results_to)}
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()

@@ -6,7 +6,6 @@ goes through the store's `transition` and is then published to its waiters.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -141,13 +140,13 @@ class JobService:
                         "or the appkey's webhook_secret")
         await self.admit(auth)
         job_id = new_id("job")
-        kind, ref = await self._store_input(auth, job_id, request, stored_input)
+        kind, ref, sha256 = await self._store_input(auth, job_id, request, stored_input, stored_sha256)
         job = Job(id=job_id, appkey=auth.appkey, status=JobStatus.QUEUED, request=submission.fields,
                   input_kind=kind, input_ref=ref, created_at=time.time(), name=request.name,
                   metadata=request.metadata, webhook_url=request.webhook_url,
                   copy_results_to=request.copy_results_to)
         since = time.time() - IDEMPOTENCY_SECONDS
-        same = "" if idempotency_key is None else await asyncio.to_thread(fingerprint, request, stored_sha256)
+        same = "" if idempotency_key is None else fingerprint(request, sha256)
         try:
             stored, created = await self.store.create_job(job, idempotency_key, since, same)
         except IdempotencyMismatch:
@@ -161,23 +160,24 @@ class JobService:
             await self.blobs.delete_prefix(f"inputs/{job_id}")  # the first job keeps its own input
         return stored, created
 
-    async def _store_input(self, auth: Authorization, job_id: str, request: JobRequest,
-                           stored_input: str | None) -> tuple[InputKind, str]:
+    async def _store_input(self, auth: Authorization, job_id: str, request: JobRequest, stored_input: str | None,
+                           stored_sha256: str) -> tuple[InputKind, str, str]:
+        """Where the job's input is: (kind, its key or URL, its bytes' SHA-256 when stored here)."""
         key = f"inputs/{job_id}"
         if stored_input is not None:
             await self.blobs.copy(stored_input, key)
-            return InputKind.STORED, key
+            return InputKind.STORED, key, stored_sha256
         assert request.input is not None
         if request.input.url is not None:
-            return InputKind.URL, request.input.url
+            return InputKind.URL, request.input.url, ""
         if request.input.data is not None:
             if len(request.input.data) > self.max_input_bytes:
                 raise error(Code.EXCEEDED_DATA_SIZE, f"input larger than {self.max_input_bytes} bytes")
-            await self.blobs.put_bytes(key, request.input.data)
-            return InputKind.STORED, key
+            written = await self.blobs.put_bytes(key, request.input.data)
+            return InputKind.STORED, key, written.sha256
         upload = await self.usable_upload(auth, request.input.upload_id or "")
         await self.blobs.copy(upload.key, key)
-        return InputKind.STORED, key
+        return InputKind.STORED, key, upload.sha256
 
     async def usable_upload(self, auth: Authorization, upload_id: str) -> Upload:
         upload = await self.store.get_upload(upload_id)

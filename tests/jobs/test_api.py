@@ -360,6 +360,20 @@ async def idempotency_is_kept_per_request(client: Any) -> None:
     assert repeat.status == 200 and (await repeat.json())["id"] == (await posted.json())["id"]
     await error_of(await client.post("/api/v1/jobs", data=form(b"Other Song"), headers={**bearer(), **form_key}),
                    422, 42200001)
+    as_data = await submit(client, {"input": data_input(b"Form Song"), "stems": ["upper"]}, form_key)
+    assert as_data.status == 200 and (await as_data.json())["id"] == (await posted.json())["id"]  # the same bytes
+    upload_key = {"Idempotency-Key": "upload-1"}
+    ids = []
+    for content in (b"Uploaded Song", b"Uploaded Song", b"Other Song"):  # a retry uploads its file again
+        upload = await (await client.post("/api/v1/uploads", headers=bearer())).json()
+        put = await client.put(upload["upload_url"][upload["upload_url"].index("/api/"):], data=content)
+        assert put.status == 200
+        ids.append(upload["upload_id"])
+    by_upload = await submit(client, {"input": {"upload_id": ids[0]}}, upload_key)
+    assert by_upload.status == 201
+    same_bytes = await submit(client, {"input": {"upload_id": ids[1]}}, upload_key)
+    assert same_bytes.status == 200 and (await same_bytes.json())["id"] == (await by_upload.json())["id"]
+    await error_of(await submit(client, {"input": {"upload_id": ids[2]}}, upload_key), 422, 42200001)
     for bad in ("caf\u00e9".encode(), b"\xff\xfe", b"tab\there"):  # (aiohttp refuses control bytes itself)
         answer = await raw_submit(client, bad)
         assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
