@@ -50,6 +50,8 @@ class Code(Enum):
     PAYLOAD_TOO_LARGE = Status(413, 41300001, "PayloadTooLarge", "an upload larger than its `max_bytes`")
     UNSUPPORTED_MEDIA_TYPE = Status(415, 41500001, "UnsupportedMediaType",
                                     "a job request that is neither JSON nor multipart/form-data")
+    IDEMPOTENCY_MISMATCH = Status(422, 42200001, "IdempotencyMismatch",
+                                  "an `Idempotency-Key` used within 24 h for a different job request")
     BODY_TIMEOUT = Status(408, 40800001, "RequestTimeout",
                           "the request body did not arrive within `SAMI_BODY_TIMEOUT`; the connection is closed")
     QUOTA_EXCEEDED = Status(429, 42900001, "QuotaExceeded",

@@ -21,7 +21,8 @@ ANONYMOUS: Security = []
 
 # Which rows of the table each family of routes answers.
 ROUTING = (Code.NOT_FOUND, Code.METHOD_NOT_ALLOWED)  # any route: no such path, wrong method
-JOBS_ONLY = (Code.FORBIDDEN, Code.JOB_NOT_FOUND, Code.CONFLICT, Code.PAYLOAD_TOO_LARGE, Code.UNSUPPORTED_MEDIA_TYPE)
+JOBS_ONLY = (Code.FORBIDDEN, Code.JOB_NOT_FOUND, Code.CONFLICT, Code.PAYLOAD_TOO_LARGE, Code.UNSUPPORTED_MEDIA_TYPE,
+             Code.IDEMPOTENCY_MISMATCH)
 INVOKE_CODES = tuple(code for code in Code
                      if code.value.http != 200 and code not in ROUTING and code not in JOBS_ONLY)
 BAD_REQUEST = tuple(code for code in INVOKE_CODES if code.value.http == 400)
@@ -223,12 +224,16 @@ def _create_job() -> dict[str, Any]:
             "201": json_body(ref("Job"), "created", JOB_QUEUED, headers=location),
             "200": json_body(ref("Job"), "the job first created with this `Idempotency-Key`", JOB_QUEUED),
             **job_errors(*BAD_REQUEST, *AUTH, Code.JOB_NOT_FOUND, Code.CONFLICT, Code.BODY_TIMEOUT,
-                         Code.UNSUPPORTED_MEDIA_TYPE, Code.QUOTA_EXCEEDED, *SERVER, Code.OVERLOADED)},
+                         Code.UNSUPPORTED_MEDIA_TYPE, Code.IDEMPOTENCY_MISMATCH, Code.QUOTA_EXCEEDED, *SERVER,
+                         Code.OVERLOADED)},
         security=BEARER,
         description="JSON, or `multipart/form-data` with a `file` part and a `params` part (the same JSON "
-                    "without `input`). 404: unknown upload; 409: an upload not yet PUT.",
-        parameters=[param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 255},
-                          "the same key from the same appkey within 24 h returns the first job (200)")],
+                    "without `input`). 404: unknown upload; 409: an upload not yet PUT; 422: an "
+                    "`Idempotency-Key` already used for a different request.",
+        parameters=[param("Idempotency-Key", "header",
+                          {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7E]+$"},
+                          "printable ASCII; the same key from the same appkey within 24 h with the same request "
+                          "returns the first job (200), with a different request 422 `42200001`")],
         requestBody={"required": True, "content": {
             JSON: {"schema": ref("JobRequest"),
                    "examples": {name: {"value": value} for name, value in JOB_REQUESTS.items()}},

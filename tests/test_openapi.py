@@ -253,6 +253,10 @@ async def test_jobs_api_answers_match_the_document(aiohttp_client: Any, tmp_path
     await call("GET", f"{jobs}?limit=0", 400, jobs)
     await call("GET", f"{jobs}?limit=1", 200, jobs)
     await call("POST", jobs, 415, jobs, data=b"x", headers={"Content-Type": "text/plain"})
+    key = {"Idempotency-Key": "once"}
+    first = await call("POST", jobs, 201, jobs, json={"input": {"data": "ZmFpbA=="}}, headers=key)
+    assert (await call("POST", jobs, 200, jobs, json={"input": {"data": "ZmFpbA=="}}, headers=key))["id"] == first["id"]
+    await call("POST", jobs, 422, jobs, json={"input": {"data": "ZmFpbA=="}, "name": "other"}, headers=key)
     await call("POST", f"{jobs}/{done['id']}/cancel", 200, job_path + "/cancel")
     await call("DELETE", f"{jobs}/{done['id']}", 204, job_path)
     await call("DELETE", f"{jobs}/{done['id']}", 404, job_path)

@@ -4,7 +4,8 @@ Every front and worker reads and writes the same keys; a change that touches sev
 script, so nobody sees half of it. Creating a job also enqueues its work in the same script: a job
 that exists is in the queue, whatever happens to the front afterwards. Key layout, under `PREFIX`:
 
-    job:{id}                          hash: data (the job as JSON), status, progress, seq, appkey, created_at
+    job:{id}                          hash: data (the job as JSON), status, progress, seq, appkey, created_at,
+                                      fingerprint (of the request, with an Idempotency-Key)
     jobs                              set: every job id
     jobs:seq                          counter: the last seq handed out
     jobs:by-appkey:{appkey}           sorted set: the appkey's job ids by seq
@@ -35,7 +36,7 @@ import redis.asyncio as aioredis
 
 from ..jobs.codec import event_from_meta, event_meta, job_from_dict, job_to_dict, upload_from_dict, upload_to_dict
 from ..jobs.model import Job, JobStatus, Upload, WebhookEvent
-from ..jobs.store import QueueHead
+from ..jobs.store import IdempotencyMismatch, QueueHead
 from .keys import ENQUEUE_LUA, JOB_CHANGED, JOB_DELETED, PREFIX
 from .redis_client import redis_unavailable
 
@@ -133,18 +134,23 @@ end
 """
 
 # ARGV: appkey, id, sha256 of the idempotency key or '', since, data, status, progress, created_at,
-# now in ms, idempotency ttl. Returns {1, seq} for a new job, {0, job} for the one the key named.
+# now in ms, idempotency ttl, the request's fingerprint. Returns {1, seq} for a new job, {0, job} for
+# the one the key named, {2, job} for that one when it was made from another request.
 CREATE_LUA = ENQUEUE_LUA + LAYOUT_LUA + """
 local appkey, id, digest, since = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local idem = P .. 'idem:' .. appkey .. ':' .. digest
 if digest ~= '' then
   local first = redis.call('GET', idem)
   local job = first and load(first)
-  if job and tonumber(redis.call('HGET', job_key(first), 'created_at')) >= since then return {0, job} end
+  if job and tonumber(redis.call('HGET', job_key(first), 'created_at')) >= since then
+    local known = redis.call('HGET', job_key(first), 'fingerprint')
+    if known and known ~= '' and known ~= ARGV[11] then return {2, job} end
+    return {0, job}
+  end
 end
 local seq = redis.call('INCR', SEQ)
 redis.call('HSET', job_key(id), 'data', ARGV[5], 'status', ARGV[6], 'progress', ARGV[7], 'seq', seq,
-           'appkey', appkey, 'created_at', ARGV[8])
+           'appkey', appkey, 'created_at', ARGV[8], 'fingerprint', digest ~= '' and ARGV[11] or '')
 redis.call('SADD', JOBS, id)
 redis.call('ZADD', by_appkey(appkey), seq, id)
 reindex(appkey, id, seq, false, ARGV[6], ARGV[8])
@@ -365,13 +371,15 @@ class RedisJobStore:
 
     @_unavailable_as_503
     async def create_job(self, job: Job, idempotency_key: str | None = None,
-                         idempotency_since: float = 0.0) -> tuple[Job, bool]:
+                         idempotency_since: float = 0.0, fingerprint: str = "") -> tuple[Job, bool]:
         """Store the job and enqueue its work in one step (see the `JobStore` protocol)."""
         digest = "" if idempotency_key is None else idempotency_digest(idempotency_key)
-        created, value = await self._create(args=[
+        outcome, value = await self._create(args=[
             job.appkey, job.id, digest, idempotency_since, orjson.dumps(job_to_dict(job)), job.status.value,
-            job.progress, job.created_at, int(time.time() * 1000), IDEMPOTENCY_TTL])
-        return (job.with_(seq=int(value)), True) if created else (_job(value), False)
+            job.progress, job.created_at, int(time.time() * 1000), IDEMPOTENCY_TTL, fingerprint])
+        if outcome == 2:
+            raise IdempotencyMismatch(f"Idempotency-Key was used for job {_job(value).id} with a different request")
+        return (job.with_(seq=int(value)), True) if outcome == 1 else (_job(value), False)
 
     @_unavailable_as_503
     async def get_job(self, job_id: str) -> Job | None:

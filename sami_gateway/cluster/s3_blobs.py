@@ -168,6 +168,17 @@ class S3BlobStore(Scratch):
                                          CopySource={"Bucket": self.bucket, "Key": origin})
         await asyncio.to_thread(copy)
 
+    async def move(self, source: str, key: str) -> None:
+        """A copy (the object appears under `key` whole), then the source deleted: S3 has no rename."""
+        origin, name = self._name(source), self._name(key)
+
+        def move() -> None:
+            with storage_unavailable():
+                self._client.copy_object(Bucket=self.bucket, Key=name,
+                                         CopySource={"Bucket": self.bucket, "Key": origin})
+                self._delete([origin])
+        await asyncio.to_thread(move)
+
     async def read(self, key: str) -> bytes | mmap.mmap:
         name = self._name(key)
 

@@ -65,6 +65,9 @@ class BlobStore(Protocol):
     async def copy(self, source: str, key: str) -> None:
         """The file under `source` also under `key`."""
 
+    async def move(self, source: str, key: str) -> None:
+        """The file under `source` now under `key` (replacing any), and no longer under `source`."""
+
     async def read(self, key: str) -> bytes | mmap.mmap:
         """The whole file (a memory map for a local one)."""
 
@@ -202,6 +205,9 @@ class LocalBlobStore(Scratch):
                 raise
         with disk_writes(key):
             await asyncio.to_thread(link)
+
+    async def move(self, source: str, key: str) -> None:
+        await asyncio.to_thread(self._commit, self._path(source), key)  # a rename, fsynced like any commit
 
     async def read(self, key: str) -> bytes | mmap.mmap:
         def load() -> bytes | mmap.mmap:

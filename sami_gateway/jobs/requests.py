@@ -7,6 +7,7 @@ checked here, before anything is stored or fetched.
 from __future__ import annotations
 
 import binascii
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,3 +149,14 @@ def parse_job_request(body: Any, *, has_file: bool = False) -> JobRequest:
         name=_name(body.get("name")), metadata=_metadata(body.get("metadata")),
         webhook_url=None if webhook is None else http_url(webhook, "webhook_url"),
         copy_results_to=_copies(body.get("copy_results_to")))
+
+
+def fingerprint(request: JobRequest, input_sha256: str) -> str:
+    """What makes two job requests the same request, as a SHA-256: the gateway's fields and the
+    namespace's as sent, and the input: its URL, else its bytes' hash `input_sha256` (the same bytes
+    sent as `data`, as a multipart request's file or in an upload are the same input)."""
+    url = None if request.input is None else request.input.url
+    canonical = {"input": {"url": url} if url is not None else {"sha256": input_sha256},
+                 "fields": dict(request.namespace_fields), "name": request.name, "metadata": dict(request.metadata),
+                 "webhook_url": request.webhook_url, "copy_results_to": dict(request.copy_results_to)}
+    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -36,53 +38,72 @@ from .sse import job_events
 MAX_WAIT_SECONDS = 60.0  # the longest long poll
 DEFAULT_LIMIT, MAX_LIMIT = 50, 100
 MAX_IDEMPOTENCY_KEY = 255
-MAX_PARAMS_BYTES = 64 * 1024  # the `params` part of a multipart request
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]+")  # printable ASCII: stored and hashed as it came, in either store
+MAX_PARAMS_BYTES = 64 * 1024  # the `params` part of a multipart request: JSON, never a file
+
+
+@dataclass(frozen=True)
+class Form:
+    """A multipart job request as read: its params, and the file's hash (None when it had no file)."""
+
+    params: Any
+    file_sha256: str | None
 
 
 def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
         raise error(Code.ILLEGAL_PAYLOAD, f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} characters")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise error(Code.ILLEGAL_PAYLOAD, "Idempotency-Key must be printable ASCII")
     return key
 
 
-async def _form_parts(request: web.Request, jobs: JobService, key: str) -> tuple[Any, bool]:
-    """Read the form: `file` streamed under `key`, `params` parsed: (params, whether a file came)."""
+async def _params(part: BodyPartReader, seconds: float) -> Any:
+    """The `params` part, read as it arrives within `seconds`, refused once past MAX_PARAMS_BYTES."""
+    text = bytearray()
+    async for chunk in chunks(part, seconds):
+        text += chunk
+        if len(text) > MAX_PARAMS_BYTES:
+            raise error(Code.ILLEGAL_PAYLOAD, f"params larger than {MAX_PARAMS_BYTES} bytes", {"Connection": "close"})
+    return parse_json(bytes(text), "params")
+
+
+async def _form_parts(request: web.Request, jobs: JobService, key: str) -> Form:
+    """Read the form within the file's time allowance: `file` streamed under `key`, `params` parsed."""
     reader = await request.multipart()
-    timeout = file_timeout(request, jobs.max_input_bytes)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + file_timeout(request, jobs.max_input_bytes)
     params: Any = {}
-    has_file = False
-    while (part := await reader.next()) is not None:
+    file_sha256: str | None = None
+    while (part := await asyncio.wait_for(reader.next(), max(deadline - loop.time(), 0))) is not None:
         if not isinstance(part, BodyPartReader):
             raise error(Code.INVALID_PAYLOAD, "nested multipart is not accepted")
-        if part.name == "file" and not has_file:
-            await jobs.blobs.put_stream(key, chunks(part, timeout), jobs.max_input_bytes)
-            has_file = True
+        if part.name == "file" and file_sha256 is None:
+            written = await jobs.blobs.put_stream(key, chunks(part, deadline - loop.time()), jobs.max_input_bytes)
+            file_sha256 = written.sha256
         elif part.name == "params":
-            text = await part.read(decode=False)
-            if len(text) > MAX_PARAMS_BYTES:
-                raise error(Code.ILLEGAL_PAYLOAD, f"params larger than {MAX_PARAMS_BYTES} bytes")
-            params = parse_json(bytes(text), "params")
+            params = await _params(part, deadline - loop.time())
         else:
             raise error(Code.ILLEGAL_PAYLOAD, f"unexpected form part {part.name!r}: send file and params")
-    return params, has_file
+    return Form(params, file_sha256)
 
 
-async def _multipart(request: web.Request, jobs: JobService) -> tuple[JobRequest, str]:
-    """`file` streamed to storage, `params` parsed: (request, key of the stored file)."""
+async def _multipart(request: web.Request, jobs: JobService) -> tuple[JobRequest, str, str]:
+    """`file` streamed to storage, `params` parsed: (request, key of the stored file, its SHA-256)."""
     key = f"uploads/form_{uuid.uuid4().hex}"
     try:
-        params, has_file = await _form_parts(request, jobs, key)
-        if not has_file:
+        form = await _form_parts(request, jobs, key)
+        if form.file_sha256 is None:
             raise error(Code.EMPTY_URL, "a multipart job request needs a file part")
-        return parse_job_request(params, has_file=True), key
+        return parse_job_request(form.params, has_file=True), key, form.file_sha256
     except BlobTooLarge as exc:
         await jobs.blobs.delete_prefix(key)
         raise error(Code.EXCEEDED_DATA_SIZE, f"file larger than {jobs.max_input_bytes} bytes",
                     {"Connection": "close"}) from exc
     except TimeoutError as exc:
         await jobs.blobs.delete_prefix(key)
-        raise error(Code.BODY_TIMEOUT, "the file did not arrive in time", {"Connection": "close"}) from exc
+        raise error(Code.BODY_TIMEOUT, "the form did not arrive in time", {"Connection": "close"}) from exc
     except (HttpProcessingError, ValueError) as exc:  # a form part aiohttp cannot parse
         await jobs.blobs.delete_prefix(key)
         raise error(Code.INVALID_PAYLOAD, "the form cannot be read", {"Connection": "close"}) from exc
@@ -98,9 +119,9 @@ async def submit_job(request: web.Request) -> web.Response:
     kind = request.content_type
     async with request.app[QUOTAS].charge(auth.appkey, auth.quota):
         if kind == "multipart/form-data":
-            job_request, stored = await _multipart(request, jobs)
+            job_request, stored, sha256 = await _multipart(request, jobs)
             try:
-                job, created = await jobs.submit(auth, jobs.check(job_request), key, stored_input=stored)
+                job, created = await jobs.submit(auth, jobs.check(job_request), key, stored, sha256)
             finally:
                 await jobs.blobs.delete_prefix(stored)
         elif kind in ("application/json", "") or kind.endswith("+json"):

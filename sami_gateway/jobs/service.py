@@ -21,10 +21,10 @@ from ..namespace import JobNamespace
 from .blobs import BlobStore
 from .model import InputKind, Job, JobStatus, StoredResult, Upload, WebhookEvent, media_type
 from .notify import JobEvents
-from .requests import JobRequest
+from .requests import JobRequest, fingerprint
 from .settings import JobSettings
 from .signing import UrlSigner
-from .store import JobStore
+from .store import IdempotencyMismatch, JobStore
 from .views import iso, job_error, job_json
 
 log = logging.getLogger("sami_gateway.jobs")
@@ -131,21 +131,29 @@ class JobService:
             raise error(Code.OVERLOADED, f"{total} jobs are queued", {"Retry-After": "30"})
 
     async def submit(self, auth: Authorization, submission: Submission, idempotency_key: str | None,
-                     stored_input: str | None = None) -> tuple[Job, bool]:
-        """Create the job, its input stored first (`stored_input`: already stored under that key)."""
+                     stored_input: str | None = None, stored_sha256: str = "") -> tuple[Job, bool]:
+        """Create the job, its input stored first (`stored_input`: already stored under that key, its
+        bytes' SHA-256 `stored_sha256`); with `idempotency_key`, the job that key named for the same
+        request, IdempotencyMismatch (422) when it named one for another request."""
         request = submission.request
         if request.webhook_url is not None and not self.webhook_secret(auth.appkey):
             raise error(Code.ILLEGAL_PAYLOAD, "webhook_url needs a webhook secret: set SAMI_WEBHOOK_SECRET "
                         "or the appkey's webhook_secret")
         await self.admit(auth)
         job_id = new_id("job")
-        kind, ref = await self._store_input(auth, job_id, request, stored_input)
+        kind, ref, sha256 = await self._store_input(auth, job_id, request, stored_input, stored_sha256)
         job = Job(id=job_id, appkey=auth.appkey, status=JobStatus.QUEUED, request=submission.fields,
                   input_kind=kind, input_ref=ref, created_at=time.time(), name=request.name,
                   metadata=request.metadata, webhook_url=request.webhook_url,
                   copy_results_to=request.copy_results_to)
         since = time.time() - IDEMPOTENCY_SECONDS
-        stored, created = await self.store.create_job(job, idempotency_key, since)
+        same = "" if idempotency_key is None else fingerprint(request, sha256)
+        try:
+            stored, created = await self.store.create_job(job, idempotency_key, since, same)
+        except IdempotencyMismatch:
+            if kind is InputKind.STORED:
+                await self.blobs.delete_prefix(f"inputs/{job_id}")
+            raise
         if created:
             log_transition(stored)
             self._changed(stored)
@@ -153,23 +161,24 @@ class JobService:
             await self.blobs.delete_prefix(f"inputs/{job_id}")  # the first job keeps its own input
         return stored, created
 
-    async def _store_input(self, auth: Authorization, job_id: str, request: JobRequest,
-                           stored_input: str | None) -> tuple[InputKind, str]:
+    async def _store_input(self, auth: Authorization, job_id: str, request: JobRequest, stored_input: str | None,
+                           stored_sha256: str) -> tuple[InputKind, str, str]:
+        """Where the job's input is: (kind, its key or URL, its bytes' SHA-256 when stored here)."""
         key = f"inputs/{job_id}"
         if stored_input is not None:
             await self.blobs.copy(stored_input, key)
-            return InputKind.STORED, key
+            return InputKind.STORED, key, stored_sha256
         assert request.input is not None
         if request.input.url is not None:
-            return InputKind.URL, request.input.url
+            return InputKind.URL, request.input.url, ""
         if request.input.data is not None:
             if len(request.input.data) > self.max_input_bytes:
                 raise error(Code.EXCEEDED_DATA_SIZE, f"input larger than {self.max_input_bytes} bytes")
-            await self.blobs.put_bytes(key, request.input.data)
-            return InputKind.STORED, key
+            written = await self.blobs.put_bytes(key, request.input.data)
+            return InputKind.STORED, key, written.sha256
         upload = await self.usable_upload(auth, request.input.upload_id or "")
         await self.blobs.copy(upload.key, key)
-        return InputKind.STORED, key
+        return InputKind.STORED, key, upload.sha256
 
     async def usable_upload(self, auth: Authorization, upload_id: str) -> Upload:
         upload = await self.store.get_upload(upload_id)

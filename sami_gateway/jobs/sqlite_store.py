@@ -20,7 +20,7 @@ from ..errors import Code, GatewayError, error
 from .blobs import FULL_RETRY_AFTER
 from .codec import NESTED, job_from_dict, job_to_dict
 from .model import Job, JobStatus, Upload, WebhookEvent
-from .store import QueueHead
+from .store import IdempotencyMismatch, QueueHead
 
 T = TypeVar("T")
 DELETED_REMEMBERED = 10_000  # deleted job ids kept (one process owns the file): a stream on one says cancelled
@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at REAL,
     completed_at REAL,
     expires_at REAL,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    idempotency_fingerprint TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_appkey ON jobs (appkey, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
@@ -87,6 +88,8 @@ JOB_COLUMNS = ("id", "appkey", "status", "progress", "request", "input_kind", "i
                "created_at", "started_at", "completed_at", "expires_at")
 EVENT_COLUMNS = ("id", "job_id", "appkey", "url", "body", "created_at", "next_attempt_at", "attempts",
                  "delivered_at", "abandoned_at", "last_error")
+# Columns added since the first schema, each with its definition: added to a database that lacks them.
+MIGRATIONS = (("jobs", "idempotency_fingerprint", "TEXT"),)
 UPLOAD_COLUMNS = ("id", "appkey", "created_at", "expires_at", "max_bytes", "completed_at", "size", "sha256")
 
 
@@ -107,6 +110,14 @@ def job_row(job: Job) -> tuple[Any, ...]:
 def job_from_row(row: sqlite3.Row) -> Job:
     values = {name: _loads(row[name]) if name in NESTED else row[name] for name in (*JOB_COLUMNS, "seq")}
     return job_from_dict(values)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Add the columns a database made by an earlier version lacks (`CREATE TABLE IF NOT EXISTS`
+    leaves an existing table as it was)."""
+    for table, column, definition in MIGRATIONS:
+        if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def _event_from_row(row: sqlite3.Row) -> WebhookEvent:
@@ -157,6 +168,8 @@ class SqliteJobStore:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            with db:
+                migrate(db)
             self._db = db
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
 
@@ -171,18 +184,22 @@ class SqliteJobStore:
     # -- jobs --------------------------------------------------------------------------------
 
     async def create_job(self, job: Job, idempotency_key: str | None = None,
-                         idempotency_since: float = 0.0) -> tuple[Job, bool]:
+                         idempotency_since: float = 0.0, fingerprint: str = "") -> tuple[Job, bool]:
         def create(db: sqlite3.Connection) -> tuple[Job, bool]:
             if idempotency_key is not None:
                 row = db.execute("SELECT * FROM jobs WHERE appkey = ? AND idempotency_key = ?",
                                  (job.appkey, idempotency_key)).fetchone()
                 if row is not None and row["created_at"] >= idempotency_since:
+                    if row["idempotency_fingerprint"] not in (None, "", fingerprint):
+                        raise IdempotencyMismatch(f"Idempotency-Key was used for job {row['id']} "
+                                                  "with a different request")
                     return job_from_row(row), False
                 if row is not None:  # an old use of the key: it may be used again
                     db.execute("UPDATE jobs SET idempotency_key = NULL WHERE seq = ?", (row["seq"],))
-            placeholders = ",".join("?" * (len(JOB_COLUMNS) + 1))
-            cursor = db.execute(f"INSERT INTO jobs ({','.join(JOB_COLUMNS)}, idempotency_key) "
-                                f"VALUES ({placeholders})", (*job_row(job), idempotency_key))
+            placeholders = ",".join("?" * (len(JOB_COLUMNS) + 2))
+            cursor = db.execute(f"INSERT INTO jobs ({','.join(JOB_COLUMNS)}, idempotency_key, "
+                                f"idempotency_fingerprint) VALUES ({placeholders})",
+                                (*job_row(job), idempotency_key, fingerprint if idempotency_key else None))
             return job.with_(seq=cursor.lastrowid), True
         return await self._call(create)
 

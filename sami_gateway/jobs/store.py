@@ -12,7 +12,14 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..errors import Code, GatewayError
 from .model import Job, JobStatus, Upload, WebhookEvent
+
+
+class IdempotencyMismatch(GatewayError):
+    """The Idempotency-Key names a job made from another request (its fingerprint differs)."""
+
+    code = Code.IDEMPOTENCY_MISMATCH
 
 
 @dataclass(frozen=True)
@@ -38,9 +45,11 @@ class JobStore(Protocol):
     # -- jobs --------------------------------------------------------------------------------
 
     async def create_job(self, job: Job, idempotency_key: str | None = None,
-                         idempotency_since: float = 0.0) -> tuple[Job, bool]:
+                         idempotency_since: float = 0.0, fingerprint: str = "") -> tuple[Job, bool]:
         """Store a new job (its `seq` assigned), or, when the appkey used `idempotency_key` for a
-        job created after `idempotency_since`, that job instead: (job, created)."""
+        job created after `idempotency_since`, that job instead: (job, created). The request's
+        `fingerprint` is kept with the key; IdempotencyMismatch when the key's job was made from a
+        request of another fingerprint (one stored without a fingerprint matches any)."""
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job, whoever owns it (callers check the appkey)."""

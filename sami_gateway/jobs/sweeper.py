@@ -1,5 +1,6 @@
 """Deleting what has expired: finished jobs after `SAMI_JOB_TTL`, uploads after theirs, and at
-start the files no job or upload refers to any more (left by a crash between two writes)."""
+start the files no job or upload refers to any more (left by a crash between two writes) and the
+uploads a crash left claimed without their file."""
 
 from __future__ import annotations
 
@@ -81,16 +82,23 @@ class Sweeper:
         return removed
 
     async def sweep_orphans(self) -> int:
-        """Files of jobs and uploads the store does not know (run before serving)."""
+        """Files of jobs and uploads the store does not know, and uploads whose file a crash lost
+        (run before serving)."""
         service, removed = self._service, 0
         jobs = await service.store.job_ids()
         for area in ("inputs", "results"):
             for name in await service.blobs.folders(area) - jobs:
                 await service.blobs.delete_prefix(f"{area}/{name}")
                 removed += 1
-        for name in await service.blobs.folders("uploads") - await service.store.upload_ids():
+        names, uploads = await service.blobs.folders("uploads"), await service.store.upload_ids()
+        for name in names - uploads:  # a form's file, or a PUT's private file, left by a crash
             await service.blobs.delete_prefix(f"uploads/{name}")
             removed += 1
+        for upload_id in uploads - names:  # not PUT yet, or claimed by a PUT that died before its move
+            upload = await service.store.get_upload(upload_id)
+            if upload is not None and upload.completed_at is not None:
+                await service.store.delete_upload(upload_id)  # its bytes are lost: the upload is unusable
+                removed += 1
         if removed:
             log.info("swept %d orphan files", removed)
         return removed

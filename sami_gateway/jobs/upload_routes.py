@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import replace
 
 from aiohttp import web
 
 from ..errors import Code, error
 from ..state import METRICS, QUOTAS
-from .blobs import BlobTooLarge
+from .blobs import BlobTooLarge, Written
 from .http import authorized, base_url, chunks, file_timeout, json_response, service
 from .model import Upload
 from .service import new_id
@@ -31,7 +32,12 @@ async def create_upload(request: web.Request) -> web.Response:
 
 
 async def put_upload(request: web.Request) -> web.Response:
-    """The upload's bytes, under its signed URL (no token), at most once."""
+    """The upload's bytes, under its signed URL (no token), at most once.
+
+    The bytes go to a name of this PUT's own; the upload is claimed (the store's conditional update,
+    with their size and hash), and only then moved into place. A PUT that loses the claim to another
+    leaves no byte behind, so the stored file is always the one the upload's size and hash describe.
+    """
     jobs = service(request)
     jobs.signer.check("PUT", request.path, request.query)
     upload = await jobs.store.get_upload(request.match_info["upload_id"])
@@ -43,19 +49,37 @@ async def put_upload(request: web.Request) -> web.Response:
     if (request.content_length or 0) > upload.max_bytes:
         raise too_large
     timeout = file_timeout(request, upload.max_bytes)
+    private = f"{upload.key}.put-{uuid.uuid4().hex}"  # not an upload id: swept at start if a crash leaves it
     try:
-        written = await jobs.blobs.put_stream(upload.key, chunks(request.content, timeout), upload.max_bytes)
+        written = await jobs.blobs.put_stream(private, chunks(request.content, timeout), upload.max_bytes)
     except BlobTooLarge as exc:
         raise too_large from exc
     except TimeoutError as exc:
         raise error(Code.BODY_TIMEOUT, "the upload did not arrive in time", {"Connection": "close"}) from exc
-    if written.size == 0:
+    try:
+        done = await _claim(request, upload, written)
+    except BaseException:
+        await jobs.blobs.delete_prefix(private)
+        raise
+    try:
+        await jobs.blobs.move(private, upload.key)
+    except BaseException:  # claimed, but its bytes are not in place: an upload no job can use is forgotten
+        await jobs.store.delete_upload(upload.id)
+        await jobs.blobs.delete_prefix(private)
         await jobs.blobs.delete_prefix(upload.key)
+        raise
+    request.app[METRICS].upload_bytes.inc(written.size)
+    return json_response(upload_json(done))
+
+
+async def _claim(request: web.Request, upload: Upload, written: Written) -> Upload:
+    """The upload completed with `written`'s size and hash, if no other PUT completed it first (409)."""
+    jobs = service(request)
+    if written.size == 0:
         raise error(Code.EMPTY_DATA, "the upload is empty")
     now = time.time()
     done = replace(upload, expires_at=now + jobs.settings.upload_ttl, completed_at=now, size=written.size,
                    sha256=written.sha256)
     if not await jobs.store.complete_upload(done):
         raise error(Code.CONFLICT, "this upload has already been PUT")
-    request.app[METRICS].upload_bytes.inc(written.size)
-    return json_response(upload_json(done))
+    return done

@@ -1,10 +1,12 @@
 """A front in-process over the real Redis and S3: an event stream whose job Redis lost says so,
-never `cancelled`; one whose job is deleted still ends `cancelled`."""
+never `cancelled`; one whose job is deleted still ends `cancelled`; the Jobs API answers as the
+single process does (idempotency, uploads written once)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,11 +14,17 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
+from sami_gateway.app import create_app
 from sami_gateway.auth import TokenService
+from sami_gateway.cluster.redis_client import redis_client
+from sami_gateway.cluster.servers import Server
 from sami_gateway.cluster.workqueue import WorkQueue
-from sami_gateway.config import Config
+from sami_gateway.config import Config, load_config
 from sami_gateway.jobs import sse
 from tests.conftest import SECRET
+from tests.jobs.conftest import SECRET as JOBS_SECRET
+from tests.jobs.stand_in import NS, EchoJobs
+from tests.jobs.test_api import idempotency_is_kept_per_request, two_puts_to_one_upload
 
 Front = tuple[TestClient, aioredis.Redis, Config]
 
@@ -89,3 +97,27 @@ async def test_a_job_lost_without_a_restart_is_noticed_at_the_next_keep_alive(
     async with asyncio.timeout(10):
         events = await reading
     assert [kind for kind, _ in events] == ["status", "error"], events
+
+
+@pytest.fixture
+async def jobs_front(aiohttp_client: Any, redis: Server, s3: Server, tmp_path: Path,
+                     monkeypatch: pytest.MonkeyPatch) -> TestClient:
+    """A front with no worker: jobs are stored and queued, never run."""
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    client = redis_client(redis.url)
+    await client.flushdb()
+    await client.aclose()
+    config = load_config({}, {"SAMI_TOKEN_SECRET": JOBS_SECRET, "SAMI_APPKEYS": "k,other", "SAMI_QUEUE_URL": redis.url,
+                              "SAMI_STORAGE_URL": f"{s3.url}/front-{tmp_path.name}",
+                              "SAMI_DATA_DIR": str(tmp_path / "data")})
+    made: TestClient = await aiohttp_client(create_app(config, {NS: EchoJobs()}))  # type: ignore[dict-item]
+    return made
+
+
+async def test_an_idempotency_key_names_one_request_in_scale_out(jobs_front: TestClient) -> None:
+    await idempotency_is_kept_per_request(jobs_front)
+
+
+async def test_of_two_puts_to_one_upload_the_refused_one_leaves_no_byte_in_scale_out(jobs_front: TestClient) -> None:
+    await two_puts_to_one_upload(jobs_front)

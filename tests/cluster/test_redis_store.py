@@ -21,6 +21,7 @@ from sami_gateway.cluster.servers import Server
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.jobs.model import InputKind, Job, JobError, JobStatus, StoredResult, Upload, WebhookEvent
 from sami_gateway.jobs.sqlite_store import SqliteJobStore
+from sami_gateway.jobs.store import IdempotencyMismatch
 
 QUEUED, PROCESSING, SUCCEEDED, FAILED = JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.SUCCEEDED, JobStatus.FAILED
 ACTIVE = {QUEUED, PROCESSING}
@@ -121,6 +122,22 @@ async def test_an_idempotency_key_names_one_job_for_its_appkey(store: Store) -> 
     assert was_new and later.id != again.id
     assert await store.create_job(new_job(), "key-1", 0.0) == (later, False)
     assert await store.get_job(original.id) == original
+
+
+async def test_an_idempotency_key_names_its_job_for_the_same_request_only(store: Store) -> None:
+    first, was_new = await store.create_job(new_job(), "key-2", 0.0, "fp-a")
+    assert was_new
+    assert await store.create_job(new_job(), "key-2", 0.0, "fp-a") == (first, False)
+    with pytest.raises(IdempotencyMismatch) as refused:
+        await store.create_job(new_job(), "key-2", 0.0, "fp-b")
+    assert refused.value.status.code == 42200001 and first.id in refused.value.detail
+    assert (await store.create_job(new_job("b"), "key-2", 0.0, "fp-b"))[1]  # another appkey's key
+    later, was_new = await store.create_job(new_job(), "key-2", first.created_at + 1, "fp-b")  # the first too old
+    assert was_new and later.id != first.id
+    assert await store.create_job(new_job(), "key-2", 0.0, "fp-b") == (later, False)
+    unmarked, _ = await store.create_job(new_job(), "key-3", 0.0)  # as the previous version stored keys
+    assert await store.create_job(new_job(), "key-3", 0.0, "fp-c") == (unmarked, False)
+    assert [job.id for job in await store.list_jobs("a", (), 10)] == [unmarked.id, later.id, first.id]
 
 
 async def test_transition_applies_only_from_the_named_statuses_with_its_event(store: Store) -> None:

@@ -139,6 +139,17 @@ async def test_folders_lists_objects_and_folders_directly_under_the_area(make_st
     assert await store.folders("inputs") == set()
 
 
+async def test_move_puts_the_object_under_its_new_key_and_removes_the_old(make_store: MakeStore) -> None:
+    store = await make_store()
+    await store.put_bytes("uploads/upl_1", b"first")
+    assert await store.put_stream("uploads/upl_1.put-a", chunked(b"second", 2), 100) == written(b"second")
+    await store.move("uploads/upl_1.put-a", "uploads/upl_1")
+    assert await content(store, "uploads/upl_1") == b"second"
+    assert await store.folders("uploads") == {"upl_1"}
+    with pytest.raises(FileNotFoundError):
+        await store.read("uploads/upl_1.put-a")
+
+
 async def test_read_of_a_missing_key_raises_file_not_found(make_store: MakeStore) -> None:
     store = await make_store()
     with pytest.raises(FileNotFoundError):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
 from aiohttp import FormData
 
-from sami_gateway.state import STREAMS
+from sami_gateway.jobs.sweeper import Sweeper
+from sami_gateway.state import JOBS, STREAMS
 
 from .conftest import MakeClient, bearer, data_input
 
@@ -314,3 +318,185 @@ async def test_an_appkey_holds_16_streams_and_long_polls_then_429_until_one_ends
     for response in [*streams, other]:
         response.close()
     await until(lambda: slots.open("k") == slots.open("other") == 0)
+
+
+def params_form(head: bytes = b"") -> bytes:
+    return b'--b\r\nContent-Disposition: form-data; name="params"\r\n\r\n' + head
+
+
+FORM = {"Content-Type": "multipart/form-data; boundary=b"}
+
+
+async def test_a_huge_params_part_is_refused_before_the_gateway_reads_it(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    total, answered, sent = 50 * 1024 * 1024, asyncio.Event(), [0]
+
+    async def body() -> Any:
+        yield params_form()
+        while sent[0] < total and not answered.is_set():
+            if sent[0] == 1024 * 1024:  # a MiB is well past the limit: wait for the answer, sending the
+                await asyncio.wait([asyncio.create_task(answered.wait())], timeout=5)  # rest if none comes
+            yield b" " * 65536
+            sent[0] += 65536
+
+    started = asyncio.get_running_loop().time()
+    response = await client.post("/api/v1/jobs", data=body(), headers={**bearer(), **FORM})
+    answered.set()
+    assert sent[0] < total  # answered while most of the part was still unsent
+    assert asyncio.get_running_loop().time() - started < 4
+    refused = await error_of(response, 400, 40000022)
+    assert "params larger than 65536 bytes" in refused["error"]["message"]
+    assert response.headers["Connection"] == "close"
+    assert (await submit(client, {"input": data_input()})).status == 201  # still serving
+
+
+async def test_a_params_part_that_trickles_past_the_body_timeout_is_408(make_client: MakeClient) -> None:
+    client, _ = await make_client(SAMI_BODY_TIMEOUT="1", SAMI_MAX_INPUT_BYTES="1000")
+
+    async def body() -> Any:
+        yield params_form(b"{")
+        for _ in range(40):  # 8 s, one byte at a time
+            await asyncio.sleep(0.2)
+            yield b" "
+        yield b"}\r\n--b--\r\n"
+
+    started = asyncio.get_running_loop().time()
+    response = await client.post("/api/v1/jobs", data=body(), headers={**bearer(), **FORM})
+    assert asyncio.get_running_loop().time() - started < 4
+    await error_of(response, 408, 40800001)
+    assert response.headers["Connection"] == "close"
+    assert (await submit(client, {"input": data_input()})).status == 201  # still serving
+
+
+async def raw_submit(client: Any, key: bytes, body: bytes = b'{"input": {"url": "http://127.0.0.1:1/x"}}') -> bytes:
+    """POST a job with `key` as the Idempotency-Key's raw bytes (a client library would refuse them)."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(b"POST /api/v1/jobs HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n"
+                     + b"Authorization: " + bearer()["Authorization"].encode() + b"\r\nIdempotency-Key: " + key
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n" + body)
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+async def idempotency_is_kept_per_request(client: Any) -> None:
+    """The same key and request: the first job (200); another request: 422; a key not printable
+    ASCII: 400; and the gateway keeps serving."""
+    key = {"Idempotency-Key": "order-1"}
+    request = {"input": data_input(b"first song"), "name": "a", "metadata": {"x": 1, "y": 2}}
+    first = await submit(client, request, key)
+    assert first.status == 201, await first.text()
+    job = await first.json()
+    again = await submit(client, {"metadata": {"y": 2, "x": 1}, "name": "a", "input": data_input(b"first song")}, key)
+    assert again.status == 200 and (await again.json())["id"] == job["id"]  # the same request, keys reordered
+    for other in ({**request, "input": data_input(b"other song")}, {**request, "name": "b"},
+                  {**request, "stems": ["upper"]}, {**request, "metadata": {"x": 1}},
+                  {"input": {"url": "http://127.0.0.1:1/x"}}):
+        refused = await error_of(await submit(client, other, key), 422, 42200001)
+        assert refused["error"]["status_text"] == "IdempotencyMismatch"
+        assert job["id"] in refused["error"]["message"]
+    form_key = {"Idempotency-Key": "form-1"}
+
+    def form(content: bytes) -> FormData:
+        made = FormData()
+        made.add_field("file", content, filename="song.mp3", content_type="audio/mpeg")
+        made.add_field("params", '{"stems": ["upper"]}', content_type="application/json")
+        return made
+
+    posted = await client.post("/api/v1/jobs", data=form(b"Form Song"), headers={**bearer(), **form_key})
+    assert posted.status == 201, await posted.text()
+    repeat = await client.post("/api/v1/jobs", data=form(b"Form Song"), headers={**bearer(), **form_key})
+    assert repeat.status == 200 and (await repeat.json())["id"] == (await posted.json())["id"]
+    await error_of(await client.post("/api/v1/jobs", data=form(b"Other Song"), headers={**bearer(), **form_key}),
+                   422, 42200001)
+    as_data = await submit(client, {"input": data_input(b"Form Song"), "stems": ["upper"]}, form_key)
+    assert as_data.status == 200 and (await as_data.json())["id"] == (await posted.json())["id"]  # the same bytes
+    upload_key = {"Idempotency-Key": "upload-1"}
+    ids = []
+    for content in (b"Uploaded Song", b"Uploaded Song", b"Other Song"):  # a retry uploads its file again
+        upload = await (await client.post("/api/v1/uploads", headers=bearer())).json()
+        put = await client.put(upload["upload_url"][upload["upload_url"].index("/api/"):], data=content)
+        assert put.status == 200
+        ids.append(upload["upload_id"])
+    by_upload = await submit(client, {"input": {"upload_id": ids[0]}}, upload_key)
+    assert by_upload.status == 201
+    same_bytes = await submit(client, {"input": {"upload_id": ids[1]}}, upload_key)
+    assert same_bytes.status == 200 and (await same_bytes.json())["id"] == (await by_upload.json())["id"]
+    await error_of(await submit(client, {"input": {"upload_id": ids[2]}}, upload_key), 422, 42200001)
+    for bad in ("caf\u00e9".encode(), b"\xff\xfe", b"tab\there"):  # (aiohttp refuses control bytes itself)
+        answer = await raw_submit(client, bad)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:300]
+        assert b'"status_code":40000022' in answer and b"printable ASCII" in answer, answer
+    assert (await submit(client, {"input": data_input()}, {"Idempotency-Key": " ~!-printable-ASCII"})).status == 201
+    assert (await submit(client, request, key)).status == 200  # still serving, the first job still named
+
+
+async def test_an_idempotency_key_names_one_request(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    await idempotency_is_kept_per_request(client)
+
+
+async def two_puts_to_one_upload(client: Any) -> tuple[str, bytes]:
+    """A slow PUT (its body trickles) and a fast one to one upload URL: the fast one wins, the slow
+    one is 409 and its bytes never reach the upload. (upload id, the bytes stored)."""
+    upload = await (await client.post("/api/v1/uploads", headers=bearer())).json()
+    path = upload["upload_url"][upload["upload_url"].index("/api/"):]
+    begun, release = asyncio.Event(), asyncio.Event()
+
+    async def trickle() -> Any:
+        yield b"Slow Song, its first half "
+        begun.set()
+        await release.wait()
+        yield b"and its second, sent after the fast PUT was answered"
+
+    slow = asyncio.create_task(client.put(path, data=trickle()))
+    await asyncio.wait_for(begun.wait(), 10)
+    await asyncio.sleep(0.3)  # the slow PUT is past its checks, streaming
+    fast = b"Fast Song"
+    won = await client.put(path, data=fast)
+    assert won.status == 200, await won.text()
+    assert await won.json() == {"upload_id": upload["upload_id"], "size": len(fast),
+                                "sha256": hashlib.sha256(fast).hexdigest()}
+    release.set()
+    refused = await error_of(await asyncio.wait_for(slow, 10), 409, 40900001)
+    assert "already been PUT" in refused["error"]["message"]
+    jobs = client.app[JOBS]
+    stored = bytes(await jobs.blobs.read(f"uploads/{upload['upload_id']}"))
+    recorded = await jobs.store.get_upload(upload["upload_id"])
+    assert stored == fast
+    assert (recorded.size, recorded.sha256) == (len(stored), hashlib.sha256(stored).hexdigest())
+    assert await jobs.blobs.folders("uploads") == {upload["upload_id"]}  # the refused PUT's file is gone
+    return upload["upload_id"], stored
+
+
+async def test_of_two_puts_to_one_upload_the_refused_one_leaves_no_byte(make_client: MakeClient,
+                                                                        tmp_path: Any) -> None:
+    client, _ = await make_client()
+    upload_id, stored = await two_puts_to_one_upload(client)
+    assert not list((tmp_path / "data" / "tmp").glob("part-*"))
+    job = await (await submit(client, {"input": {"upload_id": upload_id}, "stems": ["upper"]})).json()
+    assert (await finished(client, job["id"]))["status"] == "succeeded"
+    result = await client.get(f"/api/v1/jobs/{job['id']}/results/upper", headers=bearer())
+    assert await result.read() == stored.upper()  # the job was made from the winner's bytes
+
+
+async def test_an_upload_claimed_by_a_put_that_died_before_its_move_is_forgotten_at_start(
+        make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    jobs = client.app[JOBS]
+    kept = await (await client.post("/api/v1/uploads", headers=bearer())).json()
+    assert (await client.put(kept["upload_url"][kept["upload_url"].index("/api/"):], data=b"Kept")).status == 200
+    lost = await (await client.post("/api/v1/uploads", headers=bearer())).json()
+    # What the process leaves when it dies between the claim and the move: the upload completed in the
+    # store, its bytes under the PUT's private name only.
+    upload = await jobs.store.get_upload(lost["upload_id"])
+    assert await jobs.store.complete_upload(replace(upload, completed_at=time.time(), size=4, sha256="0" * 64))
+    await jobs.blobs.put_bytes(f"uploads/{lost['upload_id']}.put-0123", b"Lost")
+    assert await Sweeper(jobs).sweep_orphans() == 2  # what a start does first
+    assert await jobs.blobs.folders("uploads") == {kept["upload_id"]}
+    await error_of(await client.put(lost["upload_url"][lost["upload_url"].index("/api/"):], data=b"again"),
+                   404, 40400002)  # the client makes a new upload
+    await error_of(await submit(client, {"input": {"upload_id": lost["upload_id"]}}), 404, 40400002)
+    assert (await submit(client, {"input": {"upload_id": kept["upload_id"]}})).status == 201
