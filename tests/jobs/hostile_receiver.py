@@ -6,13 +6,15 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 HUGE_REPLY_BYTES = 1536 * 1024 * 1024  # what a hostile receiver offers to send
-RSS_BOUND_BYTES = 100 * 1024 * 1024  # the most a process may grow while such a reply is refused
+RSS_BOUND_BYTES = 100 * 1024 * 1024  # how far such a reply may lift a process's peak RSS above the same work's
+STEADY_BYTES = 8 * 1024 * 1024  # a warm-up round whose peak rises less than this above the earlier ones' is steady
+WARM_ROUNDS = 8
 REPLY_SECONDS = 60  # the most one answer keeps sending: a reader of the whole reply would still be reading
 
 
@@ -28,6 +30,23 @@ def reset_peak(pid: int) -> int:
     """Start measuring the peak RSS afresh (Linux's clear_refs 5); the RSS now."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
     return memory(pid, "VmRSS")
+
+
+def warm_up(pid: int, one_round: Callable[[], object]) -> int:
+    """Run `one_round` (the work a measurement runs, without the fault) until its peak RSS stops rising
+    (twice in a row); that peak, which the measurement compares with. Each round is measured from a
+    reset: the first runs of each appkey and thread grow the allocator's arenas, and between runs the
+    allocator hands memory back, so the RSS before a run says little about the peak the run reaches."""
+    peak = steady = 0
+    for _ in range(WARM_ROUNDS):
+        reset_peak(pid)
+        one_round()
+        top = memory(pid, "VmHWM")
+        steady = steady + 1 if top < peak + STEADY_BYTES else 0
+        peak = max(peak, top)
+        if steady == 2:
+            return peak
+    raise AssertionError(f"the peak RSS still rose after {WARM_ROUNDS} warm-up rounds")
 
 
 @dataclass
