@@ -50,6 +50,7 @@ class JobRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._served: dict[str, float] = {}  # appkey -> when a job of it last started
+        self._progress_writes: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak references)
         # A run cut short by the gateway stopping puts its job back in the queue. A scale-out worker
         # turns this off: its queue entry comes back (handed back, or after the lease) and the job
         # stays `processing`, which is also right when the run was cut because another took it over.
@@ -242,11 +243,23 @@ class JobRunner:
             if progress <= state["written"] or (progress < 100 and now - state["at"] < PROGRESS_INTERVAL):
                 return
             state["written"], state["at"] = progress, now
-            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._write_progress(job, progress)))
+            loop.call_soon_threadsafe(write, progress)
+
+        def write(progress: float) -> None:
+            task = asyncio.ensure_future(self._write_progress(job, progress))
+            self._progress_writes.add(task)
+            task.add_done_callback(self._progress_writes.discard)
         return report
 
     async def _write_progress(self, job: Job, progress: float) -> None:
-        await self._service.store.set_progress(job.id, min(progress, 99.9))  # 100 is the finish
+        """Progress is a hint: a write that fails is skipped, as the next report or the job's finish
+        writes again. Storage away, full or locked is not logged here (the job's own writes meet it)."""
+        try:
+            await self._service.store.set_progress(job.id, min(progress, 99.9))  # 100 is the finish
+        except Exception as exc:  # noqa: BLE001 - nothing awaits this write: its failure ends here
+            if not store_trouble(exc):
+                log.exception("job %s: progress %.1f not written", job.id, progress)
+            return
         self._service.events.publish(job.id)
 
     async def _keep(self, job: Job, output: JobOutput) -> dict[str, StoredResult]:
