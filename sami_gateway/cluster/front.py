@@ -85,6 +85,7 @@ class ClusterFront:
                 await gauges
             await self._jobs.stop()
             await self.dispatcher.stop()
+            await self.quotas.close()
             await self.service.store.close()
             await self.client.aclose()
 

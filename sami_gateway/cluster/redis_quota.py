@@ -3,14 +3,18 @@
 The same rules and answers as `QuotaTracker` (a token bucket for rate and burst, a bound on
 concurrent requests), taken in one Lua script on Redis's own clock. A concurrent request is a
 member of the appkey's sorted set of held requests, scored by when its hold lapses: a front
-killed while holding one leaks it for `hold_seconds` at most.
+killed while holding one leaks it for `hold_seconds` at most. A release that fails because Redis
+is away is sent again until Redis answers, so an outage does not leave the appkey's slots held.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +28,7 @@ from .redis_client import UNREACHABLE, redis_unavailable
 log = logging.getLogger(__name__)
 
 TAKEN, TOO_MANY, TOO_FAST = 0, 1, 2  # what the script answers
+RELEASE_RETRY_SECONDS = 1.0  # a release that met Redis away is sent again this often
 
 
 def bucket(appkey: str) -> str:
@@ -68,6 +73,7 @@ class RedisQuotas:
         self._client = client
         self._hold = hold_seconds  # a held request counts for at most this long
         self._charge = client.register_script(CHARGE_LUA)
+        self._retries: set[asyncio.Task[None]] = set()  # releases waiting for Redis to answer again
 
     async def _take(self, appkey: str, quota: Quota, request_id: str) -> None:
         with redis_unavailable():
@@ -83,8 +89,26 @@ class RedisQuotas:
     async def _release(self, appkey: str, request_id: str) -> None:
         try:
             await self._client.zrem(held(appkey), request_id)
-        except UNREACHABLE as exc:  # the hold lapses by itself; the request's own answer stands
-            log.warning("quota of %s not released (%s): held until it lapses", appkey, type(exc).__name__)
+        except UNREACHABLE as exc:  # the request's own answer stands; the release is sent again
+            log.warning("quota of %s not released (%s): sent again until Redis answers", appkey, type(exc).__name__)
+            task = asyncio.create_task(self._release_later(appkey, request_id, time.monotonic() + self._hold))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+
+    async def _release_later(self, appkey: str, request_id: str, lapses: float) -> None:
+        """Release until Redis answers, or the hold has lapsed anyway: held past an outage, the slot
+        would count against the appkey (429 at its `concurrent`) for up to `hold_seconds`."""
+        while time.monotonic() < lapses:
+            await asyncio.sleep(RELEASE_RETRY_SECONDS)
+            with contextlib.suppress(*UNREACHABLE):
+                await self._client.zrem(held(appkey), request_id)
+                return
+
+    async def close(self) -> None:
+        """Stop sending the releases still waiting for Redis (their holds lapse by themselves)."""
+        for task in list(self._retries):
+            task.cancel()
+        await asyncio.gather(*self._retries, return_exceptions=True)
 
     @asynccontextmanager
     async def charge(self, appkey: str, quota: Quota) -> AsyncIterator[None]:

@@ -6,9 +6,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sami_gateway.cluster.redis_client import redis_client
 from sami_gateway.cluster.redis_quota import RedisQuotas, held
@@ -100,8 +102,8 @@ async def test_a_hold_lapses_after_hold_seconds(clients: tuple[Redis, Redis]) ->
 
 
 async def test_an_unreachable_redis_is_a_503(fronts: tuple[RedisQuotas, RedisQuotas], redis: Server) -> None:
-    quota = Quota(rate=100, burst=100, concurrent=2)  # the cut-short charge may still run once Redis is back:
-    redis.pause()                                     # its hold lapses after HOLD
+    quota = Quota(rate=100, burst=100, concurrent=2)
+    redis.pause()
     try:
         started = time.monotonic()
         with pytest.raises(GatewayError) as info:
@@ -112,3 +114,32 @@ async def test_an_unreachable_redis_is_a_503(fronts: tuple[RedisQuotas, RedisQuo
         redis.resume()
     async with fronts[0].charge("a", quota):
         pass
+
+
+async def test_a_release_lost_in_an_outage_is_sent_again_once_redis_answers(
+        fronts: tuple[RedisQuotas, RedisQuotas], clients: tuple[Redis, Redis], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request in flight when Redis went away (a partition, a connection reset): its release never
+    reached Redis. It is sent again until Redis answers, so the slot is free within seconds, not HOLD
+    (the request timeout and a minute) later, when the appkey would be refused 429 all along."""
+    quota = Quota(rate=100, burst=100, concurrent=1)
+    lost = [clients[0].zrem]
+
+    async def zrem(*args: Any) -> int:
+        if lost:
+            lost.clear()
+            raise RedisConnectionError("Connection reset by peer")
+        return int(await clients[0].execute_command("ZREM", *args))
+    async with fronts[0].charge("a", quota):
+        monkeypatch.setattr(clients[0], "zrem", zrem)
+    assert not lost, "the release was tried"
+    await refused(fronts[1], "a", quota)  # held until the release goes through
+    await released(clients[1], "a")
+    async with fronts[1].charge("a", quota):
+        pass
+
+
+async def released(client: Redis, appkey: str, seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while await client.zcard(held(appkey)):
+        assert time.monotonic() < deadline, f"a slot of {appkey} still held {seconds:g} s later"
+        await asyncio.sleep(0.1)
