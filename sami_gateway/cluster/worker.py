@@ -287,7 +287,21 @@ class Worker:
         except Exception:  # noqa: BLE001 - logged with the task id, answered as an internal error
             log.exception("invoke %s failed unexpectedly", request.task_id)
             answer = encode_error(error(Code.INTERNAL_ERROR))
-        await self._answer(work.id, request.reply_to, answer)
+        await self._answer_when_back(work.id, request, answer)
+
+    async def _answer_when_back(self, work_id: str, request: InvokeRequest, answer: dict[str, bytes]) -> None:
+        """Write the answer; Redis away is waited out holding the lease, until the request's deadline.
+        Dropping it instead would cost the client the lease and a second run of the model."""
+        while True:
+            try:
+                await self._answer(work_id, request.reply_to, answer)
+                return
+            except GatewayError as exc:
+                if exc.code is not Code.BACKEND_UNAVAILABLE or time.time() + BACKEND_RETRY_SECONDS > request.deadline:
+                    raise
+                log.warning("invoke %s: %s while answering; trying again in %g s", request.task_id, exc.detail,
+                            BACKEND_RETRY_SECONDS)
+            await asyncio.sleep(BACKEND_RETRY_SECONDS)
 
     async def _answer(self, work_id: str, reply_to: str, answer: dict[str, bytes]) -> None:
         key = keys.invoke_output(work_id)
