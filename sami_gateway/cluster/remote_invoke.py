@@ -106,6 +106,9 @@ class InvokeDispatcher:
         self._submit = client.register_script(_SUBMIT)
         self._pending: dict[str, asyncio.Future[Result]] = {}
         self._queued: set[str] = set()  # pending work whose request is in Redis (watched for its loss)
+        # One read of a work's answer at a time: the answer's message, a resubscription and the watcher may
+        # all read it at once, and the one that finds it already taken must not answer before the one that took it.
+        self._reading: dict[str, asyncio.Lock] = {}
         self._collecting: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self.subscriber = Subscriber(client, [keys.reply(front)], self._answered, self._recover)
@@ -129,6 +132,7 @@ class InvokeDispatcher:
                                 time.time() + self._timeout)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending[work_id] = future
+        self._reading[work_id] = asyncio.Lock()
         keep_ms = str(int((self._timeout + KEEP_SECONDS) * 1000))
         try:
             with redis_unavailable():
@@ -146,6 +150,7 @@ class InvokeDispatcher:
         finally:
             self._queued.discard(work_id)
             self._pending.pop(work_id, None)
+            self._reading.pop(work_id, None)
 
     async def _abandon(self, work_id: str) -> None:
         try:
@@ -163,8 +168,14 @@ class InvokeDispatcher:
             task.add_done_callback(self._collecting.discard)
 
     async def _collect(self, work_id: str) -> None:
-        future = self._pending.get(work_id)
-        if future is None or future.done():
+        future, reading = self._pending.get(work_id), self._reading.get(work_id)
+        if future is None or reading is None:
+            return
+        async with reading:
+            await self._read_answer(work_id, future)
+
+    async def _read_answer(self, work_id: str, future: asyncio.Future[Result]) -> None:
+        if future.done():
             return
         try:
             with redis_unavailable():

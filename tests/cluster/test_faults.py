@@ -41,7 +41,8 @@ ONCE_SECONDS = 3.0  # after every webhook arrived, how long a second one of a jo
 PAUSE_SECONDS = 13.0  # past the 12 s after which a silent subscription is connected again
 ANSWER_BOUND = 30.0  # the longest any request may wait for its answer, through a pause
 RECOVERY_BOUND = 60.0  # from the resume to every accepted job ended and the front ready
-UNHANDLED = ("exception was never retrieved", "worker loop")  # an exception that escaped every handler
+# Exceptions that escaped every handler, or that a front met reading an answer
+UNHANDLED = ("exception was never retrieved", "worker loop", "could not be read")
 SOAK_MINUTES = float(os.environ.get("SAMI_SOAK_MINUTES", "0") or 0)
 SOAK_COMMAND = "SAMI_SOAK_MINUTES=30 python3 -m pytest tests/cluster/test_faults.py -k soak -s"
 SOAK_PAUSES = (10.0, 20.0)  # each pause of the soak lasts between these (seconds), at random

@@ -9,16 +9,19 @@ import time
 from typing import Any, cast
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from sami_gateway.auth import TokenService
 from sami_gateway.cluster import keys
-from sami_gateway.cluster.remote_invoke import RemoteJobNamespace, remote
+from sami_gateway.cluster.redis_client import redis_client
+from sami_gateway.cluster.remote_invoke import InvokeDispatcher, RemoteJobNamespace, RemoteParams, encode_result, remote
+from sami_gateway.cluster.servers import Server
 from sami_gateway.cluster.worker import Worker
 from sami_gateway.config import Config
 from sami_gateway.errors import Code
-from sami_gateway.namespace import JobNamespace
+from sami_gateway.namespace import Call, JobNamespace, Result, RunReport
 from tests.conftest import SECRET
 
 from ..jobs.stand_in import NS, EchoJobs
@@ -65,3 +68,43 @@ async def test_an_invoke_that_redis_lost_is_answered_503_within_seconds(
         assert response.status == 200 and base64.b64decode(reply["data"]) == b"hello", reply
     finally:
         await worker.stop(5)
+
+
+async def test_an_answer_read_as_the_watcher_finds_its_request_gone_reaches_the_client(
+        redis: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis back after an outage: the answer's message and the watcher's look come at once. The worker
+    deleted the request as it answered, so the watcher finds it gone while the answer is being read; the
+    client gets the answer, not a 503 saying that Redis lost the request."""
+    client = redis_client(redis.url)
+    await client.flushdb()
+    dispatcher = InvokeDispatcher(client, "front-test", 60)
+    waiting = asyncio.create_task(dispatcher.invoke(NS, Call("task", "k", RemoteParams({}, None), b"hello")))
+    async with asyncio.timeout(10):
+        while not (found := [key async for key in client.scan_iter(keys.invoke_request("*"))]):
+            await asyncio.sleep(0.01)
+    work_id = found[0].decode().rsplit(":", 1)[1]
+    answer = encode_result(Result(b"answered", {}, RunReport("echo", 1.0)))
+    await client.hset(keys.invoke_output(work_id), mapping=answer)  # type: ignore[arg-type]
+    await client.delete(keys.invoke_request(work_id), keys.invoke_input(work_id))  # as a worker answers
+    real, reads = client.pipeline, []
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:  # the first read of the answer comes back last
+        pipe = real(*args, **kwargs)
+        execute = pipe.execute
+
+        async def slowly() -> Any:
+            result = await execute()
+            reads.append(result)
+            if len(reads) == 1:
+                await asyncio.sleep(0.2)
+            return result
+        pipe.execute = slowly  # type: ignore[method-assign]
+        return pipe
+    monkeypatch.setattr(client, "pipeline", pipeline)
+    try:
+        await asyncio.gather(dispatcher._collect(work_id), dispatcher._lost(work_id))
+        async with asyncio.timeout(5):
+            result = await waiting
+        assert bytes(result.data or b"") == b"answered"
+    finally:
+        await client.aclose()
