@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -271,17 +273,34 @@ redis.call('ZREM', UPLOAD_EXPIRY, ARGV[1])
 
 # ARGV: now, limit, claimed until. Each event returned is claimed: due again only when the claim
 # ends, so no other sender takes it meanwhile.
+# ARGV: now, limit, claimed until, the call's token, how long it is remembered (ms). The events a call
+# claimed are remembered under its token: when its answer was lost (Redis paused or cut off), the
+# sender's next call, sent with the same token, gets them instead of nothing until the claim runs out.
 DUE_LUA = LAYOUT_LUA + """
-local out = {}
+local memo = P .. 'events:claim:' .. ARGV[4]
+local out, ids = {}, {}
+local again = redis.call('GET', memo)
+if again then
+  for id in string.gmatch(again, '%S+') do
+    local event = redis.call('HMGET', event_key(id), 'meta', 'body', 'done')
+    if event[1] and event[3] == '' and redis.call('ZSCORE', EVENTS_DUE, id) then
+      redis.call('ZADD', EVENTS_DUE, ARGV[3], id)
+      out[#out + 1] = {event[1], event[2]}
+    end
+  end
+  return out
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', EVENTS_DUE, '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])) do
   local event = redis.call('HMGET', event_key(id), 'meta', 'body')
   if event[1] then
     redis.call('ZADD', EVENTS_DUE, ARGV[3], id)
     out[#out + 1] = event
+    ids[#ids + 1] = id
   else
     redis.call('ZREM', EVENTS_DUE, id)
   end
 end
+if #ids > 0 then redis.call('SET', memo, table.concat(ids, ' '), 'PX', ARGV[5]) end
 return out
 """
 
@@ -351,6 +370,7 @@ class RedisJobStore:
     def __init__(self, client: aioredis.Redis, event_claim_seconds: float = 120.0) -> None:
         self._client = client
         self._claim = event_claim_seconds  # how long a sender owns the events it took
+        self._due_token: str | None = None  # the token of a call for due events that failed, for the next
         script = client.register_script
         self._create, self._transition, self._progress = script(CREATE_LUA), script(TRANSITION_LUA), \
             script(PROGRESS_LUA)
@@ -477,8 +497,15 @@ class RedisJobStore:
     @_unavailable_as_503
     async def due_events(self, now: float, limit: int) -> list[WebhookEvent]:
         """Pending events due by `now`, oldest first, each claimed for `event_claim_seconds`: no other
-        sender gets it until `event_attempted` records the attempt (or the claim runs out)."""
-        return [_event(fields) for fields in await self._due(args=[now, limit, now + self._claim])]
+        sender gets it until `event_attempted` records the attempt (or the claim runs out). After a call
+        that failed, the next one gets what that one claimed, if it ran."""
+        token, self._due_token = self._due_token or uuid.uuid4().hex, None
+        try:
+            claimed = await self._due(args=[now, limit, now + self._claim, token, math.ceil(self._claim * 1000)])
+        except BaseException:
+            self._due_token = token
+            raise
+        return [_event(fields) for fields in claimed]
 
     @_unavailable_as_503
     async def next_event_at(self) -> float | None:

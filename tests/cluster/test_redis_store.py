@@ -385,3 +385,26 @@ async def test_an_unreachable_redis_is_a_503_then_it_works_again(client: Redis, 
     finally:
         redis.resume()
     assert await store.get_job(job.id) == job
+
+
+async def test_events_claimed_by_a_call_whose_answer_was_lost_come_to_the_next_call(client: Redis,
+                                                                                    redis: Server) -> None:
+    """The sender asks for due events as Redis stops answering: its call fails (a 503), yet the claim
+    runs once Redis is back. Its next call gets those events, not nothing for `event_claim_seconds`
+    (webhooks two minutes late after a Redis pause); another sender still does not."""
+    sender, other = RedisJobStore(client), RedisJobStore(client)
+    now = time.time()
+    assert await sender.due_events(now, 10) == []  # its script is loaded, as in a sender that ran a while
+    job = await created(sender, new_job())
+    event = new_event(job, now)
+    assert await sender.transition(job.with_(status=SUCCEEDED), ACTIVE, event)
+    redis.pause()
+    try:
+        with pytest.raises(GatewayError):
+            await sender.due_events(now, 10)
+    finally:
+        redis.resume()
+    await asyncio.sleep(0.2)  # Redis runs the call that waited in its buffer: the event is claimed
+    assert await other.due_events(now, 10) == []
+    assert await sender.due_events(now, 10) == [event]
+    assert await sender.due_events(now, 10) == []  # claimed by the call before
