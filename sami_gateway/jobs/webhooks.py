@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable
 
-from ..errors import GatewayError
+from ..errors import GatewayError, store_trouble
 from ..fetch import Fetcher
 from .model import Job, WebhookEvent
 from .settings import JobSettings
@@ -83,8 +83,11 @@ class WebhookSender:
                     continue
                 if not due:
                     upcoming = await self._store.next_event_at()
-            except Exception:  # noqa: BLE001 - a store hiccup must not end delivery
-                log.exception("webhook delivery round failed")
+            except Exception as exc:  # noqa: BLE001 - a store hiccup must not end delivery
+                if isinstance(exc, GatewayError) and store_trouble(exc):  # away or full: no traceback to read
+                    log.warning("webhook delivery waits for the job store: %s", exc.detail)
+                else:
+                    log.exception("webhook delivery round failed")
             wait = IDLE_SECONDS if upcoming is None else min(IDLE_SECONDS, max(0.0, upcoming - time.time()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
@@ -94,7 +97,10 @@ class WebhookSender:
         """Attempt each event; whether any attempt was recorded (none: the store is failing, so wait)."""
         outcomes = await asyncio.gather(*(self._attempt(event) for event in due), return_exceptions=True)
         for event, outcome in zip(due, outcomes, strict=True):
-            if isinstance(outcome, Exception):  # its attempt is not recorded: it is due again
+            if isinstance(outcome, GatewayError) and store_trouble(outcome):  # not recorded: due again
+                log.warning("webhook %s of job %s: the attempt was not recorded: %s", event.id, event.job_id,
+                            outcome.detail)
+            elif isinstance(outcome, Exception):  # its attempt is not recorded: it is due again
                 log.error("webhook %s of job %s: the attempt failed", event.id, event.job_id, exc_info=outcome)
         return not all(isinstance(outcome, Exception) for outcome in outcomes)
 
