@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from dataclasses import dataclass
 from enum import Enum
 
@@ -104,6 +106,16 @@ STORE_TROUBLE = frozenset({Code.BACKEND_UNAVAILABLE, Code.INSUFFICIENT_STORAGE})
 def store_trouble(exc: BaseException) -> bool:
     """Whether `exc` says storage is away or full: the work is not at fault and can run again later."""
     return isinstance(exc, GatewayError) and exc.code in STORE_TROUBLE
+
+
+def log_failure(logger: logging.Logger, message: str, *args: object) -> None:
+    """Log the exception being handled: storage away or full as one warning line (it passes, and its
+    traceback says nothing), anything else with its traceback."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, GatewayError) and store_trouble(exc):
+        logger.warning(message + ": %s", *args, exc.detail)
+    else:
+        logger.exception(message, *args)
 
 
 def status_table_markdown() -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from sami_gateway.errors import Code, GatewayError, status_table_markdown
+import pytest
+
+from sami_gateway.errors import Code, GatewayError, error, log_failure, status_table_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTED = {
@@ -45,3 +48,19 @@ def test_status_text_carries_the_detail() -> None:
 
 def test_readme_has_the_table() -> None:
     assert status_table_markdown() in (ROOT / "README.md").read_text()
+
+
+def test_a_failure_of_storage_away_is_one_warning_line_anything_else_a_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Loops that go on after a failure (sweeper, webhook sender) log storage away or full without the
+    traceback, which says nothing and comes every round of an outage; a bug keeps its traceback."""
+    log = logging.getLogger("test.loop")
+    for exc in (error(Code.BACKEND_UNAVAILABLE, "redis: TimeoutError"), KeyError("bug")):
+        try:
+            raise exc
+        except Exception:  # noqa: BLE001 - what a loop does
+            log_failure(log, "sweeping job %s failed", "job_1")
+    away, bug = caplog.records
+    assert (away.levelno, away.getMessage(), away.exc_info) == (
+        logging.WARNING, "sweeping job job_1 failed: redis: TimeoutError", None)
+    assert bug.levelno == logging.ERROR and bug.getMessage() == "sweeping job job_1 failed" and bug.exc_info

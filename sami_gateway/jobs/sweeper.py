@@ -9,6 +9,7 @@ import contextlib
 import logging
 import time
 
+from ..errors import log_failure
 from .service import JobService
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class Sweeper:
                 await self.sweep_orphans()
             await self.sweep()
         except Exception:  # noqa: BLE001 - the loop sweeps again
-            log.exception("sweeping at start failed")
+            log_failure(log, "sweeping at start failed")
         self._task = asyncio.create_task(self._loop(), name="sweeper")
 
     async def stop(self) -> None:
@@ -48,7 +49,7 @@ class Sweeper:
             try:
                 await self.sweep()
             except Exception:  # noqa: BLE001 - try again next round
-                log.exception("sweeping expired jobs failed")
+                log_failure(log, "sweeping expired jobs failed")
 
     async def sweep(self) -> int:
         """Delete expired jobs and uploads; how many went. One that cannot be deleted is logged with
@@ -65,7 +66,7 @@ class Sweeper:
                     service.events.forget(job.id)
                     removed += 1
                 except Exception:  # noqa: BLE001 - logged with its id, tried again next round
-                    log.exception("sweeping job %s failed", job.id)
+                    log_failure(log, "sweeping job %s failed", job.id)
                     failed.add(job.id)
         while uploads := [upload for upload in await service.store.expired_uploads(now, BATCH + len(failed))
                           if upload.id not in failed]:
@@ -75,7 +76,7 @@ class Sweeper:
                     await service.blobs.delete_prefix(upload.key)
                     removed += 1
                 except Exception:  # noqa: BLE001 - logged with its id, tried again next round
-                    log.exception("sweeping upload %s failed", upload.id)
+                    log_failure(log, "sweeping upload %s failed", upload.id)
                     failed.add(upload.id)
         if removed:
             log.info("swept %d expired jobs and uploads", removed)

@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable
 
-from ..errors import GatewayError, store_trouble
+from ..errors import GatewayError, log_failure, store_trouble
 from ..fetch import Fetcher
 from .model import Job, WebhookEvent
 from .settings import JobSettings
@@ -83,11 +83,8 @@ class WebhookSender:
                     continue
                 if not due:
                     upcoming = await self._store.next_event_at()
-            except Exception as exc:  # noqa: BLE001 - a store hiccup must not end delivery
-                if isinstance(exc, GatewayError) and store_trouble(exc):  # away or full: no traceback to read
-                    log.warning("webhook delivery waits for the job store: %s", exc.detail)
-                else:
-                    log.exception("webhook delivery round failed")
+            except Exception:  # noqa: BLE001 - a store hiccup must not end delivery
+                log_failure(log, "webhook delivery round failed")
             wait = IDLE_SECONDS if upcoming is None else min(IDLE_SECONDS, max(0.0, upcoming - time.time()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
