@@ -95,7 +95,7 @@ class Cluster:
         """Both processes alive, and no traceback in their logs."""
         for role in (self.front, self.worker):
             text = role.log.read_text(errors="replace")
-            assert role.alive(), f"{role.kind} exited:\n{text[-4000:]}"
+            assert role.alive(), f"{role.kind} exited with {role.process.returncode}:\n{text[-4000:]}"
             for unexpected in UNEXPECTED:
                 assert unexpected not in text, f"{role.kind} logged {unexpected!r}:\n{_around(text, unexpected)}"
 
@@ -105,7 +105,8 @@ def cluster(redis: Server, s3: Server, model_store: Path,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = gateway_env(model_store, 0, SAMI_APPKEYS=",".join(APPKEYS), SAMI_THREADS="1",
                       SAMI_WEBHOOK_SECRET=WEBHOOK_SECRET, SAMI_WEBHOOK_TIMEOUT="30", SAMI_STEM_CACHE_BYTES="0",
-                      SAMI_FETCH_ALLOW="127.0.0.1", SAMI_LOG_LEVEL="INFO")
+                      SAMI_FETCH_ALLOW="127.0.0.1", SAMI_LOG_LEVEL="INFO",
+                      PYTHONFAULTHANDLER="1")  # a process that crashes says where
     stack = Stack(redis, s3, env, tmp_path_factory.mktemp("faults"))
     try:
         front, worker = stack.front(), stack.worker()
@@ -378,11 +379,13 @@ def test_soak_every_fault_in_turn_under_continuous_traffic(cluster: Cluster) -> 
         ends, cycles = time.monotonic() + SOAK_MINUTES * 60, 0
         while time.monotonic() < ends:
             cycles += 1
-            hostile_replies(cluster, next(seeds))
-            for away, server in (("redis", cluster.stack.redis), ("storage", cluster.stack.s3)):
-                resumed = paused(server, rng.uniform(*SOAK_PAUSES))
-                recoveries[away].append(settled(cluster, traffic, resumed))
-            cluster.healthy()
+            try:
+                hostile_replies(cluster, next(seeds))
+                for away, server in (("redis", cluster.stack.redis), ("storage", cluster.stack.s3)):
+                    resumed = paused(server, rng.uniform(*SOAK_PAUSES))
+                    recoveries[away].append(settled(cluster, traffic, resumed))
+            finally:
+                cluster.healthy()  # a process gone is said first
         growth = memory(pid, "VmHWM") - baseline
     settled(cluster, traffic, time.monotonic())
     slowest = traffic.check_answers()
