@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import FormData
 
 from sami_gateway.jobs.sweeper import Sweeper
@@ -251,6 +252,15 @@ async def finished_processing(client: Any, job_id: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the job did not start")
+
+
+@pytest.mark.parametrize("text", ["QR==", "QUJ=", "QUJDQR==", "QUJD====", "QU JD"])
+async def test_input_data_is_decoded_as_strictly_as_invoke_data(make_client: MakeClient, text: str) -> None:
+    """One decoder for both: "QR==" would silently become "QQ==" (a changed byte) if its padding
+    bits were dropped, so invoke refuses it and so does a job."""
+    client, _ = await make_client()
+    body = await error_of(await submit(client, {"input": {"data": text}}), 400, 40000010)
+    assert body["error"]["message"].startswith("input.data ")
 
 
 async def test_malformed_bodies_are_400_and_the_service_keeps_serving(make_client: MakeClient) -> None:
