@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,3 +34,51 @@ def test_lint_and_types() -> None:
     """ruff on the whole tree, mypy (strict) on the gateway core."""
     subprocess.run([sys.executable, "-m", "ruff", "check", "."], check=True, cwd=ROOT)
     subprocess.run([sys.executable, "-m", "mypy", "sami_gateway"], check=True, cwd=ROOT)
+
+
+def _top_levels(nodes: list[ast.AST]) -> set[str]:
+    names: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _guarded(tree: ast.AST) -> set[int]:
+    """The import statements inside `try: ... except ImportError`: features that work without them."""
+    guarded: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+                isinstance(handler.type, ast.Name) and handler.type.id in {"ImportError", "ModuleNotFoundError"}
+                for handler in node.handlers):
+            guarded |= {id(inner) for statement in node.body for inner in ast.walk(statement)}
+    return guarded
+
+
+def _imported_top_levels(package: Path) -> set[str]:
+    """The top-level module of every absolute import in the package's files (function bodies included),
+    except where their absence is handled."""
+    names: set[str] = set()
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        guarded = _guarded(tree)
+        names |= _top_levels([node for node in ast.walk(tree) if id(node) not in guarded])
+    return names
+
+
+def test_every_package_the_code_imports_is_declared() -> None:
+    """An import that works only because something else happened to install its package breaks on a
+    fresh machine (a pip install of just this project, or the service image)."""
+    declared = {canonicalize_name(Requirement(text).name)
+                for text in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    distributions = importlib.metadata.packages_distributions()
+    own = {"sami_gateway", "namespaces", "sami_client"}
+    missing = {}
+    for package in ("sami_gateway", "namespaces"):
+        for name in _imported_top_levels(ROOT / package) - set(sys.stdlib_module_names) - own:
+            providers = {canonicalize_name(dist) for dist in distributions.get(name, [name])}
+            if not providers & declared:
+                missing[name] = sorted(providers)
+    assert not missing, f"imported but not in [project] dependencies: {missing}"
