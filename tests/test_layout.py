@@ -82,3 +82,37 @@ def test_every_package_the_code_imports_is_declared() -> None:
             if not providers & declared:
                 missing[name] = sorted(providers)
     assert not missing, f"imported but not in [project] dependencies: {missing}"
+
+
+def _locked() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not pinned"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_the_lock_covers_every_requirement_and_is_what_is_installed() -> None:
+    """Every requirement of the project (all extras) and of the SDK is pinned in constraints.txt,
+    inside its range, and the environment the tests run in has exactly those versions
+    (`scripts/install.sh` installs within the lock; `bash scripts/lock.sh` refreshes it)."""
+    locked = _locked()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    sdk = tomllib.loads((ROOT / "sdk/python/pyproject.toml").read_text())["project"]
+    texts = [*project["dependencies"], *sdk["dependencies"],
+             *(text for extra in project["optional-dependencies"].values() for text in extra)]
+    for requirement in map(Requirement, texts):
+        name = canonicalize_name(requirement.name)
+        assert name in locked, f"{requirement.name} is not in constraints.txt: run bash scripts/lock.sh"
+        assert requirement.specifier.contains(locked[name]), f"{requirement} excludes the locked {locked[name]}"
+    drift = {}
+    for name, version in locked.items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # an extra this environment did not install (bench)
+        if installed.split("+")[0] != version:
+            drift[name] = f"locked {version}, installed {installed}"
+    assert not drift, f"the environment differs from constraints.txt (run bash scripts/install.sh --test): {drift}"
