@@ -126,6 +126,15 @@ end
 return {{requeued, exhausted}}
 """
 
+# Held work's lease reset (XCLAIM to its holder resets the idle time), only while this consumer
+# still holds it: never taken back from a worker that took it over after the lease lapsed.
+_RENEW = """
+local held = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if type(held) ~= 'table' or held.err or #held == 0 or held[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
+
 _ENQUEUE = keys.ENQUEUE_LUA + "enqueue(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])\nreturn 1\n"
 
 # Held work handed back (a worker stopping): at the tail of its stream again, its attempt count
@@ -184,6 +193,7 @@ class WorkQueue:
         self._enqueue = client.register_script(_ENQUEUE)
         self._release = client.register_script(_RELEASE)
         self._leave = client.register_script(_LEAVE)
+        self._renew = client.register_script(_RENEW)
         self._token: str | None = None  # names the take in flight, until one returns
 
     async def enqueue(self, cls: str, appkey: str, kind: str, work_id: str) -> None:
@@ -209,11 +219,9 @@ class WorkQueue:
                     int(fields.get("enqueued", "0")) / 1000, keys.stream(cls, appkey), entry)
 
     async def renew(self, work: Work) -> bool:
-        """Reset the lease of held work; False once it has been taken over (it is no longer ours)."""
+        """Reset the lease of held work; False once it is no longer ours (requeued, or taken over)."""
         with redis_unavailable():
-            claimed = await self._client.xclaim(work.stream, keys.GROUP, self.name, 0, [work.entry],
-                                                justid=True)
-        return bool(claimed)
+            return bool(await self._renew(keys=[work.stream], args=[keys.GROUP, self.name, work.entry]))
 
     async def done(self, work: Work) -> None:
         """The work is finished (or abandoned): acknowledge and delete its entry."""

@@ -81,6 +81,22 @@ async def test_renewing_keeps_the_lease(client: aioredis.Redis) -> None:
     assert await reaper.reclaim(3) == ([], [])  # done work is never taken over
 
 
+async def test_a_lease_taken_over_is_not_renewed(client: aioredis.Redis) -> None:
+    """A worker cut off past its lease whose work another worker took over (to fail it: its last
+    attempt) learns that renewing: the lease is not taken back from under the new holder."""
+    slow, reaper = WorkQueue(client, "slow", lease=0.1), WorkQueue(client, "reaper", lease=0.1)
+    await slow.enqueue("batch", "k", keys.JOB, "last-try")
+    held = await slow.take(["batch"])
+    assert held is not None
+    await asyncio.sleep(0.15)
+    _, exhausted = await reaper.reclaim(1)
+    assert [w.id for w in exhausted] == ["last-try"]  # the reaper holds it now, to fail it
+    assert await slow.renew(held) is False
+    pending = await client.xpending_range(held.stream, keys.GROUP, "-", "+", 10)
+    assert [entry["consumer"] for entry in pending] == [b"reaper"]  # still the reaper's
+    await reaper.done(exhausted[0])
+
+
 async def test_exhausted_after_the_last_attempt(client: aioredis.Redis) -> None:
     queue = WorkQueue(client, "w", lease=0.1)
     await queue.enqueue("batch", "k", keys.JOB, "doomed")
