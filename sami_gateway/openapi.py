@@ -10,6 +10,7 @@ from typing import Any
 from . import __version__
 from .errors import Code, Status, status_table_markdown
 from .gettoken import ACTION, VERSION, OpenApiCode
+from .jobs.http import CURSOR_PATTERN
 from .jobs.http import PREFIXES as JOBS_PREFIXES
 from .openapi_schemas import EXAMPLES, JOB_QUEUED, JOB_REQUESTS, JOB_STATUSES, JOB_SUCCEEDED, SCHEMAS, Schema, ref
 
@@ -241,9 +242,22 @@ def _create_job() -> dict[str, Any]:
                                     "encoding": {"params": {"contentType": JSON}}}}})
 
 
+# One event of a stream (OpenAPI 3.1 reads a `text/event-stream` schema as the schema of each event,
+# as 3.2's `itemSchema`): its fields as the HTML standard parses them, `data` a JSON text.
+SSE_EVENT = {
+    "type": "object", "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["status", "progress", "error"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string", "description": "increases by one per event"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
+
 def _job_paths() -> dict[str, Any]:
     job_id = [param("job_id", "path", {"type": "string"})]
-    statuses = {"type": "array", "items": {"type": "string", "enum": JOB_STATUSES}, "uniqueItems": True}
+    statuses = {"type": "array", "items": {"type": "string", "enum": JOB_STATUSES}}
     listing = operation(
         "listJobs", "Jobs", "The caller's jobs, newest first", {
             "200": json_body(ref("JobList"), "a page", EXAMPLES["JobList"]),
@@ -252,7 +266,8 @@ def _job_paths() -> dict[str, Any]:
             param("status", "query", statuses, "only these statuses, comma-separated", style="form",
                   explode=False),
             param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}),
-            param("cursor", "query", {"type": "string"}, "`next_cursor` of the previous page")])
+            param("cursor", "query", {"type": "string", "pattern": CURSOR_PATTERN},
+                  "`next_cursor` of the previous page (none or empty: the first page)")])
     one = job_errors(*AUTH, Code.JOB_NOT_FOUND, *SERVER)
     get = operation(
         "getJob", "Jobs", "A job", {
@@ -273,7 +288,7 @@ def _job_paths() -> dict[str, Any]:
                                "an `error` event (`data`: the error JSON, 40400002) for a job whose state was lost; "
                                "it holds one of the appkey's stream slots (`SAMI_QUOTA_STREAMS`, shared with long "
                                "polls) while open",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                "content": {"text/event-stream": {"schema": SSE_EVENT}}},
         **job_errors(*AUTH, Code.JOB_NOT_FOUND, Code.QUOTA_EXCEEDED, *SERVER)}, security=BEARER)
     return {
         "/api/v1/jobs": {"post": _create_job(), "get": listing},

@@ -16,6 +16,7 @@ from ..state import AUTH, CONFIG, CONTEXT, JOBS
 from .service import JobService
 
 PREFIXES = ("/api/v1/jobs", "/api/v1/uploads", "/api/v1/models")  # answered with the Jobs API's error JSON
+CURSOR_PATTERN = "^[0-9]{0,18}$"  # a job list's cursor: where the previous page ended (empty: the first page)
 SECONDS_PER_100_MB = 1.0  # a file's time allowance grows with its size beyond the body timeout
 LARGE_JSON_BYTES = 1024 * 1024  # parsed off the event loop above this
 

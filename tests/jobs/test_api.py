@@ -166,6 +166,15 @@ async def test_list_filters_and_pages_newest_first(make_client: MakeClient) -> N
     await error_of(await client.get("/api/v1/jobs?status=done", headers=bearer()), 400, 40000022)
     await error_of(await client.get("/api/v1/jobs?limit=0", headers=bearer()), 400, 40000022)
     await error_of(await client.get("/api/v1/jobs?cursor=%%%", headers=bearer()), 400, 40000022)
+    for refused in ("__main__", "-1", "1e3", "\u0661", "1" * 19):  # not what the document's pattern allows
+        await error_of(await client.get("/api/v1/jobs", params={"cursor": refused}, headers=bearer()), 400, 40000022)
+    # Well formed, as the document says, is never refused: pages end before the cursor's job.
+    page = await (await client.get("/api/v1/jobs?cursor=0", headers=bearer())).json()
+    assert page == {"jobs": [], "next_cursor": None}
+    page = await (await client.get("/api/v1/jobs?cursor=999999999999999999", headers=bearer())).json()
+    assert [job["id"] for job in page["jobs"]] == ids[::-1]
+    doubled = await client.get("/api/v1/jobs?status=succeeded,succeeded", headers=bearer())
+    assert [job["id"] for job in (await doubled.json())["jobs"]] == ids[::-1]
 
 
 async def test_an_idempotency_key_returns_the_first_job(make_client: MakeClient) -> None:
