@@ -92,8 +92,8 @@ def test_config_is_frozen() -> None:
         config.port = 1  # type: ignore[misc]
 
 
-def test_readme_lists_every_setting() -> None:
-    assert settings_table_markdown() in (ROOT / "README.md").read_text()
+def test_the_configuration_page_lists_every_setting() -> None:
+    assert settings_table_markdown() in (ROOT / "docs" / "configuration.md").read_text()
 
 
 @pytest.mark.parametrize(("name", "value"), [

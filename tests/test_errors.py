@@ -1,4 +1,4 @@
-"""The status-code table: documented rows unchanged, own codes distinct, README in sync."""
+"""The status-code table: documented rows unchanged, own codes distinct, the protocol page in sync."""
 
 from __future__ import annotations
 
@@ -43,5 +43,5 @@ def test_status_text_carries_the_detail() -> None:
     assert GatewayError(code=Code.EMPTY_URL).status_text == "EmptyURL"
 
 
-def test_readme_has_the_table() -> None:
-    assert status_table_markdown() in (ROOT / "README.md").read_text()
+def test_the_protocol_page_has_the_table() -> None:
+    assert status_table_markdown() in (ROOT / "docs" / "protocol.md").read_text()
