@@ -116,6 +116,33 @@ def test_seed_clients_and_the_sdk_work_against_either_front(stack: Stack, tokens
             "vocals": 20.0, "no_vocals": 20.0}
 
 
+def run_totals(roles: list[Role]) -> dict[str, float]:
+    """Audio-seconds and stem-cache misses, summed over `roles` as a dashboard's `sum` does."""
+    totals = {"audio": 0.0, "misses": 0.0}
+    for role in roles:
+        for key, value in parse_metrics(requests.get(role.url + "/metrics", timeout=10).text).items():
+            if key.startswith("sami_gateway_audio_seconds_total"):
+                totals["audio"] += value
+            elif key.startswith("sami_gateway_stem_cache_misses_total"):
+                totals["misses"] += value
+    return totals
+
+
+def test_a_run_is_counted_once_across_the_fleet(stack: Stack, tokens: dict[str, str]) -> None:
+    """An invoke runs on a worker and is answered by a front: it is counted where it ran, so the
+    fleet's sum is the audio really processed."""
+    roles = fronts(stack) + workers(stack)
+    before = run_totals(roles)
+    response = invoke(fronts(stack)[0], APPKEY, wav_bytes(3.0), tokens[APPKEY])
+    assert response.json()["status_code"] == 20000000, response.text
+    wait_for(lambda: run_totals(roles)["audio"] > before["audio"], 10, "the run was not counted")
+    time.sleep(1)  # anything counted late would be counted by now
+    after = run_totals(roles)
+    assert after["audio"] - before["audio"] == pytest.approx(3.0)
+    assert after["misses"] - before["misses"] == 1
+    assert run_totals(fronts(stack)) == {"audio": 0.0, "misses": 0.0}
+
+
 def test_go_sample_client_against_a_front(stack: Stack, tokens: dict[str, str], go_client: Path,
                                           tmp_path: Path) -> None:
     source = tmp_path / "song.wav"
