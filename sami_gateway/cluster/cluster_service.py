@@ -7,12 +7,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ..auth import Authenticator, TokenService
 from ..config import Config
 from ..jobs.service import JobService
 from ..jobs.settings import job_settings
 from ..jobs.setup import job_namespace, set_queue_gauges
 from ..jobs.signing import UrlSigner
+from ..jobs.webhooks import WebhookSecrets
 from ..metrics import Metrics
 from ..namespace import Namespace
 from .redis_store import RedisJobStore
@@ -22,14 +22,12 @@ from .workqueue import WorkQueue
 
 
 def build_cluster_service(config: Config, client: aioredis.Redis, namespaces: dict[str, Namespace[Any]],
-                          settings: ClusterSettings) -> JobService:
+                          settings: ClusterSettings, secrets: WebhookSecrets) -> JobService:
     jobs = job_settings(config)
     name, namespace = job_namespace(namespaces)
-    auth = Authenticator(config.appkeys, TokenService.from_config(config), namespaces, config.default_quota)
     blobs = S3BlobStore(settings.bucket, settings.prefix, jobs.data_dir, settings.storage_public_url)
     return JobService(RedisJobStore(client), blobs, jobs, UrlSigner(config.token_secret), namespace, name,
-                      lambda appkey: auth.webhook_secret(appkey, jobs.webhook_secret), config.max_input_bytes,
-                      f"http://{config.host}:{config.port}")
+                      secrets, config.max_input_bytes, f"http://{config.host}:{config.port}")
 
 
 async def publish_gauges(queue: WorkQueue, service: JobService, metrics: Metrics) -> int:

@@ -23,19 +23,19 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from ..config import Config
+from ..config import Config, ConfigError, load_config
 from ..errors import Code, GatewayError, error, store_trouble
 from ..fetch import Fetcher, FetchPolicy
 from ..jobs.model import Job, JobStatus
 from ..jobs.runner import JobRunner
 from ..jobs.setup import count_transition
 from ..jobs.sweeper import Sweeper
-from ..jobs.webhooks import WebhookSender
+from ..jobs.webhooks import WebhookSecrets, WebhookSender
 from ..metrics import Metrics
 from ..namespace import Call, Namespace, load_namespaces, release
 from ..scheduler import JobTimeout, Limits, Scheduler
@@ -72,7 +72,8 @@ class Worker:
         self.queue = WorkQueue(self.client, worker_name(), self.settings.work_lease)
         self.fetcher = Fetcher(FetchPolicy.from_entries(config.fetch_allow), config.fetch_connect_timeout,
                                config.fetch_timeout)
-        self.service = build_cluster_service(config, self.client, self.namespaces, self.settings)
+        self.secrets = WebhookSecrets(config)
+        self.service = build_cluster_service(config, self.client, self.namespaces, self.settings, self.secrets)
         self.runner = JobRunner(self.service, self.fetcher, 0,
                                 lambda report: self.metrics.record_run(self.service.namespace_name, report))
         self.runner.requeue_when_stopped = False
@@ -397,8 +398,21 @@ def worker_app(worker: Worker) -> web.Application:
     return app
 
 
-async def serve_worker(config: Config) -> None:
-    """Run a worker until SIGTERM or SIGINT."""
+def reload(worker: Worker, flags: Mapping[str, Any]) -> bool:
+    """SIGHUP: read the configuration again and replace what a worker keeps of it (the webhook
+    secrets); a bad one is logged and the running one kept."""
+    try:
+        config = load_config(flags)
+    except ConfigError as exc:
+        log.error("configuration reload refused, keeping the running one: %s", exc)
+        return False
+    worker.secrets.replace(config)
+    log.info("configuration reloaded: %d appkeys", len(config.appkeys))
+    return True
+
+
+async def serve_worker(config: Config, flags: Mapping[str, Any] | None = None) -> None:
+    """Run a worker until SIGTERM or SIGINT; SIGHUP reloads the configuration `flags` name."""
     settings = cluster_settings(config)
     if not settings.enabled or not settings.storage_url:
         raise SystemExit("sami-gateway worker: set SAMI_QUEUE_URL and SAMI_STORAGE_URL")
@@ -411,6 +425,7 @@ async def serve_worker(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload, worker, dict(flags or {}))
     try:
         await worker.start()
         log.info("worker %s: /healthz and /metrics on http://%s:%d", worker.queue.name, settings.worker_host,

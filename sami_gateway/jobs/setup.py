@@ -13,7 +13,7 @@ from aiohttp import web
 from ..config import Config
 from ..metrics import Metrics
 from ..namespace import JobNamespace, Namespace
-from ..state import AUTH, CONFIG, FETCHER, JOBS, METRICS, NAMESPACES
+from ..state import CONFIG, FETCHER, JOBS, METRICS, NAMESPACES, RELOADERS
 from .blobs import LocalBlobStore
 from .model import Job
 from .routes import add_job_routes
@@ -23,7 +23,7 @@ from .settings import job_settings
 from .signing import UrlSigner
 from .sqlite_store import SqliteJobStore
 from .sweeper import Sweeper
-from .webhooks import WebhookSender
+from .webhooks import WebhookSecrets, WebhookSender
 
 GAUGE_SECONDS = 5.0  # queue depth and oldest age are read from the store this often
 
@@ -97,8 +97,9 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
 def add_jobs(app: web.Application) -> None:
     """Routes and resources of the Jobs API (after the namespaces' context: jobs need their models)."""
     config = app[CONFIG]
-    secret = job_settings(config).webhook_secret
-    app[JOBS] = build_service(config, app[NAMESPACES], lambda appkey: app[AUTH].webhook_secret(appkey, secret))
+    secrets = WebhookSecrets(config)
+    app[RELOADERS].append(secrets.replace)
+    app[JOBS] = build_service(config, app[NAMESPACES], secrets)
     app.cleanup_ctx.append(_jobs_ctx)
     add_job_routes(app)
 
@@ -109,5 +110,6 @@ def add_cluster_jobs(app: web.Application, front: Any) -> None:
     """The Jobs API of a scale-out front: the same routes over the front's shared service; the
     jobs run, their webhooks go out and they expire on the workers."""
     app[JOBS] = front.service
+    app[RELOADERS].append(front.secrets.replace)
     app.cleanup_ctx.append(front.context)
     add_job_routes(app)
