@@ -155,8 +155,17 @@ def _sami_paths() -> dict[str, Any]:
     return {"/api/v1/invoke": {"post": invoke}, "/": {"post": get_token}}
 
 
+# The Swagger UI files /docs uses, from the installed package, with their types; no other file of the
+# bundle is served.
+SWAGGER_UI_FILES = {
+    "swagger-ui.css": "text/css",
+    "swagger-ui-bundle.js": "text/javascript",
+    "favicon-32x32.png": "image/png",
+    "favicon-16x16.png": "image/png",
+}
+
+
 def _service_paths() -> dict[str, Any]:
-    from .docs import ASSETS  # what /docs serves; docs.py imports this module, so not at the top
     from .ui.routes import ASSETS as UI_ASSETS
 
     text = {"type": "string"}
@@ -179,9 +188,10 @@ def _service_paths() -> dict[str, Any]:
         "/docs/{asset}": {"get": operation(
             "docsAsset", "Service", "Swagger UI's files, as installed with the gateway", {
                 "200": {"description": "the file", "content": {
-                    media: {"schema": text} for media in sorted(set(ASSETS.values()))}},
+                    media: {"schema": text} for media in sorted(set(SWAGGER_UI_FILES.values()))}},
                 "404": {"$ref": "#/components/responses/NotFound"}},
-            security=ANONYMOUS, parameters=[param("asset", "path", {"type": "string", "enum": sorted(ASSETS)})])},
+            security=ANONYMOUS,
+            parameters=[param("asset", "path", {"type": "string", "enum": sorted(SWAGGER_UI_FILES)})])},
         "/ui": {"get": operation("ui", "Service", "A page to separate a song in the browser", {
             "200": {"description": "the page; it calls the Jobs API with a token the person pastes",
                     "content": {"text/html": {"schema": text}}}}, security=ANONYMOUS)},
