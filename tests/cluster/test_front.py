@@ -1,13 +1,15 @@
 """A front in-process over the real Redis and S3: an event stream whose job Redis lost says so,
 never `cancelled`; one whose job is deleted still ends `cancelled`; the Jobs API answers as the
-single process does (idempotency, uploads written once)."""
+single process does (idempotency, uploads written once); a result's redirect lives no longer than its job."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
@@ -21,6 +23,8 @@ from sami_gateway.cluster.servers import Server
 from sami_gateway.cluster.workqueue import WorkQueue
 from sami_gateway.config import Config, load_config
 from sami_gateway.jobs import sse
+from sami_gateway.jobs.model import InputKind, Job, JobStatus, StoredResult
+from sami_gateway.state import JOBS
 from tests.conftest import SECRET
 from tests.jobs.conftest import SECRET as JOBS_SECRET
 from tests.jobs.stand_in import NS, EchoJobs
@@ -121,3 +125,25 @@ async def test_an_idempotency_key_names_one_request_in_scale_out(jobs_front: Tes
 
 async def test_of_two_puts_to_one_upload_the_refused_one_leaves_no_byte_in_scale_out(jobs_front: TestClient) -> None:
     await two_puts_to_one_upload(jobs_front)
+
+
+async def test_a_result_redirect_is_signed_no_longer_than_the_job_lives(front: Front) -> None:
+    """The 302 to storage, as the job's JSON, is valid SAMI_SIGNED_URL_TTL (3600 s here), never past
+    the job's expiry: a job expiring in 30 s is answered with a URL of at most 30 s."""
+    http, _, _ = front
+    jobs = http.app[JOBS]
+    now = time.time()
+    key = "results/job_short/vocals.wav"
+    await jobs.blobs.put_bytes(key, b"RIFF-vocals")
+    queued = Job(id="job_short", appkey="k", status=JobStatus.QUEUED, request={"stems": ["vocals"]},
+                 input_kind=InputKind.STORED, input_ref="inputs/job_short", created_at=now)
+    await jobs.store.create_job(queued)
+    done = queued.with_(status=JobStatus.SUCCEEDED, completed_at=now, expires_at=now + 30,
+                        result={"vocals": StoredResult(key, "wav", 11)})
+    assert await jobs.store.transition(done, {JobStatus.QUEUED})
+    listed = (await (await http.get("/api/v1/jobs/job_short", headers=bearer())).json())["result"]["vocals"]["url"]
+    answer = await http.get("/api/v1/jobs/job_short/results/vocals", headers=bearer(), allow_redirects=False)
+    assert answer.status == 302
+    for url in (listed, answer.headers["Location"]):
+        expires = int(parse_qs(urlsplit(url).query)["X-Amz-Expires"][0])
+        assert 1 <= expires <= 30, url
