@@ -257,8 +257,9 @@ class S3BlobStore(Scratch):
             raise OSError(f"object storage kept {len(errors)} objects, e.g. {first.get('Key')!r}: "
                           f"{first.get('Code')} {first.get('Message')}")
 
-    async def folders(self, area: str) -> set[str]:
-        """The first name after `area/` of every object under it.
+    async def folders(self, area: str, before: float | None = None) -> set[str]:
+        """The first name after `area/` of every object under it; with `before` (unix seconds), only
+        the names whose newest object was written before it (by the storage's Last-Modified).
 
         A flat listing rather than a delimited one: SeaweedFS keeps the empty directory of deleted objects
         and lists it as a common prefix, which would bring every swept folder back forever.
@@ -266,9 +267,13 @@ class S3BlobStore(Scratch):
         start = self._name(area) + "/"
 
         def names() -> set[str]:
+            newest: dict[str, float] = {}
             with storage_unavailable():
-                return {item["Key"][len(start):].split("/", 1)[0]
-                        for page in self._list(start) for item in page.get("Contents", [])} - {""}
+                for page in self._list(start):
+                    for item in page.get("Contents", []):
+                        name = item["Key"][len(start):].split("/", 1)[0]
+                        newest[name] = max(newest.get(name, 0.0), item["LastModified"].timestamp())
+            return {name for name, written in newest.items() if name and (before is None or written < before)}
         return await asyncio.to_thread(names)
 
     def presign(self, key: str, ttl: float, filename: str | None = None, content_type: str | None = None) -> str:

@@ -140,6 +140,18 @@ async def test_folders_lists_objects_and_folders_directly_under_the_area(make_st
     assert await store.folders("inputs") == set()
 
 
+async def test_folders_before_a_time_are_those_last_written_before_it(make_store: MakeStore) -> None:
+    store = await make_store()
+    for key in ("results/old/a.wav", "results/mixed/a.wav"):
+        await store.put_bytes(key, b"x")
+    await asyncio.sleep(2.5)  # Last-Modified counts whole seconds
+    cut = time.time() - 1.0
+    for key in ("results/mixed/b.wav", "results/new"):
+        await store.put_bytes(key, b"x")
+    assert await store.folders("results", before=cut) == {"old"}  # `mixed` has an object written after
+    assert await store.folders("results") == {"old", "mixed", "new"}
+
+
 async def test_move_puts_the_object_under_its_new_key_and_removes_the_old(make_store: MakeStore) -> None:
     store = await make_store()
     await store.put_bytes("uploads/upl_1", b"first")
