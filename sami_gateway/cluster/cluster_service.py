@@ -16,7 +16,7 @@ from ..jobs.webhooks import WebhookSecrets
 from ..metrics import Metrics
 from ..namespace import Namespace
 from .redis_store import RedisJobStore
-from .s3_blobs import S3BlobStore
+from .s3_blobs import ReadKey, S3BlobStore
 from .settings import ClusterSettings
 from .workqueue import WorkQueue
 
@@ -25,7 +25,9 @@ def build_cluster_service(config: Config, client: aioredis.Redis, namespaces: di
                           settings: ClusterSettings, secrets: WebhookSecrets) -> JobService:
     jobs = job_settings(config)
     name, namespace = job_namespace(namespaces)
-    blobs = S3BlobStore(settings.bucket, settings.prefix, jobs.data_dir, settings.storage_public_url)
+    read_key = (ReadKey(settings.storage_read_access_key_id, settings.storage_read_secret_access_key)
+                if settings.storage_read_access_key_id else None)
+    blobs = S3BlobStore(settings.bucket, settings.prefix, jobs.data_dir, settings.storage_public_url, read_key)
     return JobService(RedisJobStore(client), blobs, jobs, UrlSigner(config.token_secret), namespace, name,
                       secrets, config.max_input_bytes, f"http://{config.host}:{config.port}")
 

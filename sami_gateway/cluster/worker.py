@@ -5,7 +5,8 @@ one scheduler, so an invoke's model calls go before a job's, as in the single pr
 the lease of what it holds, reclaims what other workers stopped renewing, drops what is
 cancelled (an invoke whose client left, a job cancelled or deleted) within a second, has its
 namespace forget what it keeps of a deleted or expired job (its stem cache entries), delivers
-webhooks, expires old jobs, and serves `/healthz` and `/metrics` on SAMI_WORKER_PORT. SIGTERM:
+webhooks, expires old jobs, sweeps the storage of objects no job refers to (one worker at a time),
+and serves `/healthz` and `/metrics` on SAMI_WORKER_PORT. SIGTERM:
 it stops taking work and finishes what it holds within SAMI_SHUTDOWN_GRACE; what is left then is
 taken over by another worker after its lease.
 """
@@ -41,6 +42,7 @@ from ..namespace import Call, Namespace, load_namespaces, release
 from ..scheduler import JobTimeout, Limits, Scheduler
 from . import keys
 from .cluster_service import build_cluster_service, publish_gauges
+from .orphans import OrphanSweeper, orphan_grace
 from .redis_client import redis_client, redis_unavailable
 from .remote_invoke import KEEP_SECONDS, InvokeRequest, encode_error, encode_result
 from .settings import cluster_settings
@@ -84,6 +86,7 @@ class Worker:
         self.service.on_change.append(lambda job: count_transition(self.metrics, job))
         self.service.on_event_dropped = lambda job: self.metrics.webhook_events_dropped.inc()
         self.sweeper = Sweeper(self.service)
+        self.orphans = OrphanSweeper(self.client, self.sweeper, self.queue.name, orphan_grace(config))
         self.subscriber = Subscriber(self.client, [keys.WAKE, keys.CANCEL, keys.JOB_CHANGED, keys.JOB_DELETED],
                                      self._message, self._recheck)
         self.capacity = {"interactive": config.max_jobs, "batch": self.service.settings.job_workers}
@@ -107,7 +110,8 @@ class Worker:
         await self.service.blobs.open()
         await self.service.store.open()
         self.subscriber.start()
-        await self.sweeper.start(orphans=False)  # fronts write inputs before their jobs exist
+        await self.sweeper.start(orphans=False)  # fronts write inputs before their jobs exist: see `self.orphans`
+        self.orphans.start()
         self.sender.start()
         self._tasks = [asyncio.create_task(self._forever(loop, every), name=loop.__name__) for loop, every in (
             (self._take_round, 0.0), (self._lease_round, self.queue.lease / 4),
@@ -146,6 +150,7 @@ class Worker:
             await self.queue.leave()
         await self.sender.stop()
         await self.sweeper.stop()
+        await self.orphans.stop()
         await self.subscriber.stop()
         for namespace in reversed(list(self.namespaces.values())):
             await namespace.stop()

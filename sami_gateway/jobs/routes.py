@@ -244,7 +244,7 @@ async def job_result(request: web.Request) -> web.StreamResponse:
     filename = f"{stem}.{item.format}"
     path = jobs.blobs.local_path(item.key)
     if path is None:
-        direct = jobs.blobs.public_url(item.key, jobs.settings.signed_url_ttl, filename, media_type(item.format))
+        direct = jobs.blobs.public_url(item.key, jobs.result_ttl(job), filename, media_type(item.format))
         if direct is None:
             raise error(Code.JOB_NOT_FOUND, f"the file of {stem} is gone")
         raise web.HTTPFound(direct)  # shared storage serves it: the gateway is not in the download path

@@ -84,18 +84,24 @@ class JobService:
             raise error(Code.JOB_NOT_FOUND, f"no job {job_id}")
         return job
 
+    def result_ttl(self, job: Job) -> float:
+        """Seconds a URL to the job's results stays valid: `signed_url_ttl`, never past the job's
+        expiry (at least 1 s: a URL must be valid when given)."""
+        ttl = self.settings.signed_url_ttl
+        if job.expires_at is not None:
+            ttl = min(ttl, job.expires_at - time.time())
+        return max(ttl, 1.0)
+
     def result_url(self, base_url: str) -> Callable[[Job, str], str]:
-        """Signed result URLs valid for `signed_url_ttl`, never past the job's expiry."""
+        """Signed result URLs valid for `result_ttl`."""
         def url(job: Job, stem: str) -> str:
-            ttl = self.settings.signed_url_ttl
-            if job.expires_at is not None:
-                ttl = min(ttl, job.expires_at - time.time())
+            ttl = self.result_ttl(job)
             item = (job.result or {}).get(stem)
             if item is not None and item.key is not None:
-                direct = self.blobs.public_url(item.key, max(ttl, 1), f"{stem}.{item.format}", media_type(item.format))
+                direct = self.blobs.public_url(item.key, ttl, f"{stem}.{item.format}", media_type(item.format))
                 if direct is not None:
                     return direct
-            path, _ = self.signer.sign("GET", f"/api/v1/jobs/{job.id}/results/{stem}", max(ttl, 1))
+            path, _ = self.signer.sign("GET", f"/api/v1/jobs/{job.id}/results/{stem}", ttl)
             return base_url + path
         return url
 
