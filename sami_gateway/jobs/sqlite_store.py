@@ -20,6 +20,7 @@ from ..errors import Code, GatewayError, error
 from .blobs import FULL_RETRY_AFTER
 from .codec import NESTED, job_from_dict, job_to_dict
 from .model import Job, JobStatus, Upload, WebhookEvent
+from .storage_quota import StorageUsage
 from .store import IdempotencyMismatch, QueueHead
 
 T = TypeVar("T")
@@ -49,7 +50,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     completed_at REAL,
     expires_at REAL,
     idempotency_key TEXT,
-    idempotency_fingerprint TEXT
+    idempotency_fingerprint TEXT,
+    input_bytes INTEGER NOT NULL DEFAULT 0,
+    stored_bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_appkey ON jobs (appkey, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
@@ -66,6 +69,7 @@ CREATE TABLE IF NOT EXISTS uploads (
     size INTEGER NOT NULL DEFAULT 0,
     sha256 TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS uploads_by_appkey ON uploads (appkey);
 CREATE TABLE IF NOT EXISTS webhook_events (
     id TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -85,11 +89,12 @@ CREATE INDEX IF NOT EXISTS events_due ON webhook_events (next_attempt_at)
 
 JOB_COLUMNS = ("id", "appkey", "status", "progress", "request", "input_kind", "input_ref", "name", "metadata",
                "webhook_url", "copy_results_to", "input_info", "result", "error", "cache_hit", "attempts",
-               "created_at", "started_at", "completed_at", "expires_at")
+               "created_at", "started_at", "completed_at", "expires_at", "input_bytes", "stored_bytes")
 EVENT_COLUMNS = ("id", "job_id", "appkey", "url", "body", "created_at", "next_attempt_at", "attempts",
                  "delivered_at", "abandoned_at", "last_error")
 # Columns added since the first schema, each with its definition: added to a database that lacks them.
-MIGRATIONS = (("jobs", "idempotency_fingerprint", "TEXT"),)
+MIGRATIONS = (("jobs", "idempotency_fingerprint", "TEXT"), ("jobs", "input_bytes", "INTEGER NOT NULL DEFAULT 0"),
+              ("jobs", "stored_bytes", "INTEGER NOT NULL DEFAULT 0"))
 UPLOAD_COLUMNS = ("id", "appkey", "created_at", "expires_at", "max_bytes", "completed_at", "size", "sha256")
 
 
@@ -104,6 +109,7 @@ def _loads(text: str | None) -> Any:
 def job_row(job: Job) -> tuple[Any, ...]:
     values = job_to_dict(job)
     values["cache_hit"] = int(job.cache_hit)
+    values["stored_bytes"] = job.stored_bytes  # summed per appkey for its storage quota
     return tuple(_json(values[name]) if name in NESTED else values[name] for name in JOB_COLUMNS)
 
 
@@ -130,6 +136,14 @@ def _upload_from_row(row: sqlite3.Row) -> Upload:
 
 def _event_row(event: WebhookEvent) -> tuple[Any, ...]:
     return tuple(getattr(event, name) for name in EVENT_COLUMNS)
+
+
+def _usage(db: sqlite3.Connection, appkey: str) -> StorageUsage:
+    jobs, job_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(stored_bytes), 0) FROM jobs WHERE appkey = ?",
+                                 (appkey,)).fetchone()
+    uploads, upload_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM uploads WHERE appkey = ?",
+                                       (appkey,)).fetchone()
+    return StorageUsage(job_bytes + upload_bytes, uploads, jobs)
 
 
 def unavailable(exc: sqlite3.OperationalError) -> GatewayError:
@@ -294,6 +308,9 @@ class SqliteJobStore:
 
     async def job_ids(self) -> set[str]:
         return await self._call(lambda db: {row[0] for row in db.execute("SELECT id FROM jobs")})
+
+    async def usage(self, appkey: str) -> StorageUsage:
+        return await self._call(lambda db: _usage(db, appkey))
 
     # -- uploads -----------------------------------------------------------------------------
 

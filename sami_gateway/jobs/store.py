@@ -14,6 +14,7 @@ from typing import Protocol
 
 from ..errors import Code, GatewayError
 from .model import Job, JobStatus, Upload, WebhookEvent
+from .storage_quota import StorageUsage
 
 
 class IdempotencyMismatch(GatewayError):
@@ -88,6 +89,9 @@ class JobStore(Protocol):
 
     async def job_ids(self) -> set[str]:
         """Every stored job id (for sweeping orphan files)."""
+
+    async def usage(self, appkey: str) -> StorageUsage:
+        """What the appkey holds: its uploads' and jobs' bytes (`stored_bytes`), its uploads, its jobs."""
 
     # -- uploads -----------------------------------------------------------------------------
 
