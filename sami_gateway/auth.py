@@ -119,6 +119,11 @@ class Authenticator:
         rule = self._appkeys.get(appkey)
         return (rule.webhook_secret if rule is not None else None) or default
 
+    def storage_overrides(self, appkey: str) -> Mapping[str, int]:
+        """The appkey's own storage limits (`[appkeys.K] storage_bytes`, ...): those it leaves out are the defaults'."""
+        rule = self._appkeys.get(appkey)
+        return rule.storage if rule is not None else {}
+
     def authorize(self, appkey: str, token: str, namespace: str) -> Authorization:
         rule = self._appkeys.get(appkey) if appkey else None
         if rule is None:

@@ -13,6 +13,7 @@ from ..jobs.service import JobService
 from ..jobs.settings import job_settings
 from ..jobs.setup import job_namespace, set_queue_gauges
 from ..jobs.signing import UrlSigner
+from ..jobs.storage_quota import default_limits
 from ..metrics import Metrics
 from ..namespace import Namespace
 from .redis_store import RedisJobStore
@@ -27,9 +28,11 @@ def build_cluster_service(config: Config, client: aioredis.Redis, namespaces: di
     name, namespace = job_namespace(namespaces)
     auth = Authenticator(config.appkeys, TokenService.from_config(config), namespaces, config.default_quota)
     blobs = S3BlobStore(settings.bucket, settings.prefix, jobs.data_dir, settings.storage_public_url)
+    defaults = default_limits(jobs)  # SAMI_STORAGE_BYTES_PER_APPKEY, else measured on this process's data_dir
     return JobService(RedisJobStore(client), blobs, jobs, UrlSigner(config.token_secret), namespace, name,
                       lambda appkey: auth.webhook_secret(appkey, jobs.webhook_secret), config.max_input_bytes,
-                      f"http://{config.host}:{config.port}")
+                      f"http://{config.host}:{config.port}",
+                      storage_limits=lambda appkey: defaults.overridden(auth.storage_overrides(appkey)))
 
 
 async def publish_gauges(queue: WorkQueue, service: JobService, metrics: Metrics) -> int:

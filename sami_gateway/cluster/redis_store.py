@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 
 from ..jobs.codec import event_from_meta, event_meta, job_from_dict, job_to_dict, upload_from_dict, upload_to_dict
 from ..jobs.model import Job, JobStatus, Upload, WebhookEvent
-from ..jobs.storage_quota import StorageUsage
+from ..jobs.storage_quota import StorageLimits, StorageQuotaExceeded, StorageUsage
 from ..jobs.store import IdempotencyMismatch, QueueHead
 from .keys import ENQUEUE_LUA, JOB_CHANGED, JOB_DELETED, PREFIX
 from .redis_client import redis_unavailable
@@ -143,6 +143,17 @@ local function held(appkey)
   return tonumber(redis.call('HGET', STORED_BYTES, appkey) or '0'), redis.call('SCARD', uploads_of(appkey)),
          redis.call('ZCARD', by_appkey(appkey))
 end
+-- false when adding (bytes, uploads, jobs) fits the appkey's limits ({bytes, uploads, jobs}, '' for none),
+-- else {what, held, limit, adding}; whatever is added counts as one byte at least (jobs/storage_quota.py)
+local function refusal(appkey, bytes, uploads, jobs, limits)
+  if limits[1] == '' then return false end
+  local b, u, j = held(appkey)
+  local most = {tonumber(limits[1]), tonumber(limits[2]), tonumber(limits[3])}
+  if b + math.max(bytes, 1) > most[1] then return {'bytes', b, most[1], bytes} end
+  if uploads > 0 and u + uploads > most[2] then return {'uploads', u, most[2], uploads} end
+  if jobs > 0 and j + jobs > most[3] then return {'jobs', j, most[3], jobs} end
+  return false
+end
 local function put_event(id, job_id, meta, body, pending, next_at)
   redis.call('HSET', event_key(id), 'meta', meta, 'body', body, 'done', pending == '1' and '' or '1')
   redis.call('SADD', job_events(job_id), id)
@@ -151,8 +162,9 @@ end
 """
 
 # ARGV: appkey, id, sha256 of the idempotency key or '', since, data, status, progress, created_at,
-# now in ms, idempotency ttl, the request's fingerprint, the job's bytes. Returns {1, seq} for a new job,
-# {0, job} for the one the key named, {2, job} for that one when it was made from another request.
+# now in ms, idempotency ttl, the request's fingerprint, the job's bytes, the appkey's limits (3, or '').
+# Returns {1, seq} for a new job, {0, job} for the one the key named, {2, job} for that one when it was
+# made from another request, {3, refusal} when the new job does not fit the limits.
 CREATE_LUA = ENQUEUE_LUA + LAYOUT_LUA + """
 local appkey, id, digest, since = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local idem = P .. 'idem:' .. appkey .. ':' .. digest
@@ -165,6 +177,8 @@ if digest ~= '' then
     return {0, job}
   end
 end
+local refused = refusal(appkey, tonumber(ARGV[12]), 0, 1, {ARGV[13], ARGV[14], ARGV[15]})
+if refused then return {3, refused} end
 local seq = redis.call('INCR', SEQ)
 redis.call('HSET', job_key(id), 'data', ARGV[5], 'status', ARGV[6], 'progress', ARGV[7], 'seq', seq,
            'appkey', appkey, 'created_at', ARGV[8], 'fingerprint', digest ~= '' and ARGV[11] or '', 'bytes', ARGV[12])
@@ -268,13 +282,18 @@ return 1
 """
 
 # ARGV: id, data, completed ('' or '1'), expires_at, 'create' or 'complete' (only if not completed yet),
-# appkey, size. Returns 1, or 0 (completed already).
+# appkey, size, the appkey's limits (3, or ''). Returns 1, 0 (completed already), or a refusal.
 PUT_UPLOAD_LUA = LAYOUT_LUA + """
 local key, appkey, size = upload_key(ARGV[1]), ARGV[6], tonumber(ARGV[7])
+local limits = {ARGV[8], ARGV[9], ARGV[10]}
 if ARGV[5] == 'complete' then
   if redis.call('HGET', key, 'completed') ~= '' then return 0 end
+  local refused = refusal(appkey, size, 0, 0, limits)
+  if refused then return refused end
   charge(appkey, size)
 else
+  local refused = refusal(appkey, 0, 1, 0, limits)
+  if refused then return refused end
   redis.call('SADD', uploads_of(appkey), ARGV[1])
 end
 redis.call('HSET', key, 'data', ARGV[2], 'completed', ARGV[3], 'appkey', appkey, 'size', ARGV[7])
@@ -376,6 +395,17 @@ def _event_args(event: WebhookEvent) -> list[str | bytes | float]:
             event.next_attempt_at]
 
 
+def _limits(limits: StorageLimits | None) -> list[int | str]:
+    """An appkey's limits as the scripts take them: bytes, uploads, jobs ('' each for none)."""
+    return ["", "", ""] if limits is None else [limits.stored_bytes, limits.uploads, limits.jobs]
+
+
+def _refusal(fields: Sequence[Any]) -> StorageQuotaExceeded:
+    """The error of a script's refusal: {what, held, limit, adding}."""
+    what, held, limit, adding = fields
+    return StorageQuotaExceeded(_text(what), int(held), int(limit), int(adding))
+
+
 def _event(fields: Sequence[Any]) -> WebhookEvent:
     meta, body = fields
     return event_from_meta(orjson.loads(meta), body)
@@ -407,13 +437,16 @@ class RedisJobStore:
     # -- jobs --------------------------------------------------------------------------------
 
     @_unavailable_as_503
-    async def create_job(self, job: Job, idempotency_key: str | None = None,
-                         idempotency_since: float = 0.0, fingerprint: str = "") -> tuple[Job, bool]:
+    async def create_job(self, job: Job, idempotency_key: str | None = None, idempotency_since: float = 0.0,
+                         fingerprint: str = "", limits: StorageLimits | None = None) -> tuple[Job, bool]:
         """Store the job and enqueue its work in one step (see the `JobStore` protocol)."""
         digest = "" if idempotency_key is None else idempotency_digest(idempotency_key)
         outcome, value = await self._create(args=[
             job.appkey, job.id, digest, idempotency_since, orjson.dumps(job_to_dict(job)), job.status.value,
-            job.progress, job.created_at, int(time.time() * 1000), IDEMPOTENCY_TTL, fingerprint, job.stored_bytes])
+            job.progress, job.created_at, int(time.time() * 1000), IDEMPOTENCY_TTL, fingerprint, job.stored_bytes,
+            *_limits(limits)])
+        if outcome == 3:
+            raise _refusal(value)
         if outcome == 2:
             raise IdempotencyMismatch(f"Idempotency-Key was used for job {_job(value).id} with a different request")
         return (job.with_(seq=int(value)), True) if outcome == 1 else (_job(value), False)
@@ -487,14 +520,17 @@ class RedisJobStore:
 
     # -- uploads -----------------------------------------------------------------------------
 
-    async def _write_upload(self, upload: Upload, mode: str) -> bool:
-        return bool(await self._put_upload(args=[upload.id, orjson.dumps(upload_to_dict(upload)),
-                                                 "" if upload.completed_at is None else "1", upload.expires_at,
-                                                 mode, upload.appkey, upload.size]))
+    async def _write_upload(self, upload: Upload, mode: str, limits: StorageLimits | None) -> bool:
+        done = await self._put_upload(args=[upload.id, orjson.dumps(upload_to_dict(upload)),
+                                            "" if upload.completed_at is None else "1", upload.expires_at, mode,
+                                            upload.appkey, upload.size, *_limits(limits)])
+        if isinstance(done, list):
+            raise _refusal(done)
+        return bool(done)
 
     @_unavailable_as_503
-    async def create_upload(self, upload: Upload) -> None:
-        await self._write_upload(upload, "create")
+    async def create_upload(self, upload: Upload, limits: StorageLimits | None = None) -> None:
+        await self._write_upload(upload, "create", limits)
 
     @_unavailable_as_503
     async def get_upload(self, upload_id: str) -> Upload | None:
@@ -502,8 +538,8 @@ class RedisJobStore:
         return None if data is None else upload_from_dict(orjson.loads(data))
 
     @_unavailable_as_503
-    async def complete_upload(self, upload: Upload) -> bool:
-        return await self._write_upload(upload, "complete")
+    async def complete_upload(self, upload: Upload, limits: StorageLimits | None = None) -> bool:
+        return await self._write_upload(upload, "complete", limits)
 
     @_unavailable_as_503
     async def expired_uploads(self, now: float, limit: int) -> list[Upload]:

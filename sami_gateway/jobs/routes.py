@@ -34,6 +34,7 @@ from .models_route import list_models
 from .requests import JobRequest, parse_job_request
 from .service import JobService
 from .sse import job_events
+from .storage_quota import StorageUsage
 
 MAX_WAIT_SECONDS = 60.0  # the longest long poll
 DEFAULT_LIMIT, MAX_LIMIT = 50, 100
@@ -118,6 +119,8 @@ async def submit_job(request: web.Request) -> web.Response:
     kind = request.content_type
     async with request.app[QUOTAS].charge(auth.appkey, auth.quota):
         if kind == "multipart/form-data":
+            if key is None:  # an appkey whose quota is full is refused before its file is read
+                await jobs.check_room(auth.appkey, StorageUsage(0, 0, 1), unread_body=True)
             job_request, stored, file = await _multipart(request, jobs)
             try:
                 job, created = await jobs.submit(auth, jobs.check(job_request), key, stored, file)

@@ -24,6 +24,7 @@ from .notify import JobEvents
 from .requests import JobRequest, fingerprint
 from .settings import JobSettings
 from .signing import UrlSigner
+from .storage_quota import StorageLimits, StorageQuotaExceeded, StorageUsage, exceeded, over
 from .store import IdempotencyMismatch, JobStore
 from .views import iso, job_error, job_json
 
@@ -61,7 +62,8 @@ class JobService:
 
     def __init__(self, store: JobStore, blobs: BlobStore, settings: JobSettings, signer: UrlSigner,
                  namespace: JobNamespace[Any] | None, namespace_name: str, webhook_secret: Callable[[str], str],
-                 max_input_bytes: int, default_base_url: str) -> None:
+                 max_input_bytes: int, default_base_url: str, *,
+                 storage_limits: Callable[[str], StorageLimits]) -> None:
         self.store = store
         self.blobs = blobs
         self.settings = settings
@@ -71,6 +73,7 @@ class JobService:
         self.events = JobEvents()
         self.webhook_secret = webhook_secret
         self.max_input_bytes = max_input_bytes
+        self.storage_limits = storage_limits  # an appkey's: its own, or the defaults
         self.default_base_url = settings.public_url or default_base_url
         self.on_change: list[Callable[[Job], None]] = []  # the runner and the webhook sender listen
         self.on_event_dropped: Callable[[Job], None] = lambda job: None  # a webhook event that could not be built
@@ -130,16 +133,38 @@ class JobService:
         if total >= self.settings.max_queued_jobs:
             raise error(Code.OVERLOADED, f"{total} jobs are queued", {"Retry-After": "30"})
 
+    async def check_room(self, appkey: str, adding: StorageUsage, unread_body: bool = False) -> None:
+        """StorageQuotaExceeded (429) when `adding` does not fit what the appkey may keep. A check ahead
+        of a write, to refuse before bytes arrive (`unread_body`: the connection is closed after the
+        answer); the store checks again as it records the write."""
+        refusal = exceeded(await self.store.usage(appkey), adding, self.storage_limits(appkey))
+        if refusal is not None:
+            if unread_body:
+                refusal.headers["Connection"] = "close"
+            raise refusal
+
+    async def room_to_run(self, job: Job) -> None:
+        """StorageQuotaExceeded when the job's appkey holds more bytes than its quota allows (the
+        results of its earlier jobs took it past): the job fails instead of adding results."""
+        refusal = over(await self.store.usage(job.appkey), self.storage_limits(job.appkey))
+        if refusal is not None:
+            raise refusal
+
     async def submit(self, auth: Authorization, submission: Submission, idempotency_key: str | None,
                      stored_input: str | None = None, stored: Written | None = None) -> tuple[Job, bool]:
         """Create the job, its input stored first (`stored_input`: already stored under that key, as
         `stored` says); with `idempotency_key`, the job that key named for the same request,
-        IdempotencyMismatch (422) when it named one for another request."""
+        IdempotencyMismatch (422) when it named one for another request. Past the appkey's storage
+        quota, StorageQuotaExceeded (429) and nothing kept."""
         request = submission.request
         if request.webhook_url is not None and not self.webhook_secret(auth.appkey):
             raise error(Code.ILLEGAL_PAYLOAD, "webhook_url needs a webhook secret: set SAMI_WEBHOOK_SECRET "
                         "or the appkey's webhook_secret")
         await self.admit(auth)
+        if idempotency_key is None:  # a key's job is answered however full the quota: the store checks after the key
+            data = request.input.data if request.input is not None else None
+            size = stored.size if stored is not None else len(data) if data is not None else 0
+            await self.check_room(auth.appkey, StorageUsage(size, 0, 1))  # before the input is written
         job_id = new_id("job")
         kind, ref, written = await self._store_input(auth, job_id, request, stored_input, stored)
         job = Job(id=job_id, appkey=auth.appkey, status=JobStatus.QUEUED, request=submission.fields,
@@ -149,8 +174,9 @@ class JobService:
         since = time.time() - IDEMPOTENCY_SECONDS
         same = "" if idempotency_key is None else fingerprint(request, written.sha256)
         try:
-            stored_job, created = await self.store.create_job(job, idempotency_key, since, same)
-        except IdempotencyMismatch:
+            stored_job, created = await self.store.create_job(job, idempotency_key, since, same,
+                                                              self.storage_limits(auth.appkey))
+        except (IdempotencyMismatch, StorageQuotaExceeded):
             if kind is InputKind.STORED:
                 await self.blobs.delete_prefix(f"inputs/{job_id}")
             raise

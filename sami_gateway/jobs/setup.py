@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +22,7 @@ from .service import JobService
 from .settings import job_settings
 from .signing import UrlSigner
 from .sqlite_store import SqliteJobStore
+from .storage_quota import default_limits
 from .sweeper import Sweeper
 from .webhooks import WebhookSender
 
@@ -36,12 +37,17 @@ def job_namespace(namespaces: dict[str, Namespace[Any]]) -> tuple[str, JobNamesp
     return next(iter(namespaces), ""), None
 
 
-def build_service(config: Config, namespaces: dict[str, Namespace[Any]], webhook_secret: Any) -> JobService:
+def build_service(config: Config, namespaces: dict[str, Namespace[Any]], webhook_secret: Any,
+                  storage_overrides: Callable[[str], Mapping[str, int]]) -> JobService:
+    """The service over SQLite and local files; an appkey's storage limits are its own
+    (`storage_overrides`) where it has them, else the defaults (measured now when not set)."""
     settings = job_settings(config)
     name, namespace = job_namespace(namespaces)
+    defaults = default_limits(settings)
     return JobService(SqliteJobStore(settings.data_dir / "jobs.sqlite3"), LocalBlobStore(settings.data_dir),
                       settings, UrlSigner(config.token_secret), namespace, name, webhook_secret,
-                      config.max_input_bytes, f"http://{config.host}:{config.port}")
+                      config.max_input_bytes, f"http://{config.host}:{config.port}",
+                      storage_limits=lambda appkey: defaults.overridden(storage_overrides(appkey)))
 
 
 def count_transition(metrics: Metrics, job: Job) -> None:
@@ -98,7 +104,8 @@ def add_jobs(app: web.Application) -> None:
     """Routes and resources of the Jobs API (after the namespaces' context: jobs need their models)."""
     config = app[CONFIG]
     secret = job_settings(config).webhook_secret
-    app[JOBS] = build_service(config, app[NAMESPACES], lambda appkey: app[AUTH].webhook_secret(appkey, secret))
+    app[JOBS] = build_service(config, app[NAMESPACES], lambda appkey: app[AUTH].webhook_secret(appkey, secret),
+                              lambda appkey: app[AUTH].storage_overrides(appkey))
     app.cleanup_ctx.append(_jobs_ctx)
     add_job_routes(app)
 

@@ -20,7 +20,7 @@ from ..errors import Code, GatewayError, error
 from .blobs import FULL_RETRY_AFTER
 from .codec import NESTED, job_from_dict, job_to_dict
 from .model import Job, JobStatus, Upload, WebhookEvent
-from .storage_quota import StorageUsage
+from .storage_quota import StorageLimits, StorageUsage, exceeded
 from .store import IdempotencyMismatch, QueueHead
 
 T = TypeVar("T")
@@ -146,6 +146,13 @@ def _usage(db: sqlite3.Connection, appkey: str) -> StorageUsage:
     return StorageUsage(job_bytes + upload_bytes, uploads, jobs)
 
 
+def _fits(db: sqlite3.Connection, appkey: str, adding: StorageUsage, limits: StorageLimits | None) -> None:
+    """Raise StorageQuotaExceeded when `adding` does not fit the appkey's `limits` (None: no limits); inside
+    the write's transaction, which the exception rolls back."""
+    if limits is not None and (refusal := exceeded(_usage(db, appkey), adding, limits)) is not None:
+        raise refusal
+
+
 def unavailable(exc: sqlite3.OperationalError) -> GatewayError:
     """The store cannot be written or read now (a full disk, an I/O error, a lock held too long):
     507 or 503 with Retry-After, which callers may try again; the store itself is left consistent."""
@@ -197,8 +204,8 @@ class SqliteJobStore:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def create_job(self, job: Job, idempotency_key: str | None = None,
-                         idempotency_since: float = 0.0, fingerprint: str = "") -> tuple[Job, bool]:
+    async def create_job(self, job: Job, idempotency_key: str | None = None, idempotency_since: float = 0.0,
+                         fingerprint: str = "", limits: StorageLimits | None = None) -> tuple[Job, bool]:
         def create(db: sqlite3.Connection) -> tuple[Job, bool]:
             if idempotency_key is not None:
                 row = db.execute("SELECT * FROM jobs WHERE appkey = ? AND idempotency_key = ?",
@@ -210,6 +217,7 @@ class SqliteJobStore:
                     return job_from_row(row), False
                 if row is not None:  # an old use of the key: it may be used again
                     db.execute("UPDATE jobs SET idempotency_key = NULL WHERE seq = ?", (row["seq"],))
+            _fits(db, job.appkey, StorageUsage(job.input_bytes, 0, 1), limits)
             placeholders = ",".join("?" * (len(JOB_COLUMNS) + 2))
             cursor = db.execute(f"INSERT INTO jobs ({','.join(JOB_COLUMNS)}, idempotency_key, "
                                 f"idempotency_fingerprint) VALUES ({placeholders})",
@@ -314,8 +322,9 @@ class SqliteJobStore:
 
     # -- uploads -----------------------------------------------------------------------------
 
-    async def create_upload(self, upload: Upload) -> None:
+    async def create_upload(self, upload: Upload, limits: StorageLimits | None = None) -> None:
         def insert(db: sqlite3.Connection) -> None:
+            _fits(db, upload.appkey, StorageUsage(0, 1, 0), limits)
             db.execute(f"INSERT INTO uploads ({','.join(UPLOAD_COLUMNS)}) VALUES "
                        f"({','.join('?' * len(UPLOAD_COLUMNS))})",
                        tuple(getattr(upload, name) for name in UPLOAD_COLUMNS))
@@ -327,8 +336,12 @@ class SqliteJobStore:
             return None if row is None else _upload_from_row(row)
         return await self._call(get)
 
-    async def complete_upload(self, upload: Upload) -> bool:
+    async def complete_upload(self, upload: Upload, limits: StorageLimits | None = None) -> bool:
         def update(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT completed_at FROM uploads WHERE id = ?", (upload.id,)).fetchone()
+            if row is None or row[0] is not None:
+                return False
+            _fits(db, upload.appkey, StorageUsage(upload.size, 0, 0), limits)
             cursor = db.execute("UPDATE uploads SET completed_at = ?, size = ?, sha256 = ?, expires_at = ? "
                                 "WHERE id = ? AND completed_at IS NULL",
                                 (upload.completed_at, upload.size, upload.sha256, upload.expires_at, upload.id))
