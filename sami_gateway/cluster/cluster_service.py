@@ -12,6 +12,7 @@ from ..jobs.service import JobService
 from ..jobs.settings import job_settings
 from ..jobs.setup import job_namespace, set_queue_gauges
 from ..jobs.signing import UrlSigner
+from ..jobs.storage_quota import AppkeyStorageLimits
 from ..jobs.webhooks import WebhookSecrets
 from ..metrics import Metrics
 from ..namespace import Namespace
@@ -22,14 +23,16 @@ from .workqueue import WorkQueue
 
 
 def build_cluster_service(config: Config, client: aioredis.Redis, namespaces: dict[str, Namespace[Any]],
-                          settings: ClusterSettings, secrets: WebhookSecrets) -> JobService:
+                          settings: ClusterSettings, secrets: WebhookSecrets,
+                          storage_limits: AppkeyStorageLimits) -> JobService:
     jobs = job_settings(config)
     name, namespace = job_namespace(namespaces)
     read_key = (ReadKey(settings.storage_read_access_key_id, settings.storage_read_secret_access_key)
                 if settings.storage_read_access_key_id else None)
     blobs = S3BlobStore(settings.bucket, settings.prefix, jobs.data_dir, settings.storage_public_url, read_key)
     return JobService(RedisJobStore(client), blobs, jobs, UrlSigner(config.token_secret), namespace, name,
-                      secrets, config.max_input_bytes, f"http://{config.host}:{config.port}")
+                      secrets, config.max_input_bytes, f"http://{config.host}:{config.port}",
+                      storage_limits=storage_limits)
 
 
 async def publish_gauges(queue: WorkQueue, service: JobService, metrics: Metrics) -> int:

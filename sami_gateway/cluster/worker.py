@@ -35,6 +35,7 @@ from ..fetch import Fetcher, FetchPolicy
 from ..jobs.model import Job, JobStatus
 from ..jobs.runner import JobRunner
 from ..jobs.setup import count_transition
+from ..jobs.storage_quota import AppkeyStorageLimits
 from ..jobs.sweeper import Sweeper
 from ..jobs.webhooks import WebhookSecrets, WebhookSender
 from ..metrics import Metrics
@@ -74,8 +75,9 @@ class Worker:
         self.queue = WorkQueue(self.client, worker_name(), self.settings.work_lease)
         self.fetcher = Fetcher(FetchPolicy.from_entries(config.fetch_allow), config.fetch_connect_timeout,
                                config.fetch_timeout)
-        self.secrets = WebhookSecrets(config)
-        self.service = build_cluster_service(config, self.client, self.namespaces, self.settings, self.secrets)
+        self.secrets, self.storage_limits = WebhookSecrets(config), AppkeyStorageLimits(config)
+        self.service = build_cluster_service(config, self.client, self.namespaces, self.settings, self.secrets,
+                                             self.storage_limits)
         self.runner = JobRunner(self.service, self.fetcher, 0,
                                 lambda report: self.metrics.record_run(self.service.namespace_name, report))
         self.runner.requeue_when_stopped = False
@@ -404,14 +406,15 @@ def worker_app(worker: Worker) -> web.Application:
 
 
 def reload(worker: Worker, flags: Mapping[str, Any]) -> bool:
-    """SIGHUP: read the configuration again and replace what a worker keeps of it (the webhook
-    secrets); a bad one is logged and the running one kept."""
+    """SIGHUP: read the configuration again and replace what a worker keeps of it (webhook secrets,
+    storage limits); a bad one is logged and the running one kept."""
     try:
         config = load_config(flags)
     except ConfigError as exc:
         log.error("configuration reload refused, keeping the running one: %s", exc)
         return False
     worker.secrets.replace(config)
+    worker.storage_limits.replace(config)
     log.info("configuration reloaded: %d appkeys", len(config.appkeys))
     return True
 

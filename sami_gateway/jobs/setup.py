@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +22,7 @@ from .service import JobService
 from .settings import job_settings
 from .signing import UrlSigner
 from .sqlite_store import SqliteJobStore
+from .storage_quota import AppkeyStorageLimits, StorageLimits
 from .sweeper import Sweeper
 from .webhooks import WebhookSecrets, WebhookSender
 
@@ -36,12 +37,14 @@ def job_namespace(namespaces: dict[str, Namespace[Any]]) -> tuple[str, JobNamesp
     return next(iter(namespaces), ""), None
 
 
-def build_service(config: Config, namespaces: dict[str, Namespace[Any]], webhook_secret: Any) -> JobService:
+def build_service(config: Config, namespaces: dict[str, Namespace[Any]], webhook_secret: Callable[[str], str],
+                  storage_limits: Callable[[str], StorageLimits]) -> JobService:
+    """The service over SQLite and local files."""
     settings = job_settings(config)
     name, namespace = job_namespace(namespaces)
     return JobService(SqliteJobStore(settings.data_dir / "jobs.sqlite3"), LocalBlobStore(settings.data_dir),
                       settings, UrlSigner(config.token_secret), namespace, name, webhook_secret,
-                      config.max_input_bytes, f"http://{config.host}:{config.port}")
+                      config.max_input_bytes, f"http://{config.host}:{config.port}", storage_limits=storage_limits)
 
 
 def count_transition(metrics: Metrics, job: Job) -> None:
@@ -98,8 +101,9 @@ def add_jobs(app: web.Application) -> None:
     """Routes and resources of the Jobs API (after the namespaces' context: jobs need their models)."""
     config = app[CONFIG]
     secrets = WebhookSecrets(config)
-    app[RELOADERS].append(secrets.replace)
-    app[JOBS] = build_service(config, app[NAMESPACES], secrets)
+    storage_limits = AppkeyStorageLimits(config)
+    app[RELOADERS].extend([secrets.replace, storage_limits.replace])
+    app[JOBS] = build_service(config, app[NAMESPACES], secrets, storage_limits)
     app.cleanup_ctx.append(_jobs_ctx)
     add_job_routes(app)
 
@@ -110,6 +114,6 @@ def add_cluster_jobs(app: web.Application, front: Any) -> None:
     """The Jobs API of a scale-out front: the same routes over the front's shared service; the
     jobs run, their webhooks go out and they expire on the workers."""
     app[JOBS] = front.service
-    app[RELOADERS].append(front.secrets.replace)
+    app[RELOADERS].extend([front.secrets.replace, front.storage_limits.replace])
     app.cleanup_ctx.append(front.context)
     add_job_routes(app)
