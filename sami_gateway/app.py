@@ -33,6 +33,7 @@ from .state import (
     NAMESPACES,
     QUOTAS,
     READY,
+    RELOADERS,
     SCHEDULER,
     STREAMS,
     Readiness,
@@ -128,6 +129,7 @@ def create_app(config: Config, namespaces: dict[str, Namespace[Any]] | None = No
     app[QUOTAS] = QuotaTracker() if front is None else front.quotas
     app[STREAMS] = StreamSlots()  # this process's, a front's too
     app[AUTH] = Authenticator(config.appkeys, TokenService.from_config(config), namespaces, config.default_quota)
+    app[RELOADERS] = []
     app[FETCHER] = Fetcher(FetchPolicy.from_entries(config.fetch_allow),
                            config.fetch_connect_timeout, config.fetch_timeout)
     app[METRICS] = metrics

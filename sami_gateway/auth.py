@@ -114,11 +114,6 @@ class Authenticator:
         token = token.strip()
         return self.authorize(self._tokens.subject(token), token, namespace)
 
-    def webhook_secret(self, appkey: str, default: str) -> str:
-        """The key webhooks to this appkey are signed with: its own, else `default`."""
-        rule = self._appkeys.get(appkey)
-        return (rule.webhook_secret if rule is not None else None) or default
-
     def authorize(self, appkey: str, token: str, namespace: str) -> Authorization:
         rule = self._appkeys.get(appkey) if appkey else None
         if rule is None:

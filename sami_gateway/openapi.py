@@ -23,13 +23,14 @@ ANONYMOUS: Security = []
 # Which rows of the table each family of routes answers.
 ROUTING = (Code.NOT_FOUND, Code.METHOD_NOT_ALLOWED)  # any route: no such path, wrong method
 JOBS_ONLY = (Code.FORBIDDEN, Code.JOB_NOT_FOUND, Code.CONFLICT, Code.PAYLOAD_TOO_LARGE, Code.UNSUPPORTED_MEDIA_TYPE,
-             Code.IDEMPOTENCY_MISMATCH)
+             Code.IDEMPOTENCY_MISMATCH, Code.STORAGE_QUOTA_EXCEEDED)
 INVOKE_CODES = tuple(code for code in Code
                      if code.value.http != 200 and code not in ROUTING and code not in JOBS_ONLY)
 BAD_REQUEST = tuple(code for code in INVOKE_CODES if code.value.http == 400)
 AUTH = (Code.INVALID_ACCESS, Code.DENIED_ACCESS)
 SERVER = (Code.INTERNAL_ERROR, Code.UNAVAILABLE)
 EXAMPLE_ID = "5c0e3f4e-8d0e-4b5e-9d3a-2f1d2b9c7a10"
+QUOTA_EXAMPLE = {"exceeded": "bytes", "held": 5_800_000_000, "limit": 6_000_000_000}  # what a storage refusal adds
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
                                "schema": {"type": "integer", "minimum": 0}}}
 
@@ -73,7 +74,8 @@ def job_errors(*codes: Code) -> dict[str, Any]:
     return _error_responses(
         codes, "Error",
         lambda rows: {"properties": {"error": {"properties": {"status_code": {"enum": rows}}}}},
-        lambda row: {"error": {"status_code": row.code, "status_text": row.text, "message": row.meaning},
+        lambda row: {"error": {"status_code": row.code, "status_text": row.text, "message": row.meaning,
+                               **({"quota": QUOTA_EXAMPLE} if row == Code.STORAGE_QUOTA_EXCEEDED.value else {})},
                      "request_id": EXAMPLE_ID})
 
 
@@ -155,8 +157,17 @@ def _sami_paths() -> dict[str, Any]:
     return {"/api/v1/invoke": {"post": invoke}, "/": {"post": get_token}}
 
 
+# The Swagger UI files /docs uses, from the installed package, with their types; no other file of the
+# bundle is served.
+SWAGGER_UI_FILES = {
+    "swagger-ui.css": "text/css",
+    "swagger-ui-bundle.js": "text/javascript",
+    "favicon-32x32.png": "image/png",
+    "favicon-16x16.png": "image/png",
+}
+
+
 def _service_paths() -> dict[str, Any]:
-    from .docs import ASSETS  # what /docs serves; docs.py imports this module, so not at the top
     from .ui.routes import ASSETS as UI_ASSETS
 
     text = {"type": "string"}
@@ -179,9 +190,10 @@ def _service_paths() -> dict[str, Any]:
         "/docs/{asset}": {"get": operation(
             "docsAsset", "Service", "Swagger UI's files, as installed with the gateway", {
                 "200": {"description": "the file", "content": {
-                    media: {"schema": text} for media in sorted(set(ASSETS.values()))}},
+                    media: {"schema": text} for media in sorted(set(SWAGGER_UI_FILES.values()))}},
                 "404": {"$ref": "#/components/responses/NotFound"}},
-            security=ANONYMOUS, parameters=[param("asset", "path", {"type": "string", "enum": sorted(ASSETS)})])},
+            security=ANONYMOUS,
+            parameters=[param("asset", "path", {"type": "string", "enum": sorted(SWAGGER_UI_FILES)})])},
         "/ui": {"get": operation("ui", "Service", "A page to separate a song in the browser", {
             "200": {"description": "the page; it calls the Jobs API with a token the person pastes",
                     "content": {"text/html": {"schema": text}}}}, security=ANONYMOUS)},
@@ -203,14 +215,19 @@ def _upload_paths() -> dict[str, Any]:
         "createUpload", "Jobs", "Start a direct upload", {
             "201": json_body(ref("UploadTicket"), "PUT the file to `upload_url` before `expires_at`",
                              EXAMPLES["UploadTicket"]),
-            **job_errors(*AUTH, Code.QUOTA_EXCEEDED, *SERVER)}, security=BEARER)
+            **job_errors(*AUTH, Code.QUOTA_EXCEEDED, Code.STORAGE_QUOTA_EXCEEDED, *SERVER)}, security=BEARER,
+        description="429 `42900002` when the appkey keeps as many uploads as `SAMI_MAX_UPLOADS_PER_APPKEY` allows, "
+                    "or all the bytes of `SAMI_STORAGE_BYTES_PER_APPKEY`.")
     put = operation(
         "putUpload", "Jobs", "Send an upload's bytes to its signed URL", {
             "200": json_body(ref("UploadDone"), "stored", EXAMPLES["UploadDone"]),
             **job_errors(Code.CLIENT_ERROR, Code.EMPTY_DATA, Code.FORBIDDEN, Code.JOB_NOT_FOUND, Code.CONFLICT,
-                         Code.BODY_TIMEOUT, Code.PAYLOAD_TOO_LARGE, *SERVER)},
+                         Code.BODY_TIMEOUT, Code.PAYLOAD_TOO_LARGE, Code.STORAGE_QUOTA_EXCEEDED, *SERVER)},
         security=ANONYMOUS, parameters=signed,
-        description="No Authorization: the URL's signature allows it until `expires`. Once only (409 after).",
+        description="No Authorization: the URL's signature allows it until `expires`. Once only (409 after). "
+                    "429 `42900002` when the bytes would take the appkey past its storage quota (checked on "
+                    "`Content-Length` before they are read, and on their size once stored; nothing is kept then: "
+                    "the same URL may be PUT again).",
         requestBody={"required": True, "content": {"application/octet-stream": {
             "schema": {"type": "string", "format": "binary"}}}})
     return {"/api/v1/uploads": {"post": create},
@@ -225,12 +242,14 @@ def _create_job() -> dict[str, Any]:
             "201": json_body(ref("Job"), "created", JOB_QUEUED, headers=location),
             "200": json_body(ref("Job"), "the job first created with this `Idempotency-Key`", JOB_QUEUED),
             **job_errors(*BAD_REQUEST, *AUTH, Code.JOB_NOT_FOUND, Code.CONFLICT, Code.BODY_TIMEOUT,
-                         Code.UNSUPPORTED_MEDIA_TYPE, Code.IDEMPOTENCY_MISMATCH, Code.QUOTA_EXCEEDED, *SERVER,
-                         Code.OVERLOADED)},
+                         Code.UNSUPPORTED_MEDIA_TYPE, Code.IDEMPOTENCY_MISMATCH, Code.QUOTA_EXCEEDED,
+                         Code.STORAGE_QUOTA_EXCEEDED, *SERVER, Code.OVERLOADED)},
         security=BEARER,
         description="JSON, or `multipart/form-data` with a `file` part and a `params` part (the same JSON "
                     "without `input`). 404: unknown upload; 409: an upload not yet PUT; 422: an "
-                    "`Idempotency-Key` already used for a different request.",
+                    "`Idempotency-Key` already used for a different request; 429 `42900002`: the appkey keeps "
+                    "as many jobs as it may (`SAMI_MAX_STORED_JOBS_PER_APPKEY`), or the input does not fit its "
+                    "bytes (`SAMI_STORAGE_BYTES_PER_APPKEY`; `error.quota` says which).",
         parameters=[param("Idempotency-Key", "header",
                           {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7E]+$"},
                           "printable ASCII; the same key from the same appkey within 24 h with the same request "

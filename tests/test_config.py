@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from namespaces.music_source_separate.settings import SeparationSettings
+from sami_gateway.cluster.settings import cluster_settings
 from sami_gateway.config import Config, ConfigError, load_config, settings_table_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +78,17 @@ def test_secret_is_required_and_long_enough() -> None:
     with pytest.raises(ConfigError, match="SAMI_TOKEN_SECRET"):
         load_config({}, {"SAMI_TOKEN_SECRET": "short"})
     assert load_config({}, {}, need_secret=False).token_secret == ""
+
+
+@pytest.mark.parametrize("given", ["SAMI_STORAGE_READ_ACCESS_KEY_ID", "SAMI_STORAGE_READ_SECRET_ACCESS_KEY"])
+def test_a_read_only_storage_key_needs_both_halves(given: str) -> None:
+    with pytest.raises(ConfigError, match="SAMI_STORAGE_READ_ACCESS_KEY_ID and SAMI_STORAGE_READ_SECRET_ACCESS_KEY"):
+        load_config({}, {**SECRET, given: "reader-0123456789"})
+    both = load_config({}, {**SECRET, "SAMI_STORAGE_READ_ACCESS_KEY_ID": "reader",
+                            "SAMI_STORAGE_READ_SECRET_ACCESS_KEY": "reader-secret"})
+    assert cluster_settings(both).storage_read_access_key_id == "reader"
+    assert cluster_settings(both).storage_read_secret_access_key == "reader-secret"
+    assert "reader-secret" not in repr(cluster_settings(both))  # nor in a log line that shows the settings
 
 
 def test_unknown_file_key_is_refused(tmp_path: Path) -> None:

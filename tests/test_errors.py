@@ -34,7 +34,7 @@ def test_own_codes_do_not_reuse_documented_ones() -> None:
     assert {row.text for row in own} == {"NotFound", "MethodNotAllowed", "RequestTimeout", "InternalError",
                                          "QuotaExceeded", "ServerOverloaded", "ServiceUnavailable", "Timeout",
                                          "Forbidden", "Conflict", "PayloadTooLarge", "UnsupportedMediaType",
-                                         "InsufficientStorage", "IdempotencyMismatch"}
+                                         "InsufficientStorage", "IdempotencyMismatch", "StorageQuotaExceeded"}
     assert all(str(row.code).startswith(str(row.http)) for row in own)
 
 

@@ -25,7 +25,7 @@ from sami_gateway.scheduler import Scheduler, lower_thread_priority
 
 from . import native
 from .audio.convert import output_frames
-from .audio.decode import AudioHint
+from .audio.sniff import AudioHint
 from .codes import translated
 from .engine import drive
 from .job_params import JobParams, JobParser, job_fields

@@ -17,6 +17,8 @@ from aiohttp import web
 from ..config import Config
 from ..errors import Code, GatewayError, error
 from ..jobs.service import JobService
+from ..jobs.storage_quota import AppkeyStorageLimits
+from ..jobs.webhooks import WebhookSecrets
 from ..metrics import Metrics
 from ..namespace import Namespace
 from . import keys
@@ -46,7 +48,9 @@ class ClusterFront:
         self.namespaces: dict[str, Namespace[Any]] = {
             name: remote(namespace, self.dispatcher) for name, namespace in namespaces.items()}
         self.quotas = RedisQuotas(self.client, config.request_timeout + 60)
-        self.service: JobService = build_cluster_service(config, self.client, namespaces, settings)
+        self.secrets, self.storage_limits = WebhookSecrets(config), AppkeyStorageLimits(config)
+        self.service: JobService = build_cluster_service(config, self.client, namespaces, settings, self.secrets,
+                                                         self.storage_limits)
         self.metrics = metrics
         self.workers_alive: int | None = None  # None until first counted
         self.dispatcher.admit = self.check_workers

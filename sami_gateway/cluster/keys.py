@@ -35,6 +35,7 @@ WAKE = PREFIX + "wake"  # channel: work was enqueued (idle workers look at once)
 JOB_CHANGED = PREFIX + "jobs:changed"  # channel: a job changed (message: its id); SSE, long polls, cancel
 CANCEL = PREFIX + "cancel"  # channel: drop this work (message: the work id of an invoke)
 JOB_DELETED = PREFIX + "jobs:deleted"  # channel: a job was deleted or expired (message: "<id> <appkey>")
+ORPHAN_SWEEP = PREFIX + "orphan-sweep"  # string: the worker that swept the storage's orphans last, until the next turn
 
 
 def reply(front: str) -> str:

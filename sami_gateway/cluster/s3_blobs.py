@@ -4,7 +4,8 @@ Objects are named `<prefix>/<key>` in one bucket. A PUT makes an object visible 
 all, so a file appears under its key only once it is complete, as with the local store. Streams
 are spooled to local disk first (their size and SHA-256 known, `max_bytes` enforced before any
 byte is stored), and reads come back as a memory map of a local copy. The endpoint and
-credentials are boto3's own `AWS_*` variables; clients download results through presigned URLs.
+credentials are boto3's own `AWS_*` variables; clients download results through presigned URLs,
+signed by a read-only identity of their own when one is given.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -88,13 +90,25 @@ def _missing(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
 
 
-class S3BlobStore(Scratch):
-    """`BlobStore` on `s3://<bucket>/<prefix>`, with local temporary files under `<local_root>/tmp`."""
+@dataclass(frozen=True)
+class ReadKey:
+    """The credentials that sign download URLs: an identity with read-only rights on the bucket."""
 
-    def __init__(self, bucket: str, prefix: str, local_root: Path, public_endpoint: str = "") -> None:
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+
+class S3BlobStore(Scratch):
+    """`BlobStore` on `s3://<bucket>/<prefix>`, with local temporary files under `<local_root>/tmp`.
+    Download URLs go to `public_endpoint` (default: the client's) signed by `read_key` (default:
+    the store's own credentials)."""
+
+    def __init__(self, bucket: str, prefix: str, local_root: Path, public_endpoint: str = "",
+                 read_key: ReadKey | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.public_endpoint = public_endpoint
+        self.read_key = read_key
         # Several processes on one host may share `local_root`: each spools in a folder of its own.
         self._area = local_root / "tmp"
         self._tmp = self._area / f"proc-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -114,8 +128,13 @@ class S3BlobStore(Scratch):
         session = boto3.session.Session()
         self._client = session.client("s3", config=CLIENT_CONFIG)
         self._client.meta.events.register_last("before-call.s3", _send_body_at_once)
-        self._public = (session.client("s3", config=CLIENT_CONFIG, endpoint_url=self.public_endpoint)
-                        if self.public_endpoint else self._client)
+        public: dict[str, str] = {}
+        if self.public_endpoint:
+            public["endpoint_url"] = self.public_endpoint
+        if self.read_key is not None:
+            public.update(aws_access_key_id=self.read_key.access_key_id,
+                          aws_secret_access_key=self.read_key.secret_access_key)
+        self._public = session.client("s3", config=CLIENT_CONFIG, **public) if public else self._client
 
     def _name(self, key: str) -> str:
         check_key(key)
@@ -238,8 +257,9 @@ class S3BlobStore(Scratch):
             raise OSError(f"object storage kept {len(errors)} objects, e.g. {first.get('Key')!r}: "
                           f"{first.get('Code')} {first.get('Message')}")
 
-    async def folders(self, area: str) -> set[str]:
-        """The first name after `area/` of every object under it.
+    async def folders(self, area: str, before: float | None = None) -> set[str]:
+        """The first name after `area/` of every object under it; with `before` (unix seconds), only
+        the names whose newest object was written before it (by the storage's Last-Modified).
 
         A flat listing rather than a delimited one: SeaweedFS keeps the empty directory of deleted objects
         and lists it as a common prefix, which would bring every swept folder back forever.
@@ -247,9 +267,13 @@ class S3BlobStore(Scratch):
         start = self._name(area) + "/"
 
         def names() -> set[str]:
+            newest: dict[str, float] = {}
             with storage_unavailable():
-                return {item["Key"][len(start):].split("/", 1)[0]
-                        for page in self._list(start) for item in page.get("Contents", [])} - {""}
+                for page in self._list(start):
+                    for item in page.get("Contents", []):
+                        name = item["Key"][len(start):].split("/", 1)[0]
+                        newest[name] = max(newest.get(name, 0.0), item["LastModified"].timestamp())
+            return {name for name, written in newest.items() if name and (before is None or written < before)}
         return await asyncio.to_thread(names)
 
     def presign(self, key: str, ttl: float, filename: str | None = None, content_type: str | None = None) -> str:

@@ -5,7 +5,8 @@ one scheduler, so an invoke's model calls go before a job's, as in the single pr
 the lease of what it holds, reclaims what other workers stopped renewing, drops what is
 cancelled (an invoke whose client left, a job cancelled or deleted) within a second, has its
 namespace forget what it keeps of a deleted or expired job (its stem cache entries), delivers
-webhooks, expires old jobs, and serves `/healthz` and `/metrics` on SAMI_WORKER_PORT. SIGTERM:
+webhooks, expires old jobs, sweeps the storage of objects no job refers to (one worker at a time),
+and serves `/healthz` and `/metrics` on SAMI_WORKER_PORT. SIGTERM:
 it stops taking work and finishes what it holds within SAMI_SHUTDOWN_GRACE; what is left then is
 taken over by another worker after its lease.
 """
@@ -23,24 +24,26 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from ..config import Config
+from ..config import Config, ConfigError, load_config
 from ..errors import Code, GatewayError, error, store_trouble
 from ..fetch import Fetcher, FetchPolicy
 from ..jobs.model import Job, JobStatus
 from ..jobs.runner import JobRunner
 from ..jobs.setup import count_transition
+from ..jobs.storage_quota import AppkeyStorageLimits
 from ..jobs.sweeper import Sweeper
-from ..jobs.webhooks import WebhookSender
+from ..jobs.webhooks import WebhookSecrets, WebhookSender
 from ..metrics import Metrics
 from ..namespace import Call, Namespace, load_namespaces, release
 from ..scheduler import JobTimeout, Limits, Scheduler
 from . import keys
 from .cluster_service import build_cluster_service, publish_gauges
+from .orphans import OrphanSweeper, orphan_grace
 from .redis_client import redis_client, redis_unavailable
 from .remote_invoke import KEEP_SECONDS, InvokeRequest, encode_error, encode_result
 from .settings import cluster_settings
@@ -72,7 +75,9 @@ class Worker:
         self.queue = WorkQueue(self.client, worker_name(), self.settings.work_lease)
         self.fetcher = Fetcher(FetchPolicy.from_entries(config.fetch_allow), config.fetch_connect_timeout,
                                config.fetch_timeout)
-        self.service = build_cluster_service(config, self.client, self.namespaces, self.settings)
+        self.secrets, self.storage_limits = WebhookSecrets(config), AppkeyStorageLimits(config)
+        self.service = build_cluster_service(config, self.client, self.namespaces, self.settings, self.secrets,
+                                             self.storage_limits)
         self.runner = JobRunner(self.service, self.fetcher, 0,
                                 lambda report: self.metrics.record_run(self.service.namespace_name, report))
         self.runner.requeue_when_stopped = False
@@ -83,6 +88,7 @@ class Worker:
         self.service.on_change.append(lambda job: count_transition(self.metrics, job))
         self.service.on_event_dropped = lambda job: self.metrics.webhook_events_dropped.inc()
         self.sweeper = Sweeper(self.service)
+        self.orphans = OrphanSweeper(self.client, self.sweeper, self.queue.name, orphan_grace(config))
         self.subscriber = Subscriber(self.client, [keys.WAKE, keys.CANCEL, keys.JOB_CHANGED, keys.JOB_DELETED],
                                      self._message, self._recheck)
         self.capacity = {"interactive": config.max_jobs, "batch": self.service.settings.job_workers}
@@ -106,7 +112,8 @@ class Worker:
         await self.service.blobs.open()
         await self.service.store.open()
         self.subscriber.start()
-        await self.sweeper.start(orphans=False)  # fronts write inputs before their jobs exist
+        await self.sweeper.start(orphans=False)  # fronts write inputs before their jobs exist: see `self.orphans`
+        self.orphans.start()
         self.sender.start()
         self._tasks = [asyncio.create_task(self._forever(loop, every), name=loop.__name__) for loop, every in (
             (self._take_round, 0.0), (self._lease_round, self.queue.lease / 4),
@@ -145,6 +152,7 @@ class Worker:
             await self.queue.leave()
         await self.sender.stop()
         await self.sweeper.stop()
+        await self.orphans.stop()
         await self.subscriber.stop()
         for namespace in reversed(list(self.namespaces.values())):
             await namespace.stop()
@@ -397,8 +405,22 @@ def worker_app(worker: Worker) -> web.Application:
     return app
 
 
-async def serve_worker(config: Config) -> None:
-    """Run a worker until SIGTERM or SIGINT."""
+def reload(worker: Worker, flags: Mapping[str, Any]) -> bool:
+    """SIGHUP: read the configuration again and replace what a worker keeps of it (webhook secrets,
+    storage limits); a bad one is logged and the running one kept."""
+    try:
+        config = load_config(flags)
+    except ConfigError as exc:
+        log.error("configuration reload refused, keeping the running one: %s", exc)
+        return False
+    worker.secrets.replace(config)
+    worker.storage_limits.replace(config)
+    log.info("configuration reloaded: %d appkeys", len(config.appkeys))
+    return True
+
+
+async def serve_worker(config: Config, flags: Mapping[str, Any] | None = None) -> None:
+    """Run a worker until SIGTERM or SIGINT; SIGHUP reloads the configuration `flags` name."""
     settings = cluster_settings(config)
     if not settings.enabled or not settings.storage_url:
         raise SystemExit("sami-gateway worker: set SAMI_QUEUE_URL and SAMI_STORAGE_URL")
@@ -411,6 +433,7 @@ async def serve_worker(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload, worker, dict(flags or {}))
     try:
         await worker.start()
         log.info("worker %s: /healthz and /metrics on http://%s:%d", worker.queue.name, settings.worker_host,

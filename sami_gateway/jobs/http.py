@@ -76,9 +76,14 @@ def parse_json(text: bytes, what: str) -> Any:
         raise error(Code.INVALID_PAYLOAD, f"{what} is not JSON") from exc
 
 
-def file_timeout(request: web.Request, max_bytes: int) -> float:
+def file_seconds(body_timeout: float, max_bytes: int) -> float:
     """Seconds a client has to send a file of up to `max_bytes` (an upload, a form's file part)."""
-    return request.app[CONFIG].body_timeout + SECONDS_PER_100_MB * max_bytes / 1e8
+    return body_timeout + SECONDS_PER_100_MB * max_bytes / 1e8
+
+
+def file_timeout(request: web.Request, max_bytes: int) -> float:
+    """`file_seconds` with this gateway's body timeout."""
+    return file_seconds(request.app[CONFIG].body_timeout, max_bytes)
 
 
 async def chunks(stream: Any, timeout: float) -> AsyncIterator[bytes]:

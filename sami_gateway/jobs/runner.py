@@ -192,6 +192,7 @@ class JobRunner:
         workdir = service.blobs.workdir()
         try:
             async with asyncio.timeout(service.settings.job_timeout):
+                await service.room_to_run(job)  # an appkey over its storage quota gets no more results
                 with disk_writes(f"job {job.id}"):
                     output = await self._execute(job, workdir)
                 self._on_report(output.report)

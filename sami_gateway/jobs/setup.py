@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +13,7 @@ from aiohttp import web
 from ..config import Config
 from ..metrics import Metrics
 from ..namespace import JobNamespace, Namespace
-from ..state import AUTH, CONFIG, FETCHER, JOBS, METRICS, NAMESPACES
+from ..state import CONFIG, FETCHER, JOBS, METRICS, NAMESPACES, RELOADERS
 from .blobs import LocalBlobStore
 from .model import Job
 from .routes import add_job_routes
@@ -22,8 +22,9 @@ from .service import JobService
 from .settings import job_settings
 from .signing import UrlSigner
 from .sqlite_store import SqliteJobStore
+from .storage_quota import AppkeyStorageLimits, StorageLimits
 from .sweeper import Sweeper
-from .webhooks import WebhookSender
+from .webhooks import WebhookSecrets, WebhookSender
 
 GAUGE_SECONDS = 5.0  # queue depth and oldest age are read from the store this often
 
@@ -36,12 +37,14 @@ def job_namespace(namespaces: dict[str, Namespace[Any]]) -> tuple[str, JobNamesp
     return next(iter(namespaces), ""), None
 
 
-def build_service(config: Config, namespaces: dict[str, Namespace[Any]], webhook_secret: Any) -> JobService:
+def build_service(config: Config, namespaces: dict[str, Namespace[Any]], webhook_secret: Callable[[str], str],
+                  storage_limits: Callable[[str], StorageLimits]) -> JobService:
+    """The service over SQLite and local files."""
     settings = job_settings(config)
     name, namespace = job_namespace(namespaces)
     return JobService(SqliteJobStore(settings.data_dir / "jobs.sqlite3"), LocalBlobStore(settings.data_dir),
                       settings, UrlSigner(config.token_secret), namespace, name, webhook_secret,
-                      config.max_input_bytes, f"http://{config.host}:{config.port}")
+                      config.max_input_bytes, f"http://{config.host}:{config.port}", storage_limits=storage_limits)
 
 
 def count_transition(metrics: Metrics, job: Job) -> None:
@@ -97,8 +100,10 @@ async def _jobs_ctx(app: web.Application) -> AsyncIterator[None]:
 def add_jobs(app: web.Application) -> None:
     """Routes and resources of the Jobs API (after the namespaces' context: jobs need their models)."""
     config = app[CONFIG]
-    secret = job_settings(config).webhook_secret
-    app[JOBS] = build_service(config, app[NAMESPACES], lambda appkey: app[AUTH].webhook_secret(appkey, secret))
+    secrets = WebhookSecrets(config)
+    storage_limits = AppkeyStorageLimits(config)
+    app[RELOADERS].extend([secrets.replace, storage_limits.replace])
+    app[JOBS] = build_service(config, app[NAMESPACES], secrets, storage_limits)
     app.cleanup_ctx.append(_jobs_ctx)
     add_job_routes(app)
 
@@ -109,5 +114,6 @@ def add_cluster_jobs(app: web.Application, front: Any) -> None:
     """The Jobs API of a scale-out front: the same routes over the front's shared service; the
     jobs run, their webhooks go out and they expire on the workers."""
     app[JOBS] = front.service
+    app[RELOADERS].extend([front.secrets.replace, front.storage_limits.replace])
     app.cleanup_ctx.append(front.context)
     add_job_routes(app)

@@ -20,6 +20,7 @@ from ..errors import Code, GatewayError, error
 from .blobs import FULL_RETRY_AFTER
 from .codec import NESTED, job_from_dict, job_to_dict
 from .model import Job, JobStatus, Upload, WebhookEvent
+from .storage_quota import StorageLimits, StorageUsage, exceeded
 from .store import IdempotencyMismatch, QueueHead
 
 T = TypeVar("T")
@@ -49,7 +50,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     completed_at REAL,
     expires_at REAL,
     idempotency_key TEXT,
-    idempotency_fingerprint TEXT
+    idempotency_fingerprint TEXT,
+    input_bytes INTEGER NOT NULL DEFAULT 0,
+    stored_bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_appkey ON jobs (appkey, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
@@ -66,6 +69,7 @@ CREATE TABLE IF NOT EXISTS uploads (
     size INTEGER NOT NULL DEFAULT 0,
     sha256 TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS uploads_by_appkey ON uploads (appkey);
 CREATE TABLE IF NOT EXISTS webhook_events (
     id TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -85,11 +89,12 @@ CREATE INDEX IF NOT EXISTS events_due ON webhook_events (next_attempt_at)
 
 JOB_COLUMNS = ("id", "appkey", "status", "progress", "request", "input_kind", "input_ref", "name", "metadata",
                "webhook_url", "copy_results_to", "input_info", "result", "error", "cache_hit", "attempts",
-               "created_at", "started_at", "completed_at", "expires_at")
+               "created_at", "started_at", "completed_at", "expires_at", "input_bytes", "stored_bytes")
 EVENT_COLUMNS = ("id", "job_id", "appkey", "url", "body", "created_at", "next_attempt_at", "attempts",
                  "delivered_at", "abandoned_at", "last_error")
 # Columns added since the first schema, each with its definition: added to a database that lacks them.
-MIGRATIONS = (("jobs", "idempotency_fingerprint", "TEXT"),)
+MIGRATIONS = (("jobs", "idempotency_fingerprint", "TEXT"), ("jobs", "input_bytes", "INTEGER NOT NULL DEFAULT 0"),
+              ("jobs", "stored_bytes", "INTEGER NOT NULL DEFAULT 0"))
 UPLOAD_COLUMNS = ("id", "appkey", "created_at", "expires_at", "max_bytes", "completed_at", "size", "sha256")
 
 
@@ -104,6 +109,7 @@ def _loads(text: str | None) -> Any:
 def job_row(job: Job) -> tuple[Any, ...]:
     values = job_to_dict(job)
     values["cache_hit"] = int(job.cache_hit)
+    values["stored_bytes"] = job.stored_bytes  # summed per appkey for its storage quota
     return tuple(_json(values[name]) if name in NESTED else values[name] for name in JOB_COLUMNS)
 
 
@@ -130,6 +136,21 @@ def _upload_from_row(row: sqlite3.Row) -> Upload:
 
 def _event_row(event: WebhookEvent) -> tuple[Any, ...]:
     return tuple(getattr(event, name) for name in EVENT_COLUMNS)
+
+
+def _usage(db: sqlite3.Connection, appkey: str) -> StorageUsage:
+    jobs, job_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(stored_bytes), 0) FROM jobs WHERE appkey = ?",
+                                 (appkey,)).fetchone()
+    uploads, upload_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM uploads WHERE appkey = ?",
+                                       (appkey,)).fetchone()
+    return StorageUsage(job_bytes + upload_bytes, uploads, jobs)
+
+
+def _fits(db: sqlite3.Connection, appkey: str, adding: StorageUsage, limits: StorageLimits | None) -> None:
+    """Raise StorageQuotaExceeded when `adding` does not fit the appkey's `limits` (None: no limits); inside
+    the write's transaction, which the exception rolls back."""
+    if limits is not None and (refusal := exceeded(_usage(db, appkey), adding, limits)) is not None:
+        raise refusal
 
 
 def unavailable(exc: sqlite3.OperationalError) -> GatewayError:
@@ -183,8 +204,8 @@ class SqliteJobStore:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def create_job(self, job: Job, idempotency_key: str | None = None,
-                         idempotency_since: float = 0.0, fingerprint: str = "") -> tuple[Job, bool]:
+    async def create_job(self, job: Job, idempotency_key: str | None = None, idempotency_since: float = 0.0,
+                         fingerprint: str = "", limits: StorageLimits | None = None) -> tuple[Job, bool]:
         def create(db: sqlite3.Connection) -> tuple[Job, bool]:
             if idempotency_key is not None:
                 row = db.execute("SELECT * FROM jobs WHERE appkey = ? AND idempotency_key = ?",
@@ -196,6 +217,7 @@ class SqliteJobStore:
                     return job_from_row(row), False
                 if row is not None:  # an old use of the key: it may be used again
                     db.execute("UPDATE jobs SET idempotency_key = NULL WHERE seq = ?", (row["seq"],))
+            _fits(db, job.appkey, StorageUsage(job.input_bytes, 0, 1), limits)
             placeholders = ",".join("?" * (len(JOB_COLUMNS) + 2))
             cursor = db.execute(f"INSERT INTO jobs ({','.join(JOB_COLUMNS)}, idempotency_key, "
                                 f"idempotency_fingerprint) VALUES ({placeholders})",
@@ -295,10 +317,14 @@ class SqliteJobStore:
     async def job_ids(self) -> set[str]:
         return await self._call(lambda db: {row[0] for row in db.execute("SELECT id FROM jobs")})
 
+    async def usage(self, appkey: str) -> StorageUsage:
+        return await self._call(lambda db: _usage(db, appkey))
+
     # -- uploads -----------------------------------------------------------------------------
 
-    async def create_upload(self, upload: Upload) -> None:
+    async def create_upload(self, upload: Upload, limits: StorageLimits | None = None) -> None:
         def insert(db: sqlite3.Connection) -> None:
+            _fits(db, upload.appkey, StorageUsage(0, 1, 0), limits)
             db.execute(f"INSERT INTO uploads ({','.join(UPLOAD_COLUMNS)}) VALUES "
                        f"({','.join('?' * len(UPLOAD_COLUMNS))})",
                        tuple(getattr(upload, name) for name in UPLOAD_COLUMNS))
@@ -310,8 +336,12 @@ class SqliteJobStore:
             return None if row is None else _upload_from_row(row)
         return await self._call(get)
 
-    async def complete_upload(self, upload: Upload) -> bool:
+    async def complete_upload(self, upload: Upload, limits: StorageLimits | None = None) -> bool:
         def update(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT completed_at FROM uploads WHERE id = ?", (upload.id,)).fetchone()
+            if row is None or row[0] is not None:
+                return False
+            _fits(db, upload.appkey, StorageUsage(upload.size, 0, 0), limits)
             cursor = db.execute("UPDATE uploads SET completed_at = ?, size = ?, sha256 = ?, expires_at = ? "
                                 "WHERE id = ? AND completed_at IS NULL",
                                 (upload.completed_at, upload.size, upload.sha256, upload.expires_at, upload.id))

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from ..errors import Code, GatewayError
 from .model import Job, JobStatus, Upload, WebhookEvent
+from .storage_quota import StorageLimits, StorageUsage
 
 
 class IdempotencyMismatch(GatewayError):
@@ -44,12 +45,13 @@ class JobStore(Protocol):
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def create_job(self, job: Job, idempotency_key: str | None = None,
-                         idempotency_since: float = 0.0, fingerprint: str = "") -> tuple[Job, bool]:
+    async def create_job(self, job: Job, idempotency_key: str | None = None, idempotency_since: float = 0.0,
+                         fingerprint: str = "", limits: StorageLimits | None = None) -> tuple[Job, bool]:
         """Store a new job (its `seq` assigned), or, when the appkey used `idempotency_key` for a
         job created after `idempotency_since`, that job instead: (job, created). The request's
         `fingerprint` is kept with the key; IdempotencyMismatch when the key's job was made from a
-        request of another fingerprint (one stored without a fingerprint matches any)."""
+        request of another fingerprint (one stored without a fingerprint matches any). With `limits`,
+        StorageQuotaExceeded (nothing stored) when the new job and its input do not fit the appkey's."""
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job, whoever owns it (callers check the appkey)."""
@@ -89,16 +91,21 @@ class JobStore(Protocol):
     async def job_ids(self) -> set[str]:
         """Every stored job id (for sweeping orphan files)."""
 
+    async def usage(self, appkey: str) -> StorageUsage:
+        """What the appkey holds: its uploads' and jobs' bytes (`stored_bytes`), its uploads, its jobs."""
+
     # -- uploads -----------------------------------------------------------------------------
 
-    async def create_upload(self, upload: Upload) -> None:
-        """Store a new, empty upload."""
+    async def create_upload(self, upload: Upload, limits: StorageLimits | None = None) -> None:
+        """Store a new, empty upload; with `limits`, StorageQuotaExceeded (nothing stored) when the
+        appkey holds as many uploads as they allow, or all its bytes."""
 
     async def get_upload(self, upload_id: str) -> Upload | None:
         """The upload, whoever owns it."""
 
-    async def complete_upload(self, upload: Upload) -> bool:
-        """Record its size, hash and new expiry if it was not completed yet."""
+    async def complete_upload(self, upload: Upload, limits: StorageLimits | None = None) -> bool:
+        """Record its size, hash and new expiry if it was not completed yet; with `limits`,
+        StorageQuotaExceeded (nothing recorded) when its size does not fit the appkey's bytes."""
 
     async def expired_uploads(self, now: float, limit: int) -> list[Upload]:
         """Uploads past their `expires_at`."""
