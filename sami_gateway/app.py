@@ -10,12 +10,13 @@ from aiohttp import web
 
 from .auth import Authenticator, TokenService
 from .cluster.front import ClusterFront
-from .cluster.settings import cluster_settings
 from .config import Config
+from .config.cluster import cluster_settings
 from .docs import add_docs_routes
 from .fetch import Fetcher, FetchPolicy
 from .gettoken import GetTokenService, add_gettoken_routes
 from .invoke import invoke
+from .jobs.http import JOBS
 from .jobs.setup import add_cluster_jobs, add_jobs
 from .metrics import Metrics
 from .middleware import envelope_errors, invoke_metrics
@@ -28,7 +29,6 @@ from .state import (
     CONFIG,
     FETCHER,
     FRONT,
-    JOBS,
     METRICS,
     NAMESPACES,
     QUOTAS,

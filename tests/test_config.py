@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from namespaces.music_source_separate.settings import SeparationSettings
-from sami_gateway.cluster.settings import cluster_settings
 from sami_gateway.config import Config, ConfigError, load_config, settings_table_markdown
+from sami_gateway.config.cluster import cluster_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = {"SAMI_TOKEN_SECRET": "k" * 32}

@@ -116,3 +116,81 @@ def test_the_lock_covers_every_requirement_and_is_what_is_installed() -> None:
         if installed.split("+")[0] != version:
             drift[name] = f"locked {version}, installed {installed}"
     assert not drift, f"the environment differs from constraints.txt (run bash scripts/install.sh --test): {drift}"
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the gateway and the namespace plugins, by dotted name (a package by its own)."""
+    found = {}
+    for package in ("sami_gateway", "namespaces"):
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the modules of ours it imports anywhere in its file (type-only imports too)."""
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([node.module] if node.module else [])])
+                targets |= {f"{base}.{alias.name}" for alias in node.names} | {base}
+        edges = set()
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name and not name.startswith(target + "."):  # a package's own parents
+                edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(graph.get(start, ()))
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph.get(node, ()))
+    return seen
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of nodes that reach each other (a few hundred modules: every pair is cheap)."""
+    reach = {node: _reachable(graph, node) for node in graph}
+    groups = {tuple(sorted({node} | {other for other in reach[node] if node in reach[other]}))
+              for node in graph if node in reach[node]}
+    return sorted(list(group) for group in groups)
+
+
+def _package_of(module: str) -> str:
+    """The unit of the package-level graph: each top-level module or subpackage of the gateway, and
+    of the namespace plugin."""
+    parts = module.split(".")
+    return ".".join(parts[:2] if parts[0] == "sami_gateway" else parts[:3])
+
+
+def test_no_import_cycle_between_modules_or_packages() -> None:
+    """Each layer imports only those below it: a cycle would make the layers one knot."""
+    graph = _import_graph(_modules())
+    assert _cycles(graph) == [], "modules importing each other"
+    packages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        unit = _package_of(module)
+        packages.setdefault(unit, set()).update(
+            _package_of(target) for target in targets if _package_of(target) != unit)
+    assert _cycles(packages) == [], "packages importing each other"
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []

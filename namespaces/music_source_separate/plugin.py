@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import torch
 
 from sami_gateway.config import Config, ConfigError
-from sami_gateway.jobs.settings import job_settings
+from sami_gateway.config.jobs import job_settings
 from sami_gateway.namespace import Call, JobCall, JobOutput, NamespaceStartError, Result, RunReport
 from sami_gateway.scheduler import Scheduler, lower_thread_priority
 

@@ -8,8 +8,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ..config import Config
+from ..config.cluster import ClusterSettings
+from ..config.jobs import job_settings
 from ..jobs.service import JobService
-from ..jobs.settings import job_settings
 from ..jobs.setup import job_namespace, set_queue_gauges
 from ..jobs.signing import UrlSigner
 from ..jobs.storage_quota import AppkeyStorageLimits
@@ -18,7 +19,6 @@ from ..metrics import Metrics
 from ..namespace import Namespace
 from .redis_store import RedisJobStore
 from .s3_blobs import ReadKey, S3BlobStore
-from .settings import ClusterSettings
 from .workqueue import WorkQueue
 
 

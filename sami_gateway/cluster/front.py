@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from ..config import Config
+from ..config.cluster import cluster_settings
 from ..errors import Code, GatewayError, error
 from ..jobs.service import JobService
 from ..jobs.storage_quota import AppkeyStorageLimits
@@ -26,7 +27,6 @@ from .cluster_service import build_cluster_service, publish_gauges
 from .redis_client import redis_client, redis_unavailable
 from .redis_quota import RedisQuotas
 from .remote_invoke import InvokeDispatcher, remote
-from .settings import cluster_settings
 from .subscriber import Subscriber
 from .worker import worker_name
 from .workqueue import WorkQueue

@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from ..config import Config, ConfigError, load_config
+from ..config.cluster import cluster_settings
 from ..errors import Code, GatewayError, error, store_trouble
 from ..fetch import Fetcher, FetchPolicy
 from ..jobs.model import Job, JobStatus
@@ -46,7 +47,6 @@ from .cluster_service import build_cluster_service, publish_gauges
 from .orphans import OrphanSweeper, orphan_grace
 from .redis_client import redis_client, redis_unavailable
 from .remote_invoke import KEEP_SECONDS, InvokeRequest, encode_error, encode_result
-from .settings import cluster_settings
 from .subscriber import Subscriber
 from .workqueue import Work, WorkQueue
 

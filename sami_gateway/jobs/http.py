@@ -12,9 +12,10 @@ from aiohttp import web
 from ..auth import Authorization
 from ..body import BodyTimeout, BodyTooLarge, BodyUnreadable, read_capped
 from ..errors import Code, error
-from ..state import AUTH, CONFIG, CONTEXT, JOBS
+from ..state import AUTH, CONFIG, CONTEXT
 from .service import JobService
 
+JOBS = web.AppKey("jobs", JobService)  # the app's Jobs API service
 PREFIXES = ("/api/v1/jobs", "/api/v1/uploads", "/api/v1/models")  # answered with the Jobs API's error JSON
 CURSOR_PATTERN = "^[0-9]{0,18}$"  # a job list's cursor: where the previous page ended (empty: the first page)
 SECONDS_PER_100_MB = 1.0  # a file's time allowance grows with its size beyond the body timeout

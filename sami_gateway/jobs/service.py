@@ -16,13 +16,13 @@ from typing import Any
 import orjson
 
 from ..auth import Authorization
+from ..config.jobs import JobSettings
 from ..errors import Code, GatewayError, error
 from ..namespace import JobNamespace
 from .blobs import BlobStore, Written
 from .model import InputKind, Job, JobStatus, StoredResult, Upload, WebhookEvent, media_type
 from .notify import JobEvents
 from .requests import JobRequest, fingerprint
-from .settings import JobSettings
 from .signing import UrlSigner
 from .storage_quota import StorageLimits, StorageQuotaExceeded, StorageUsage, exceeded, over
 from .store import IdempotencyMismatch, JobStore

@@ -11,15 +11,16 @@ from typing import Any
 from aiohttp import web
 
 from ..config import Config
+from ..config.jobs import job_settings
 from ..metrics import Metrics
 from ..namespace import JobNamespace, Namespace
-from ..state import CONFIG, FETCHER, JOBS, METRICS, NAMESPACES, RELOADERS
+from ..state import CONFIG, FETCHER, METRICS, NAMESPACES, RELOADERS
 from .blobs import LocalBlobStore
+from .http import JOBS
 from .model import Job
 from .routes import add_job_routes
 from .runner import JobRunner
 from .service import JobService
-from .settings import job_settings
 from .signing import UrlSigner
 from .sqlite_store import SqliteJobStore
 from .storage_quota import AppkeyStorageLimits, StorageLimits

@@ -14,14 +14,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..config.jobs import JobSettings, job_settings
 from ..errors import Code, GatewayError
-from .settings import JobSettings, job_settings
 
 # Room comes back when the appkey deletes something (it may retry at once then) or when something of
 # it expires, hours after it was made by default: an earlier retry would rarely find any.
 RETRY_AFTER_SECONDS = 300
 DEFAULT_SHARE = 4  # by default an appkey may hold a quarter of the data folder's disk
-LIMIT_NAMES = {"storage_bytes": "stored_bytes", "max_uploads": "uploads", "max_stored_jobs": "jobs"}  # TOML keys
 NAMES = {"stored_bytes": "bytes", "uploads": "uploads", "jobs": "jobs"}  # as the error JSON says them
 
 
@@ -96,19 +95,6 @@ def default_limits(settings: JobSettings) -> StorageLimits:
     """The limits of an appkey without its own: the settings', the bytes measured when not set."""
     stored = settings.storage_bytes_per_appkey or default_storage_bytes(settings.data_dir)
     return StorageLimits(stored, settings.max_uploads_per_appkey, settings.max_stored_jobs_per_appkey)
-
-
-def parse_overrides(spec: Mapping[str, Any], appkey: str) -> dict[str, int]:
-    """An `[appkeys.K]` table's storage limits (`storage_bytes`, `max_uploads`, `max_stored_jobs`),
-    as fields of `StorageLimits`."""
-    own = {}
-    for key, field in LIMIT_NAMES.items():
-        if key in spec:
-            value = spec[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"appkey {appkey!r}: {key} must be a positive integer")
-            own[field] = value
-    return own
 
 
 class AppkeyStorageLimits:

@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..config.jobs import JobSettings, job_settings
 from ..errors import GatewayError
 from ..fetch import Fetcher
 from .model import Job, WebhookEvent
-from .settings import JobSettings, job_settings
 from .store import JobStore
 
 log = logging.getLogger(__name__)

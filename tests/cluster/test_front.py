@@ -23,8 +23,8 @@ from sami_gateway.cluster.servers import S3_READ_ACCESS_KEY, S3_READ_SECRET_KEY,
 from sami_gateway.cluster.workqueue import WorkQueue
 from sami_gateway.config import Config, load_config
 from sami_gateway.jobs import sse
+from sami_gateway.jobs.http import JOBS
 from sami_gateway.jobs.model import InputKind, Job, JobStatus, StoredResult
-from sami_gateway.state import JOBS
 from tests.conftest import SECRET
 from tests.jobs.conftest import SECRET as JOBS_SECRET
 from tests.jobs.stand_in import NS, EchoJobs

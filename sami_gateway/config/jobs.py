@@ -95,3 +95,20 @@ def job_settings(config: Any) -> JobSettings:
     sections = getattr(config, "sections", {})
     settings = sections.get(SETTINGS.name)
     return settings if isinstance(settings, JobSettings) else JobSettings(**SETTINGS.defaults({}))
+
+
+# `[appkeys.K]` keys of an appkey's own storage limits, and the fields of StorageLimits they set.
+LIMIT_NAMES = {"storage_bytes": "stored_bytes", "max_uploads": "uploads", "max_stored_jobs": "jobs"}
+
+
+def parse_overrides(spec: Mapping[str, Any], appkey: str) -> dict[str, int]:
+    """An `[appkeys.K]` table's storage limits (`storage_bytes`, `max_uploads`, `max_stored_jobs`),
+    as fields of `StorageLimits`."""
+    own = {}
+    for key, field in LIMIT_NAMES.items():
+        if key in spec:
+            value = spec[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"appkey {appkey!r}: {key} must be a positive integer")
+            own[field] = value
+    return own
