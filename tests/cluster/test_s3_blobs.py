@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import mmap
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -275,3 +276,21 @@ async def test_unreachable_endpoint_is_a_503(make_store: MakeStore, monkeypatch:
         await store.ping()
     assert caught.value.code is Code.BACKEND_UNAVAILABLE
     assert caught.value.detail == "object storage: EndpointConnectionError"
+
+
+async def test_storage_calls_do_not_wait_for_the_loops_default_threads(make_store: MakeStore) -> None:
+    """Audio decoding, encoding and file work use the event loop's default threads; when every one
+    is busy, a storage call (a readiness probe, a job's input) still goes through at once."""
+    store = await make_store()
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    busy = [loop.run_in_executor(None, release.wait, 30) for _ in range(64)]  # more than the pool has
+    try:
+        began = time.monotonic()
+        await asyncio.wait_for(store.put_bytes("inputs/busy", b"x" * 1000), 10)
+        assert await content(store, "inputs/busy") == b"x" * 1000
+        await asyncio.wait_for(store.ping(), 10)
+        assert time.monotonic() - began < 5
+    finally:
+        release.set()
+        await asyncio.gather(*busy)
