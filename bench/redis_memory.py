@@ -43,8 +43,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.scale import APPKEYS, base_env, token, versions  # noqa: E402
-from sami_gateway.cluster.servers import redis_server, s3_server  # noqa: E402
 from tests.cluster.stack import Stack  # noqa: E402
+from tests.servers import redis_server, s3_server  # noqa: E402
 
 RATE, CHANNELS, SAMPLE_BYTES = 96_000, 2, 8  # WAV DOUBLE: 1.536 MB per second of audio
 SAMPLE_SECONDS = 0.01

@@ -12,11 +12,11 @@ from aiohttp.test_utils import TestClient
 
 from sami_gateway.app import create_app
 from sami_gateway.cluster.redis_client import redis_client
-from sami_gateway.cluster.servers import Server, redis_server, s3_server
 from sami_gateway.cluster.workqueue import WorkQueue
 from sami_gateway.config import Config, load_config
 from tests.conftest import SECRET
 from tests.jobs.stand_in import NS, EchoJobs
+from tests.servers import Server, redis_server, s3_server
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,6 @@ from aiohttp.test_utils import TestClient
 from sami_gateway.app import create_app
 from sami_gateway.auth import TokenService
 from sami_gateway.cluster.redis_client import redis_client
-from sami_gateway.cluster.servers import S3_READ_ACCESS_KEY, S3_READ_SECRET_KEY, Server
 from sami_gateway.cluster.workqueue import WorkQueue
 from sami_gateway.config import Config, load_config
 from sami_gateway.jobs import sse
@@ -29,6 +28,7 @@ from tests.conftest import SECRET
 from tests.jobs.conftest import SECRET as JOBS_SECRET
 from tests.jobs.stand_in import NS, EchoJobs
 from tests.jobs.test_api import idempotency_is_kept_per_request, two_puts_to_one_upload
+from tests.servers import S3_READ_ACCESS_KEY, S3_READ_SECRET_KEY, Server
 
 Front = tuple[TestClient, aioredis.Redis, Config]
 

@@ -18,9 +18,9 @@ import boto3
 import pytest
 
 from sami_gateway.cluster.s3_blobs import ReadKey, S3BlobStore
-from sami_gateway.cluster.servers import S3_READ_ACCESS_KEY, S3_READ_SECRET_KEY, Server, free_port
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.jobs.blobs import BlobTooLarge, Written
+from tests.servers import S3_READ_ACCESS_KEY, S3_READ_SECRET_KEY, Server, free_port
 
 MakeStore = Callable[..., Awaitable[S3BlobStore]]
 

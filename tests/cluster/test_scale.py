@@ -25,9 +25,9 @@ import pytest
 import requests
 from sami_client import SamiClient, WebhookVerificationError, verify_webhook
 
-from sami_gateway.cluster.servers import Server
 from tests.conftest import APPKEY, ROOT, Gateway, gateway_env, issue_token, wav_bytes
 from tests.jobs.live import TERMINAL, WEBHOOK_SECRET, Receiver, audio_of, parse_metrics, song, wait_for
+from tests.servers import Server
 
 from .stack import Role, Stack
 

@@ -13,7 +13,6 @@ import pytest
 
 from sami_gateway.cluster import keys
 from sami_gateway.cluster.remote_invoke import InvokeRequest, decode_answer
-from sami_gateway.cluster.servers import Server
 from sami_gateway.cluster.worker import Worker
 from sami_gateway.cluster.workqueue import WorkQueue
 from sami_gateway.config import load_config
@@ -21,6 +20,7 @@ from sami_gateway.errors import Code, GatewayError
 from sami_gateway.jobs.model import InputKind, Job, JobStatus
 from tests.conftest import SECRET
 from tests.jobs.stand_in import NS, EchoJobs
+from tests.servers import Server
 
 LEASE = 0.2
 

@@ -10,9 +10,9 @@ import redis.asyncio as aioredis
 
 from sami_gateway.cluster import keys
 from sami_gateway.cluster.redis_client import redis_client
-from sami_gateway.cluster.servers import Server
 from sami_gateway.cluster.workqueue import WorkQueue
 from sami_gateway.errors import Code, GatewayError
+from tests.servers import Server
 
 
 @pytest.fixture
