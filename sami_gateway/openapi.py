@@ -132,15 +132,18 @@ def operation(op_id: str, tag: str, summary: str, responses: dict[str, Any], *,
 
 
 def _sami_paths() -> dict[str, Any]:
-    routing = [param(name, "query", {"type": "string"}, f"`{name}`, here or in the body")
-               for name in ("appkey", "token", "namespace")]
-    routing.append(param("version", "query", {"type": "string", "enum": ["v4"]}))
     invoke = operation(
         "invoke", "SAMI", "Run a namespace on the input (SAMI invoke)", {
             "200": json_body(ref("InvokeReply"), "the result", EXAMPLES["InvokeReply"]),
             **sami_errors(*INVOKE_CODES)},
-        security=ANONYMOUS, parameters=routing,
-        description="Credentials travel as `appkey`/`token` in the query or the body, never in a header.",
+        security=ANONYMOUS,
+        # The routing fields are described where Python and Node clients send them, the body. The
+        # official Go SDK sends them as query parameters of the same names instead; a field sent in
+        # both places must be equal, a rule between the query and the body that OpenAPI cannot state.
+        description="Credentials travel as `appkey`/`token`, never in a header. `appkey`, `token`, "
+                    "`namespace` and `version` go in the body as below, or as query parameters of the same "
+                    "names (the official Go SDK sends them there); a field sent in both places must be equal "
+                    "(else 400 `40000000`).",
         requestBody={"required": True, "content": {JSON: {
             "schema": ref("InvokeRequest"), "example": EXAMPLES["InvokeRequest"]}}})
     get_token = operation(

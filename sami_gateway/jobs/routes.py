@@ -138,8 +138,11 @@ async def submit_job(request: web.Request) -> web.Response:
 
 
 def _statuses(text: str) -> list[JobStatus]:
+    """`status=a,b`: those statuses; absent or empty: all. An empty item (`status=a,`) is a mistake."""
+    if not text:
+        return []
     try:
-        return [JobStatus(item.strip()) for item in text.split(",") if item.strip()]
+        return [JobStatus(item.strip()) for item in text.split(",")]
     except ValueError:
         raise error(Code.ILLEGAL_PAYLOAD, f"status must be among {[s.value for s in JobStatus]}") from None
 

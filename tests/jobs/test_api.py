@@ -165,6 +165,9 @@ async def test_list_filters_and_pages_newest_first(make_client: MakeClient) -> N
     failed = await (await client.get("/api/v1/jobs?status=failed,cancelled", headers=bearer())).json()
     assert failed["jobs"] == []
     await error_of(await client.get("/api/v1/jobs?status=done", headers=bearer()), 400, 40000022)
+    for listed in ("status=,", "status=succeeded,", "status=,failed"):  # an empty item: not a status
+        await error_of(await client.get(f"/api/v1/jobs?{listed}", headers=bearer()), 400, 40000022)
+    assert len((await (await client.get("/api/v1/jobs?status=", headers=bearer())).json())["jobs"]) == 5
     await error_of(await client.get("/api/v1/jobs?limit=0", headers=bearer()), 400, 40000022)
     await error_of(await client.get("/api/v1/jobs?cursor=%%%", headers=bearer()), 400, 40000022)
     for refused in ("__main__", "-1", "1e3", "\u0661", "1" * 19):  # not what the document's pattern allows
