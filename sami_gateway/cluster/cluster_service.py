@@ -19,7 +19,7 @@ from ..metrics import Metrics
 from ..namespace import Namespace
 from .redis_store import RedisJobStore
 from .s3_blobs import ReadKey, S3BlobStore
-from .workqueue import WorkQueue
+from .workqueue import RedisWorkQueue
 
 
 def build_cluster_service(config: Config, client: aioredis.Redis, namespaces: dict[str, Namespace[Any]],
@@ -35,7 +35,7 @@ def build_cluster_service(config: Config, client: aioredis.Redis, namespaces: di
                       storage_limits=storage_limits)
 
 
-async def publish_gauges(queue: WorkQueue, service: JobService, metrics: Metrics) -> int:
+async def publish_gauges(queue: RedisWorkQueue, service: JobService, metrics: Metrics) -> int:
     """The shared queue's depth and age per class, workers alive, and the Jobs API's queued jobs,
     from Redis into `metrics`; the number of workers alive."""
     for cls, depth in (await queue.depth()).items():

@@ -9,10 +9,12 @@ work, scored by when each was last served, so the least recently served goes fir
 
 from __future__ import annotations
 
+from ..work.queue import CLASSES as CLASSES  # the classes and kinds of work, named once for both back-ends
+from ..work.queue import INVOKE as INVOKE
+from ..work.queue import JOB as JOB
+
 PREFIX = "sami:"
 GROUP = "workers"
-CLASSES = ("interactive", "batch")  # taken in this order: invoke before jobs
-INVOKE, JOB = "invoke", "job"  # the kinds of work
 
 
 def stream(cls: str, appkey: str) -> str:

@@ -500,11 +500,6 @@ class RedisJobStore:
     async def was_deleted(self, job_id: str) -> bool:
         return bool(await self._client.exists(deleted_key(job_id)))
 
-    async def requeue_interrupted(self, max_attempts: int) -> tuple[list[Job], list[Job]]:
-        """Nothing to do: in scale-out mode a crashed worker's work comes back through the queue's
-        leases (its unacknowledged entry is taken over), not through the store. ([], [])."""
-        return [], []
-
     @_unavailable_as_503
     async def expired_jobs(self, now: float, limit: int) -> list[Job]:
         return [_job(fields) for fields in await self._expired_jobs(args=[now, limit])]

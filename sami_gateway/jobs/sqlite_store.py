@@ -1,4 +1,5 @@
-"""The embedded job store: SQLite in WAL mode, one connection on one thread of its own.
+"""The embedded job store: SQLite in WAL mode, one connection on one thread of its own; the work
+queue of the single process (`sqlite_queue.py`) lives in the same database.
 
 Every write is one transaction committed with `synchronous=FULL`: a job answered 201 is on disk,
 and survives the process being killed at any moment (or the machine losing power).
@@ -17,9 +18,11 @@ from typing import Any, TypeVar
 import orjson
 
 from ..errors import Code, GatewayError, error
+from ..work.queue import BATCH, JOB
 from .blobs import FULL_RETRY_AFTER
 from .codec import NESTED, job_from_dict, job_to_dict
 from .model import Job, JobStatus, Upload, WebhookEvent
+from .sqlite_queue import WORK_SCHEMA, SqliteWorkQueue, add_work, queue_active_jobs
 from .storage_quota import StorageLimits, StorageUsage, exceeded
 from .store import IdempotencyMismatch, QueueHead
 
@@ -170,7 +173,8 @@ class SqliteJobStore:
         self._db: sqlite3.Connection | None = None
         self._deleted: OrderedDict[str, None] = OrderedDict()  # ids deleted lately, oldest first
 
-    async def _call(self, func: Callable[[sqlite3.Connection], T]) -> T:
+    async def transact(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        """`func` of the connection as one transaction, on the store's thread."""
         def run() -> T:
             assert self._db is not None, "the store is not open"
             with self._db:  # one transaction: committed, or rolled back on an exception
@@ -188,11 +192,18 @@ class SqliteJobStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(SCHEMA)
+            had_work = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'work'").fetchone() is not None
+            db.executescript(SCHEMA + WORK_SCHEMA)
             with db:
                 migrate(db)
+                if not had_work:
+                    queue_active_jobs(db)
             self._db = db
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    def work_queue(self, name: str) -> SqliteWorkQueue:
+        """The work queue in this database, as the holder `name`."""
+        return SqliteWorkQueue(self.transact, name)
 
     async def close(self) -> None:
         def disconnect() -> None:
@@ -222,14 +233,15 @@ class SqliteJobStore:
             cursor = db.execute(f"INSERT INTO jobs ({','.join(JOB_COLUMNS)}, idempotency_key, "
                                 f"idempotency_fingerprint) VALUES ({placeholders})",
                                 (*job_row(job), idempotency_key, fingerprint if idempotency_key else None))
+            add_work(db, BATCH, job.appkey, JOB, job.id, job.created_at)  # a job exists with its queue entry
             return job.with_(seq=cursor.lastrowid), True
-        return await self._call(create)
+        return await self.transact(create)
 
     async def get_job(self, job_id: str) -> Job | None:
         def get(db: sqlite3.Connection) -> Job | None:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             return None if row is None else job_from_row(row)
-        return await self._call(get)
+        return await self.transact(get)
 
     async def list_jobs(self, appkey: str, statuses: Collection[JobStatus], limit: int,
                         before_seq: int | None = None) -> list[Job]:
@@ -245,7 +257,7 @@ class SqliteJobStore:
             query += " ORDER BY seq DESC LIMIT ?"
             args.append(limit)
             return [job_from_row(row) for row in db.execute(query, args)]
-        return await self._call(select)
+        return await self.transact(select)
 
     async def queue_heads(self) -> list[QueueHead]:
         def heads(db: sqlite3.Connection) -> list[QueueHead]:
@@ -254,13 +266,13 @@ class SqliteJobStore:
                 "(SELECT appkey, MIN(seq) AS first, COUNT(*) AS queued FROM jobs WHERE status = 'queued' "
                 "GROUP BY appkey) q ON j.seq = q.first ORDER BY j.seq")
             return [QueueHead(*row) for row in rows]
-        return await self._call(heads)
+        return await self.transact(heads)
 
     async def oldest_queued(self) -> float | None:
         def oldest(db: sqlite3.Connection) -> float | None:
             row = db.execute("SELECT MIN(created_at) FROM jobs WHERE status = 'queued'").fetchone()
             return None if row is None else row[0]
-        return await self._call(oldest)
+        return await self.transact(oldest)
 
     async def transition(self, job: Job, from_statuses: Collection[JobStatus],
                          event: WebhookEvent | None = None) -> bool:
@@ -277,13 +289,13 @@ class SqliteJobStore:
                 db.execute(f"INSERT INTO webhook_events ({','.join(EVENT_COLUMNS)}) "
                            f"VALUES ({','.join('?' * len(EVENT_COLUMNS))})", _event_row(event))
             return True
-        return await self._call(write)
+        return await self.transact(write)
 
     async def set_progress(self, job_id: str, progress: float) -> None:
         def write(db: sqlite3.Connection) -> None:
             db.execute("UPDATE jobs SET progress = MAX(progress, ?) WHERE id = ? AND status = 'processing'",
                        (progress, job_id))
-        await self._call(write)
+        await self.transact(write)
 
     async def delete_job(self, job_id: str) -> None:
         def delete(db: sqlite3.Connection) -> None:
@@ -292,33 +304,23 @@ class SqliteJobStore:
         self._deleted[job_id] = None  # before: a reader that finds the job gone finds it deleted
         if len(self._deleted) > DELETED_REMEMBERED:
             self._deleted.popitem(last=False)
-        await self._call(delete)
+        await self.transact(delete)
 
     async def was_deleted(self, job_id: str) -> bool:
         return job_id in self._deleted
-
-    async def requeue_interrupted(self, max_attempts: int) -> tuple[list[Job], list[Job]]:
-        def requeue(db: sqlite3.Connection) -> tuple[list[Job], list[Job]]:
-            rows = [job_from_row(row) for row in db.execute("SELECT * FROM jobs WHERE status = 'processing'")]
-            again = [job for job in rows if job.attempts < max_attempts]
-            db.executemany("UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ?",
-                           [(job.id,) for job in again])
-            return [job.with_(status=JobStatus.QUEUED, started_at=None) for job in again], \
-                [job for job in rows if job.attempts >= max_attempts]
-        return await self._call(requeue)
 
     async def expired_jobs(self, now: float, limit: int) -> list[Job]:
         def select(db: sqlite3.Connection) -> list[Job]:
             rows = db.execute("SELECT * FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ? "
                               "ORDER BY expires_at LIMIT ?", (now, limit))
             return [job_from_row(row) for row in rows]
-        return await self._call(select)
+        return await self.transact(select)
 
     async def job_ids(self) -> set[str]:
-        return await self._call(lambda db: {row[0] for row in db.execute("SELECT id FROM jobs")})
+        return await self.transact(lambda db: {row[0] for row in db.execute("SELECT id FROM jobs")})
 
     async def usage(self, appkey: str) -> StorageUsage:
-        return await self._call(lambda db: _usage(db, appkey))
+        return await self.transact(lambda db: _usage(db, appkey))
 
     # -- uploads -----------------------------------------------------------------------------
 
@@ -328,13 +330,13 @@ class SqliteJobStore:
             db.execute(f"INSERT INTO uploads ({','.join(UPLOAD_COLUMNS)}) VALUES "
                        f"({','.join('?' * len(UPLOAD_COLUMNS))})",
                        tuple(getattr(upload, name) for name in UPLOAD_COLUMNS))
-        await self._call(insert)
+        await self.transact(insert)
 
     async def get_upload(self, upload_id: str) -> Upload | None:
         def get(db: sqlite3.Connection) -> Upload | None:
             row = db.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
             return None if row is None else _upload_from_row(row)
-        return await self._call(get)
+        return await self.transact(get)
 
     async def complete_upload(self, upload: Upload, limits: StorageLimits | None = None) -> bool:
         def update(db: sqlite3.Connection) -> bool:
@@ -346,19 +348,19 @@ class SqliteJobStore:
                                 "WHERE id = ? AND completed_at IS NULL",
                                 (upload.completed_at, upload.size, upload.sha256, upload.expires_at, upload.id))
             return cursor.rowcount == 1
-        return await self._call(update)
+        return await self.transact(update)
 
     async def expired_uploads(self, now: float, limit: int) -> list[Upload]:
         def select(db: sqlite3.Connection) -> list[Upload]:
             rows = db.execute("SELECT * FROM uploads WHERE expires_at <= ? ORDER BY expires_at LIMIT ?", (now, limit))
             return [_upload_from_row(row) for row in rows]
-        return await self._call(select)
+        return await self.transact(select)
 
     async def delete_upload(self, upload_id: str) -> None:
-        await self._call(lambda db: db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)))
+        await self.transact(lambda db: db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)))
 
     async def upload_ids(self) -> set[str]:
-        return await self._call(lambda db: {row[0] for row in db.execute("SELECT id FROM uploads")})
+        return await self.transact(lambda db: {row[0] for row in db.execute("SELECT id FROM uploads")})
 
     # -- webhook events ----------------------------------------------------------------------
 
@@ -367,14 +369,14 @@ class SqliteJobStore:
             rows = db.execute("SELECT * FROM webhook_events WHERE delivered_at IS NULL AND abandoned_at IS NULL "
                               "AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?", (now, limit))
             return [_event_from_row(row) for row in rows]
-        return await self._call(select)
+        return await self.transact(select)
 
     async def next_event_at(self) -> float | None:
         def select(db: sqlite3.Connection) -> float | None:
             row = db.execute("SELECT MIN(next_attempt_at) FROM webhook_events "
                              "WHERE delivered_at IS NULL AND abandoned_at IS NULL").fetchone()
             return None if row is None else row[0]
-        return await self._call(select)
+        return await self.transact(select)
 
     async def event_attempted(self, event: WebhookEvent) -> None:
         def update(db: sqlite3.Connection) -> None:
@@ -382,11 +384,11 @@ class SqliteJobStore:
                        "abandoned_at = ?, last_error = ? WHERE id = ?",
                        (event.attempts, event.next_attempt_at, event.delivered_at, event.abandoned_at,
                         event.last_error, event.id))
-        await self._call(update)
+        await self.transact(update)
 
     async def events_of(self, job_id: str) -> list[WebhookEvent]:
         """Every event of a job, delivered or not (tests and diagnostics)."""
         def select(db: sqlite3.Connection) -> list[WebhookEvent]:
             rows = db.execute("SELECT * FROM webhook_events WHERE job_id = ? ORDER BY created_at", (job_id,))
             return [_event_from_row(row) for row in rows]
-        return await self._call(select)
+        return await self.transact(select)

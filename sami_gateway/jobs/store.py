@@ -51,7 +51,8 @@ class JobStore(Protocol):
         job created after `idempotency_since`, that job instead: (job, created). The request's
         `fingerprint` is kept with the key; IdempotencyMismatch when the key's job was made from a
         request of another fingerprint (one stored without a fingerprint matches any). With `limits`,
-        StorageQuotaExceeded (nothing stored) when the new job and its input do not fit the appkey's."""
+        StorageQuotaExceeded (nothing stored) when the new job and its input do not fit the appkey's.
+        A new job's entry in the work queue is added with it (`work/queue.py`)."""
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job, whoever owns it (callers check the appkey)."""
@@ -80,10 +81,6 @@ class JobStore(Protocol):
     async def was_deleted(self, job_id: str) -> bool:
         """Whether `delete_job` removed the job lately (a DELETE, or expiry): a job that is gone
         without it (its state lost with the store's) is not."""
-
-    async def requeue_interrupted(self, max_attempts: int) -> tuple[list[Job], list[Job]]:
-        """At start: jobs left `processing` by a crash go back to `queued`, or are returned to be
-        failed once they have used `max_attempts` runs: (requeued, exhausted)."""
 
     async def expired_jobs(self, now: float, limit: int) -> list[Job]:
         """Terminal jobs whose `expires_at` has passed."""

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 from sami_gateway.app import create_app
 from sami_gateway.auth import TokenService
 from sami_gateway.cluster.redis_client import redis_client
-from sami_gateway.cluster.workqueue import WorkQueue
+from sami_gateway.cluster.workqueue import RedisWorkQueue
 from sami_gateway.config import Config, load_config
 from sami_gateway.jobs import sse
 from sami_gateway.jobs.http import JOBS
@@ -73,7 +73,7 @@ async def test_an_event_stream_whose_job_redis_lost_says_it_was_lost(front: Fron
     assert failure["message"] == "the job is no longer known (its state was lost)"
     missing = await http.get(f"/api/v1/jobs/{job_id}", headers=bearer())  # and the front keeps serving
     assert missing.status == 404 and (await missing.json())["error"]["status_code"] == 40400002
-    await WorkQueue(client, "paused-worker", 60).heartbeat()
+    await RedisWorkQueue(client, "paused-worker", 60).heartbeat()
     assert await submitted(http)
 
 

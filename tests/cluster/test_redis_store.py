@@ -345,7 +345,6 @@ async def test_creating_a_job_enqueues_its_work_once(client: Redis) -> None:
     assert abs(int(fields[b"enqueued"]) / 1000 - time.time()) < 60  # ms
     assert await client.zscore(keys.ready("batch"), "acme") is not None
     assert await client.sismember(keys.STREAMS, keys.stream("batch", "acme"))
-    assert await store.requeue_interrupted(3) == ([], [])
 
 
 async def test_deleting_leaves_nothing_of_a_job_or_upload_behind(client: Redis) -> None:
