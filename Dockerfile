@@ -5,7 +5,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     SAMI_HOST=0.0.0.0 SAMI_PORT=8080 SAMI_MODEL_DIR=/models SAMI_DATA_DIR=/data
 
 WORKDIR /app
-# The CPU build of torch first, so the project's requirements keep it.
+# The CPU build of torch first, so the project's requirements keep it; everything else at the
+# versions in constraints.txt, which CI tested.
+COPY constraints.txt ./
 RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY sami_gateway ./sami_gateway
@@ -15,7 +17,7 @@ COPY sdk/python ./sdk/python
 # ($XDG_CACHE_HOME/sami-gateway/native).
 ENV XDG_CACHE_HOME=/var/cache/sami
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
-    && pip install ./sdk/python . && useradd --system --uid 10001 --home-dir /app sami \
+    && pip install -c constraints.txt ./sdk/python . && useradd --system --uid 10001 --home-dir /app sami \
     && python -c "from namespaces.music_source_separate import native; native.build('/var/cache/sami/sami-gateway/native')" \
     && mkdir -p /models /data && chown sami /models /data && chown -R sami /var/cache/sami
 

@@ -37,9 +37,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from sami_gateway.cluster.servers import Server, free_port, redis_server, s3_server  # noqa: E402
 from tests.cluster.stack import Role, Stack  # noqa: E402
 from tests.jobs.live import song  # noqa: E402
+from tests.servers import Server, free_port, redis_server, s3_server  # noqa: E402
 
 SECRET = "scale-bench-secret-0123456789abcdef0123"
 APPKEYS = ("bench-a", "bench-b", "bench-c")

@@ -10,12 +10,13 @@ from aiohttp import web
 
 from .auth import Authenticator, TokenService
 from .cluster.front import ClusterFront
-from .cluster.settings import cluster_settings
 from .config import Config
+from .config.cluster import cluster_settings
 from .docs import add_docs_routes
 from .fetch import Fetcher, FetchPolicy
 from .gettoken import GetTokenService, add_gettoken_routes
 from .invoke import invoke
+from .jobs.http import JOBS
 from .jobs.setup import add_cluster_jobs, add_jobs
 from .metrics import Metrics
 from .middleware import envelope_errors, invoke_metrics
@@ -28,11 +29,11 @@ from .state import (
     CONFIG,
     FETCHER,
     FRONT,
-    JOBS,
     METRICS,
     NAMESPACES,
     QUOTAS,
     READY,
+    RELOADERS,
     SCHEDULER,
     STREAMS,
     Readiness,
@@ -128,6 +129,7 @@ def create_app(config: Config, namespaces: dict[str, Namespace[Any]] | None = No
     app[QUOTAS] = QuotaTracker() if front is None else front.quotas
     app[STREAMS] = StreamSlots()  # this process's, a front's too
     app[AUTH] = Authenticator(config.appkeys, TokenService.from_config(config), namespaces, config.default_quota)
+    app[RELOADERS] = []
     app[FETCHER] = Fetcher(FetchPolicy.from_entries(config.fetch_allow),
                            config.fetch_connect_timeout, config.fetch_timeout)
     app[METRICS] = metrics

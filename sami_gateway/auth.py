@@ -52,17 +52,18 @@ class TokenService:
 
     def subject(self, token: str) -> str:
         """The appkey a valid token is bound to (a Bearer token names no appkey beside it)."""
-        try:
-            subject = jwt.decode(token, options={"verify_signature": False}).get("sub")
-        except jwt.PyJWTError as exc:
-            raise error(Code.DENIED_ACCESS, "IllegalToken") from exc
-        if not isinstance(subject, str) or not subject:
-            raise error(Code.DENIED_ACCESS, "IllegalToken")
-        self.verify(token, subject)
+        subject: str = self._claims(token)["sub"]
         return subject
 
     def verify(self, token: str, appkey: str) -> dict[str, Any]:
         """The token's claims if it is valid now and bound to `appkey`."""
+        claims = self._claims(token)
+        if not hmac.compare_digest(claims["sub"].encode(), appkey.encode()):
+            raise error(Code.DENIED_ACCESS, "IllegalToken")
+        return claims
+
+    def _claims(self, token: str) -> dict[str, Any]:
+        """The claims of a token valid now, decoded and verified once; its subject a non-empty string."""
         denied = error(Code.DENIED_ACCESS, "IllegalToken")
         if not token:
             raise denied
@@ -75,9 +76,7 @@ class TokenService:
                 leeway=LEEWAY_SECONDS, options={"require": ["exp", "iat", "sub", "iss"]})
         except jwt.PyJWTError as exc:
             raise denied from exc
-        subject = claims.get("sub")
-        if not isinstance(subject, str) or not hmac.compare_digest(
-                subject.encode(), appkey.encode()):
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise denied
         return claims
 
@@ -111,19 +110,23 @@ class Authenticator:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise error(Code.DENIED_ACCESS, "missing Bearer token")
-        token = token.strip()
-        return self.authorize(self._tokens.subject(token), token, namespace)
-
-    def webhook_secret(self, appkey: str, default: str) -> str:
-        """The key webhooks to this appkey are signed with: its own, else `default`."""
-        rule = self._appkeys.get(appkey)
-        return (rule.webhook_secret if rule is not None else None) or default
+        appkey = self._tokens.subject(token.strip())  # the token, decoded and verified once
+        return self._allowed(appkey, namespace)
 
     def authorize(self, appkey: str, token: str, namespace: str) -> Authorization:
+        """An invoke's credentials: the appkey it names, and a token bound to it."""
+        self._known(appkey)
+        self._tokens.verify(token, appkey)
+        return self._allowed(appkey, namespace)
+
+    def _known(self, appkey: str) -> AppKeyRule:
         rule = self._appkeys.get(appkey) if appkey else None
         if rule is None:
             raise error(Code.INVALID_ACCESS, "unknown appkey" if appkey else "missing appkey")
-        self._tokens.verify(token, appkey)
+        return rule
+
+    def _allowed(self, appkey: str, namespace: str) -> Authorization:
+        rule = self._known(appkey)
         if namespace not in self._namespaces or not rule.allows(namespace):
             raise error(Code.DENIED_NAMESPACE, namespace or "missing namespace")
         return Authorization(appkey, namespace, rule.quota or self._default_quota)

@@ -76,7 +76,7 @@ def _worker(flags: dict[str, object]) -> int:
     config = load_config(flags)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        uvloop.run(serve_worker(config))
+        uvloop.run(serve_worker(config, flags))
     except NamespaceStartError as exc:
         print(f"sami-gateway: {exc}", file=sys.stderr)
         return 2

@@ -7,16 +7,10 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from .openapi import SWAGGER_UI_FILES as ASSETS  # the Swagger UI files the page uses; no other is served
 from .openapi import build_document
 from .page_headers import SECURITY_HEADERS, content_security_policy
 
-# The Swagger UI files the page uses, with their types; no other file of the bundle is served.
-ASSETS = {
-    "swagger-ui.css": "text/css",
-    "swagger-ui-bundle.js": "text/javascript",
-    "favicon-32x32.png": "image/png",
-    "favicon-16x16.png": "image/png",
-}
 # The page's own files: its script and style live here, not inline, so the policy needs no 'unsafe-inline'.
 INIT_JS = """window.ui = SwaggerUIBundle({
   url: "openapi.json", dom_id: "#swagger-ui", deepLinking: true, validatorUrl: null,

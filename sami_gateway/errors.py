@@ -58,6 +58,9 @@ class Code(Enum):
                           "the request body did not arrive within `SAMI_BODY_TIMEOUT`; the connection is closed")
     QUOTA_EXCEEDED = Status(429, 42900001, "QuotaExceeded",
                             "the appkey's request rate or concurrency quota is used up; retry after `Retry-After`")
+    STORAGE_QUOTA_EXCEEDED = Status(429, 42900002, "StorageQuotaExceeded",
+                                    "the appkey holds as many bytes, uploads or jobs as its storage quota allows "
+                                    "(`error.quota` says which); delete some or wait for them to expire")
     INTERNAL_ERROR = Status(500, 50000001, "InternalError", "unexpected server error (logged with the task_id)")
     OVERLOADED = Status(503, 50300001, "ServerOverloaded", "admission bound reached; retry after `Retry-After` seconds")
     UNAVAILABLE = Status(503, 50300002, "ServiceUnavailable",

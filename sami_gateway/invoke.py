@@ -21,7 +21,7 @@ from .body import BodyTimeout, BodyTooLarge, BodyUnreadable, stream_capped
 from .envelope_reader import EnvelopeReader, ReceivedEnvelope
 from .errors import Code, GatewayError, error
 from .namespace import Call, InputBytes, Namespace, Result
-from .protocol import InvokeRequest, base64_pieces, envelope_parts, parse_invoke, reject_repeated
+from .protocol import InvokeRequest, base64_pieces, envelope_parts, parse_invoke, parse_routing, reject_repeated
 from .scheduler import JobTimeout
 from .state import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, METRICS, NAMESPACES, QUOTAS, SCHEDULER
 
@@ -92,11 +92,14 @@ async def admitted(request: web.Request) -> web.StreamResponse:
     """An admitted request: body, envelope, auth, the appkey's quota, then the namespace."""
     context = request[CONTEXT]
     received = await read_envelope(request, request.app[BODY_LIMIT])
-    call = parse_invoke(context.task_id, request.query, received)
-    context.namespace = call.namespace
+    routing = parse_routing(request.query, received.fields)
+    context.namespace = routing["namespace"]
     # Credentials from the query were verified before the body; the body cannot contradict them.
-    auth = context.auth or request.app[AUTH].authorize(call.appkey, call.token, call.namespace)
+    # Either way the caller is authorized before anything else of the envelope is judged: someone
+    # without a valid token learns nothing of what the gateway would make of the rest.
+    auth = context.auth or request.app[AUTH].authorize(routing["appkey"], routing["token"], routing["namespace"])
     context.auth, context.appkey = auth, auth.appkey
+    call = parse_invoke(context.task_id, routing, received)
     namespace = request.app[NAMESPACES][auth.namespace]
     async with request.app[QUOTAS].charge(auth.appkey, auth.quota):
         result = await run_namespace(request, call, namespace)

@@ -76,7 +76,10 @@ class Metrics:
                                       ["class"], registry=r)
 
     def record_run(self, namespace: str, report: RunReport) -> None:
-        """A namespace's report of one successful run."""
+        """A namespace's report of one successful run, counted by the process that ran it only, so
+        that the fleet's sums are the work really done."""
+        if not report.ran_here:
+            return
         label = self.namespace_label(namespace)
         self.audio.labels(label, report.model).inc(report.input_seconds)
         if report.cache_hit is not None:

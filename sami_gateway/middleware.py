@@ -45,7 +45,7 @@ def _from_http(exc: web.HTTPException) -> GatewayError:
 
 
 _REJECTIONS = {Code.OVERLOADED: "overloaded", Code.UNAVAILABLE: "shutting_down", Code.TIMEOUT: "timeout",
-               Code.QUOTA_EXCEEDED: "quota"}
+               Code.QUOTA_EXCEEDED: "quota", Code.STORAGE_QUOTA_EXCEEDED: "storage_quota"}
 
 
 def count_rejection(request: web.Request, exc: GatewayError) -> None:

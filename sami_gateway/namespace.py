@@ -55,6 +55,7 @@ class RunReport:
     stage_seconds: Mapping[str, float] = field(default_factory=dict)  # logged as `<stage>_seconds`
     cache_hit: bool | None = None  # answered from a cache of earlier runs (None: the namespace has none)
     cache_bytes: int | None = None  # what that cache holds now
+    ran_here: bool = True  # False: run by another process (a scale-out worker), which counted it
 
 
 @dataclass(frozen=True)

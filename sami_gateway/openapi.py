@@ -10,6 +10,7 @@ from typing import Any
 from . import __version__
 from .errors import Code, Status, status_table_markdown
 from .gettoken import ACTION, VERSION, OpenApiCode
+from .jobs.http import CURSOR_PATTERN
 from .jobs.http import PREFIXES as JOBS_PREFIXES
 from .openapi_schemas import EXAMPLES, JOB_QUEUED, JOB_REQUESTS, JOB_STATUSES, JOB_SUCCEEDED, SCHEMAS, Schema, ref
 
@@ -22,13 +23,14 @@ ANONYMOUS: Security = []
 # Which rows of the table each family of routes answers.
 ROUTING = (Code.NOT_FOUND, Code.METHOD_NOT_ALLOWED)  # any route: no such path, wrong method
 JOBS_ONLY = (Code.FORBIDDEN, Code.JOB_NOT_FOUND, Code.CONFLICT, Code.PAYLOAD_TOO_LARGE, Code.UNSUPPORTED_MEDIA_TYPE,
-             Code.IDEMPOTENCY_MISMATCH)
+             Code.IDEMPOTENCY_MISMATCH, Code.STORAGE_QUOTA_EXCEEDED)
 INVOKE_CODES = tuple(code for code in Code
                      if code.value.http != 200 and code not in ROUTING and code not in JOBS_ONLY)
 BAD_REQUEST = tuple(code for code in INVOKE_CODES if code.value.http == 400)
 AUTH = (Code.INVALID_ACCESS, Code.DENIED_ACCESS)
 SERVER = (Code.INTERNAL_ERROR, Code.UNAVAILABLE)
 EXAMPLE_ID = "5c0e3f4e-8d0e-4b5e-9d3a-2f1d2b9c7a10"
+QUOTA_EXAMPLE = {"exceeded": "bytes", "held": 5_800_000_000, "limit": 6_000_000_000}  # what a storage refusal adds
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
                                "schema": {"type": "integer", "minimum": 0}}}
 
@@ -72,7 +74,8 @@ def job_errors(*codes: Code) -> dict[str, Any]:
     return _error_responses(
         codes, "Error",
         lambda rows: {"properties": {"error": {"properties": {"status_code": {"enum": rows}}}}},
-        lambda row: {"error": {"status_code": row.code, "status_text": row.text, "message": row.meaning},
+        lambda row: {"error": {"status_code": row.code, "status_text": row.text, "message": row.meaning,
+                               **({"quota": QUOTA_EXAMPLE} if row == Code.STORAGE_QUOTA_EXCEEDED.value else {})},
                      "request_id": EXAMPLE_ID})
 
 
@@ -129,15 +132,18 @@ def operation(op_id: str, tag: str, summary: str, responses: dict[str, Any], *,
 
 
 def _sami_paths() -> dict[str, Any]:
-    routing = [param(name, "query", {"type": "string"}, f"`{name}`, here or in the body")
-               for name in ("appkey", "token", "namespace")]
-    routing.append(param("version", "query", {"type": "string", "enum": ["v4"]}))
     invoke = operation(
         "invoke", "SAMI", "Run a namespace on the input (SAMI invoke)", {
             "200": json_body(ref("InvokeReply"), "the result", EXAMPLES["InvokeReply"]),
             **sami_errors(*INVOKE_CODES)},
-        security=ANONYMOUS, parameters=routing,
-        description="Credentials travel as `appkey`/`token` in the query or the body, never in a header.",
+        security=ANONYMOUS,
+        # The routing fields are described where Python and Node clients send them, the body. The
+        # official Go SDK sends them as query parameters of the same names instead; a field sent in
+        # both places must be equal, a rule between the query and the body that OpenAPI cannot state.
+        description="Credentials travel as `appkey`/`token`, never in a header. `appkey`, `token`, "
+                    "`namespace` and `version` go in the body as below, or as query parameters of the same "
+                    "names (the official Go SDK sends them there); a field sent in both places must be equal "
+                    "(else 400 `40000000`).",
         requestBody={"required": True, "content": {JSON: {
             "schema": ref("InvokeRequest"), "example": EXAMPLES["InvokeRequest"]}}})
     get_token = operation(
@@ -154,8 +160,17 @@ def _sami_paths() -> dict[str, Any]:
     return {"/api/v1/invoke": {"post": invoke}, "/": {"post": get_token}}
 
 
+# The Swagger UI files /docs uses, from the installed package, with their types; no other file of the
+# bundle is served.
+SWAGGER_UI_FILES = {
+    "swagger-ui.css": "text/css",
+    "swagger-ui-bundle.js": "text/javascript",
+    "favicon-32x32.png": "image/png",
+    "favicon-16x16.png": "image/png",
+}
+
+
 def _service_paths() -> dict[str, Any]:
-    from .docs import ASSETS  # what /docs serves; docs.py imports this module, so not at the top
     from .ui.routes import ASSETS as UI_ASSETS
 
     text = {"type": "string"}
@@ -178,9 +193,10 @@ def _service_paths() -> dict[str, Any]:
         "/docs/{asset}": {"get": operation(
             "docsAsset", "Service", "Swagger UI's files, as installed with the gateway", {
                 "200": {"description": "the file", "content": {
-                    media: {"schema": text} for media in sorted(set(ASSETS.values()))}},
+                    media: {"schema": text} for media in sorted(set(SWAGGER_UI_FILES.values()))}},
                 "404": {"$ref": "#/components/responses/NotFound"}},
-            security=ANONYMOUS, parameters=[param("asset", "path", {"type": "string", "enum": sorted(ASSETS)})])},
+            security=ANONYMOUS,
+            parameters=[param("asset", "path", {"type": "string", "enum": sorted(SWAGGER_UI_FILES)})])},
         "/ui": {"get": operation("ui", "Service", "A page to separate a song in the browser", {
             "200": {"description": "the page; it calls the Jobs API with a token the person pastes",
                     "content": {"text/html": {"schema": text}}}}, security=ANONYMOUS)},
@@ -202,14 +218,19 @@ def _upload_paths() -> dict[str, Any]:
         "createUpload", "Jobs", "Start a direct upload", {
             "201": json_body(ref("UploadTicket"), "PUT the file to `upload_url` before `expires_at`",
                              EXAMPLES["UploadTicket"]),
-            **job_errors(*AUTH, Code.QUOTA_EXCEEDED, *SERVER)}, security=BEARER)
+            **job_errors(*AUTH, Code.QUOTA_EXCEEDED, Code.STORAGE_QUOTA_EXCEEDED, *SERVER)}, security=BEARER,
+        description="429 `42900002` when the appkey keeps as many uploads as `SAMI_MAX_UPLOADS_PER_APPKEY` allows, "
+                    "or all the bytes of `SAMI_STORAGE_BYTES_PER_APPKEY`.")
     put = operation(
         "putUpload", "Jobs", "Send an upload's bytes to its signed URL", {
             "200": json_body(ref("UploadDone"), "stored", EXAMPLES["UploadDone"]),
             **job_errors(Code.CLIENT_ERROR, Code.EMPTY_DATA, Code.FORBIDDEN, Code.JOB_NOT_FOUND, Code.CONFLICT,
-                         Code.BODY_TIMEOUT, Code.PAYLOAD_TOO_LARGE, *SERVER)},
+                         Code.BODY_TIMEOUT, Code.PAYLOAD_TOO_LARGE, Code.STORAGE_QUOTA_EXCEEDED, *SERVER)},
         security=ANONYMOUS, parameters=signed,
-        description="No Authorization: the URL's signature allows it until `expires`. Once only (409 after).",
+        description="No Authorization: the URL's signature allows it until `expires`. Once only (409 after). "
+                    "429 `42900002` when the bytes would take the appkey past its storage quota (checked on "
+                    "`Content-Length` before they are read, and on their size once stored; nothing is kept then: "
+                    "the same URL may be PUT again).",
         requestBody={"required": True, "content": {"application/octet-stream": {
             "schema": {"type": "string", "format": "binary"}}}})
     return {"/api/v1/uploads": {"post": create},
@@ -224,12 +245,14 @@ def _create_job() -> dict[str, Any]:
             "201": json_body(ref("Job"), "created", JOB_QUEUED, headers=location),
             "200": json_body(ref("Job"), "the job first created with this `Idempotency-Key`", JOB_QUEUED),
             **job_errors(*BAD_REQUEST, *AUTH, Code.JOB_NOT_FOUND, Code.CONFLICT, Code.BODY_TIMEOUT,
-                         Code.UNSUPPORTED_MEDIA_TYPE, Code.IDEMPOTENCY_MISMATCH, Code.QUOTA_EXCEEDED, *SERVER,
-                         Code.OVERLOADED)},
+                         Code.UNSUPPORTED_MEDIA_TYPE, Code.IDEMPOTENCY_MISMATCH, Code.QUOTA_EXCEEDED,
+                         Code.STORAGE_QUOTA_EXCEEDED, *SERVER, Code.OVERLOADED)},
         security=BEARER,
         description="JSON, or `multipart/form-data` with a `file` part and a `params` part (the same JSON "
                     "without `input`). 404: unknown upload; 409: an upload not yet PUT; 422: an "
-                    "`Idempotency-Key` already used for a different request.",
+                    "`Idempotency-Key` already used for a different request; 429 `42900002`: the appkey keeps "
+                    "as many jobs as it may (`SAMI_MAX_STORED_JOBS_PER_APPKEY`), or the input does not fit its "
+                    "bytes (`SAMI_STORAGE_BYTES_PER_APPKEY`; `error.quota` says which).",
         parameters=[param("Idempotency-Key", "header",
                           {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7E]+$"},
                           "printable ASCII; the same key from the same appkey within 24 h with the same request "
@@ -241,9 +264,22 @@ def _create_job() -> dict[str, Any]:
                                     "encoding": {"params": {"contentType": JSON}}}}})
 
 
+# One event of a stream (OpenAPI 3.1 reads a `text/event-stream` schema as the schema of each event,
+# as 3.2's `itemSchema`): its fields as the HTML standard parses them, `data` a JSON text.
+SSE_EVENT = {
+    "type": "object", "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["status", "progress", "error"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string", "description": "increases by one per event"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
+
 def _job_paths() -> dict[str, Any]:
     job_id = [param("job_id", "path", {"type": "string"})]
-    statuses = {"type": "array", "items": {"type": "string", "enum": JOB_STATUSES}, "uniqueItems": True}
+    statuses = {"type": "array", "items": {"type": "string", "enum": JOB_STATUSES}}
     listing = operation(
         "listJobs", "Jobs", "The caller's jobs, newest first", {
             "200": json_body(ref("JobList"), "a page", EXAMPLES["JobList"]),
@@ -252,7 +288,8 @@ def _job_paths() -> dict[str, Any]:
             param("status", "query", statuses, "only these statuses, comma-separated", style="form",
                   explode=False),
             param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}),
-            param("cursor", "query", {"type": "string"}, "`next_cursor` of the previous page")])
+            param("cursor", "query", {"type": "string", "pattern": CURSOR_PATTERN},
+                  "`next_cursor` of the previous page (none or empty: the first page)")])
     one = job_errors(*AUTH, Code.JOB_NOT_FOUND, *SERVER)
     get = operation(
         "getJob", "Jobs", "A job", {
@@ -273,7 +310,7 @@ def _job_paths() -> dict[str, Any]:
                                "an `error` event (`data`: the error JSON, 40400002) for a job whose state was lost; "
                                "it holds one of the appkey's stream slots (`SAMI_QUOTA_STREAMS`, shared with long "
                                "polls) while open",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                "content": {"text/event-stream": {"schema": SSE_EVENT}}},
         **job_errors(*AUTH, Code.JOB_NOT_FOUND, Code.QUOTA_EXCEEDED, *SERVER)}, security=BEARER)
     return {
         "/api/v1/jobs": {"post": _create_job(), "get": listing},

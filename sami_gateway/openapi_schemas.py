@@ -173,7 +173,14 @@ _JOBS: dict[str, Schema] = {
         "duration": {"type": "number", "description": "seconds"}}},
     "ErrorDetail": {"type": "object", "required": ["status_code", "status_text", "message"], "properties": {
         "status_code": {"type": "integer", "description": "a row of the status table"},
-        "status_text": {"type": "string"}, "message": {"type": "string"}}},
+        "status_text": {"type": "string"}, "message": {"type": "string"},
+        "quota": closed({
+            "exceeded": {"type": "string", "enum": ["bytes", "uploads", "jobs"],
+                         "description": "what is full: the bytes of uploads and of jobs' inputs and results, "
+                                        "the uploads kept, or the jobs kept"},
+            "held": {"type": "integer", "minimum": 0, "description": "how much of it the appkey holds"},
+            "limit": {"type": "integer", "minimum": 1, "description": "the most it may hold"},
+        }, description="only on 42900002 StorageQuotaExceeded")}},
     "ResultFile": closed({
         "url": {"type": "string", "description": "a signed URL that works without Authorization until it expires"},
         "format": {"type": "string"},

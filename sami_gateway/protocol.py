@@ -79,21 +79,25 @@ def _data(received: ReceivedEnvelope) -> DataDecoder | None:
     return decode_text(value, len(value))
 
 
-def parse_invoke(task_id: str, query: Mapping[str, str], received: ReceivedEnvelope) -> InvokeRequest:
-    """Validate the envelope of an invoke request, without touching auth or the namespace."""
-    obj = received.fields
-    fields = {name: routing_field(name, query, obj) for name in ROUTING_FIELDS}
-    version = fields["version"] or None
+def parse_routing(query: Mapping[str, str], body: Mapping[str, Any]) -> dict[str, str]:
+    """The routing fields (`appkey`, `token`, `namespace`, `version`), from the query or the body:
+    what the caller is authorized by, before anything else of the envelope is looked at."""
+    return {name: routing_field(name, query, body) for name in ROUTING_FIELDS}
+
+
+def parse_invoke(task_id: str, routing: Mapping[str, str], received: ReceivedEnvelope) -> InvokeRequest:
+    """The rest of an authorized invoke's envelope: version, payload and data, without the namespace."""
+    version = routing["version"] or None
     if version is not None and version not in SUPPORTED_VERSIONS:
         raise error(Code.CLIENT_ERROR, f"unsupported version {version!r}")
     return InvokeRequest(
         task_id=task_id,
-        appkey=fields["appkey"],
-        token=fields["token"],
-        namespace=fields["namespace"],
+        appkey=routing["appkey"],
+        token=routing["token"],
+        namespace=routing["namespace"],
         version=version,
         data=_data(received),
-        payload=parse_payload(obj.get("payload")),
+        payload=parse_payload(received.fields.get("payload")),
     )
 
 

@@ -1,4 +1,5 @@
-"""Configuration reload without a restart (SIGHUP): appkeys, access keys, token keys, quotas."""
+"""Configuration reload without a restart (SIGHUP): appkeys, access keys, token keys, quotas, and
+whatever else registered in `RELOADERS` (webhook secrets)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from aiohttp import web
 from .auth import TokenService
 from .config import Config, ConfigError, load_config
 from .gettoken import GETTOKEN
-from .state import AUTH
+from .state import AUTH, RELOADERS
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ def apply(app: web.Application, config: Config) -> None:
     tokens = TokenService.from_config(config)
     app[AUTH].replace(config.appkeys, tokens, config.default_quota)
     app[GETTOKEN].replace(config.access_keys, tokens, config.appkeys)
+    for replace in app.get(RELOADERS, ()):
+        replace(config)
 
 
 def reload(app: web.Application, flags: Mapping[str, Any]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,6 @@ from aiohttp import web
 from .auth import Authenticator, Authorization
 from .config import Config
 from .fetch import Fetcher
-from .jobs.service import JobService
 from .metrics import Metrics
 from .namespace import Namespace, RunReport
 from .quota import Quotas, StreamSlots
@@ -54,7 +54,9 @@ METRICS = web.AppKey("metrics", Metrics)
 QUOTAS = web.AppKey("quotas", Quotas)
 STREAMS = web.AppKey("streams", StreamSlots)  # event streams and long polls held open, per appkey
 READY = web.AppKey("ready", Readiness)
-JOBS = web.AppKey("jobs", JobService)
 PAGE_POLICY = web.AppKey("page_policy", PagePolicy)
+# What else a configuration reload replaces (SIGHUP), beside the keys, appkeys and quotas: each
+# part of the app that keeps something of the configuration registers here.
+RELOADERS = web.AppKey("reloaders", list[Callable[[Config], None]])
 FRONT: web.AppKey[Any] = web.AppKey("front")  # the ClusterFront in scale-out mode (absent otherwise)
 CONTEXT = web.RequestKey("context", RequestContext)

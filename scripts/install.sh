@@ -24,13 +24,15 @@ if (( ${#PACKAGES[@]} )); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
 fi
 
-# torch first, pinned: every later requirement admits 2.13.0, so pip keeps this build
-# instead of pulling the newest release with its CUDA packages.
-"$PYTHON" -m pip install -q "torch==2.13.0"
+# Every package at the version in constraints.txt, the versions CI passed with (refresh them with
+# `bash scripts/lock.sh`). torch first, pinned: every later requirement admits 2.13.0, so pip keeps
+# this build instead of pulling the newest release with its CUDA packages.
+PIP=("$PYTHON" -m pip install -q -c constraints.txt)
+"${PIP[@]}" "torch==2.13.0"
 # The Python SDK (its own distribution, httpx only): `sami-gateway jobs` is built on it.
-"$PYTHON" -m pip install -q -e ./sdk/python
+"${PIP[@]}" -e ./sdk/python
 if [[ "${1:-}" == "--test" ]]; then
-    "$PYTHON" -m pip install -q -e ".[test]"
+    "${PIP[@]}" -e ".[test,docs]"
 else
-    "$PYTHON" -m pip install -q -e .
+    "${PIP[@]}" -e .
 fi

@@ -36,7 +36,7 @@ STARTUP_SECONDS = 120
 @pytest.fixture(autouse=True)
 def private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Apps built in a test keep their jobs under the test's own folder, not the user's data directory."""
-    from sami_gateway.jobs import settings
+    from sami_gateway.config import jobs as settings
 
     monkeypatch.setattr(settings, "user_data_dir", lambda environ: tmp_path / "sami-data")
 

@@ -114,6 +114,16 @@ async def test_rejections(client: TestClient, overrides: dict[str, Any], http: i
     assert reply["status_text"].startswith(code.value.text)
 
 
+@pytest.mark.parametrize("overrides", [{"payload": "{oops"}, {"version": "v9"}, {"payload": '{"fail": "client"}'}])
+async def test_the_caller_is_authorized_before_the_rest_is_judged(client: TestClient,
+                                                                   overrides: dict[str, Any]) -> None:
+    """Without a valid token, a bad payload or version is 401 like any other request: who may not
+    call learns nothing of what the gateway would make of the rest (with one, they are 400 above)."""
+    reply = await check(client, await client.post(
+        "/api/v1/invoke", json=request_body(token="abc.def.ghi", **overrides)), 401, Code.DENIED_ACCESS)
+    assert reply["status_text"] == "DeniedAccess:IllegalToken"
+
+
 async def test_query_and_body_conflict(client: TestClient) -> None:
     response = await client.post("/api/v1/invoke", params={"appkey": "other"}, json=request_body())
     await check(client, response, 400, Code.CLIENT_ERROR)

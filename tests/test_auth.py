@@ -109,3 +109,21 @@ def test_replace_revokes_an_appkey() -> None:
     auth.authorize("b", token, "MusicSourceSeparate")
     auth.replace({"a": AppKeyRule("a")}, TOKENS, DEFAULT_QUOTA)
     assert code_of(lambda: auth.authorize("b", token, "MusicSourceSeparate")) is Code.INVALID_ACCESS
+
+
+@pytest.mark.parametrize("how", ["bearer", "invoke"])
+def test_a_token_is_decoded_and_verified_once(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """The decision is made once and kept: a Bearer token names its appkey and is checked in the
+    same decoding (it used to be decoded three times and verified twice)."""
+    token = TOKENS.issue("a", 60)
+    decodes: list[bool] = []
+    real = jwt.decode
+
+    def counted(*args: object, **kwargs: object) -> object:
+        decodes.append(bool(kwargs.get("options", {}).get("verify_signature", True)))  # type: ignore[union-attr]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", counted)
+    decided = (AUTH.authorize_bearer(f"Bearer {token}", "MusicSourceSeparate") if how == "bearer"
+               else AUTH.authorize("a", token, "MusicSourceSeparate"))
+    assert decided.appkey == "a" and decodes == [True]

@@ -8,6 +8,7 @@ import pytest
 
 from namespaces.music_source_separate.settings import SeparationSettings
 from sami_gateway.config import Config, ConfigError, load_config, settings_table_markdown
+from sami_gateway.config.cluster import cluster_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = {"SAMI_TOKEN_SECRET": "k" * 32}
@@ -79,6 +80,17 @@ def test_secret_is_required_and_long_enough() -> None:
     assert load_config({}, {}, need_secret=False).token_secret == ""
 
 
+@pytest.mark.parametrize("given", ["SAMI_STORAGE_READ_ACCESS_KEY_ID", "SAMI_STORAGE_READ_SECRET_ACCESS_KEY"])
+def test_a_read_only_storage_key_needs_both_halves(given: str) -> None:
+    with pytest.raises(ConfigError, match="SAMI_STORAGE_READ_ACCESS_KEY_ID and SAMI_STORAGE_READ_SECRET_ACCESS_KEY"):
+        load_config({}, {**SECRET, given: "reader-0123456789"})
+    both = load_config({}, {**SECRET, "SAMI_STORAGE_READ_ACCESS_KEY_ID": "reader",
+                            "SAMI_STORAGE_READ_SECRET_ACCESS_KEY": "reader-secret"})
+    assert cluster_settings(both).storage_read_access_key_id == "reader"
+    assert cluster_settings(both).storage_read_secret_access_key == "reader-secret"
+    assert "reader-secret" not in repr(cluster_settings(both))  # nor in a log line that shows the settings
+
+
 def test_unknown_file_key_is_refused(tmp_path: Path) -> None:
     file = tmp_path / "bad.toml"
     file.write_text("prot = 1\n")
@@ -92,8 +104,8 @@ def test_config_is_frozen() -> None:
         config.port = 1  # type: ignore[misc]
 
 
-def test_readme_lists_every_setting() -> None:
-    assert settings_table_markdown() in (ROOT / "README.md").read_text()
+def test_the_configuration_page_lists_every_setting() -> None:
+    assert settings_table_markdown() in (ROOT / "docs" / "configuration.md").read_text()
 
 
 @pytest.mark.parametrize(("name", "value"), [

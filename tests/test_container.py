@@ -52,9 +52,10 @@ def test_model_store_is_a_volume_and_the_command_serves() -> None:
 def test_only_the_service_is_copied_in() -> None:
     copied = {source for name, args in instructions() if name == "COPY" for source in args.split()[:-1]}
     # The service and the SDK its `jobs` command needs; no tests, bench, stores.
-    assert copied == {"pyproject.toml", "README.md", "sami_gateway", "namespaces", "sdk/python"}
+    assert copied == {"constraints.txt", "pyproject.toml", "README.md", "sami_gateway", "namespaces", "sdk/python"}
     installs = " ".join(args for name, args in instructions() if name == "RUN")
-    assert "pip install ./sdk/python ." in installs and "[test]" not in installs and "[bench]" not in installs
+    assert "pip install -c constraints.txt ./sdk/python ." in installs  # the versions CI tested
+    assert "[test]" not in installs and "[bench]" not in installs
 
 
 def test_jobs_keep_their_data_on_a_volume() -> None:

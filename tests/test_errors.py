@@ -1,4 +1,4 @@
-"""The status-code table: documented rows unchanged, own codes distinct, README in sync."""
+"""The status-code table: documented rows unchanged, own codes distinct, the protocol page in sync."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_own_codes_do_not_reuse_documented_ones() -> None:
     assert {row.text for row in own} == {"NotFound", "MethodNotAllowed", "RequestTimeout", "InternalError",
                                          "QuotaExceeded", "ServerOverloaded", "ServiceUnavailable", "Timeout",
                                          "Forbidden", "Conflict", "PayloadTooLarge", "UnsupportedMediaType",
-                                         "InsufficientStorage", "IdempotencyMismatch"}
+                                         "InsufficientStorage", "IdempotencyMismatch", "StorageQuotaExceeded"}
     assert all(str(row.code).startswith(str(row.http)) for row in own)
 
 
@@ -46,8 +46,8 @@ def test_status_text_carries_the_detail() -> None:
     assert GatewayError(code=Code.EMPTY_URL).status_text == "EmptyURL"
 
 
-def test_readme_has_the_table() -> None:
-    assert status_table_markdown() in (ROOT / "README.md").read_text()
+def test_the_protocol_page_has_the_table() -> None:
+    assert status_table_markdown() in (ROOT / "docs" / "protocol.md").read_text()
 
 
 def test_a_failure_of_storage_away_is_one_warning_line_anything_else_a_traceback(

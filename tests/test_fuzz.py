@@ -16,10 +16,10 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from namespaces.music_source_separate.audio.decode import AudioHint, decode
+from namespaces.music_source_separate.audio.decode import decode
 from namespaces.music_source_separate.audio.errors import AudioError
 from namespaces.music_source_separate.audio.framing import Damaged, whole
-from namespaces.music_source_separate.audio.sniff import sniff
+from namespaces.music_source_separate.audio.sniff import AudioHint, sniff
 from namespaces.music_source_separate.codes import gateway_error
 from namespaces.music_source_separate.params import parse_params
 from sami_gateway.envelope_reader import read_envelope

@@ -154,14 +154,15 @@ async def test_unexpected_exception_is_500_without_its_text(client: TestClient,
 
 async def test_rejections_are_counted_by_reason(client: TestClient) -> None:
     for code in (Code.OVERLOADED, Code.OVERLOADED, Code.UNAVAILABLE, Code.TIMEOUT, Code.QUOTA_EXCEEDED,
-                 Code.INVALID_DATA, Code.DENIED_ACCESS):
+                 Code.STORAGE_QUOTA_EXCEEDED, Code.INVALID_DATA, Code.DENIED_ACCESS):
         await client.get("/fail", params={"code": code.name})
     await client.get("/crash")
     registry = metrics(client).registry
     counted = {sample.labels["reason"]: sample.value for family in registry.collect()
                if family.name == "sami_gateway_rejections" for sample in family.samples
                if sample.name.endswith("_total")}
-    assert counted == {"overloaded": 2.0, "shutting_down": 1.0, "timeout": 1.0, "quota": 1.0}
+    assert counted == {"overloaded": 2.0, "shutting_down": 1.0, "timeout": 1.0, "quota": 1.0,
+                       "storage_quota": 1.0}
 
 
 async def test_invoke_metrics_count_only_invoke_requests(client: TestClient) -> None:

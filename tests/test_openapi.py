@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
 import requests
 from aiohttp import web
@@ -257,11 +258,33 @@ async def test_jobs_api_answers_match_the_document(aiohttp_client: Any, tmp_path
     first = await call("POST", jobs, 201, jobs, json={"input": {"data": "ZmFpbA=="}}, headers=key)
     assert (await call("POST", jobs, 200, jobs, json={"input": {"data": "ZmFpbA=="}}, headers=key))["id"] == first["id"]
     await call("POST", jobs, 422, jobs, json={"input": {"data": "ZmFpbA=="}, "name": "other"}, headers=key)
+    stream = await client.get(f"{jobs}/{done['id']}/events", headers=bearer)
+    events_of(document, (await stream.read()).decode())
     await call("POST", f"{jobs}/{done['id']}/cancel", 200, job_path + "/cancel")
     await call("DELETE", f"{jobs}/{done['id']}", 204, job_path)
     await call("DELETE", f"{jobs}/{done['id']}", 404, job_path)
     await call("GET", "/api/v1/models", 200, "/api/v1/models")
     await call("GET", "/api/v1/models", 401, "/api/v1/models", headers={"Authorization": "Bearer x"})
+
+
+def events_of(document: dict[str, Any], text: str) -> list[dict[str, Any]]:
+    """Each event of a stream, parsed as the HTML standard says, checked against the document's
+    schema of one event, its `data` as JSON."""
+    schema = document["paths"]["/api/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"][
+        "text/event-stream"]["schema"]
+    events = []
+    for block in re.split(r"\r\n\r\n|\n\n|\r\r", text):
+        fields: dict[str, Any] = {}
+        for line in re.split(r"\r\n|\r|\n", block):
+            if line and not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = value[1:] if value.startswith(" ") else value
+        if "data" in fields:
+            check(document, schema, fields)
+            orjson.loads(fields["data"])
+            events.append(fields)
+    assert events and events[-1]["event"] == "status"
+    return events
 
 
 def stand_in_output(body: Any) -> Any:

@@ -14,6 +14,7 @@ from sami_gateway.protocol import (
     decode_data,
     envelope,
     error_envelope,
+    parse_routing,
     reject_repeated,
 )
 from sami_gateway.protocol import parse_invoke as parse_received
@@ -22,7 +23,8 @@ QUERY = {"appkey": "k", "token": "t", "namespace": "Ns"}
 
 
 def parse_invoke(task_id: str, query: dict[str, str], raw: bytes) -> InvokeRequest:
-    return parse_received(task_id, query, read_envelope(raw, 1 << 20))
+    received = read_envelope(raw, 1 << 20)
+    return parse_received(task_id, parse_routing(query, received.fields), received)
 
 
 def body(**fields: object) -> bytes:

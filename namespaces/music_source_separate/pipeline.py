@@ -23,7 +23,8 @@ from sami_gateway.namespace import InputBytes, release
 from sami_gateway.scheduler import Scheduler
 
 from .audio.convert import resample, to_stereo
-from .audio.decode import AudioHint, decode
+from .audio.decode import decode
+from .audio.sniff import AudioHint
 from .codes import model_error, translated
 from .engine import RunOptions, Steps, count_chunks, counting, forward
 from .loaded_models import Lease, LoadedModels

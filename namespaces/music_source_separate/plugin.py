@@ -19,13 +19,13 @@ from typing import Any, TypeVar
 import torch
 
 from sami_gateway.config import Config, ConfigError
-from sami_gateway.jobs.settings import job_settings
+from sami_gateway.config.jobs import job_settings
 from sami_gateway.namespace import Call, JobCall, JobOutput, NamespaceStartError, Result, RunReport
 from sami_gateway.scheduler import Scheduler, lower_thread_priority
 
 from . import native
 from .audio.convert import output_frames
-from .audio.decode import AudioHint
+from .audio.sniff import AudioHint
 from .codes import translated
 from .engine import drive
 from .job_params import JobParams, JobParser, job_fields

@@ -11,8 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from .audio.convert import resample, to_stereo
-from .audio.decode import AudioHint, decode
+from .audio.decode import decode
 from .audio.encode import FORMATS, encode
+from .audio.sniff import AudioHint
 from .engine import Precision, RunOptions, Steps, count_chunks, separate, separation_steps
 from .repository import ModelRepository
 from .store import Ensemble, Member

@@ -7,32 +7,35 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ..auth import Authenticator, TokenService
 from ..config import Config
+from ..config.cluster import ClusterSettings
+from ..config.jobs import job_settings
 from ..jobs.service import JobService
-from ..jobs.settings import job_settings
 from ..jobs.setup import job_namespace, set_queue_gauges
 from ..jobs.signing import UrlSigner
+from ..jobs.storage_quota import AppkeyStorageLimits
+from ..jobs.webhooks import WebhookSecrets
 from ..metrics import Metrics
 from ..namespace import Namespace
 from .redis_store import RedisJobStore
-from .s3_blobs import S3BlobStore
-from .settings import ClusterSettings
-from .workqueue import WorkQueue
+from .s3_blobs import ReadKey, S3BlobStore
+from .workqueue import RedisWorkQueue
 
 
 def build_cluster_service(config: Config, client: aioredis.Redis, namespaces: dict[str, Namespace[Any]],
-                          settings: ClusterSettings) -> JobService:
+                          settings: ClusterSettings, secrets: WebhookSecrets,
+                          storage_limits: AppkeyStorageLimits) -> JobService:
     jobs = job_settings(config)
     name, namespace = job_namespace(namespaces)
-    auth = Authenticator(config.appkeys, TokenService.from_config(config), namespaces, config.default_quota)
-    blobs = S3BlobStore(settings.bucket, settings.prefix, jobs.data_dir, settings.storage_public_url)
+    read_key = (ReadKey(settings.storage_read_access_key_id, settings.storage_read_secret_access_key)
+                if settings.storage_read_access_key_id else None)
+    blobs = S3BlobStore(settings.bucket, settings.prefix, jobs.data_dir, settings.storage_public_url, read_key)
     return JobService(RedisJobStore(client), blobs, jobs, UrlSigner(config.token_secret), namespace, name,
-                      lambda appkey: auth.webhook_secret(appkey, jobs.webhook_secret), config.max_input_bytes,
-                      f"http://{config.host}:{config.port}")
+                      secrets, config.max_input_bytes, f"http://{config.host}:{config.port}",
+                      storage_limits=storage_limits)
 
 
-async def publish_gauges(queue: WorkQueue, service: JobService, metrics: Metrics) -> int:
+async def publish_gauges(queue: RedisWorkQueue, service: JobService, metrics: Metrics) -> int:
     """The shared queue's depth and age per class, workers alive, and the Jobs API's queued jobs,
     from Redis into `metrics`; the number of workers alive."""
     for cls, depth in (await queue.depth()).items():

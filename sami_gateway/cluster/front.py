@@ -15,19 +15,21 @@ from typing import Any
 from aiohttp import web
 
 from ..config import Config
+from ..config.cluster import cluster_settings
 from ..errors import Code, GatewayError, error
 from ..jobs.service import JobService
+from ..jobs.storage_quota import AppkeyStorageLimits
+from ..jobs.webhooks import WebhookSecrets
 from ..metrics import Metrics
 from ..namespace import Namespace
+from ..work.queue import holder_name
 from . import keys
 from .cluster_service import build_cluster_service, publish_gauges
 from .redis_client import redis_client, redis_unavailable
 from .redis_quota import RedisQuotas
 from .remote_invoke import InvokeDispatcher, remote
-from .settings import cluster_settings
 from .subscriber import Subscriber
-from .worker import worker_name
-from .workqueue import WorkQueue
+from .workqueue import RedisWorkQueue
 
 GAUGE_SECONDS = 2.0  # queue gauges and the count of live workers are refreshed this often
 
@@ -40,13 +42,15 @@ class ClusterFront:
         if not settings.storage_url:
             raise ValueError("SAMI_QUEUE_URL needs SAMI_STORAGE_URL too (inputs and results go to S3 storage)")
         self.client = redis_client(settings.queue_url)
-        self.name = "front-" + worker_name()
-        self.queue = WorkQueue(self.client, self.name, settings.work_lease)
+        self.name = "front-" + holder_name()
+        self.queue = RedisWorkQueue(self.client, self.name, settings.work_lease)
         self.dispatcher = InvokeDispatcher(self.client, self.name, config.request_timeout)
         self.namespaces: dict[str, Namespace[Any]] = {
             name: remote(namespace, self.dispatcher) for name, namespace in namespaces.items()}
         self.quotas = RedisQuotas(self.client, config.request_timeout + 60)
-        self.service: JobService = build_cluster_service(config, self.client, namespaces, settings)
+        self.secrets, self.storage_limits = WebhookSecrets(config), AppkeyStorageLimits(config)
+        self.service: JobService = build_cluster_service(config, self.client, namespaces, settings, self.secrets,
+                                                         self.storage_limits)
         self.metrics = metrics
         self.workers_alive: int | None = None  # None until first counted
         self.dispatcher.admit = self.check_workers

@@ -9,10 +9,12 @@ work, scored by when each was last served, so the least recently served goes fir
 
 from __future__ import annotations
 
+from ..work.queue import CLASSES as CLASSES  # the classes and kinds of work, named once for both back-ends
+from ..work.queue import INVOKE as INVOKE
+from ..work.queue import JOB as JOB
+
 PREFIX = "sami:"
 GROUP = "workers"
-CLASSES = ("interactive", "batch")  # taken in this order: invoke before jobs
-INVOKE, JOB = "invoke", "job"  # the kinds of work
 
 
 def stream(cls: str, appkey: str) -> str:
@@ -35,6 +37,7 @@ WAKE = PREFIX + "wake"  # channel: work was enqueued (idle workers look at once)
 JOB_CHANGED = PREFIX + "jobs:changed"  # channel: a job changed (message: its id); SSE, long polls, cancel
 CANCEL = PREFIX + "cancel"  # channel: drop this work (message: the work id of an invoke)
 JOB_DELETED = PREFIX + "jobs:deleted"  # channel: a job was deleted or expired (message: "<id> <appkey>")
+ORPHAN_SWEEP = PREFIX + "orphan-sweep"  # string: the worker that swept the storage's orphans last, until the next turn
 
 
 def reply(front: str) -> str:

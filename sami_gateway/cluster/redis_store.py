@@ -5,7 +5,8 @@ script, so nobody sees half of it. Creating a job also enqueues its work in the 
 that exists is in the queue, whatever happens to the front afterwards. Key layout, under `PREFIX`:
 
     job:{id}                          hash: data (the job as JSON), status, progress, seq, appkey, created_at,
-                                      fingerprint (of the request, with an Idempotency-Key)
+                                      fingerprint (of the request, with an Idempotency-Key), bytes (what it
+                                      keeps: its input and results)
     jobs                              set: every job id
     jobs:seq                          counter: the last seq handed out
     jobs:by-appkey:{appkey}           sorted set: the appkey's job ids by seq
@@ -14,8 +15,10 @@ that exists is in the queue, whatever happens to the front afterwards. Key layou
     jobs:queued-since                 sorted set: queued job ids by created_at
     jobs:expiry                       sorted set: job ids by expires_at (ended jobs)
     idem:{appkey}:{sha256 of the key} string: the job an Idempotency-Key named, for a day
-    upload:{id}                       hash: data (JSON), completed ('' until PUT, then '1')
+    upload:{id}                       hash: data (JSON), completed ('' until PUT, then '1'), appkey, size
     uploads:expiry                    sorted set: upload ids by expires_at
+    uploads:by-appkey:{appkey}        set: the appkey's upload ids
+    storage:bytes                     hash: appkey -> the bytes of its jobs and PUT uploads (its storage quota)
     event:{id}                        hash: meta (JSON, all but the body), body, done ('1' once delivered
                                       or abandoned)
     events:due                        sorted set: pending event ids by next attempt (or end of a claim)
@@ -38,6 +41,7 @@ import redis.asyncio as aioredis
 
 from ..jobs.codec import event_from_meta, event_meta, job_from_dict, job_to_dict, upload_from_dict, upload_to_dict
 from ..jobs.model import Job, JobStatus, Upload, WebhookEvent
+from ..jobs.storage_quota import StorageLimits, StorageQuotaExceeded, StorageUsage
 from ..jobs.store import IdempotencyMismatch, QueueHead
 from .keys import ENQUEUE_LUA, JOB_CHANGED, JOB_DELETED, PREFIX
 from .redis_client import redis_unavailable
@@ -51,6 +55,7 @@ JOBS, SEQ = PREFIX + "jobs", PREFIX + "jobs:seq"
 QUEUED_APPKEYS, QUEUED_SINCE, EXPIRY = PREFIX + "jobs:queued-appkeys", PREFIX + "jobs:queued-since", \
     PREFIX + "jobs:expiry"
 UPLOAD_EXPIRY, EVENTS_DUE = PREFIX + "uploads:expiry", PREFIX + "events:due"
+STORED_BYTES = PREFIX + "storage:bytes"
 
 
 def job_key(job_id: str) -> str:
@@ -93,11 +98,12 @@ def deleted_key(job_id: str) -> str:
 LAYOUT_LUA = f"""
 local P, CHANGED, DELETED = '{PREFIX}', '{JOB_CHANGED}', '{JOB_DELETED}'
 local JOBS, SEQ, QUEUED_APPKEYS, QUEUED_SINCE = '{JOBS}', '{SEQ}', '{QUEUED_APPKEYS}', '{QUEUED_SINCE}'
-local EXPIRY, UPLOAD_EXPIRY, EVENTS_DUE = '{EXPIRY}', '{UPLOAD_EXPIRY}', '{EVENTS_DUE}'
+local EXPIRY, UPLOAD_EXPIRY, EVENTS_DUE, STORED_BYTES = '{EXPIRY}', '{UPLOAD_EXPIRY}', '{EVENTS_DUE}', '{STORED_BYTES}'
 local function job_key(id) return P .. 'job:' .. id end
 local function by_appkey(appkey) return P .. 'jobs:by-appkey:' .. appkey end
 local function by_status(status, appkey) return P .. 'jobs:by-status:' .. status .. ':' .. appkey end
 local function upload_key(id) return P .. 'upload:' .. id end
+local function uploads_of(appkey) return P .. 'uploads:by-appkey:' .. appkey end
 local function event_key(id) return P .. 'event:' .. id end
 local function job_events(id) return P .. 'job-events:' .. id end
 """ + """
@@ -128,6 +134,28 @@ local function reindex(appkey, id, seq, old, new, created)
     if redis.call('ZCARD', by_status('queued', appkey)) == 0 then redis.call('SREM', QUEUED_APPKEYS, appkey) end
   end
 end
+-- a whole number as Redis takes it (Lua would write a large one with an exponent)
+local function int(x) return string.format('%d', x) end
+-- add `delta` to the bytes the appkey holds (an appkey holding none has no field)
+local function charge(appkey, delta)
+  if redis.call('HINCRBY', STORED_BYTES, appkey, int(delta)) == 0 then redis.call('HDEL', STORED_BYTES, appkey) end
+end
+-- what the appkey holds: bytes, uploads, jobs
+local function held(appkey)
+  return tonumber(redis.call('HGET', STORED_BYTES, appkey) or '0'), redis.call('SCARD', uploads_of(appkey)),
+         redis.call('ZCARD', by_appkey(appkey))
+end
+-- false when adding (bytes, uploads, jobs) fits the appkey's limits ({bytes, uploads, jobs}, '' for none),
+-- else {what, held, limit, adding}; whatever is added counts as one byte at least (jobs/storage_quota.py)
+local function refusal(appkey, bytes, uploads, jobs, limits)
+  if limits[1] == '' then return false end
+  local b, u, j = held(appkey)
+  local most = {tonumber(limits[1]), tonumber(limits[2]), tonumber(limits[3])}
+  if b + math.max(bytes, 1) > most[1] then return {'bytes', b, most[1], bytes} end
+  if uploads > 0 and u + uploads > most[2] then return {'uploads', u, most[2], uploads} end
+  if jobs > 0 and j + jobs > most[3] then return {'jobs', j, most[3], jobs} end
+  return false
+end
 local function put_event(id, job_id, meta, body, pending, next_at)
   redis.call('HSET', event_key(id), 'meta', meta, 'body', body, 'done', pending == '1' and '' or '1')
   redis.call('SADD', job_events(job_id), id)
@@ -136,8 +164,9 @@ end
 """
 
 # ARGV: appkey, id, sha256 of the idempotency key or '', since, data, status, progress, created_at,
-# now in ms, idempotency ttl, the request's fingerprint. Returns {1, seq} for a new job, {0, job} for
-# the one the key named, {2, job} for that one when it was made from another request.
+# now in ms, idempotency ttl, the request's fingerprint, the job's bytes, the appkey's limits (3, or '').
+# Returns {1, seq} for a new job, {0, job} for the one the key named, {2, job} for that one when it was
+# made from another request, {3, refusal} when the new job does not fit the limits.
 CREATE_LUA = ENQUEUE_LUA + LAYOUT_LUA + """
 local appkey, id, digest, since = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local idem = P .. 'idem:' .. appkey .. ':' .. digest
@@ -150,9 +179,12 @@ if digest ~= '' then
     return {0, job}
   end
 end
+local refused = refusal(appkey, tonumber(ARGV[12]), 0, 1, {ARGV[13], ARGV[14], ARGV[15]})
+if refused then return {3, refused} end
 local seq = redis.call('INCR', SEQ)
 redis.call('HSET', job_key(id), 'data', ARGV[5], 'status', ARGV[6], 'progress', ARGV[7], 'seq', seq,
-           'appkey', appkey, 'created_at', ARGV[8], 'fingerprint', digest ~= '' and ARGV[11] or '')
+           'appkey', appkey, 'created_at', ARGV[8], 'fingerprint', digest ~= '' and ARGV[11] or '', 'bytes', ARGV[12])
+charge(appkey, tonumber(ARGV[12]))
 redis.call('SADD', JOBS, id)
 redis.call('ZADD', by_appkey(appkey), seq, id)
 reindex(appkey, id, seq, false, ARGV[6], ARGV[8])
@@ -162,20 +194,22 @@ redis.call('PUBLISH', CHANGED, id)
 return {1, seq}
 """
 
-# ARGV: id, data, status, progress, created_at, expires_at or '', n, n statuses it may come from,
-# then the event if any: id, job id, meta, body, pending ('1' or ''), next attempt.
+# ARGV: id, data, status, progress, created_at, expires_at or '', bytes, n, n statuses it may come
+# from, then the event if any: id, job id, meta, body, pending ('1' or ''), next attempt.
 TRANSITION_LUA = LAYOUT_LUA + """
-local id, status, created, n = ARGV[1], ARGV[3], ARGV[5], tonumber(ARGV[7])
+local id, status, created, n = ARGV[1], ARGV[3], ARGV[5], tonumber(ARGV[8])
 local key = job_key(id)
 local current = redis.call('HGET', key, 'status')
 local allowed = false
-for i = 8, 7 + n do allowed = allowed or ARGV[i] == current end
+for i = 9, 8 + n do allowed = allowed or ARGV[i] == current end
 if not allowed then return 0 end
-local job = redis.call('HMGET', key, 'appkey', 'seq')
-redis.call('HSET', key, 'data', ARGV[2], 'status', status, 'progress', ARGV[4], 'created_at', created)
+local job = redis.call('HMGET', key, 'appkey', 'seq', 'bytes')
+redis.call('HSET', key, 'data', ARGV[2], 'status', status, 'progress', ARGV[4], 'created_at', created,
+           'bytes', ARGV[7])
+charge(job[1], tonumber(ARGV[7]) - tonumber(job[3] or '0'))
 reindex(job[1], id, job[2], current, status, created)
 if ARGV[6] == '' then redis.call('ZREM', EXPIRY, id) else redis.call('ZADD', EXPIRY, ARGV[6], id) end
-local e = 8 + n
+local e = 9 + n
 if ARGV[e] then put_event(ARGV[e], ARGV[e + 1], ARGV[e + 2], ARGV[e + 3], ARGV[e + 4], ARGV[e + 5]) end
 redis.call('PUBLISH', CHANGED, id)
 return 1
@@ -227,7 +261,7 @@ return loaded(redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', ARGV[1], 'LIMIT', 0, A
 
 DELETE_JOB_LUA = LAYOUT_LUA + """
 local id = ARGV[1]
-local job = redis.call('HMGET', job_key(id), 'appkey', 'status')
+local job = redis.call('HMGET', job_key(id), 'appkey', 'status', 'bytes')
 for _, event in ipairs(redis.call('SMEMBERS', job_events(id))) do
   redis.call('DEL', event_key(event))
   redis.call('ZREM', EVENTS_DUE, event)
@@ -235,6 +269,7 @@ end
 redis.call('DEL', job_events(id))
 if not job[1] then return 0 end
 local appkey, status = job[1], job[2]
+charge(appkey, -tonumber(job[3] or '0'))
 redis.call('DEL', job_key(id))
 redis.call('SET', P .. 'deleted:' .. id, '1', 'EX', ARGV[2])
 redis.call('SREM', JOBS, id)
@@ -248,13 +283,28 @@ redis.call('PUBLISH', DELETED, id .. ' ' .. appkey)
 return 1
 """
 
-# ARGV: id, data, completed ('' or '1'), expires_at, 'create' or 'complete' (only if not completed yet)
+# ARGV: id, data, completed ('' or '1'), expires_at, 'create' or 'complete' (only if not completed yet),
+# appkey, size, the appkey's limits (3, or ''). Returns 1, 0 (completed already), or a refusal.
 PUT_UPLOAD_LUA = LAYOUT_LUA + """
-local key = upload_key(ARGV[1])
-if ARGV[5] == 'complete' and redis.call('HGET', key, 'completed') ~= '' then return 0 end
-redis.call('HSET', key, 'data', ARGV[2], 'completed', ARGV[3])
+local key, appkey, size = upload_key(ARGV[1]), ARGV[6], tonumber(ARGV[7])
+local limits = {ARGV[8], ARGV[9], ARGV[10]}
+if ARGV[5] == 'complete' then
+  if redis.call('HGET', key, 'completed') ~= '' then return 0 end
+  local refused = refusal(appkey, size, 0, 0, limits)
+  if refused then return refused end
+  charge(appkey, size)
+else
+  local refused = refusal(appkey, 0, 1, 0, limits)
+  if refused then return refused end
+  redis.call('SADD', uploads_of(appkey), ARGV[1])
+end
+redis.call('HSET', key, 'data', ARGV[2], 'completed', ARGV[3], 'appkey', appkey, 'size', ARGV[7])
 redis.call('ZADD', UPLOAD_EXPIRY, ARGV[4], ARGV[1])
 return 1
+"""
+
+USAGE_LUA = LAYOUT_LUA + """
+return {held(ARGV[1])}
 """
 
 EXPIRED_UPLOADS_LUA = LAYOUT_LUA + """
@@ -267,6 +317,11 @@ return out
 """
 
 DELETE_UPLOAD_LUA = LAYOUT_LUA + """
+local upload = redis.call('HMGET', upload_key(ARGV[1]), 'appkey', 'size', 'completed')
+if upload[1] then
+  redis.call('SREM', uploads_of(upload[1]), ARGV[1])
+  if upload[3] == '1' then charge(upload[1], -tonumber(upload[2] or '0')) end
+end
 redis.call('DEL', upload_key(ARGV[1]))
 redis.call('ZREM', UPLOAD_EXPIRY, ARGV[1])
 """
@@ -359,6 +414,17 @@ def _event_args(event: WebhookEvent) -> list[str | bytes | float]:
             event.next_attempt_at]
 
 
+def _limits(limits: StorageLimits | None) -> list[int | str]:
+    """An appkey's limits as the scripts take them: bytes, uploads, jobs ('' each for none)."""
+    return ["", "", ""] if limits is None else [limits.stored_bytes, limits.uploads, limits.jobs]
+
+
+def _refusal(fields: Sequence[Any]) -> StorageQuotaExceeded:
+    """The error of a script's refusal: {what, held, limit, adding}."""
+    what, held, limit, adding = fields
+    return StorageQuotaExceeded(_text(what), int(held), int(limit), int(adding))
+
+
 def _event(fields: Sequence[Any]) -> WebhookEvent:
     meta, body = fields
     return event_from_meta(orjson.loads(meta), body)
@@ -379,6 +445,7 @@ class RedisJobStore:
         self._expired_uploads, self._delete_upload = script(EXPIRED_UPLOADS_LUA), script(DELETE_UPLOAD_LUA)
         self._due, self._attempted, self._events_of = script(DUE_LUA), script(ATTEMPTED_LUA), \
             script(EVENTS_OF_LUA)
+        self._usage = script(USAGE_LUA)
 
     @_unavailable_as_503
     async def open(self) -> None:
@@ -390,13 +457,16 @@ class RedisJobStore:
     # -- jobs --------------------------------------------------------------------------------
 
     @_unavailable_as_503
-    async def create_job(self, job: Job, idempotency_key: str | None = None,
-                         idempotency_since: float = 0.0, fingerprint: str = "") -> tuple[Job, bool]:
+    async def create_job(self, job: Job, idempotency_key: str | None = None, idempotency_since: float = 0.0,
+                         fingerprint: str = "", limits: StorageLimits | None = None) -> tuple[Job, bool]:
         """Store the job and enqueue its work in one step (see the `JobStore` protocol)."""
         digest = "" if idempotency_key is None else idempotency_digest(idempotency_key)
         outcome, value = await self._create(args=[
             job.appkey, job.id, digest, idempotency_since, orjson.dumps(job_to_dict(job)), job.status.value,
-            job.progress, job.created_at, int(time.time() * 1000), IDEMPOTENCY_TTL, fingerprint])
+            job.progress, job.created_at, int(time.time() * 1000), IDEMPOTENCY_TTL, fingerprint, job.stored_bytes,
+            *_limits(limits)])
+        if outcome == 3:
+            raise _refusal(value)
         if outcome == 2:
             raise IdempotencyMismatch(f"Idempotency-Key was used for job {_job(value).id} with a different request")
         return (job.with_(seq=int(value)), True) if outcome == 1 else (_job(value), False)
@@ -433,7 +503,7 @@ class RedisJobStore:
         `JOB_CHANGED`. From `processing` to `processing` works: a worker taking over lapsed work."""
         sources = sorted({status.value for status in from_statuses})
         args: list[Any] = [job.id, orjson.dumps(job_to_dict(job)), job.status.value, job.progress, job.created_at,
-                           _optional(job.expires_at), len(sources), *sources]
+                           _optional(job.expires_at), job.stored_bytes, len(sources), *sources]
         if event is not None:
             args += _event_args(event)
         return bool(await self._transition(args=args))
@@ -450,11 +520,6 @@ class RedisJobStore:
     async def was_deleted(self, job_id: str) -> bool:
         return bool(await self._client.exists(deleted_key(job_id)))
 
-    async def requeue_interrupted(self, max_attempts: int) -> tuple[list[Job], list[Job]]:
-        """Nothing to do: in scale-out mode a crashed worker's work comes back through the queue's
-        leases (its unacknowledged entry is taken over), not through the store. ([], [])."""
-        return [], []
-
     @_unavailable_as_503
     async def expired_jobs(self, now: float, limit: int) -> list[Job]:
         return [_job(fields) for fields in await self._expired_jobs(args=[now, limit])]
@@ -463,12 +528,24 @@ class RedisJobStore:
     async def job_ids(self) -> set[str]:
         return {_text(job_id) for job_id in await self._client.smembers(JOBS)}
 
+    @_unavailable_as_503
+    async def usage(self, appkey: str) -> StorageUsage:
+        stored_bytes, uploads, jobs = await self._usage(args=[appkey])
+        return StorageUsage(int(stored_bytes), int(uploads), int(jobs))
+
     # -- uploads -----------------------------------------------------------------------------
 
+    async def _write_upload(self, upload: Upload, mode: str, limits: StorageLimits | None) -> bool:
+        done = await self._put_upload(args=[upload.id, orjson.dumps(upload_to_dict(upload)),
+                                            "" if upload.completed_at is None else "1", upload.expires_at, mode,
+                                            upload.appkey, upload.size, *_limits(limits)])
+        if isinstance(done, list):
+            raise _refusal(done)
+        return bool(done)
+
     @_unavailable_as_503
-    async def create_upload(self, upload: Upload) -> None:
-        await self._put_upload(args=[upload.id, orjson.dumps(upload_to_dict(upload)),
-                                     "" if upload.completed_at is None else "1", upload.expires_at, "create"])
+    async def create_upload(self, upload: Upload, limits: StorageLimits | None = None) -> None:
+        await self._write_upload(upload, "create", limits)
 
     @_unavailable_as_503
     async def get_upload(self, upload_id: str) -> Upload | None:
@@ -476,9 +553,8 @@ class RedisJobStore:
         return None if data is None else upload_from_dict(orjson.loads(data))
 
     @_unavailable_as_503
-    async def complete_upload(self, upload: Upload) -> bool:
-        return bool(await self._put_upload(args=[upload.id, orjson.dumps(upload_to_dict(upload)), "1",
-                                                 upload.expires_at, "complete"]))
+    async def complete_upload(self, upload: Upload, limits: StorageLimits | None = None) -> bool:
+        return await self._write_upload(upload, "complete", limits)
 
     @_unavailable_as_503
     async def expired_uploads(self, now: float, limit: int) -> list[Upload]:

@@ -92,7 +92,7 @@ def decode_answer(stored: Mapping[bytes, bytes]) -> Result:
     if "error" in meta:
         failure = meta["error"]
         raise error(Code[failure["code"]], failure["detail"], failure["headers"])
-    report = RunReport(**meta["report"])
+    report = RunReport(**meta["report"], ran_here=False)  # the worker counted the run where it ran
     return Result(stored.get(b"data", b"") if meta["has_data"] else None, meta["payload"], report)
 
 

@@ -4,7 +4,8 @@ Objects are named `<prefix>/<key>` in one bucket. A PUT makes an object visible 
 all, so a file appears under its key only once it is complete, as with the local store. Streams
 are spooled to local disk first (their size and SHA-256 known, `max_bytes` enforced before any
 byte is stored), and reads come back as a memory map of a local copy. The endpoint and
-credentials are boto3's own `AWS_*` variables; clients download results through presigned URLs.
+credentials are boto3's own `AWS_*` variables; clients download results through presigned URLs,
+signed by a read-only identity of their own when one is given.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -40,6 +43,8 @@ from ..errors import Code, error
 from ..jobs.blobs import WRITE_BATCH_BYTES, Scratch, Written, check_key, spool
 
 RETRY_AFTER = "5"
+S3_THREADS = 16  # storage calls at once per process: each mostly waits on the network
+T = TypeVar("T")
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 STALE_SPOOL_SECONDS = 24 * 3600  # another process's spool folder untouched this long is a crash's leftover
 # Two attempts of at most 10 s each: a storage that stops answering is a 503 within ~25 s, never a hung request.
@@ -88,21 +93,40 @@ def _missing(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")
 
 
-class S3BlobStore(Scratch):
-    """`BlobStore` on `s3://<bucket>/<prefix>`, with local temporary files under `<local_root>/tmp`."""
+@dataclass(frozen=True)
+class ReadKey:
+    """The credentials that sign download URLs: an identity with read-only rights on the bucket."""
 
-    def __init__(self, bucket: str, prefix: str, local_root: Path, public_endpoint: str = "") -> None:
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+
+class S3BlobStore(Scratch):
+    """`BlobStore` on `s3://<bucket>/<prefix>`, with local temporary files under `<local_root>/tmp`.
+    Download URLs go to `public_endpoint` (default: the client's) signed by `read_key` (default:
+    the store's own credentials)."""
+
+    def __init__(self, bucket: str, prefix: str, local_root: Path, public_endpoint: str = "",
+                 read_key: ReadKey | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.public_endpoint = public_endpoint
+        self.read_key = read_key
         # Several processes on one host may share `local_root`: each spools in a folder of its own.
         self._area = local_root / "tmp"
         self._tmp = self._area / f"proc-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._client: Any = None
         self._public: Any = None  # signs the URLs clients download from
+        # Threads of its own: the loop's default ones decode and encode audio, and a storage call
+        # (a readiness probe, the input a job waits for) must not queue behind that work, nor it behind S3.
+        self._threads = ThreadPoolExecutor(S3_THREADS, thread_name_prefix="s3")
+
+    async def _call(self, function: Callable[[], T]) -> T:
+        """`function` on the store's own threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._threads, function)
 
     async def open(self) -> None:
-        await asyncio.to_thread(self._open)
+        await self._call(self._open)
 
     def _open(self) -> None:
         self._tmp.mkdir(parents=True, exist_ok=True)
@@ -114,8 +138,13 @@ class S3BlobStore(Scratch):
         session = boto3.session.Session()
         self._client = session.client("s3", config=CLIENT_CONFIG)
         self._client.meta.events.register_last("before-call.s3", _send_body_at_once)
-        self._public = (session.client("s3", config=CLIENT_CONFIG, endpoint_url=self.public_endpoint)
-                        if self.public_endpoint else self._client)
+        public: dict[str, str] = {}
+        if self.public_endpoint:
+            public["endpoint_url"] = self.public_endpoint
+        if self.read_key is not None:
+            public.update(aws_access_key_id=self.read_key.access_key_id,
+                          aws_secret_access_key=self.read_key.secret_access_key)
+        self._public = session.client("s3", config=CLIENT_CONFIG, **public) if public else self._client
 
     def _name(self, key: str) -> str:
         check_key(key)
@@ -139,14 +168,14 @@ class S3BlobStore(Scratch):
             written = self._upload(source, name)
             source.unlink(missing_ok=True)
             return written
-        return await asyncio.to_thread(upload)
+        return await self._call(upload)
 
     async def put_stream(self, key: str, chunks: AsyncIterator[bytes], max_bytes: int) -> Written:
         name = self._name(key)
         temp = self._temp()
         try:
             await spool(temp, chunks, max_bytes)
-            return await asyncio.to_thread(self._upload, temp, name)
+            return await self._call(lambda: self._upload(temp, name))
         finally:
             temp.unlink(missing_ok=True)
 
@@ -156,7 +185,7 @@ class S3BlobStore(Scratch):
         def put() -> None:
             with storage_unavailable():
                 self._client.put_object(Bucket=self.bucket, Key=name, Body=data)
-        await asyncio.to_thread(put)
+        await self._call(put)
         return Written(len(data), hashlib.sha256(data).hexdigest())
 
     async def copy(self, source: str, key: str) -> None:
@@ -166,18 +195,17 @@ class S3BlobStore(Scratch):
             with storage_unavailable():
                 self._client.copy_object(Bucket=self.bucket, Key=name,
                                          CopySource={"Bucket": self.bucket, "Key": origin})
-        await asyncio.to_thread(copy)
+        await self._call(copy)
 
     async def move(self, source: str, key: str) -> None:
         """A copy (the object appears under `key` whole), then the source deleted: S3 has no rename."""
-        origin, name = self._name(source), self._name(key)
+        await self.copy(source, key)
+        origin = self._name(source)
 
-        def move() -> None:
+        def delete() -> None:
             with storage_unavailable():
-                self._client.copy_object(Bucket=self.bucket, Key=name,
-                                         CopySource={"Bucket": self.bucket, "Key": origin})
                 self._delete([origin])
-        await asyncio.to_thread(move)
+        await self._call(delete)
 
     async def read(self, key: str) -> bytes | mmap.mmap:
         name = self._name(key)
@@ -192,7 +220,7 @@ class S3BlobStore(Scratch):
                     return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             finally:
                 temp.unlink(missing_ok=True)  # the map keeps the bytes until it is closed
-        return await asyncio.to_thread(load)
+        return await self._call(load)
 
     def _download(self, name: str, handle: BinaryIO) -> None:
         with storage_unavailable():
@@ -226,7 +254,7 @@ class S3BlobStore(Scratch):
                     names = [item["Key"] for item in page.get("Contents", [])]
                     for start in range(0, len(names), DELETE_BATCH):
                         self._delete(names[start:start + DELETE_BATCH])
-        await asyncio.to_thread(delete)
+        await self._call(delete)
 
     def _delete(self, names: list[str]) -> None:
         if not names:
@@ -238,8 +266,9 @@ class S3BlobStore(Scratch):
             raise OSError(f"object storage kept {len(errors)} objects, e.g. {first.get('Key')!r}: "
                           f"{first.get('Code')} {first.get('Message')}")
 
-    async def folders(self, area: str) -> set[str]:
-        """The first name after `area/` of every object under it.
+    async def folders(self, area: str, before: float | None = None) -> set[str]:
+        """The first name after `area/` of every object under it; with `before` (unix seconds), only
+        the names whose newest object was written before it (by the storage's Last-Modified).
 
         A flat listing rather than a delimited one: SeaweedFS keeps the empty directory of deleted objects
         and lists it as a common prefix, which would bring every swept folder back forever.
@@ -247,10 +276,14 @@ class S3BlobStore(Scratch):
         start = self._name(area) + "/"
 
         def names() -> set[str]:
+            newest: dict[str, float] = {}
             with storage_unavailable():
-                return {item["Key"][len(start):].split("/", 1)[0]
-                        for page in self._list(start) for item in page.get("Contents", [])} - {""}
-        return await asyncio.to_thread(names)
+                for page in self._list(start):
+                    for item in page.get("Contents", []):
+                        name = item["Key"][len(start):].split("/", 1)[0]
+                        newest[name] = max(newest.get(name, 0.0), item["LastModified"].timestamp())
+            return {name for name, written in newest.items() if name and (before is None or written < before)}
+        return await self._call(names)
 
     def presign(self, key: str, ttl: float, filename: str | None = None, content_type: str | None = None) -> str:
         """A URL that downloads `key` without credentials for `ttl` seconds (at least 1)."""
@@ -271,4 +304,4 @@ class S3BlobStore(Scratch):
         def head() -> None:
             with storage_unavailable():
                 self._client.head_bucket(Bucket=self.bucket)
-        await asyncio.to_thread(head)
+        await self._call(head)

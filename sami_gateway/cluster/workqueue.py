@@ -1,4 +1,5 @@
-"""The shared work queue: Redis Streams consumer groups, taken fairly, held under a lease.
+"""The work queue of scale-out (`work/queue.py`'s contract): Redis Streams consumer groups, taken
+fairly, held under a lease.
 
 Each piece of work is one entry in the stream of its (class, appkey). A worker takes work with
 one Lua script that looks at the classes in order (interactive before batch) and, within a
@@ -22,12 +23,12 @@ import contextlib
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from ..work.queue import ClassDepth, Work
 from . import keys
 from .redis_client import redis_unavailable
 
@@ -126,6 +127,15 @@ end
 return {{requeued, exhausted}}
 """
 
+# Held work's lease reset (XCLAIM to its holder resets the idle time), only while this consumer
+# still holds it: never taken back from a worker that took it over after the lease lapsed.
+_RENEW = """
+local held = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if type(held) ~= 'table' or held.err or #held == 0 or held[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
+
 _ENQUEUE = keys.ENQUEUE_LUA + "enqueue(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])\nreturn 1\n"
 
 # Held work handed back (a worker stopping): at the tail of its stream again, its attempt count
@@ -142,28 +152,6 @@ return 1
 """
 
 
-@dataclass(frozen=True)
-class Work:
-    """One piece of work as a worker holds it."""
-
-    cls: str  # interactive | batch
-    appkey: str
-    kind: str  # keys.INVOKE | keys.JOB
-    id: str  # the invoke's work id or the job id
-    attempt: int  # runs of it cut short before this one
-    enqueued: float  # unix seconds
-    stream: str = ""
-    entry: str = ""  # the stream entry id, while held
-
-
-@dataclass(frozen=True)
-class ClassDepth:
-    """What waits in one class: entries not yet taken, and how long the oldest has waited."""
-
-    queued: int
-    oldest_age: float
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -172,8 +160,8 @@ def _now_ms() -> str:
     return str(int(time.time() * 1000))
 
 
-class WorkQueue:
-    """Enqueue, take, renew, finish and reclaim work, as consumer `name` of the group."""
+class RedisWorkQueue:
+    """`WorkQueue` (`work/queue.py`) on Redis Streams, as consumer `name` of the group."""
 
     def __init__(self, client: aioredis.Redis, name: str, lease: float) -> None:
         self._client = client
@@ -184,6 +172,7 @@ class WorkQueue:
         self._enqueue = client.register_script(_ENQUEUE)
         self._release = client.register_script(_RELEASE)
         self._leave = client.register_script(_LEAVE)
+        self._renew = client.register_script(_RENEW)
         self._token: str | None = None  # names the take in flight, until one returns
 
     async def enqueue(self, cls: str, appkey: str, kind: str, work_id: str) -> None:
@@ -206,28 +195,28 @@ class WorkQueue:
         cls, appkey, entry, flat = _text(got[0]), _text(got[1]), _text(got[2]), got[3]
         fields = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
         return Work(cls, appkey, fields["kind"], fields["id"], int(fields.get("attempt", "0")),
-                    int(fields.get("enqueued", "0")) / 1000, keys.stream(cls, appkey), entry)
+                    int(fields.get("enqueued", "0")) / 1000, entry)
 
     async def renew(self, work: Work) -> bool:
-        """Reset the lease of held work; False once it has been taken over (it is no longer ours)."""
+        """Reset the lease of held work; False once it is no longer ours (requeued, or taken over)."""
         with redis_unavailable():
-            claimed = await self._client.xclaim(work.stream, keys.GROUP, self.name, 0, [work.entry],
-                                                justid=True)
-        return bool(claimed)
+            return bool(await self._renew(keys=[keys.stream(work.cls, work.appkey)],
+                                          args=[keys.GROUP, self.name, work.entry]))
 
     async def done(self, work: Work) -> None:
         """The work is finished (or abandoned): acknowledge and delete its entry."""
         with redis_unavailable():
             async with self._client.pipeline(transaction=True) as pipe:
-                pipe.xack(work.stream, keys.GROUP, work.entry)
-                pipe.xdel(work.stream, work.entry)
+                stream = keys.stream(work.cls, work.appkey)
+                pipe.xack(stream, keys.GROUP, work.entry)
+                pipe.xdel(stream, work.entry)
                 await pipe.execute()
 
     async def release(self, work: Work) -> bool:
         """Hand held work back to the queue now (a worker stopping before it finished); False if it
         was no longer ours."""
         with redis_unavailable():
-            done = await self._release(keys=[work.stream], args=[
+            done = await self._release(keys=[keys.stream(work.cls, work.appkey)], args=[
                 keys.GROUP, work.entry, work.cls, work.appkey, work.kind, work.id, str(work.attempt),
                 str(int(work.enqueued * 1000))])
         return bool(done)
@@ -247,7 +236,7 @@ class WorkQueue:
                 for items, into in ((back, requeued), (out, exhausted)):
                     for kind, work_id, attempt, enqueued, entry in items:
                         into.append(Work(cls, appkey, _text(kind), _text(work_id), int(attempt),
-                                         int(enqueued) / 1000, stream, _text(entry)))
+                                         int(enqueued) / 1000, _text(entry)))
         return requeued, exhausted
 
     # -- liveness and depth ------------------------------------------------------------------

@@ -81,8 +81,9 @@ class BlobStore(Protocol):
     async def delete_prefix(self, prefix: str) -> None:
         """Delete every file whose key starts with `prefix` (a key or a folder)."""
 
-    async def folders(self, area: str) -> set[str]:
-        """The names directly under `area` (`inputs`, `uploads`, `results`), for sweeping orphans."""
+    async def folders(self, area: str, before: float | None = None) -> set[str]:
+        """The names directly under `area` (`inputs`, `uploads`, `results`), for sweeping orphans;
+        with `before` (unix seconds), only those last written before it."""
 
 
 @contextlib.contextmanager
@@ -233,10 +234,15 @@ class LocalBlobStore(Scratch):
                 path.unlink(missing_ok=True)
         await asyncio.to_thread(delete)
 
-    async def folders(self, area: str) -> set[str]:
+    async def folders(self, area: str, before: float | None = None) -> set[str]:
+        def written(entry: Path) -> float:  # a hard link keeps its source's mtime; the link itself sets ctime
+            stat = entry.stat()
+            return max(stat.st_mtime, stat.st_ctime)
+
         def names() -> set[str]:
             path = self._path(area)
-            return {entry.name for entry in path.iterdir()} if path.is_dir() else set()
+            entries = list(path.iterdir()) if path.is_dir() else []
+            return {entry.name for entry in entries if before is None or written(entry) < before}
         return await asyncio.to_thread(names)
 
 

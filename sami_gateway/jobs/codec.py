@@ -17,6 +17,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
     return {
         "id": job.id, "appkey": job.appkey, "status": job.status.value, "seq": job.seq, "progress": job.progress,
         "request": dict(job.request), "input_kind": job.input_kind.value, "input_ref": job.input_ref,
+        "input_bytes": job.input_bytes,
         "name": job.name, "metadata": dict(job.metadata), "webhook_url": job.webhook_url,
         "copy_results_to": dict(job.copy_results_to),
         "input_info": None if job.input_info is None else dict(job.input_info),
@@ -33,6 +34,7 @@ def job_from_dict(values: Mapping[str, Any]) -> Job:
     return Job(
         id=values["id"], appkey=values["appkey"], status=JobStatus(values["status"]), request=values["request"],
         input_kind=InputKind(values["input_kind"]), input_ref=values["input_ref"], created_at=values["created_at"],
+        input_bytes=values.get("input_bytes") or 0,  # a record from before it was kept: charged nothing
         seq=values["seq"], progress=values["progress"], name=values["name"], metadata=values["metadata"],
         webhook_url=values["webhook_url"], copy_results_to=values["copy_results_to"],
         input_info=values["input_info"],

@@ -12,10 +12,12 @@ from aiohttp import web
 from ..auth import Authorization
 from ..body import BodyTimeout, BodyTooLarge, BodyUnreadable, read_capped
 from ..errors import Code, error
-from ..state import AUTH, CONFIG, CONTEXT, JOBS
+from ..state import AUTH, CONFIG, CONTEXT
 from .service import JobService
 
+JOBS = web.AppKey("jobs", JobService)  # the app's Jobs API service
 PREFIXES = ("/api/v1/jobs", "/api/v1/uploads", "/api/v1/models")  # answered with the Jobs API's error JSON
+CURSOR_PATTERN = "^[0-9]{0,18}$"  # a job list's cursor: where the previous page ended (empty: the first page)
 SECONDS_PER_100_MB = 1.0  # a file's time allowance grows with its size beyond the body timeout
 LARGE_JSON_BYTES = 1024 * 1024  # parsed off the event loop above this
 
@@ -75,9 +77,14 @@ def parse_json(text: bytes, what: str) -> Any:
         raise error(Code.INVALID_PAYLOAD, f"{what} is not JSON") from exc
 
 
-def file_timeout(request: web.Request, max_bytes: int) -> float:
+def file_seconds(body_timeout: float, max_bytes: int) -> float:
     """Seconds a client has to send a file of up to `max_bytes` (an upload, a form's file part)."""
-    return request.app[CONFIG].body_timeout + SECONDS_PER_100_MB * max_bytes / 1e8
+    return body_timeout + SECONDS_PER_100_MB * max_bytes / 1e8
+
+
+def file_timeout(request: web.Request, max_bytes: int) -> float:
+    """`file_seconds` with this gateway's body timeout."""
+    return file_seconds(request.app[CONFIG].body_timeout, max_bytes)
 
 
 async def chunks(stream: Any, timeout: float) -> AsyncIterator[bytes]:

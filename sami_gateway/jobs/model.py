@@ -73,6 +73,7 @@ class Job:
     input_kind: InputKind
     input_ref: str  # the input's key in the blob store, or its URL
     created_at: float  # unix seconds
+    input_bytes: int = 0  # the stored input's size (0 for a URL: fetched when it runs, never kept)
     seq: int = 0  # creation order, assigned by the store; lists go newest first by it
     progress: float = 0.0
     name: str | None = None
@@ -90,6 +91,13 @@ class Job:
 
     def with_(self, **changes: Any) -> Job:
         return replace(self, **changes)
+
+    @property
+    def stored_bytes(self) -> int:
+        """The bytes this job keeps in storage: its input and the results kept here (what its appkey is
+        charged for)."""
+        kept = (item.size for item in (self.result or {}).values() if item.key is not None)
+        return self.input_bytes + sum(kept)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ checked here, before anything is stored or fetched.
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,7 +14,8 @@ from typing import Any
 import orjson
 from yarl import URL
 
-from ..errors import Code, error
+from ..errors import Code, GatewayError, error
+from ..protocol import decode_data
 
 MAX_NAME_CHARS = 200
 MAX_METADATA_BYTES = 4096
@@ -79,9 +79,9 @@ def parse_input(value: Any) -> JobInput:
         if not isinstance(item, str):
             raise error(Code.INVALID_DATA, "input.data must be a base64 string")
         try:
-            data = binascii.a2b_base64(item, strict_mode=True)
-        except (binascii.Error, ValueError):  # ValueError: characters outside ASCII
-            raise error(Code.INVALID_DATA, "input.data is not standard base64") from None
+            data = decode_data(item)  # invoke's decoder: strict, padding bits zero
+        except GatewayError as exc:
+            raise error(Code.INVALID_DATA, f"input.{exc.detail}") from None
         if not data:
             raise error(Code.EMPTY_DATA, "input.data is empty")
         return JobInput(data=data)

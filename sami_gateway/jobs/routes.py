@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import re
 import time
 import uuid
@@ -17,8 +15,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..auth import Authorization
 from ..errors import Code, error
 from ..state import BODY_LIMIT, QUOTAS, STREAMS
-from .blobs import BlobTooLarge
+from .blobs import BlobTooLarge, Written
 from .http import (
+    CURSOR_PATTERN,
     authorized,
     base_url,
     chunks,
@@ -34,9 +33,11 @@ from .models_route import list_models
 from .requests import JobRequest, parse_job_request
 from .service import JobService
 from .sse import job_events
+from .storage_quota import StorageUsage
 
 MAX_WAIT_SECONDS = 60.0  # the longest long poll
 DEFAULT_LIMIT, MAX_LIMIT = 50, 100
+CURSOR = re.compile(CURSOR_PATTERN)
 MAX_IDEMPOTENCY_KEY = 255
 IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]+")  # printable ASCII: stored and hashed as it came, in either store
 MAX_PARAMS_BYTES = 64 * 1024  # the `params` part of a multipart request: JSON, never a file
@@ -44,10 +45,10 @@ MAX_PARAMS_BYTES = 64 * 1024  # the `params` part of a multipart request: JSON, 
 
 @dataclass(frozen=True)
 class Form:
-    """A multipart job request as read: its params, and the file's hash (None when it had no file)."""
+    """A multipart job request as read: its params, and the file's size and hash (None when it had no file)."""
 
     params: Any
-    file_sha256: str | None
+    file: Written | None
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -75,28 +76,27 @@ async def _form_parts(request: web.Request, jobs: JobService, key: str) -> Form:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + file_timeout(request, jobs.max_input_bytes)
     params: Any = {}
-    file_sha256: str | None = None
+    file: Written | None = None
     while (part := await asyncio.wait_for(reader.next(), max(deadline - loop.time(), 0))) is not None:
         if not isinstance(part, BodyPartReader):
             raise error(Code.INVALID_PAYLOAD, "nested multipart is not accepted")
-        if part.name == "file" and file_sha256 is None:
-            written = await jobs.blobs.put_stream(key, chunks(part, deadline - loop.time()), jobs.max_input_bytes)
-            file_sha256 = written.sha256
+        if part.name == "file" and file is None:
+            file = await jobs.blobs.put_stream(key, chunks(part, deadline - loop.time()), jobs.max_input_bytes)
         elif part.name == "params":
             params = await _params(part, deadline - loop.time())
         else:
             raise error(Code.ILLEGAL_PAYLOAD, f"unexpected form part {part.name!r}: send file and params")
-    return Form(params, file_sha256)
+    return Form(params, file)
 
 
-async def _multipart(request: web.Request, jobs: JobService) -> tuple[JobRequest, str, str]:
-    """`file` streamed to storage, `params` parsed: (request, key of the stored file, its SHA-256)."""
+async def _multipart(request: web.Request, jobs: JobService) -> tuple[JobRequest, str, Written]:
+    """`file` streamed to storage, `params` parsed: (request, key of the stored file, its size and SHA-256)."""
     key = f"uploads/form_{uuid.uuid4().hex}"
     try:
         form = await _form_parts(request, jobs, key)
-        if form.file_sha256 is None:
+        if form.file is None:
             raise error(Code.EMPTY_URL, "a multipart job request needs a file part")
-        return parse_job_request(form.params, has_file=True), key, form.file_sha256
+        return parse_job_request(form.params, has_file=True), key, form.file
     except BlobTooLarge as exc:
         await jobs.blobs.delete_prefix(key)
         raise error(Code.EXCEEDED_DATA_SIZE, f"file larger than {jobs.max_input_bytes} bytes",
@@ -119,9 +119,11 @@ async def submit_job(request: web.Request) -> web.Response:
     kind = request.content_type
     async with request.app[QUOTAS].charge(auth.appkey, auth.quota):
         if kind == "multipart/form-data":
-            job_request, stored, sha256 = await _multipart(request, jobs)
+            if key is None:  # an appkey whose quota is full is refused before its file is read
+                await jobs.check_room(auth.appkey, StorageUsage(0, 0, 1), unread_body=True)
+            job_request, stored, file = await _multipart(request, jobs)
             try:
-                job, created = await jobs.submit(auth, jobs.check(job_request), key, stored, sha256)
+                job, created = await jobs.submit(auth, jobs.check(job_request), key, stored, file)
             finally:
                 await jobs.blobs.delete_prefix(stored)
         elif kind in ("application/json", "") or kind.endswith("+json"):
@@ -136,8 +138,11 @@ async def submit_job(request: web.Request) -> web.Response:
 
 
 def _statuses(text: str) -> list[JobStatus]:
+    """`status=a,b`: those statuses; absent or empty: all. An empty item (`status=a,`) is a mistake."""
+    if not text:
+        return []
     try:
-        return [JobStatus(item.strip()) for item in text.split(",") if item.strip()]
+        return [JobStatus(item.strip()) for item in text.split(",")]
     except ValueError:
         raise error(Code.ILLEGAL_PAYLOAD, f"status must be among {[s.value for s in JobStatus]}") from None
 
@@ -151,16 +156,17 @@ def _limit(text: str | None) -> int:
 
 
 def _cursor(text: str | None) -> int | None:
+    """Where the previous page ended: the sequence number of its last job. Any such number is a
+    cursor (past every job: an empty page), so a well-formed one is never refused."""
     if not text:
         return None
-    try:
-        return int(base64.urlsafe_b64decode(text.encode() + b"==").decode())
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise error(Code.ILLEGAL_PAYLOAD, "cursor is not one this gateway gave") from None
+    if not CURSOR.fullmatch(text):
+        raise error(Code.ILLEGAL_PAYLOAD, "cursor is not one this gateway gave")
+    return int(text)
 
 
 def _next_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
+    return str(seq)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -243,7 +249,7 @@ async def job_result(request: web.Request) -> web.StreamResponse:
     filename = f"{stem}.{item.format}"
     path = jobs.blobs.local_path(item.key)
     if path is None:
-        direct = jobs.blobs.public_url(item.key, jobs.settings.signed_url_ttl, filename, media_type(item.format))
+        direct = jobs.blobs.public_url(item.key, jobs.result_ttl(job), filename, media_type(item.format))
         if direct is None:
             raise error(Code.JOB_NOT_FOUND, f"the file of {stem} is gone")
         raise web.HTTPFound(direct)  # shared storage serves it: the gateway is not in the download path

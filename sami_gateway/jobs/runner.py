@@ -1,16 +1,15 @@
-"""Runs queued jobs: a few at a time, taken round-robin across appkeys, on the shared scheduler.
+"""What running one job means, as the work loop (`work/loop.py`) hands it a job's queue entry.
 
-Each worker claims the oldest queued job of the appkey served least recently, so one appkey's
-backlog does not make another's single job wait behind it. A job's input is read from the blob
-store (or fetched), the namespace runs it into a work folder, and its files are moved into the
-blob store (or PUT to the caller's `copy_results_to`) before the job is marked succeeded: a job
-that says succeeded has every file in place, and a crash before that runs it again.
+The job is claimed (marked processing), its input read from the blob store (or fetched), the
+namespace runs it into a work folder, and its files are moved into the blob store (or PUT to the
+caller's `copy_results_to`) before the job is marked succeeded: a job that says succeeded has
+every file in place, and a run cut short (a crash, a stop) leaves the queue entry for another.
+Storage away or full runs the job again later, holding its entry; the job never stays `processing`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -21,13 +20,12 @@ from typing import Any
 from ..errors import Code, GatewayError, error, store_trouble
 from ..fetch import Fetcher
 from ..namespace import JobCall, JobOutput, RunReport, release
+from ..work.queue import Work
 from .blobs import disk_writes
 from .model import InputKind, Job, JobStatus, StoredResult, media_type
 from .service import JobService
-from .store import QueueHead
 
 log = logging.getLogger(__name__)
-IDLE_POLL_SECONDS = 1.0  # a worker with nothing to do looks again this often, or when woken
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes of one job
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)  # waits before running a job again while storage is away; then the last
 STORE_PATIENCE_SECONDS = 3600.0  # a job storage cannot take for an hour is failed (when the failure can be written)
@@ -39,112 +37,46 @@ def retry_delay(retry: int) -> float:
 
 
 class JobRunner:
-    """`workers` tasks that take queued jobs fairly and run them to a terminal state."""
+    """The work loop's handler of jobs: claim one, run it to a terminal state, or fail it when its
+    last allowed run was cut short."""
 
-    def __init__(self, service: JobService, fetcher: Fetcher, workers: int,
+    def __init__(self, service: JobService, fetcher: Fetcher,
                  on_report: Callable[[RunReport], None] = lambda report: None) -> None:
         self._service = service
         self._on_report = on_report
         self._fetcher = fetcher
-        self._workers = workers
-        self._tasks: list[asyncio.Task[None]] = []
-        self._running: dict[str, asyncio.Task[Any]] = {}
-        self._served: dict[str, float] = {}  # appkey -> when a job of it last started
         self._progress_writes: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak references)
-        # A run cut short by the gateway stopping puts its job back in the queue. A scale-out worker
-        # turns this off: its queue entry comes back (handed back, or after the lease) and the job
-        # stays `processing`, which is also right when the run was cut because another took it over.
-        self.requeue_when_stopped = True
-        self._wake = asyncio.Event()
-        service.on_change.append(self._on_change)
 
-    @property
-    def running(self) -> int:
-        return len(self._running)
+    async def run(self, work: Work) -> None:
+        """Claim the job of `work` and run it until its outcome is recorded (nothing when it ended meanwhile)."""
+        job = await self._claim(work)
+        if job is not None:
+            await self._run_until_recorded(job)
 
-    async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._recover(), name="job-recovery")]
-        self._tasks += [asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self._workers)]
+    async def exhausted(self, work: Work, failure: GatewayError) -> None:
+        job = await self._service.store.get_job(work.id)
+        if job is not None and not job.status.terminal:
+            await self._service.finish(job, JobStatus.FAILED, failure=failure, reason="attempts exhausted")
 
-    async def _recover(self) -> None:
-        """Queue again the jobs a restart interrupted and fail those out of attempts; while the store
-        cannot be written (a full disk), try again later: start-up never waits on it or dies of it."""
-        settings = self._service.settings
-        for retry in itertools.count(1):
-            try:
-                requeued, exhausted = await self._service.store.requeue_interrupted(settings.max_job_attempts)
-            except Exception as exc:  # noqa: BLE001 - a store that cannot be written yet
-                log.warning("requeueing interrupted jobs failed (%s); trying again", exc)
-                await asyncio.sleep(retry_delay(retry))
-                continue
-            for job in requeued:
-                log.info("job %s was interrupted by a restart: queued again", job.id)
-            for job in exhausted:
-                failure = error(Code.INTERNAL_ERROR, f"the job was interrupted {job.attempts} times")
-                await self._fail_for_good(job, failure, "attempts exhausted")
-            self._wake.set()
-            return
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-
-    def _on_change(self, job: Job) -> None:
-        if job.status is JobStatus.QUEUED:
-            self._wake.set()
-        elif job.status.terminal and job.id in self._running:
-            task = self._running[job.id]
-            if task is not asyncio.current_task():  # not its own finish: cancelled or deleted
-                task.cancel()  # drop its remaining model calls
-
-    # -- taking ------------------------------------------------------------------------------
-
-    def _pick(self, heads: list[QueueHead]) -> QueueHead:
-        """The appkey served least recently (never served first), its oldest job."""
-        return min(heads, key=lambda head: (self._served.get(head.appkey, 0.0), head.seq))
-
-    async def _take(self) -> Job | None:
-        while heads := await self._service.store.queue_heads():
-            head = self._pick(heads)
-            self._served[head.appkey] = time.monotonic()
-            job = await self._service.store.get_job(head.job_id)
-            if job is not None and job.status is JobStatus.QUEUED:
-                started = await self._service.started(job)
-                if started is not None:
-                    return started
-        return None
-
-    async def _work(self) -> None:
+    async def _claim(self, work: Work) -> Job | None:
+        """Mark the job started; None when it ended meanwhile. Storage away while claiming is waited out
+        holding the entry: the job has not run, so the blip must not cost it one of its attempts. A job
+        still `processing` had its run cut short (a crash, a stop): it is taken over."""
+        retry = 0
         while True:
             try:
-                job = await self._take()
-            except Exception:  # noqa: BLE001 - a store hiccup must not end the worker
-                log.exception("taking a job failed")
-                job = None
-            if job is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(IDLE_POLL_SECONDS):
-                        await self._wake.wait()
-                continue
-            task = asyncio.create_task(self._run_until_recorded(job), name=f"job-{job.id}")
-            self._running[job.id] = task
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                if not task.done():  # the worker itself is being stopped: stop the job too
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+                job = await self._service.store.get_job(work.id)
+                if job is None or job.status.terminal:
+                    return None
+                cut_short = work.attempt > 0 or job.status is JobStatus.PROCESSING
+                return await self._service.started(job, takeover=cut_short)
+            except GatewayError as exc:
+                if not store_trouble(exc):
                     raise
-            except Exception:  # noqa: BLE001 - one job's failure never ends the worker
-                log.exception("job %s: its run ended unexpectedly", job.id)
-            finally:
-                self._running.pop(job.id, None)
+                retry += 1
+                log.warning("job %s: %s while claiming it; trying again in %g s", work.id, exc.detail,
+                            retry_delay(retry))
+            await asyncio.sleep(retry_delay(retry))
 
     async def _run_until_recorded(self, job: Job) -> None:
         """`run`, again and again while storage is away or full: the job ends succeeded or failed once
@@ -153,7 +85,7 @@ class JobRunner:
         since = time.monotonic()
         for retry in itertools.count(1):
             try:
-                await self.run(job)
+                await self.execute(job)
                 return
             except Exception as exc:  # noqa: BLE001 - storage trouble, or a failure that could not be recorded
                 if not store_trouble(exc):
@@ -185,27 +117,20 @@ class JobRunner:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def run(self, job: Job) -> None:
-        """Run a claimed job to a terminal state (a stopped gateway puts it back in the queue). Storage
-        that is away or full raises its GatewayError (`store_trouble`): the job is not at fault, and the
-        caller runs it again later."""
+    async def execute(self, job: Job) -> None:
+        """Run a claimed job to a terminal state. Storage that is away or full raises its GatewayError
+        (`store_trouble`): the job is not at fault, and the caller runs it again later."""
         service = self._service
         workdir = service.blobs.workdir()
         try:
             async with asyncio.timeout(service.settings.job_timeout):
+                await service.room_to_run(job)  # an appkey over its storage quota gets no more results
                 with disk_writes(f"job {job.id}"):
                     output = await self._execute(job, workdir)
                 self._on_report(output.report)
                 result = await self._keep(job, output)
             await service.finish(job, JobStatus.SUCCEEDED, result=result, input_info=dict(output.input),
                                  cache_hit=output.cache_hit)
-        except asyncio.CancelledError:
-            current = await service.store.get_job(job.id) if self.requeue_when_stopped else None
-            if current is not None and not current.status.terminal:  # the gateway is stopping
-                await service.store.transition(current.with_(status=JobStatus.QUEUED, started_at=None,
-                                                             attempts=max(0, current.attempts - 1)),
-                                               {JobStatus.PROCESSING})
-            raise
         except TimeoutError:
             await service.finish(job, JobStatus.FAILED, failure=error(
                 Code.TIMEOUT, f"the job ran past {service.settings.job_timeout:g} s"))

@@ -16,14 +16,15 @@ from typing import Any
 import orjson
 
 from ..auth import Authorization
+from ..config.jobs import JobSettings
 from ..errors import Code, GatewayError, error
 from ..namespace import JobNamespace
-from .blobs import BlobStore
+from .blobs import BlobStore, Written
 from .model import InputKind, Job, JobStatus, StoredResult, Upload, WebhookEvent, media_type
 from .notify import JobEvents
 from .requests import JobRequest, fingerprint
-from .settings import JobSettings
 from .signing import UrlSigner
+from .storage_quota import StorageLimits, StorageQuotaExceeded, StorageUsage, exceeded, over
 from .store import IdempotencyMismatch, JobStore
 from .views import iso, job_error, job_json
 
@@ -61,7 +62,8 @@ class JobService:
 
     def __init__(self, store: JobStore, blobs: BlobStore, settings: JobSettings, signer: UrlSigner,
                  namespace: JobNamespace[Any] | None, namespace_name: str, webhook_secret: Callable[[str], str],
-                 max_input_bytes: int, default_base_url: str) -> None:
+                 max_input_bytes: int, default_base_url: str, *,
+                 storage_limits: Callable[[str], StorageLimits]) -> None:
         self.store = store
         self.blobs = blobs
         self.settings = settings
@@ -71,6 +73,7 @@ class JobService:
         self.events = JobEvents()
         self.webhook_secret = webhook_secret
         self.max_input_bytes = max_input_bytes
+        self.storage_limits = storage_limits  # an appkey's: its own, or the defaults
         self.default_base_url = settings.public_url or default_base_url
         self.on_change: list[Callable[[Job], None]] = []  # the runner and the webhook sender listen
         self.on_event_dropped: Callable[[Job], None] = lambda job: None  # a webhook event that could not be built
@@ -84,18 +87,24 @@ class JobService:
             raise error(Code.JOB_NOT_FOUND, f"no job {job_id}")
         return job
 
+    def result_ttl(self, job: Job) -> float:
+        """Seconds a URL to the job's results stays valid: `signed_url_ttl`, never past the job's
+        expiry (at least 1 s: a URL must be valid when given)."""
+        ttl = self.settings.signed_url_ttl
+        if job.expires_at is not None:
+            ttl = min(ttl, job.expires_at - time.time())
+        return max(ttl, 1.0)
+
     def result_url(self, base_url: str) -> Callable[[Job, str], str]:
-        """Signed result URLs valid for `signed_url_ttl`, never past the job's expiry."""
+        """Signed result URLs valid for `result_ttl`."""
         def url(job: Job, stem: str) -> str:
-            ttl = self.settings.signed_url_ttl
-            if job.expires_at is not None:
-                ttl = min(ttl, job.expires_at - time.time())
+            ttl = self.result_ttl(job)
             item = (job.result or {}).get(stem)
             if item is not None and item.key is not None:
-                direct = self.blobs.public_url(item.key, max(ttl, 1), f"{stem}.{item.format}", media_type(item.format))
+                direct = self.blobs.public_url(item.key, ttl, f"{stem}.{item.format}", media_type(item.format))
                 if direct is not None:
                     return direct
-            path, _ = self.signer.sign("GET", f"/api/v1/jobs/{job.id}/results/{stem}", max(ttl, 1))
+            path, _ = self.signer.sign("GET", f"/api/v1/jobs/{job.id}/results/{stem}", ttl)
             return base_url + path
         return url
 
@@ -130,55 +139,77 @@ class JobService:
         if total >= self.settings.max_queued_jobs:
             raise error(Code.OVERLOADED, f"{total} jobs are queued", {"Retry-After": "30"})
 
+    async def check_room(self, appkey: str, adding: StorageUsage, unread_body: bool = False) -> None:
+        """StorageQuotaExceeded (429) when `adding` does not fit what the appkey may keep. A check ahead
+        of a write, to refuse before bytes arrive (`unread_body`: the connection is closed after the
+        answer); the store checks again as it records the write."""
+        refusal = exceeded(await self.store.usage(appkey), adding, self.storage_limits(appkey))
+        if refusal is not None:
+            if unread_body:
+                refusal.headers["Connection"] = "close"
+            raise refusal
+
+    async def room_to_run(self, job: Job) -> None:
+        """StorageQuotaExceeded when the job's appkey holds more bytes than its quota allows (the
+        results of its earlier jobs took it past): the job fails instead of adding results."""
+        refusal = over(await self.store.usage(job.appkey), self.storage_limits(job.appkey))
+        if refusal is not None:
+            raise refusal
+
     async def submit(self, auth: Authorization, submission: Submission, idempotency_key: str | None,
-                     stored_input: str | None = None, stored_sha256: str = "") -> tuple[Job, bool]:
-        """Create the job, its input stored first (`stored_input`: already stored under that key, its
-        bytes' SHA-256 `stored_sha256`); with `idempotency_key`, the job that key named for the same
-        request, IdempotencyMismatch (422) when it named one for another request."""
+                     stored_input: str | None = None, stored: Written | None = None) -> tuple[Job, bool]:
+        """Create the job, its input stored first (`stored_input`: already stored under that key, as
+        `stored` says); with `idempotency_key`, the job that key named for the same request,
+        IdempotencyMismatch (422) when it named one for another request. Past the appkey's storage
+        quota, StorageQuotaExceeded (429) and nothing kept."""
         request = submission.request
         if request.webhook_url is not None and not self.webhook_secret(auth.appkey):
             raise error(Code.ILLEGAL_PAYLOAD, "webhook_url needs a webhook secret: set SAMI_WEBHOOK_SECRET "
                         "or the appkey's webhook_secret")
         await self.admit(auth)
+        if idempotency_key is None:  # a key's job is answered however full the quota: the store checks after the key
+            data = request.input.data if request.input is not None else None
+            size = stored.size if stored is not None else len(data) if data is not None else 0
+            await self.check_room(auth.appkey, StorageUsage(size, 0, 1))  # before the input is written
         job_id = new_id("job")
-        kind, ref, sha256 = await self._store_input(auth, job_id, request, stored_input, stored_sha256)
+        kind, ref, written = await self._store_input(auth, job_id, request, stored_input, stored)
         job = Job(id=job_id, appkey=auth.appkey, status=JobStatus.QUEUED, request=submission.fields,
-                  input_kind=kind, input_ref=ref, created_at=time.time(), name=request.name,
-                  metadata=request.metadata, webhook_url=request.webhook_url,
+                  input_kind=kind, input_ref=ref, created_at=time.time(), input_bytes=written.size,
+                  name=request.name, metadata=request.metadata, webhook_url=request.webhook_url,
                   copy_results_to=request.copy_results_to)
         since = time.time() - IDEMPOTENCY_SECONDS
-        same = "" if idempotency_key is None else fingerprint(request, sha256)
+        same = "" if idempotency_key is None else fingerprint(request, written.sha256)
         try:
-            stored, created = await self.store.create_job(job, idempotency_key, since, same)
-        except IdempotencyMismatch:
+            stored_job, created = await self.store.create_job(job, idempotency_key, since, same,
+                                                              self.storage_limits(auth.appkey))
+        except (IdempotencyMismatch, StorageQuotaExceeded):
             if kind is InputKind.STORED:
                 await self.blobs.delete_prefix(f"inputs/{job_id}")
             raise
         if created:
-            log_transition(stored)
-            self._changed(stored)
+            log_transition(stored_job)
+            self._changed(stored_job)
         elif kind is InputKind.STORED:
             await self.blobs.delete_prefix(f"inputs/{job_id}")  # the first job keeps its own input
-        return stored, created
+        return stored_job, created
 
     async def _store_input(self, auth: Authorization, job_id: str, request: JobRequest, stored_input: str | None,
-                           stored_sha256: str) -> tuple[InputKind, str, str]:
-        """Where the job's input is: (kind, its key or URL, its bytes' SHA-256 when stored here)."""
+                           stored: Written | None) -> tuple[InputKind, str, Written]:
+        """Where the job's input is: (kind, its key or URL, its size and SHA-256 when stored here)."""
         key = f"inputs/{job_id}"
         if stored_input is not None:
             await self.blobs.copy(stored_input, key)
-            return InputKind.STORED, key, stored_sha256
+            return InputKind.STORED, key, stored or Written(0, "")
         assert request.input is not None
         if request.input.url is not None:
-            return InputKind.URL, request.input.url, ""
+            return InputKind.URL, request.input.url, Written(0, "")
         if request.input.data is not None:
             if len(request.input.data) > self.max_input_bytes:
                 raise error(Code.EXCEEDED_DATA_SIZE, f"input larger than {self.max_input_bytes} bytes")
-            written = await self.blobs.put_bytes(key, request.input.data)
-            return InputKind.STORED, key, written.sha256
+            return InputKind.STORED, key, await self.blobs.put_bytes(key, request.input.data)
         upload = await self.usable_upload(auth, request.input.upload_id or "")
         await self.blobs.copy(upload.key, key)
-        return InputKind.STORED, key, upload.sha256
+        return InputKind.STORED, key, Written(upload.size, upload.sha256)
 
     async def usable_upload(self, auth: Authorization, upload_id: str) -> Upload:
         upload = await self.store.get_upload(upload_id)

@@ -1,4 +1,5 @@
-"""The embedded job store: SQLite in WAL mode, one connection on one thread of its own.
+"""The embedded job store: SQLite in WAL mode, one connection on one thread of its own; the work
+queue of the single process (`sqlite_queue.py`) lives in the same database.
 
 Every write is one transaction committed with `synchronous=FULL`: a job answered 201 is on disk,
 and survives the process being killed at any moment (or the machine losing power).
@@ -17,9 +18,12 @@ from typing import Any, TypeVar
 import orjson
 
 from ..errors import Code, GatewayError, error
+from ..work.queue import BATCH, JOB
 from .blobs import FULL_RETRY_AFTER
 from .codec import NESTED, job_from_dict, job_to_dict
 from .model import Job, JobStatus, Upload, WebhookEvent
+from .sqlite_queue import WORK_SCHEMA, SqliteWorkQueue, add_work, queue_active_jobs
+from .storage_quota import StorageLimits, StorageUsage, exceeded
 from .store import IdempotencyMismatch, QueueHead
 
 T = TypeVar("T")
@@ -49,7 +53,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     completed_at REAL,
     expires_at REAL,
     idempotency_key TEXT,
-    idempotency_fingerprint TEXT
+    idempotency_fingerprint TEXT,
+    input_bytes INTEGER NOT NULL DEFAULT 0,
+    stored_bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_appkey ON jobs (appkey, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
@@ -66,6 +72,7 @@ CREATE TABLE IF NOT EXISTS uploads (
     size INTEGER NOT NULL DEFAULT 0,
     sha256 TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS uploads_by_appkey ON uploads (appkey);
 CREATE TABLE IF NOT EXISTS webhook_events (
     id TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -85,11 +92,12 @@ CREATE INDEX IF NOT EXISTS events_due ON webhook_events (next_attempt_at)
 
 JOB_COLUMNS = ("id", "appkey", "status", "progress", "request", "input_kind", "input_ref", "name", "metadata",
                "webhook_url", "copy_results_to", "input_info", "result", "error", "cache_hit", "attempts",
-               "created_at", "started_at", "completed_at", "expires_at")
+               "created_at", "started_at", "completed_at", "expires_at", "input_bytes", "stored_bytes")
 EVENT_COLUMNS = ("id", "job_id", "appkey", "url", "body", "created_at", "next_attempt_at", "attempts",
                  "delivered_at", "abandoned_at", "last_error")
 # Columns added since the first schema, each with its definition: added to a database that lacks them.
-MIGRATIONS = (("jobs", "idempotency_fingerprint", "TEXT"),)
+MIGRATIONS = (("jobs", "idempotency_fingerprint", "TEXT"), ("jobs", "input_bytes", "INTEGER NOT NULL DEFAULT 0"),
+              ("jobs", "stored_bytes", "INTEGER NOT NULL DEFAULT 0"))
 UPLOAD_COLUMNS = ("id", "appkey", "created_at", "expires_at", "max_bytes", "completed_at", "size", "sha256")
 
 
@@ -104,6 +112,7 @@ def _loads(text: str | None) -> Any:
 def job_row(job: Job) -> tuple[Any, ...]:
     values = job_to_dict(job)
     values["cache_hit"] = int(job.cache_hit)
+    values["stored_bytes"] = job.stored_bytes  # summed per appkey for its storage quota
     return tuple(_json(values[name]) if name in NESTED else values[name] for name in JOB_COLUMNS)
 
 
@@ -132,6 +141,21 @@ def _event_row(event: WebhookEvent) -> tuple[Any, ...]:
     return tuple(getattr(event, name) for name in EVENT_COLUMNS)
 
 
+def _usage(db: sqlite3.Connection, appkey: str) -> StorageUsage:
+    jobs, job_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(stored_bytes), 0) FROM jobs WHERE appkey = ?",
+                                 (appkey,)).fetchone()
+    uploads, upload_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM uploads WHERE appkey = ?",
+                                       (appkey,)).fetchone()
+    return StorageUsage(job_bytes + upload_bytes, uploads, jobs)
+
+
+def _fits(db: sqlite3.Connection, appkey: str, adding: StorageUsage, limits: StorageLimits | None) -> None:
+    """Raise StorageQuotaExceeded when `adding` does not fit the appkey's `limits` (None: no limits); inside
+    the write's transaction, which the exception rolls back."""
+    if limits is not None and (refusal := exceeded(_usage(db, appkey), adding, limits)) is not None:
+        raise refusal
+
+
 def unavailable(exc: sqlite3.OperationalError) -> GatewayError:
     """The store cannot be written or read now (a full disk, an I/O error, a lock held too long):
     507 or 503 with Retry-After, which callers may try again; the store itself is left consistent."""
@@ -149,7 +173,8 @@ class SqliteJobStore:
         self._db: sqlite3.Connection | None = None
         self._deleted: OrderedDict[str, None] = OrderedDict()  # ids deleted lately, oldest first
 
-    async def _call(self, func: Callable[[sqlite3.Connection], T]) -> T:
+    async def transact(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        """`func` of the connection as one transaction, on the store's thread."""
         def run() -> T:
             assert self._db is not None, "the store is not open"
             with self._db:  # one transaction: committed, or rolled back on an exception
@@ -167,11 +192,18 @@ class SqliteJobStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(SCHEMA)
+            had_work = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'work'").fetchone() is not None
+            db.executescript(SCHEMA + WORK_SCHEMA)
             with db:
                 migrate(db)
+                if not had_work:
+                    queue_active_jobs(db)
             self._db = db
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    def work_queue(self, name: str) -> SqliteWorkQueue:
+        """The work queue in this database, as the holder `name`."""
+        return SqliteWorkQueue(self.transact, name)
 
     async def close(self) -> None:
         def disconnect() -> None:
@@ -183,8 +215,8 @@ class SqliteJobStore:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def create_job(self, job: Job, idempotency_key: str | None = None,
-                         idempotency_since: float = 0.0, fingerprint: str = "") -> tuple[Job, bool]:
+    async def create_job(self, job: Job, idempotency_key: str | None = None, idempotency_since: float = 0.0,
+                         fingerprint: str = "", limits: StorageLimits | None = None) -> tuple[Job, bool]:
         def create(db: sqlite3.Connection) -> tuple[Job, bool]:
             if idempotency_key is not None:
                 row = db.execute("SELECT * FROM jobs WHERE appkey = ? AND idempotency_key = ?",
@@ -196,18 +228,20 @@ class SqliteJobStore:
                     return job_from_row(row), False
                 if row is not None:  # an old use of the key: it may be used again
                     db.execute("UPDATE jobs SET idempotency_key = NULL WHERE seq = ?", (row["seq"],))
+            _fits(db, job.appkey, StorageUsage(job.input_bytes, 0, 1), limits)
             placeholders = ",".join("?" * (len(JOB_COLUMNS) + 2))
             cursor = db.execute(f"INSERT INTO jobs ({','.join(JOB_COLUMNS)}, idempotency_key, "
                                 f"idempotency_fingerprint) VALUES ({placeholders})",
                                 (*job_row(job), idempotency_key, fingerprint if idempotency_key else None))
+            add_work(db, BATCH, job.appkey, JOB, job.id, job.created_at)  # a job exists with its queue entry
             return job.with_(seq=cursor.lastrowid), True
-        return await self._call(create)
+        return await self.transact(create)
 
     async def get_job(self, job_id: str) -> Job | None:
         def get(db: sqlite3.Connection) -> Job | None:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             return None if row is None else job_from_row(row)
-        return await self._call(get)
+        return await self.transact(get)
 
     async def list_jobs(self, appkey: str, statuses: Collection[JobStatus], limit: int,
                         before_seq: int | None = None) -> list[Job]:
@@ -223,7 +257,7 @@ class SqliteJobStore:
             query += " ORDER BY seq DESC LIMIT ?"
             args.append(limit)
             return [job_from_row(row) for row in db.execute(query, args)]
-        return await self._call(select)
+        return await self.transact(select)
 
     async def queue_heads(self) -> list[QueueHead]:
         def heads(db: sqlite3.Connection) -> list[QueueHead]:
@@ -232,13 +266,13 @@ class SqliteJobStore:
                 "(SELECT appkey, MIN(seq) AS first, COUNT(*) AS queued FROM jobs WHERE status = 'queued' "
                 "GROUP BY appkey) q ON j.seq = q.first ORDER BY j.seq")
             return [QueueHead(*row) for row in rows]
-        return await self._call(heads)
+        return await self.transact(heads)
 
     async def oldest_queued(self) -> float | None:
         def oldest(db: sqlite3.Connection) -> float | None:
             row = db.execute("SELECT MIN(created_at) FROM jobs WHERE status = 'queued'").fetchone()
             return None if row is None else row[0]
-        return await self._call(oldest)
+        return await self.transact(oldest)
 
     async def transition(self, job: Job, from_statuses: Collection[JobStatus],
                          event: WebhookEvent | None = None) -> bool:
@@ -255,13 +289,13 @@ class SqliteJobStore:
                 db.execute(f"INSERT INTO webhook_events ({','.join(EVENT_COLUMNS)}) "
                            f"VALUES ({','.join('?' * len(EVENT_COLUMNS))})", _event_row(event))
             return True
-        return await self._call(write)
+        return await self.transact(write)
 
     async def set_progress(self, job_id: str, progress: float) -> None:
         def write(db: sqlite3.Connection) -> None:
             db.execute("UPDATE jobs SET progress = MAX(progress, ?) WHERE id = ? AND status = 'processing'",
                        (progress, job_id))
-        await self._call(write)
+        await self.transact(write)
 
     async def delete_job(self, job_id: str) -> None:
         def delete(db: sqlite3.Connection) -> None:
@@ -270,65 +304,63 @@ class SqliteJobStore:
         self._deleted[job_id] = None  # before: a reader that finds the job gone finds it deleted
         if len(self._deleted) > DELETED_REMEMBERED:
             self._deleted.popitem(last=False)
-        await self._call(delete)
+        await self.transact(delete)
 
     async def was_deleted(self, job_id: str) -> bool:
         return job_id in self._deleted
-
-    async def requeue_interrupted(self, max_attempts: int) -> tuple[list[Job], list[Job]]:
-        def requeue(db: sqlite3.Connection) -> tuple[list[Job], list[Job]]:
-            rows = [job_from_row(row) for row in db.execute("SELECT * FROM jobs WHERE status = 'processing'")]
-            again = [job for job in rows if job.attempts < max_attempts]
-            db.executemany("UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ?",
-                           [(job.id,) for job in again])
-            return [job.with_(status=JobStatus.QUEUED, started_at=None) for job in again], \
-                [job for job in rows if job.attempts >= max_attempts]
-        return await self._call(requeue)
 
     async def expired_jobs(self, now: float, limit: int) -> list[Job]:
         def select(db: sqlite3.Connection) -> list[Job]:
             rows = db.execute("SELECT * FROM jobs WHERE expires_at IS NOT NULL AND expires_at <= ? "
                               "ORDER BY expires_at LIMIT ?", (now, limit))
             return [job_from_row(row) for row in rows]
-        return await self._call(select)
+        return await self.transact(select)
 
     async def job_ids(self) -> set[str]:
-        return await self._call(lambda db: {row[0] for row in db.execute("SELECT id FROM jobs")})
+        return await self.transact(lambda db: {row[0] for row in db.execute("SELECT id FROM jobs")})
+
+    async def usage(self, appkey: str) -> StorageUsage:
+        return await self.transact(lambda db: _usage(db, appkey))
 
     # -- uploads -----------------------------------------------------------------------------
 
-    async def create_upload(self, upload: Upload) -> None:
+    async def create_upload(self, upload: Upload, limits: StorageLimits | None = None) -> None:
         def insert(db: sqlite3.Connection) -> None:
+            _fits(db, upload.appkey, StorageUsage(0, 1, 0), limits)
             db.execute(f"INSERT INTO uploads ({','.join(UPLOAD_COLUMNS)}) VALUES "
                        f"({','.join('?' * len(UPLOAD_COLUMNS))})",
                        tuple(getattr(upload, name) for name in UPLOAD_COLUMNS))
-        await self._call(insert)
+        await self.transact(insert)
 
     async def get_upload(self, upload_id: str) -> Upload | None:
         def get(db: sqlite3.Connection) -> Upload | None:
             row = db.execute("SELECT * FROM uploads WHERE id = ?", (upload_id,)).fetchone()
             return None if row is None else _upload_from_row(row)
-        return await self._call(get)
+        return await self.transact(get)
 
-    async def complete_upload(self, upload: Upload) -> bool:
+    async def complete_upload(self, upload: Upload, limits: StorageLimits | None = None) -> bool:
         def update(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT completed_at FROM uploads WHERE id = ?", (upload.id,)).fetchone()
+            if row is None or row[0] is not None:
+                return False
+            _fits(db, upload.appkey, StorageUsage(upload.size, 0, 0), limits)
             cursor = db.execute("UPDATE uploads SET completed_at = ?, size = ?, sha256 = ?, expires_at = ? "
                                 "WHERE id = ? AND completed_at IS NULL",
                                 (upload.completed_at, upload.size, upload.sha256, upload.expires_at, upload.id))
             return cursor.rowcount == 1
-        return await self._call(update)
+        return await self.transact(update)
 
     async def expired_uploads(self, now: float, limit: int) -> list[Upload]:
         def select(db: sqlite3.Connection) -> list[Upload]:
             rows = db.execute("SELECT * FROM uploads WHERE expires_at <= ? ORDER BY expires_at LIMIT ?", (now, limit))
             return [_upload_from_row(row) for row in rows]
-        return await self._call(select)
+        return await self.transact(select)
 
     async def delete_upload(self, upload_id: str) -> None:
-        await self._call(lambda db: db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)))
+        await self.transact(lambda db: db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,)))
 
     async def upload_ids(self) -> set[str]:
-        return await self._call(lambda db: {row[0] for row in db.execute("SELECT id FROM uploads")})
+        return await self.transact(lambda db: {row[0] for row in db.execute("SELECT id FROM uploads")})
 
     # -- webhook events ----------------------------------------------------------------------
 
@@ -337,14 +369,14 @@ class SqliteJobStore:
             rows = db.execute("SELECT * FROM webhook_events WHERE delivered_at IS NULL AND abandoned_at IS NULL "
                               "AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?", (now, limit))
             return [_event_from_row(row) for row in rows]
-        return await self._call(select)
+        return await self.transact(select)
 
     async def next_event_at(self) -> float | None:
         def select(db: sqlite3.Connection) -> float | None:
             row = db.execute("SELECT MIN(next_attempt_at) FROM webhook_events "
                              "WHERE delivered_at IS NULL AND abandoned_at IS NULL").fetchone()
             return None if row is None else row[0]
-        return await self._call(select)
+        return await self.transact(select)
 
     async def event_attempted(self, event: WebhookEvent) -> None:
         def update(db: sqlite3.Connection) -> None:
@@ -352,11 +384,11 @@ class SqliteJobStore:
                        "abandoned_at = ?, last_error = ? WHERE id = ?",
                        (event.attempts, event.next_attempt_at, event.delivered_at, event.abandoned_at,
                         event.last_error, event.id))
-        await self._call(update)
+        await self.transact(update)
 
     async def events_of(self, job_id: str) -> list[WebhookEvent]:
         """Every event of a job, delivered or not (tests and diagnostics)."""
         def select(db: sqlite3.Connection) -> list[WebhookEvent]:
             rows = db.execute("SELECT * FROM webhook_events WHERE job_id = ? ORDER BY created_at", (job_id,))
             return [_event_from_row(row) for row in rows]
-        return await self._call(select)
+        return await self.transact(select)

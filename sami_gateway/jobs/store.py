@@ -14,6 +14,7 @@ from typing import Protocol
 
 from ..errors import Code, GatewayError
 from .model import Job, JobStatus, Upload, WebhookEvent
+from .storage_quota import StorageLimits, StorageUsage
 
 
 class IdempotencyMismatch(GatewayError):
@@ -44,12 +45,14 @@ class JobStore(Protocol):
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def create_job(self, job: Job, idempotency_key: str | None = None,
-                         idempotency_since: float = 0.0, fingerprint: str = "") -> tuple[Job, bool]:
+    async def create_job(self, job: Job, idempotency_key: str | None = None, idempotency_since: float = 0.0,
+                         fingerprint: str = "", limits: StorageLimits | None = None) -> tuple[Job, bool]:
         """Store a new job (its `seq` assigned), or, when the appkey used `idempotency_key` for a
         job created after `idempotency_since`, that job instead: (job, created). The request's
         `fingerprint` is kept with the key; IdempotencyMismatch when the key's job was made from a
-        request of another fingerprint (one stored without a fingerprint matches any)."""
+        request of another fingerprint (one stored without a fingerprint matches any). With `limits`,
+        StorageQuotaExceeded (nothing stored) when the new job and its input do not fit the appkey's.
+        A new job's entry in the work queue is added with it (`work/queue.py`)."""
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job, whoever owns it (callers check the appkey)."""
@@ -79,26 +82,27 @@ class JobStore(Protocol):
         """Whether `delete_job` removed the job lately (a DELETE, or expiry): a job that is gone
         without it (its state lost with the store's) is not."""
 
-    async def requeue_interrupted(self, max_attempts: int) -> tuple[list[Job], list[Job]]:
-        """At start: jobs left `processing` by a crash go back to `queued`, or are returned to be
-        failed once they have used `max_attempts` runs: (requeued, exhausted)."""
-
     async def expired_jobs(self, now: float, limit: int) -> list[Job]:
         """Terminal jobs whose `expires_at` has passed."""
 
     async def job_ids(self) -> set[str]:
         """Every stored job id (for sweeping orphan files)."""
 
+    async def usage(self, appkey: str) -> StorageUsage:
+        """What the appkey holds: its uploads' and jobs' bytes (`stored_bytes`), its uploads, its jobs."""
+
     # -- uploads -----------------------------------------------------------------------------
 
-    async def create_upload(self, upload: Upload) -> None:
-        """Store a new, empty upload."""
+    async def create_upload(self, upload: Upload, limits: StorageLimits | None = None) -> None:
+        """Store a new, empty upload; with `limits`, StorageQuotaExceeded (nothing stored) when the
+        appkey holds as many uploads as they allow, or all its bytes."""
 
     async def get_upload(self, upload_id: str) -> Upload | None:
         """The upload, whoever owns it."""
 
-    async def complete_upload(self, upload: Upload) -> bool:
-        """Record its size, hash and new expiry if it was not completed yet."""
+    async def complete_upload(self, upload: Upload, limits: StorageLimits | None = None) -> bool:
+        """Record its size, hash and new expiry if it was not completed yet; with `limits`,
+        StorageQuotaExceeded (nothing recorded) when its size does not fit the appkey's bytes."""
 
     async def expired_uploads(self, now: float, limit: int) -> list[Upload]:
         """Uploads past their `expires_at`."""

@@ -1,6 +1,7 @@
-"""Deleting what has expired: finished jobs after `SAMI_JOB_TTL`, uploads after theirs, and at
-start the files no job or upload refers to any more (left by a crash between two writes) and the
-uploads a crash left claimed without their file."""
+"""Deleting what has expired: finished jobs after `SAMI_JOB_TTL`, uploads after theirs, and the
+files no job or upload refers to any more (left by a crash between two writes) with the uploads a
+crash left claimed without their file: at start in the single process, now and then, past a grace,
+in scale-out (`cluster/orphans.py`)."""
 
 from __future__ import annotations
 
@@ -82,22 +83,31 @@ class Sweeper:
             log.info("swept %d expired jobs and uploads", removed)
         return removed
 
-    async def sweep_orphans(self) -> int:
-        """Files of jobs and uploads the store does not know, and uploads whose file a crash lost
-        (run before serving)."""
+    async def sweep_orphans(self, grace: float | None = None) -> int:
+        """Files of jobs and uploads the store does not know, and uploads whose file a crash lost.
+
+        Without `grace`, all of them: the single process, before it serves. With it, only what is
+        older than `grace` seconds: in scale-out, fronts write a job's input before the job exists
+        and a PUT's bytes before its upload is claimed, at any moment. The store is read before the
+        storage is listed, so a file old enough to go had its job or upload recorded by then.
+        """
         service, removed = self._service, 0
+        before = None if grace is None else time.time() - grace
         jobs = await service.store.job_ids()
         for area in ("inputs", "results"):
-            for name in await service.blobs.folders(area) - jobs:
+            for name in await service.blobs.folders(area, before) - jobs:
                 await service.blobs.delete_prefix(f"{area}/{name}")
                 removed += 1
-        names, uploads = await service.blobs.folders("uploads"), await service.store.upload_ids()
-        for name in names - uploads:  # a form's file, or a PUT's private file, left by a crash
+        uploads = await service.store.upload_ids()
+        names = await service.blobs.folders("uploads")
+        old = names if before is None else await service.blobs.folders("uploads", before)
+        for name in old - uploads:  # a form's file, or a PUT's private file, left by a crash
             await service.blobs.delete_prefix(f"uploads/{name}")
             removed += 1
         for upload_id in uploads - names:  # not PUT yet, or claimed by a PUT that died before its move
             upload = await service.store.get_upload(upload_id)
-            if upload is not None and upload.completed_at is not None:
+            claimed = None if upload is None else upload.completed_at
+            if claimed is not None and (before is None or claimed < before):
                 await service.store.delete_upload(upload_id)  # its bytes are lost: the upload is unusable
                 removed += 1
         if removed:

@@ -14,6 +14,7 @@ from .blobs import BlobTooLarge, Written
 from .http import authorized, base_url, chunks, file_timeout, json_response, service
 from .model import Upload
 from .service import new_id
+from .storage_quota import StorageUsage
 from .views import iso, upload_json
 
 
@@ -26,7 +27,7 @@ async def create_upload(request: web.Request) -> web.Response:
         path, expires = jobs.signer.sign("PUT", f"/api/v1/uploads/{upload_id}", jobs.settings.signed_url_ttl, now)
         # The slot lives exactly as long as the URL says (`expires`, rounded up to a whole second).
         upload = Upload(upload_id, auth.appkey, now, float(expires), jobs.max_input_bytes)
-        await jobs.store.create_upload(upload)
+        await jobs.store.create_upload(upload, jobs.storage_limits(auth.appkey))
     return json_response({"upload_id": upload.id, "upload_url": base_url(request) + path,
                           "expires_at": iso(expires), "max_bytes": upload.max_bytes}, 201)
 
@@ -48,6 +49,8 @@ async def put_upload(request: web.Request) -> web.Response:
     too_large = error(Code.PAYLOAD_TOO_LARGE, f"an upload is at most {upload.max_bytes} bytes", {"Connection": "close"})
     if (request.content_length or 0) > upload.max_bytes:
         raise too_large
+    if request.content_length:  # refused before the bytes arrive; the claim checks again with their size
+        await jobs.check_room(upload.appkey, StorageUsage(request.content_length), unread_body=True)
     timeout = file_timeout(request, upload.max_bytes)
     private = f"{upload.key}.put-{uuid.uuid4().hex}"  # not an upload id: swept at start if a crash leaves it
     try:
@@ -80,6 +83,6 @@ async def _claim(request: web.Request, upload: Upload, written: Written) -> Uplo
     now = time.time()
     done = replace(upload, expires_at=now + jobs.settings.upload_ttl, completed_at=now, size=written.size,
                    sha256=written.sha256)
-    if not await jobs.store.complete_upload(done):
+    if not await jobs.store.complete_upload(done, jobs.storage_limits(upload.appkey)):
         raise error(Code.CONFLICT, "this upload has already been PUT")
     return done

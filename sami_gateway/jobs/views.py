@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import GatewayError
 from .model import Job, JobError, Upload
+from .storage_quota import StorageQuotaExceeded
 
 COPIED = {"copied_to": "custom storage"}
 
@@ -49,9 +50,13 @@ def upload_json(upload: Upload) -> dict[str, Any]:
 
 
 def error_body(request_id: str, exc: GatewayError) -> dict[str, Any]:
-    """The Jobs API's error JSON: the invoke table's codes, the detail as a message."""
-    return {"error": {"status_code": exc.status.code, "status_text": exc.status.text,
-                      "message": exc.detail or exc.status.meaning}, "request_id": request_id}
+    """The Jobs API's error JSON: the invoke table's codes, the detail as a message; a storage quota's
+    refusal also says what is full (`quota`)."""
+    detail: dict[str, Any] = {"status_code": exc.status.code, "status_text": exc.status.text,
+                              "message": exc.detail or exc.status.meaning}
+    if isinstance(exc, StorageQuotaExceeded):
+        detail["quota"] = exc.quota
+    return {"error": detail, "request_id": request_id}
 
 
 def now() -> float:

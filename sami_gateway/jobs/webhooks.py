@@ -16,11 +16,12 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
+from ..config.jobs import JobSettings, job_settings
 from ..errors import GatewayError, log_failure, store_trouble
 from ..fetch import Fetcher
 from .model import Job, WebhookEvent
-from .settings import JobSettings
 from .store import JobStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,21 @@ GIVE_UP_AFTER = 25 * 3600.0  # retried for at least 24 h: the last hourly attemp
 JITTER = 0.1  # each delay is stretched or shrunk by up to 10 %
 BATCH = 16  # events attempted at once
 IDLE_SECONDS = 5.0  # with nothing due, look again this often (or when woken)
+
+
+class WebhookSecrets:
+    """The key each appkey's webhooks are signed with: its own (`[appkeys.K] webhook_secret`), else
+    `SAMI_WEBHOOK_SECRET`. A configuration reload (SIGHUP) replaces both, in every role."""
+
+    def __init__(self, config: Any) -> None:
+        self.replace(config)
+
+    def replace(self, config: Any) -> None:
+        self._appkeys, self._default = config.appkeys, job_settings(config).webhook_secret
+
+    def __call__(self, appkey: str) -> str:
+        rule = self._appkeys.get(appkey)
+        return (rule.webhook_secret if rule is not None else None) or self._default
 
 
 def signature_header(secret: str, body: bytes, timestamp: int) -> str:

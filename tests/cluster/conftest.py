@@ -12,11 +12,11 @@ from aiohttp.test_utils import TestClient
 
 from sami_gateway.app import create_app
 from sami_gateway.cluster.redis_client import redis_client
-from sami_gateway.cluster.servers import Server, redis_server, s3_server
-from sami_gateway.cluster.workqueue import WorkQueue
+from sami_gateway.cluster.workqueue import RedisWorkQueue
 from sami_gateway.config import Config, load_config
 from tests.conftest import SECRET
 from tests.jobs.stand_in import NS, EchoJobs
+from tests.servers import Server, redis_server, s3_server
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +40,7 @@ async def front(aiohttp_client: Any, redis: Server, s3: Server, tmp_path: Path,
         monkeypatch.setenv(name, value)
     client = redis_client(redis.url)
     await client.flushdb()
-    await WorkQueue(client, "paused-worker", 60).heartbeat()
+    await RedisWorkQueue(client, "paused-worker", 60).heartbeat()
     config = load_config({}, {"SAMI_TOKEN_SECRET": SECRET, "SAMI_APPKEYS": "k", "SAMI_QUEUE_URL": redis.url,
                               "SAMI_STORAGE_URL": f"{s3.url}/front-test", "SAMI_WORK_LEASE": "60",
                               "SAMI_DATA_DIR": str(tmp_path)})

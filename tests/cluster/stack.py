@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from sami_gateway.cluster.servers import Server, free_port
+from tests.servers import Server, free_port
 
 STARTUP_SECONDS = 120
 

@@ -26,10 +26,10 @@ import requests
 from redis import Redis as SyncRedis
 
 from sami_gateway.cluster.redis_quota import held
-from sami_gateway.cluster.servers import Server
 from tests.conftest import APPKEY, gateway_env, issue_token
 from tests.jobs.hostile_receiver import HUGE_REPLY_BYTES, RSS_BOUND_BYTES, memory, replier, reset_peak, warm_up
 from tests.jobs.live import SONG_RATE, TERMINAL, WEBHOOK_SECRET, Receiver, parse_metrics, receiver, song, wait_for
+from tests.servers import Server
 
 from .stack import Role, Stack
 

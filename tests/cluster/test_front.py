@@ -1,13 +1,15 @@
 """A front in-process over the real Redis and S3: an event stream whose job Redis lost says so,
 never `cancelled`; one whose job is deleted still ends `cancelled`; the Jobs API answers as the
-single process does (idempotency, uploads written once)."""
+single process does (idempotency, uploads written once); a result's redirect lives no longer than its job."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
@@ -17,14 +19,16 @@ from aiohttp.test_utils import TestClient
 from sami_gateway.app import create_app
 from sami_gateway.auth import TokenService
 from sami_gateway.cluster.redis_client import redis_client
-from sami_gateway.cluster.servers import Server
-from sami_gateway.cluster.workqueue import WorkQueue
+from sami_gateway.cluster.workqueue import RedisWorkQueue
 from sami_gateway.config import Config, load_config
 from sami_gateway.jobs import sse
+from sami_gateway.jobs.http import JOBS
+from sami_gateway.jobs.model import InputKind, Job, JobStatus, StoredResult
 from tests.conftest import SECRET
 from tests.jobs.conftest import SECRET as JOBS_SECRET
 from tests.jobs.stand_in import NS, EchoJobs
 from tests.jobs.test_api import idempotency_is_kept_per_request, two_puts_to_one_upload
+from tests.servers import S3_READ_ACCESS_KEY, S3_READ_SECRET_KEY, Server
 
 Front = tuple[TestClient, aioredis.Redis, Config]
 
@@ -69,7 +73,7 @@ async def test_an_event_stream_whose_job_redis_lost_says_it_was_lost(front: Fron
     assert failure["message"] == "the job is no longer known (its state was lost)"
     missing = await http.get(f"/api/v1/jobs/{job_id}", headers=bearer())  # and the front keeps serving
     assert missing.status == 404 and (await missing.json())["error"]["status_code"] == 40400002
-    await WorkQueue(client, "paused-worker", 60).heartbeat()
+    await RedisWorkQueue(client, "paused-worker", 60).heartbeat()
     assert await submitted(http)
 
 
@@ -121,3 +125,54 @@ async def test_an_idempotency_key_names_one_request_in_scale_out(jobs_front: Tes
 
 async def test_of_two_puts_to_one_upload_the_refused_one_leaves_no_byte_in_scale_out(jobs_front: TestClient) -> None:
     await two_puts_to_one_upload(jobs_front)
+
+
+async def succeeded(http: TestClient, job_id: str, expires_in: float) -> tuple[str, str]:
+    """A job of `k` that succeeded with a `vocals` result and expires in `expires_in` seconds: the URL
+    its JSON gives, and where its results route redirects."""
+    jobs = http.app[JOBS]
+    now = time.time()
+    key = f"results/{job_id}/vocals.wav"
+    await jobs.blobs.put_bytes(key, b"RIFF-vocals")
+    queued = Job(id=job_id, appkey="k", status=JobStatus.QUEUED, request={"stems": ["vocals"]},
+                 input_kind=InputKind.STORED, input_ref=f"inputs/{job_id}", created_at=now)
+    await jobs.store.create_job(queued)
+    done = queued.with_(status=JobStatus.SUCCEEDED, completed_at=now, expires_at=now + expires_in,
+                        result={"vocals": StoredResult(key, "wav", 11)})
+    assert await jobs.store.transition(done, {JobStatus.QUEUED})
+    listed = (await (await http.get(f"/api/v1/jobs/{job_id}", headers=bearer())).json())["result"]["vocals"]["url"]
+    answer = await http.get(f"/api/v1/jobs/{job_id}/results/vocals", headers=bearer(), allow_redirects=False)
+    assert answer.status == 302
+    return listed, answer.headers["Location"]
+
+
+def signed(url: str, name: str) -> str:
+    """A query parameter of a presigned URL (`X-Amz-Expires`, `X-Amz-Credential`...)."""
+    return parse_qs(urlsplit(url).query)[name][0]
+
+
+async def test_a_result_redirect_is_signed_no_longer_than_the_job_lives(front: Front) -> None:
+    """The 302 to storage, as the job's JSON, is valid SAMI_SIGNED_URL_TTL (3600 s here), never past
+    the job's expiry: a job expiring in 30 s is answered with a URL of at most 30 s."""
+    http, _, _ = front
+    for url in await succeeded(http, "job_short", 30):
+        assert 1 <= int(signed(url, "X-Amz-Expires")) <= 30, url
+
+
+async def test_result_urls_are_signed_by_the_read_only_identity_when_one_is_set(
+        aiohttp_client: Any, redis: Server, s3: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    client = redis_client(redis.url)
+    await client.flushdb()
+    await client.aclose()
+    config = load_config({}, {"SAMI_TOKEN_SECRET": SECRET, "SAMI_APPKEYS": "k", "SAMI_QUEUE_URL": redis.url,
+                              "SAMI_STORAGE_URL": f"{s3.url}/front-{tmp_path.name}",
+                              "SAMI_STORAGE_READ_ACCESS_KEY_ID": S3_READ_ACCESS_KEY,
+                              "SAMI_STORAGE_READ_SECRET_ACCESS_KEY": S3_READ_SECRET_KEY,
+                              "SAMI_DATA_DIR": str(tmp_path / "data")})
+    http = await aiohttp_client(create_app(config, {NS: EchoJobs()}))  # type: ignore[dict-item]
+    for url in await succeeded(http, "job_read", 600):
+        assert signed(url, "X-Amz-Credential").split("/")[0] == S3_READ_ACCESS_KEY, url
+        async with http.session.get(url) as download:  # the storage itself, without the gateway's token
+            assert (download.status, await download.read()) == (200, b"RIFF-vocals")

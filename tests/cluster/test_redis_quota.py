@@ -14,9 +14,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sami_gateway.cluster.redis_client import redis_client
 from sami_gateway.cluster.redis_quota import RedisQuotas, held
-from sami_gateway.cluster.servers import Server
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.quota import Quota, Quotas, QuotaTracker
+from tests.servers import Server
 
 HOLD = 60.0
 

@@ -8,6 +8,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ from redis.asyncio import Redis
 from sami_gateway.cluster import keys
 from sami_gateway.cluster.redis_client import redis_client
 from sami_gateway.cluster.redis_store import DELETED_TTL, RedisJobStore, deleted_key
-from sami_gateway.cluster.servers import Server
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.jobs.model import InputKind, Job, JobError, JobStatus, StoredResult, Upload, WebhookEvent
 from sami_gateway.jobs.sqlite_store import SqliteJobStore
+from sami_gateway.jobs.storage_quota import StorageLimits, StorageQuotaExceeded, StorageUsage
 from sami_gateway.jobs.store import IdempotencyMismatch
+from tests.servers import Server
 
 QUEUED, PROCESSING, SUCCEEDED, FAILED = JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.SUCCEEDED, JobStatus.FAILED
 ACTIVE = {QUEUED, PROCESSING}
@@ -242,6 +244,72 @@ async def test_an_upload_is_completed_once(store: Store) -> None:
     assert await store.upload_ids() == {"upl_1"} and await store.get_upload("upl_2") is None
 
 
+async def test_usage_counts_each_appkeys_bytes_uploads_and_jobs(store: Store) -> None:
+    now = time.time()
+    assert await store.usage("a") == StorageUsage()
+    job = await created(store, new_job(input_bytes=100))
+    assert await store.usage("a") == StorageUsage(100, 0, 1)
+    ended = job.with_(status=SUCCEEDED, expires_at=now + 60, result={
+        "vocals": StoredResult("results/x/vocals.wav", "wav", 30), "no_vocals": StoredResult(None, "wav", copied=True)})
+    assert await store.transition(ended, ACTIVE)
+    assert await store.get_job(job.id) == ended and await store.usage("a") == StorageUsage(130, 0, 1)
+    await store.create_upload(Upload("upl_1", "a", now, now + 60, 1000))
+    assert await store.usage("a") == StorageUsage(130, 1, 1)  # an upload not PUT yet holds no byte
+    assert await store.complete_upload(Upload("upl_1", "a", now, now + 60, 1000, completed_at=now, size=50))
+    await created(store, new_job("b", input_bytes=7))
+    assert await store.usage("a") == StorageUsage(180, 1, 1) and await store.usage("b") == StorageUsage(7, 0, 1)
+    await store.delete_job(job.id)
+    assert await store.usage("a") == StorageUsage(50, 1, 0)
+    await store.delete_upload("upl_1")
+    assert await store.usage("a") == StorageUsage() and await store.usage("b") == StorageUsage(7, 0, 1)
+
+
+def quota_of(refusal: pytest.ExceptionInfo[StorageQuotaExceeded]) -> dict[str, Any]:
+    assert refusal.value.status.http == 429 and refusal.value.status.code == 42900002
+    assert refusal.value.headers["Retry-After"]
+    return refusal.value.quota
+
+
+async def test_limits_refuse_what_does_not_fit_and_nothing_of_it_is_stored(store: Store) -> None:
+    now, limits = time.time(), StorageLimits(stored_bytes=100, uploads=1, jobs=3)
+    first = await created(store, new_job(input_bytes=60))
+    with pytest.raises(StorageQuotaExceeded) as refused:
+        await store.create_job(big := new_job(input_bytes=41), limits=limits)
+    assert quota_of(refused) == {"exceeded": "bytes", "held": 60, "limit": 100}
+    assert await store.get_job(big.id) is None and await store.usage("a") == StorageUsage(60, 0, 1)
+    keyed, was_new = await store.create_job(new_job(input_bytes=40), "key-1", 0.0, limits=limits)  # exactly full
+    assert was_new and await store.usage("a") == StorageUsage(100, 0, 2)
+    for full in (new_job(), new_job(input_kind=InputKind.STORED, input_bytes=1)):  # a URL job adds results later
+        with pytest.raises(StorageQuotaExceeded) as refused:
+            await store.create_job(full, limits=limits)
+        assert quota_of(refused)["exceeded"] == "bytes"
+    with pytest.raises(StorageQuotaExceeded) as refused:
+        await store.create_upload(Upload("upl_1", "a", now, now + 60, 1000), limits)
+    assert quota_of(refused) == {"exceeded": "bytes", "held": 100, "limit": 100}
+    assert await store.get_upload("upl_1") is None
+    assert await store.create_job(new_job(), "key-1", 0.0, limits=limits) == (keyed, False)  # its job, however full
+    assert (await store.create_job(new_job("b", input_bytes=100), limits=limits))[1]  # another appkey's room
+
+    roomy = StorageLimits(stored_bytes=1000, uploads=1, jobs=2)
+    with pytest.raises(StorageQuotaExceeded) as refused:
+        await store.create_job(new_job(), limits=roomy)
+    assert quota_of(refused) == {"exceeded": "jobs", "held": 2, "limit": 2}
+    await store.create_upload(upload := Upload("upl_1", "a", now, now + 60, 1000), roomy)
+    with pytest.raises(StorageQuotaExceeded) as refused:
+        await store.create_upload(Upload("upl_2", "a", now, now + 60, 1000), roomy)
+    assert quota_of(refused) == {"exceeded": "uploads", "held": 1, "limit": 1}
+    with pytest.raises(StorageQuotaExceeded) as refused:
+        await store.complete_upload(replace(upload, completed_at=now, size=901), roomy)
+    assert quota_of(refused) == {"exceeded": "bytes", "held": 100, "limit": 1000}
+    assert await store.get_upload("upl_1") == upload and await store.usage("a") == StorageUsage(100, 1, 2)
+    assert await store.complete_upload(filled := replace(upload, completed_at=now, size=900), roomy)
+    assert await store.get_upload("upl_1") == filled and await store.usage("a") == StorageUsage(1000, 1, 2)
+    assert not await store.complete_upload(filled, roomy)  # completed already: no refusal, no second charge
+    await store.delete_job(first.id)
+    assert await store.usage("a") == StorageUsage(940, 1, 1)
+    assert (await created(store, new_job(input_bytes=60))).input_bytes == 60
+
+
 async def test_events_are_due_until_delivered(store: Store) -> None:
     now = time.time()
     job = await created(store, new_job())
@@ -277,18 +345,19 @@ async def test_creating_a_job_enqueues_its_work_once(client: Redis) -> None:
     assert abs(int(fields[b"enqueued"]) / 1000 - time.time()) < 60  # ms
     assert await client.zscore(keys.ready("batch"), "acme") is not None
     assert await client.sismember(keys.STREAMS, keys.stream("batch", "acme"))
-    assert await store.requeue_interrupted(3) == ([], [])
 
 
 async def test_deleting_leaves_nothing_of_a_job_or_upload_behind(client: Redis) -> None:
     store, now = RedisJobStore(client), time.time()
     queue = {keys.stream("batch", "a").encode(), keys.ready("batch").encode(), keys.STREAMS.encode()}
     before = set(await client.keys(keys.PREFIX + "*"))
-    job = await created(store, new_job())
+    job = await created(store, new_job(input_bytes=5))
     assert await store.transition(job.with_(status=PROCESSING), {QUEUED})
-    ended = job.with_(status=SUCCEEDED, expires_at=now)
+    ended = job.with_(status=SUCCEEDED, expires_at=now, result={"vocals": StoredResult("results/x/v.wav", "wav", 3)})
     assert await store.transition(ended, ACTIVE, new_event(ended, now))
-    await store.create_upload(Upload("upl_1", "a", now, now + 60, 10))
+    await store.create_upload(upload := Upload("upl_1", "a", now, now + 60, 10))
+    assert await store.complete_upload(replace(upload, completed_at=now, size=4))
+    assert await store.usage("a") == StorageUsage(12, 1, 1)
     await store.delete_job(job.id)
     await store.delete_upload("upl_1")
     tombstone = deleted_key(job.id).encode()  # the id alone, for an hour: a stream on it says cancelled

@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import mmap
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import pytest
 
-from sami_gateway.cluster.s3_blobs import S3BlobStore
-from sami_gateway.cluster.servers import Server, free_port
+from sami_gateway.cluster.s3_blobs import ReadKey, S3BlobStore
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.jobs.blobs import BlobTooLarge, Written
+from tests.servers import S3_READ_ACCESS_KEY, S3_READ_SECRET_KEY, Server, free_port
 
 MakeStore = Callable[..., Awaitable[S3BlobStore]]
 
@@ -30,8 +32,8 @@ def make_store(s3: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> M
         monkeypatch.setenv(name, value)
     own = f"t-{uuid.uuid4().hex[:12]}"
 
-    async def make(prefix: str = own, public_endpoint: str = "") -> S3BlobStore:
-        store = S3BlobStore(urlsplit(s3.url).netloc, prefix, tmp_path / uuid.uuid4().hex, public_endpoint)
+    async def make(prefix: str = own, public_endpoint: str = "", read_key: ReadKey | None = None) -> S3BlobStore:
+        store = S3BlobStore(urlsplit(s3.url).netloc, prefix, tmp_path / uuid.uuid4().hex, public_endpoint, read_key)
         await store.open()
         return store
     return make
@@ -139,6 +141,18 @@ async def test_folders_lists_objects_and_folders_directly_under_the_area(make_st
     assert await store.folders("inputs") == set()
 
 
+async def test_folders_before_a_time_are_those_last_written_before_it(make_store: MakeStore) -> None:
+    store = await make_store()
+    for key in ("results/old/a.wav", "results/mixed/a.wav"):
+        await store.put_bytes(key, b"x")
+    await asyncio.sleep(2.5)  # Last-Modified counts whole seconds
+    cut = time.time() - 1.0
+    for key in ("results/mixed/b.wav", "results/new"):
+        await store.put_bytes(key, b"x")
+    assert await store.folders("results", before=cut) == {"old"}  # `mixed` has an object written after
+    assert await store.folders("results") == {"old", "mixed", "new"}
+
+
 async def test_move_puts_the_object_under_its_new_key_and_removes_the_old(make_store: MakeStore) -> None:
     store = await make_store()
     await store.put_bytes("uploads/upl_1", b"first")
@@ -192,6 +206,48 @@ async def test_presigned_url_uses_the_public_endpoint(make_store: MakeStore, s3:
     assert (status, body, headers["Content-Type"]) == (200, b"RIFF-bass", "audio/wav")
 
 
+def send(method: str, url: str, data: bytes | None = None) -> int:
+    """A request without credentials; its status, that of an HTTP error included."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, method=method), timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+async def test_download_urls_are_signed_by_the_read_only_identity(make_store: MakeStore, s3: Server) -> None:
+    """With a read key, clients get URLs that carry its credential, not the gateway's; they download,
+    and the same identity can neither overwrite nor delete (the server refuses what it signs)."""
+    store = await make_store(read_key=ReadKey(S3_READ_ACCESS_KEY, S3_READ_SECRET_KEY))
+    await store.put_bytes("results/j/drums.wav", b"RIFF-drums")  # written with the gateway's own identity
+    url = store.public_url("results/j/drums.wav", 60, "drums.wav", "audio/wav")
+    assert url is not None
+    credential = parse_qs(urlsplit(url).query)["X-Amz-Credential"][0]
+    assert credential.split("/")[0] == S3_READ_ACCESS_KEY
+    status, body, _ = await asyncio.to_thread(fetch, url)
+    assert (status, body) == (200, b"RIFF-drums")
+
+    reader = boto3.client("s3", endpoint_url=s3.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                          aws_access_key_id=S3_READ_ACCESS_KEY, aws_secret_access_key=S3_READ_SECRET_KEY)
+    where = {"Bucket": store.bucket, "Key": f"{store.prefix}/results/j/drums.wav"}
+    put = reader.generate_presigned_url("put_object", Params=where, ExpiresIn=60)
+    delete = reader.generate_presigned_url("delete_object", Params=where, ExpiresIn=60)
+    assert await asyncio.to_thread(send, "PUT", put, b"RIFF-forged") == 403
+    assert await asyncio.to_thread(send, "DELETE", delete) == 403
+    assert await content(store, "results/j/drums.wav") == b"RIFF-drums"
+    own = store.presign("results/j/drums.wav", 60)
+    assert parse_qs(urlsplit(own).query)["X-Amz-Credential"][0].split("/")[0] == S3_READ_ACCESS_KEY
+
+
+async def test_without_a_read_key_urls_are_signed_by_the_gateways_identity(make_store: MakeStore,
+                                                                           s3: Server) -> None:
+    store = await make_store()
+    await store.put_bytes("results/j/bass.wav", b"RIFF-bass")
+    url = store.presign("results/j/bass.wav", 60)
+    assert parse_qs(urlsplit(url).query)["X-Amz-Credential"][0].split("/")[0] == s3.env["AWS_ACCESS_KEY_ID"]
+    assert (await asyncio.to_thread(fetch, url))[:2] == (200, b"RIFF-bass")
+
+
 async def test_paused_storage_is_a_503_and_works_again_after(make_store: MakeStore, s3: Server) -> None:
     store = await make_store()
     await store.ping()
@@ -220,3 +276,21 @@ async def test_unreachable_endpoint_is_a_503(make_store: MakeStore, monkeypatch:
         await store.ping()
     assert caught.value.code is Code.BACKEND_UNAVAILABLE
     assert caught.value.detail == "object storage: EndpointConnectionError"
+
+
+async def test_storage_calls_do_not_wait_for_the_loops_default_threads(make_store: MakeStore) -> None:
+    """Audio decoding, encoding and file work use the event loop's default threads; when every one
+    is busy, a storage call (a readiness probe, a job's input) still goes through at once."""
+    store = await make_store()
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    busy = [loop.run_in_executor(None, release.wait, 30) for _ in range(64)]  # more than the pool has
+    try:
+        began = time.monotonic()
+        await asyncio.wait_for(store.put_bytes("inputs/busy", b"x" * 1000), 10)
+        assert await content(store, "inputs/busy") == b"x" * 1000
+        await asyncio.wait_for(store.ping(), 10)
+        assert time.monotonic() - began < 5
+    finally:
+        release.set()
+        await asyncio.gather(*busy)

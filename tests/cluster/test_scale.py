@@ -23,11 +23,11 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from sami_client import SamiClient
+from sami_client import SamiClient, WebhookVerificationError, verify_webhook
 
-from sami_gateway.cluster.servers import Server
 from tests.conftest import APPKEY, ROOT, Gateway, gateway_env, issue_token, wav_bytes
 from tests.jobs.live import TERMINAL, WEBHOOK_SECRET, Receiver, audio_of, parse_metrics, song, wait_for
+from tests.servers import Server
 
 from .stack import Role, Stack
 
@@ -114,6 +114,61 @@ def test_seed_clients_and_the_sdk_work_against_either_front(stack: Stack, tokens
         decoded = {stem: audio_of(path.read_bytes()) for stem, path in files.items()}
         assert {stem: samples.shape[0] / rate for stem, (samples, rate) in decoded.items()} == {
             "vocals": 20.0, "no_vocals": 20.0}
+
+
+def run_totals(roles: list[Role]) -> dict[str, float]:
+    """Audio-seconds and stem-cache misses, summed over `roles` as a dashboard's `sum` does."""
+    totals = {"audio": 0.0, "misses": 0.0}
+    for role in roles:
+        for key, value in parse_metrics(requests.get(role.url + "/metrics", timeout=10).text).items():
+            if key.startswith("sami_gateway_audio_seconds_total"):
+                totals["audio"] += value
+            elif key.startswith("sami_gateway_stem_cache_misses_total"):
+                totals["misses"] += value
+    return totals
+
+
+def test_a_run_is_counted_once_across_the_fleet(stack: Stack, tokens: dict[str, str]) -> None:
+    """An invoke runs on a worker and is answered by a front: it is counted where it ran, so the
+    fleet's sum is the audio really processed."""
+    roles = fronts(stack) + workers(stack)
+    before = run_totals(roles)
+    response = invoke(fronts(stack)[0], APPKEY, wav_bytes(3.0), tokens[APPKEY])
+    assert response.json()["status_code"] == 20000000, response.text
+    wait_for(lambda: run_totals(roles)["audio"] > before["audio"], 10, "the run was not counted")
+    time.sleep(1)  # anything counted late would be counted by now
+    after = run_totals(roles)
+    assert after["audio"] - before["audio"] == pytest.approx(3.0)
+    assert after["misses"] - before["misses"] == 1
+    assert run_totals(fronts(stack)) == {"audio": 0.0, "misses": 0.0}
+
+
+def test_sighup_changes_an_appkeys_webhook_secret_on_every_role(stack: Stack, tokens: dict[str, str],
+                                                                  hooks: Receiver) -> None:
+    """Workers sign webhooks: a per-appkey secret changed in the file and reloaded with SIGHUP signs
+    the next job's webhook, with no restart."""
+    config = Path(stack.base_env["SAMI_CONFIG"])
+    original = config.read_text()
+    secrets = ["first-secret-0123456789", "second-secret-0123456789"]
+    try:
+        for n, secret in enumerate(secrets):
+            config.write_text(original.replace("[appkeys.third-appkey]\n",
+                                               f"[appkeys.third-appkey]\nwebhook_secret = \"{secret}\"\n"))
+            for role in fronts(stack) + workers(stack):
+                role.process.send_signal(signal.SIGHUP)
+            time.sleep(1)  # the signal is handled on each role's loop
+            job = submit(fronts(stack)[n % 2], tokens["third-appkey"], wav_bytes(1.0),
+                         webhook_url=hooks.at(f"/secret/{n}"), output={"format": "wav"})
+            assert job.status_code == 201, job.text
+            delivered = wait_for(lambda n=n: hooks.received(f"/secret/{n}"), 60, "the webhook arrives")
+            event = verify_webhook(delivered[0].headers, delivered[0].body, secret)
+            assert event.type == "job.succeeded"
+            with pytest.raises(WebhookVerificationError):
+                verify_webhook(delivered[0].headers, delivered[0].body, secrets[1 - n])
+    finally:
+        config.write_text(original)
+        for role in fronts(stack) + workers(stack):
+            role.process.send_signal(signal.SIGHUP)
 
 
 def test_go_sample_client_against_a_front(stack: Stack, tokens: dict[str, str], go_client: Path,

@@ -9,9 +9,9 @@ import pytest
 
 from sami_gateway.cluster import subscriber as module
 from sami_gateway.cluster.redis_client import redis_client
-from sami_gateway.cluster.servers import Server
 from sami_gateway.cluster.subscriber import Subscriber
 from tests.jobs.live import wait_for
+from tests.servers import Server
 
 
 async def test_messages_flow_and_a_silent_connection_is_replaced(redis: Server,

@@ -13,14 +13,14 @@ import pytest
 
 from sami_gateway.cluster import keys
 from sami_gateway.cluster.remote_invoke import InvokeRequest, decode_answer
-from sami_gateway.cluster.servers import Server
 from sami_gateway.cluster.worker import Worker
-from sami_gateway.cluster.workqueue import WorkQueue
+from sami_gateway.cluster.workqueue import RedisWorkQueue
 from sami_gateway.config import load_config
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.jobs.model import InputKind, Job, JobStatus
 from tests.conftest import SECRET
 from tests.jobs.stand_in import NS, EchoJobs
+from tests.servers import Server
 
 LEASE = 0.2
 
@@ -58,12 +58,12 @@ async def test_a_job_whose_last_run_was_cut_short_fails_clearly(worker: Worker) 
     job = Job(id="job_cut", appkey="k", status=JobStatus.QUEUED, request={"model": "htdemucs"},
               input_kind=InputKind.STORED, input_ref="inputs/job_cut", created_at=time.time())
     await worker.service.store.create_job(job)  # enqueued with it
-    dead = WorkQueue(worker.client, "dead-worker", LEASE)
+    dead = RedisWorkQueue(worker.client, "dead-worker", LEASE)
     held = await dead.take(["batch"])
     assert held is not None and held.id == "job_cut"
     await worker.service.store.transition(job.with_(status=JobStatus.PROCESSING, attempts=1), {JobStatus.QUEUED})
     await asyncio.sleep(LEASE * 1.5)
-    await worker.reclaim_once()
+    await worker.loop.reclaim_once()
     failed = await worker.service.store.get_job("job_cut")
     assert failed is not None and failed.status is JobStatus.FAILED and failed.error is not None
     assert failed.error.status_code == 50000001
@@ -77,11 +77,11 @@ async def test_an_invoke_whose_last_run_was_cut_short_is_answered_500(worker: Wo
     await worker.client.set(keys.invoke_request("w1"), request.encode())
     pubsub = worker.client.pubsub()
     await pubsub.subscribe(keys.reply("front-x"))
-    dead = WorkQueue(worker.client, "dead-worker", LEASE)
+    dead = RedisWorkQueue(worker.client, "dead-worker", LEASE)
     await dead.enqueue("interactive", "k", keys.INVOKE, "w1")
     assert (await dead.take(["interactive"])) is not None
     await asyncio.sleep(LEASE * 1.5)
-    await worker.reclaim_once()
+    await worker.loop.reclaim_once()
     message = None
     while message is None:
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
@@ -125,12 +125,12 @@ async def test_one_exhausted_item_that_cannot_be_failed_does_not_stop_the_round(
     await worker.client.set(keys.invoke_request("w-good"), good.encode())
     pubsub = worker.client.pubsub()
     await pubsub.subscribe(keys.reply("front-y"))
-    dead = WorkQueue(worker.client, "dead-worker", LEASE)
+    dead = RedisWorkQueue(worker.client, "dead-worker", LEASE)
     for work_id in ("w-broken", "w-good"):  # one stream: the broken one comes first in the round
         await dead.enqueue("interactive", "k", keys.INVOKE, work_id)
         assert (await dead.take(["interactive"])) is not None
     await asyncio.sleep(LEASE * 1.5)
-    await worker.reclaim_once()
+    await worker.loop.reclaim_once()
     message = None
     async with asyncio.timeout(10):
         while message is None:  # the subscription's own confirmation reads as None
@@ -156,14 +156,14 @@ async def test_a_redis_blip_while_claiming_a_job_costs_it_no_attempt(echo_worker
     assert work is not None and work.id == "job_blip"
     redis.pause()
     try:
-        handled = asyncio.create_task(worker._handle(work))
+        handled = asyncio.create_task(worker.loop.handle(work))
         await asyncio.sleep(4)  # its first read of the job times out (3 s) while Redis is stopped
     finally:
         redis.resume()
     async with asyncio.timeout(30):
         await handled
     await asyncio.sleep(LEASE * 1.5)
-    await worker.reclaim_once()  # a lapsed lease would be exhausted here (SAMI_MAX_JOB_ATTEMPTS=1)
+    await worker.loop.reclaim_once()  # a lapsed lease would be exhausted here (SAMI_MAX_JOB_ATTEMPTS=1)
     ran = await worker.service.store.get_job("job_blip")
     assert ran is not None and ran.status is JobStatus.SUCCEEDED and ran.attempts == 1, ran
     assert worker.metrics.work_exhausted.labels("batch")._value.get() == 0

@@ -10,9 +10,9 @@ import redis.asyncio as aioredis
 
 from sami_gateway.cluster import keys
 from sami_gateway.cluster.redis_client import redis_client
-from sami_gateway.cluster.servers import Server
-from sami_gateway.cluster.workqueue import WorkQueue
+from sami_gateway.cluster.workqueue import RedisWorkQueue
 from sami_gateway.errors import Code, GatewayError
+from tests.servers import Server
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ async def client(redis: Server) -> AsyncIterator[aioredis.Redis]:
 
 
 async def test_round_robin_across_appkeys_and_interactive_first(client: aioredis.Redis) -> None:
-    queue = WorkQueue(client, "w1", lease=10)
+    queue = RedisWorkQueue(client, "w1", lease=10)
     for n in range(5):
         await queue.enqueue("batch", "big", keys.JOB, f"big-{n}")
     await queue.enqueue("batch", "small", keys.JOB, "small-0")
@@ -39,7 +39,7 @@ async def test_round_robin_across_appkeys_and_interactive_first(client: aioredis
 
 
 async def test_least_recently_served_goes_first_after_a_return(client: aioredis.Redis) -> None:
-    queue = WorkQueue(client, "w1", lease=10)
+    queue = RedisWorkQueue(client, "w1", lease=10)
     await queue.enqueue("batch", "a", keys.JOB, "a-0")
     taken = await queue.take(["batch"])
     assert taken is not None and taken.id == "a-0"
@@ -53,7 +53,7 @@ async def test_least_recently_served_goes_first_after_a_return(client: aioredis.
 
 
 async def test_a_lapsed_lease_is_taken_over_and_counted(client: aioredis.Redis) -> None:
-    dead, alive = WorkQueue(client, "dead", lease=0.3), WorkQueue(client, "alive", lease=0.3)
+    dead, alive = RedisWorkQueue(client, "dead", lease=0.3), RedisWorkQueue(client, "alive", lease=0.3)
     await dead.enqueue("batch", "k", keys.JOB, "job-1")
     held = await dead.take(["batch"])
     assert held is not None and held.attempt == 0
@@ -68,7 +68,7 @@ async def test_a_lapsed_lease_is_taken_over_and_counted(client: aioredis.Redis) 
 
 
 async def test_renewing_keeps_the_lease(client: aioredis.Redis) -> None:
-    worker, reaper = WorkQueue(client, "w", lease=0.4), WorkQueue(client, "r", lease=0.4)
+    worker, reaper = RedisWorkQueue(client, "w", lease=0.4), RedisWorkQueue(client, "r", lease=0.4)
     await worker.enqueue("interactive", "k", keys.INVOKE, "inv")
     held = await worker.take(["interactive"])
     assert held is not None
@@ -81,8 +81,24 @@ async def test_renewing_keeps_the_lease(client: aioredis.Redis) -> None:
     assert await reaper.reclaim(3) == ([], [])  # done work is never taken over
 
 
+async def test_a_lease_taken_over_is_not_renewed(client: aioredis.Redis) -> None:
+    """A worker cut off past its lease whose work another worker took over (to fail it: its last
+    attempt) learns that renewing: the lease is not taken back from under the new holder."""
+    slow, reaper = RedisWorkQueue(client, "slow", lease=0.1), RedisWorkQueue(client, "reaper", lease=0.1)
+    await slow.enqueue("batch", "k", keys.JOB, "last-try")
+    held = await slow.take(["batch"])
+    assert held is not None
+    await asyncio.sleep(0.15)
+    _, exhausted = await reaper.reclaim(1)
+    assert [w.id for w in exhausted] == ["last-try"]  # the reaper holds it now, to fail it
+    assert await slow.renew(held) is False
+    pending = await client.xpending_range(keys.stream(held.cls, held.appkey), keys.GROUP, "-", "+", 10)
+    assert [entry["consumer"] for entry in pending] == [b"reaper"]  # still the reaper's
+    await reaper.done(exhausted[0])
+
+
 async def test_exhausted_after_the_last_attempt(client: aioredis.Redis) -> None:
-    queue = WorkQueue(client, "w", lease=0.1)
+    queue = RedisWorkQueue(client, "w", lease=0.1)
     await queue.enqueue("batch", "k", keys.JOB, "doomed")
     outcomes = []
     for _ in range(3):
@@ -101,7 +117,7 @@ async def test_exhausted_after_the_last_attempt(client: aioredis.Redis) -> None:
 
 
 async def test_depth_heartbeat_and_workers(client: aioredis.Redis) -> None:
-    queue = WorkQueue(client, "w", lease=5)
+    queue = RedisWorkQueue(client, "w", lease=5)
     for n in range(3):
         await queue.enqueue("batch", f"k{n % 2}", keys.JOB, f"j{n}")
     await queue.enqueue("interactive", "k0", keys.INVOKE, "i0")
@@ -115,14 +131,14 @@ async def test_depth_heartbeat_and_workers(client: aioredis.Redis) -> None:
     assert depth["interactive"].queued == 0 and depth["interactive"].oldest_age == 0
     assert await queue.workers_alive() == 0
     await queue.heartbeat()
-    await WorkQueue(client, "w2", lease=5).heartbeat()
+    await RedisWorkQueue(client, "w2", lease=5).heartbeat()
     assert await queue.workers_alive() == 2
     await queue.leave()
     assert await queue.workers_alive() == 1
 
 
 async def test_unreachable_redis_is_a_503(redis: Server, client: aioredis.Redis) -> None:
-    queue = WorkQueue(client, "w", lease=5)
+    queue = RedisWorkQueue(client, "w", lease=5)
     redis.pause()
     try:
         with pytest.raises(GatewayError) as info:
@@ -138,7 +154,7 @@ async def test_unreachable_redis_is_a_503(redis: Server, client: aioredis.Redis)
 
 
 async def test_released_work_is_taken_at_once_with_its_attempt_unchanged(client: aioredis.Redis) -> None:
-    stopping, other = WorkQueue(client, "stopping", lease=60), WorkQueue(client, "other", lease=60)
+    stopping, other = RedisWorkQueue(client, "stopping", lease=60), RedisWorkQueue(client, "other", lease=60)
     await stopping.enqueue("batch", "k", keys.JOB, "long-job")
     held = await stopping.take(["batch"])
     assert held is not None
@@ -151,7 +167,7 @@ async def test_released_work_is_taken_at_once_with_its_attempt_unchanged(client:
 
 
 async def test_a_leaving_worker_is_forgotten_once_it_holds_nothing(client: aioredis.Redis) -> None:
-    queue = WorkQueue(client, "leaving", lease=10)
+    queue = RedisWorkQueue(client, "leaving", lease=10)
     await queue.enqueue("batch", "k", keys.JOB, "j")
     held = await queue.take(["batch"])
     assert held is not None
@@ -164,7 +180,7 @@ async def test_a_leaving_worker_is_forgotten_once_it_holds_nothing(client: aiore
 
 
 async def test_a_backlog_of_a_thousand_does_not_delay_another_appkey(client: aioredis.Redis) -> None:
-    queue = WorkQueue(client, "w", lease=10)
+    queue = RedisWorkQueue(client, "w", lease=10)
     async with client.pipeline(transaction=False) as pipe:
         for n in range(1000):
             pipe.xadd(keys.stream("batch", "busy"), {"kind": keys.JOB, "id": f"busy-{n}", "attempt": "0",
@@ -230,7 +246,7 @@ async def test_a_take_whose_answer_was_lost_is_given_back_to_the_retry(redis: Se
     cutter = ReplyCutter(redis)
     async with cutter as url:
         through = redis_client(url)
-        worker, reaper = WorkQueue(through, "w", lease=0.3), WorkQueue(client, "r", lease=0.3)
+        worker, reaper = RedisWorkQueue(through, "w", lease=0.3), RedisWorkQueue(client, "r", lease=0.3)
         assert await worker.take(["batch"]) is None  # the take script is loaded
         await reaper.enqueue("batch", "k", keys.JOB, "job-1")
         cutter.cut = True

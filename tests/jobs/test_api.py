@@ -9,10 +9,12 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import FormData
 
+from sami_gateway.jobs.http import JOBS
 from sami_gateway.jobs.sweeper import Sweeper
-from sami_gateway.state import JOBS, STREAMS
+from sami_gateway.state import STREAMS
 
 from .conftest import MakeClient, bearer, data_input
 
@@ -163,8 +165,20 @@ async def test_list_filters_and_pages_newest_first(make_client: MakeClient) -> N
     failed = await (await client.get("/api/v1/jobs?status=failed,cancelled", headers=bearer())).json()
     assert failed["jobs"] == []
     await error_of(await client.get("/api/v1/jobs?status=done", headers=bearer()), 400, 40000022)
+    for listed in ("status=,", "status=succeeded,", "status=,failed"):  # an empty item: not a status
+        await error_of(await client.get(f"/api/v1/jobs?{listed}", headers=bearer()), 400, 40000022)
+    assert len((await (await client.get("/api/v1/jobs?status=", headers=bearer())).json())["jobs"]) == 5
     await error_of(await client.get("/api/v1/jobs?limit=0", headers=bearer()), 400, 40000022)
     await error_of(await client.get("/api/v1/jobs?cursor=%%%", headers=bearer()), 400, 40000022)
+    for refused in ("__main__", "-1", "1e3", "\u0661", "1" * 19):  # not what the document's pattern allows
+        await error_of(await client.get("/api/v1/jobs", params={"cursor": refused}, headers=bearer()), 400, 40000022)
+    # Well formed, as the document says, is never refused: pages end before the cursor's job.
+    page = await (await client.get("/api/v1/jobs?cursor=0", headers=bearer())).json()
+    assert page == {"jobs": [], "next_cursor": None}
+    page = await (await client.get("/api/v1/jobs?cursor=999999999999999999", headers=bearer())).json()
+    assert [job["id"] for job in page["jobs"]] == ids[::-1]
+    doubled = await client.get("/api/v1/jobs?status=succeeded,succeeded", headers=bearer())
+    assert [job["id"] for job in (await doubled.json())["jobs"]] == ids[::-1]
 
 
 async def test_an_idempotency_key_returns_the_first_job(make_client: MakeClient) -> None:
@@ -251,6 +265,15 @@ async def finished_processing(client: Any, job_id: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the job did not start")
+
+
+@pytest.mark.parametrize("text", ["QR==", "QUJ=", "QUJDQR==", "QUJD====", "QU JD"])
+async def test_input_data_is_decoded_as_strictly_as_invoke_data(make_client: MakeClient, text: str) -> None:
+    """One decoder for both: "QR==" would silently become "QQ==" (a changed byte) if its padding
+    bits were dropped, so invoke refuses it and so does a job."""
+    client, _ = await make_client()
+    body = await error_of(await submit(client, {"input": {"data": text}}), 400, 40000010)
+    assert body["error"]["message"].startswith("input.data ")
 
 
 async def test_malformed_bodies_are_400_and_the_service_keeps_serving(make_client: MakeClient) -> None:

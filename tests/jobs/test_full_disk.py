@@ -1,6 +1,7 @@
 """A data folder that fills up while jobs of two appkeys run, and frees again: a small tmpfs mounted for
 the test (mounting needs root, which CI has). Nothing accepted is lost, the gateway restarts on a full
-disk, and every job ends `succeeded` once there is room."""
+disk, and every job ends `succeeded` once there is room. And the storage quota's default keeps one
+appkey from filling such a disk for the others."""
 
 from __future__ import annotations
 
@@ -82,5 +83,35 @@ def test_a_full_disk_delays_jobs_and_loses_none(model_store: Path, tmp_path: Pat
         assert requests.get(live.url + "/readyz", timeout=10).status_code == 200
         after = created(submit(live, job_body(43, 4.0, output=BIG)))
         assert live.finished(after, 60)["status"] == "succeeded"
+    finally:
+        stop_gateway(live)
+
+
+def test_by_default_one_appkey_keeps_a_quarter_of_the_disk_and_the_others_go_on(
+        model_store: Path, tmp_path: Path, small_disk: Path) -> None:
+    """Without a configured quota, an appkey uploading 1 MiB after 1 MiB is stopped at a quarter of the
+    24 MiB disk with 429 `42900002` (the disk still has room: nothing answers 500 or 507), while the
+    other appkey uploads and runs a job."""
+    live = start_gateway(model_store, tmp_path, SAMI_DATA_DIR=str(small_disk / "data"), SAMI_STEM_CACHE_BYTES="0")
+    try:
+        mebibyte, kept = b"x" * 2**20, 0
+        while True:
+            slot = requests.post(live.url + "/api/v1/uploads", headers=live.headers(), timeout=30)
+            if slot.status_code != 201:
+                break
+            put = requests.put(slot.json()["upload_url"], data=mebibyte, timeout=60)
+            assert put.status_code == 200, put.text
+            kept += 1
+        assert kept == 6 and slot.status_code == 429, slot.text  # 6 MiB: a quarter of 24 MiB
+        assert slot.json()["error"]["quota"] == {"exceeded": "bytes", "held": 6 * 2**20, "limit": 6 * 2**20}
+        assert submit(live, job_body(50)).status_code == 429
+        assert shutil.disk_usage(small_disk).free > 12 * 2**20
+
+        slot = requests.post(live.url + "/api/v1/uploads", headers=live.headers(OTHER_APPKEY), timeout=30)
+        assert slot.status_code == 201, slot.text
+        assert requests.put(slot.json()["upload_url"], data=mebibyte, timeout=60).status_code == 200
+        job = created(submit(live, job_body(51), appkey=OTHER_APPKEY))
+        assert live.finished(job, 120, OTHER_APPKEY)["status"] == "succeeded"
+        assert requests.get(live.url + "/readyz", timeout=10).status_code == 200
     finally:
         stop_gateway(live)

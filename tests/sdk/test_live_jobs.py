@@ -217,3 +217,30 @@ async def test_the_async_client_drives_every_verb(live: LiveGateway, tmp_path: P
         for gone in (job, queued):
             with pytest.raises(NotFound):
                 await client.get(gone)
+
+
+LINE_LIKE = "a\u2028b\u2029c\x85d\x1ce"  # line separators to str.splitlines, ordinary text to SSE
+
+
+def test_events_end_with_the_terminal_status_for_a_job_named_with_unicode_line_separators(
+        live: LiveGateway) -> None:
+    """Server-Sent Events end lines at CR, LF or CRLF only: a reader that also splits at U+2028
+    (str.splitlines, httpx's iter_lines) cuts the JSON of every event that carries the job's name."""
+    with SamiClient(live.url, timeout=30) as client:
+        client.get_token(ACCESS_KEY, SECRET_KEY, APPKEY, expiration=600)
+        job = client.submit(data=song(2.0, seed=5210), model="htdemucs", stems=["vocals"], name=LINE_LIKE,
+                            metadata={"note": LINE_LIKE}, output=SMALL)
+        events = list(client.events(job.id))
+    assert events[-1].event == "status" and events[-1].status == "succeeded"
+    assert events[-1].data["name"] == LINE_LIKE and events[-1].data["metadata"] == {"note": LINE_LIKE}
+
+
+async def test_async_events_end_with_the_terminal_status_for_a_job_named_with_unicode_line_separators(
+        live: LiveGateway) -> None:
+    async with AsyncSamiClient(live.url, timeout=30) as client:
+        await client.get_token(ACCESS_KEY, SECRET_KEY, APPKEY, expiration=600)
+        job = await client.submit(data=song(2.0, seed=5211), model="htdemucs", stems=["vocals"], name=LINE_LIKE,
+                                  output=SMALL)
+        events = [event async for event in client.events(job.id)]
+    assert events[-1].event == "status" and events[-1].status == "succeeded"
+    assert events[-1].data["name"] == LINE_LIKE

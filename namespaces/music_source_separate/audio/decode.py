@@ -11,7 +11,7 @@ import soundfile as sf
 
 from . import framing
 from .errors import AudioError, AudioErrorKind
-from .sniff import DEMUXERS, SOUNDFILE_FORMATS, declared_frames, probe_duration, sniff
+from .sniff import DEMUXERS, SOUNDFILE_FORMATS, AudioHint, declared_frames, probe_duration, sniff
 from .source import AudioBytes, open_bytes
 
 # Input sample rates accepted, inclusive: telephone audio up to studio 192 kHz. The models
@@ -22,15 +22,6 @@ MAX_CHANNELS = 2  # mono or stereo, as SAMI takes; more is a setting (`max_input
 # 1 GB as float32, so a small compressed file cannot claim gigabytes of memory.
 MAX_DECODED_SAMPLES = 600 * 48_000 * 8
 MIN_SECONDS = 0.01  # shorter input (a handful of samples) is no music to separate: refused
-
-
-@dataclass(frozen=True)
-class AudioHint:
-    """What the client's payload.audio_info says; only raw PCM depends on it."""
-
-    format: str | None = None
-    sample_rate: int | None = None
-    channels: int | None = None
 
 
 @dataclass(frozen=True)

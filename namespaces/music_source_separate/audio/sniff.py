@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import av
 import soundfile as sf
@@ -11,8 +11,15 @@ import soundfile as sf
 from . import framing
 from .source import open_bytes
 
-if TYPE_CHECKING:
-    from .decode import AudioHint
+
+@dataclass(frozen=True)
+class AudioHint:
+    """What the client's payload.audio_info says; only raw PCM depends on it."""
+
+    format: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+
 
 SOUNDFILE_FORMATS = frozenset({"wav", "flac", "ogg"})  # read by libsndfile
 # Forced, so ffmpeg never probes further; wav/flac/ogg go to FFmpeg only when their header

@@ -241,6 +241,7 @@ export function explain(err, context = {}) {
     41300001: `The file is larger than this gateway accepts${context.maxBytes ? ` (${megabytes(context.maxBytes)})` : ""}.`,
     41500001: "The gateway refused the form of what this page sent. Reload the page and try again.",
     42900001: `You have reached your quota. ${later}`,
+    42900002: "This appkey keeps as much as it may. Delete finished jobs, or wait for them to expire.",
     50000001: "The gateway failed while doing this. Try again; if it happens again, report the details below.",
     50300001: `The gateway is busy. ${later}`,
     50300002: `The gateway is restarting. ${later}`,

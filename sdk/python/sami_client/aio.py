@@ -139,9 +139,8 @@ class AsyncSamiClient:
         """The job's Server-Sent Events until it ends or the gateway closes the stream (`async for`)."""
         async with self._transport.stream(_api.events(job_id(id), self.timeout)) as response:
             decoder = EventDecoder()
-            async for line in response.aiter_lines():
-                event = decoder.feed(line)
-                if event is not None:
+            async for text in response.aiter_text():
+                for event in decoder.feed_text(text):
                     yield event
                     if event.is_terminal:
                         return

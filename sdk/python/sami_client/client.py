@@ -148,9 +148,8 @@ class SamiClient:
         """The job's Server-Sent Events (status, progress) until it ends or the gateway closes the stream."""
         with self._transport.stream(_api.events(job_id(id), self.timeout)) as response:
             decoder = EventDecoder()
-            for line in response.iter_lines():
-                event = decoder.feed(line)
-                if event is not None:
+            for text in response.iter_text():
+                for event in decoder.feed_text(text):
                     yield event
                     if event.is_terminal:
                         return

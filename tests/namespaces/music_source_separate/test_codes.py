@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from namespaces.music_source_separate.audio.decode import AudioHint, decode
+from namespaces.music_source_separate.audio.decode import decode
 from namespaces.music_source_separate.audio.errors import AudioError, AudioErrorKind
+from namespaces.music_source_separate.audio.sniff import AudioHint
 from namespaces.music_source_separate.codes import CODES, gateway_error, translated
 from sami_gateway.errors import Code, GatewayError
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from namespaces.music_source_separate.audio.decode import AudioHint, decode
+from namespaces.music_source_separate.audio.decode import decode
 from namespaces.music_source_separate.audio.encode import encode, encode_av
 from namespaces.music_source_separate.audio.errors import AudioError, AudioErrorKind
+from namespaces.music_source_separate.audio.sniff import AudioHint
 
 NO_HINT = AudioHint()
 CODEC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)

@@ -10,10 +10,10 @@ import pytest
 import soundfile as sf
 
 from namespaces.music_source_separate.audio import decode as decoding
-from namespaces.music_source_separate.audio.decode import INPUT_RATES, AudioHint, DecodedAudio, decode
+from namespaces.music_source_separate.audio.decode import INPUT_RATES, DecodedAudio, decode
 from namespaces.music_source_separate.audio.encode import encode, encode_av
 from namespaces.music_source_separate.audio.errors import AudioError, AudioErrorKind
-from namespaces.music_source_separate.audio.sniff import probe_duration, sniff
+from namespaces.music_source_separate.audio.sniff import AudioHint, probe_duration, sniff
 from tests.namespaces.music_source_separate.audio.conftest import (
     AAC_FRAME,
     AAC_PRIMING,

@@ -16,10 +16,11 @@ import soundfile as sf
 from bench.codecs import longest_gil_hold
 from namespaces.music_source_separate.audio import encode as encoding
 from namespaces.music_source_separate.audio import lame as lame_module
-from namespaces.music_source_separate.audio.decode import AudioHint, decode
+from namespaces.music_source_separate.audio.decode import decode
 from namespaces.music_source_separate.audio.encode import encode, encode_av, m4a_lead
 from namespaces.music_source_separate.audio.lame import Lame, candidates, lame
 from namespaces.music_source_separate.audio.lame_tag import crc16, delays, first_frame, lead_for, with_delays
+from namespaces.music_source_separate.audio.sniff import AudioHint
 from tests.namespaces.music_source_separate.audio.conftest import CODEC_RATES
 
 pytestmark = pytest.mark.timeout(300)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from namespaces.music_source_separate.audio.decode import AudioHint
 from namespaces.music_source_separate.audio.encode import encode
-from namespaces.music_source_separate.audio.sniff import probe_duration, sniff
+from namespaces.music_source_separate.audio.sniff import AudioHint, probe_duration, sniff
 from tests.namespaces.music_source_separate.audio.conftest import NO_HINT, id3_end, soundfile_bytes, strip_id3
 
 pytestmark = pytest.mark.timeout(60)

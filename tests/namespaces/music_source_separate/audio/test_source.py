@@ -8,8 +8,9 @@ import mmap
 import numpy as np
 import pytest
 
-from namespaces.music_source_separate.audio.decode import AudioHint, decode
+from namespaces.music_source_separate.audio.decode import decode
 from namespaces.music_source_separate.audio.encode import FORMATS, encode
+from namespaces.music_source_separate.audio.sniff import AudioHint
 from namespaces.music_source_separate.audio.source import BufferReader, open_bytes
 
 

@@ -3,16 +3,17 @@
 A section of the core's configuration (`Config.sections["cluster"]`). With neither URL set the
 gateway is the single process of SQLite and local files; with both, `serve` is a stateless front
 and `worker` runs the work. The S3 endpoint and credentials come from the standard `AWS_*`
-variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`).
+variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`); the
+result URLs clients download from may be signed by a second, read-only identity instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..settings import Section, Setting, bounded_int, http_url, positive
+from ..settings import ConfigError, Section, Setting, bounded_int, http_url, positive
 
 
 @dataclass(frozen=True)
@@ -22,9 +23,16 @@ class ClusterSettings:
     queue_url: str = ""
     storage_url: str = ""
     storage_public_url: str = ""
+    storage_read_access_key_id: str = ""
+    storage_read_secret_access_key: str = field(default="", repr=False)
     worker_host: str = "127.0.0.1"
     worker_port: int = 9101
     work_lease: float = 15.0
+
+    def __post_init__(self) -> None:
+        if bool(self.storage_read_access_key_id) != bool(self.storage_read_secret_access_key):
+            raise ConfigError("SAMI_STORAGE_READ_ACCESS_KEY_ID and SAMI_STORAGE_READ_SECRET_ACCESS_KEY go together: "
+                              "set both or neither")
 
     @property
     def enabled(self) -> bool:
@@ -61,6 +69,9 @@ SETTINGS = Section("cluster", (
             "(endpoint and credentials: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"),
     Setting("storage_public_url", http_url, "the storage endpoint as clients reach it, for presigned result "
             "URLs (default: AWS_ENDPOINT_URL)"),
+    Setting("storage_read_access_key_id", str, "access key of an identity that may only read the bucket, to sign "
+            "the result URLs clients download with (unset: the gateway's own, which may also write and delete)"),
+    Setting("storage_read_secret_access_key", str, "secret key of SAMI_STORAGE_READ_ACCESS_KEY_ID", secret=True),
     Setting("worker_host", str, "address of a worker's /healthz and /metrics"),
     Setting("worker_port", bounded_int(0, 65535), "port of a worker's /healthz and /metrics"),
     Setting("work_lease", positive(float), "seconds a worker holds work without renewing it; then another "

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .access_keys import AccessKey, parse_access_keys
-from .cluster.settings import SETTINGS as CLUSTER_SETTINGS
-from .jobs.settings import SETTINGS as JOB_SETTINGS
-from .quota import Quota
-from .settings import ConfigError as ConfigError  # raised by load_config: its callers import it from here
-from .settings import Section, Setting, bounded_int, positive, read_values, split, table_rows
+from ..access_keys import AccessKey, parse_access_keys
+from ..quota import Quota
+from ..settings import ConfigError as ConfigError  # raised by load_config: its callers import it from here
+from ..settings import Section, Setting, bounded_int, positive, read_values, split, table_rows
+from .cluster import SETTINGS as CLUSTER_SETTINGS
+from .jobs import SETTINGS as JOB_SETTINGS
+from .jobs import parse_overrides
 
 MIN_SECRET_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output
 MAX_TOKEN_TTL = 24 * 3600  # SAMI caps token lifetime at one day
@@ -42,6 +43,7 @@ class AppKeyRule:
     namespaces: frozenset[str] | None = None
     quota: Quota | None = None  # None: the default quota
     webhook_secret: str | None = None  # None: SAMI_WEBHOOK_SECRET
+    storage: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # its own storage limits
 
     def allows(self, namespace: str) -> bool:
         return self.namespaces is None or namespace in self.namespaces
@@ -116,7 +118,7 @@ def _quota(spec: Mapping[str, Any], default: Quota) -> Quota:
 
 
 def _appkey(name: str, allowed: list[str] | None, quota: Quota | None = None,
-            webhook_secret: str | None = None) -> AppKeyRule:
+            webhook_secret: str | None = None, storage: Mapping[str, int] | None = None) -> AppKeyRule:
     # Go clients put the appkey unescaped in the query: only URL-safe characters work there.
     if not _URL_SAFE.fullmatch(name):
         raise ValueError(f"appkey {name!r} must be made of A-Z a-z 0-9 - _ . ~")
@@ -124,11 +126,12 @@ def _appkey(name: str, allowed: list[str] | None, quota: Quota | None = None,
         raise ValueError(f"appkey {name!r} has an empty namespace list")
     if webhook_secret is not None and (not isinstance(webhook_secret, str) or len(webhook_secret) < 16):
         raise ValueError(f"appkey {name!r}: webhook_secret needs at least 16 characters")
-    return AppKeyRule(name, None if allowed is None else frozenset(allowed), quota, webhook_secret)
+    return AppKeyRule(name, None if allowed is None else frozenset(allowed), quota, webhook_secret,
+                      MappingProxyType(dict(storage or {})))
 
 
 def _appkeys(value: Any) -> Mapping[str, AppKeyRule]:
-    """`K1,K2:NsA|NsB` from the environment, or a TOML table {K = {namespaces = [...]}}."""
+    """`K1,K2:NsA|NsB` from the environment, or a TOML table {K = {namespaces = [...], rate = ..., ...}}."""
     keys: dict[str, AppKeyRule] = {}
     if isinstance(value, dict):
         for name, spec in value.items():
@@ -136,7 +139,7 @@ def _appkeys(value: Any) -> Mapping[str, AppKeyRule]:
             allowed = spec.get("namespaces")
             quota = _quota(spec, DEFAULT_QUOTA) if {"rate", "burst", "concurrent", "streams"} & set(spec) else None
             keys[name] = _appkey(name, None if allowed is None else split(allowed) or [""], quota,
-                                 spec.get("webhook_secret"))
+                                 spec.get("webhook_secret"), parse_overrides(spec, name))
         return MappingProxyType(keys)
     for item in split(value):
         name, colon, allowed = item.partition(":")

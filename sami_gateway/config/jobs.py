@@ -32,6 +32,9 @@ class JobSettings:
     signed_url_ttl: float = 3600.0
     max_queued_jobs: int = 1000
     max_queued_jobs_per_appkey: int = 200
+    storage_bytes_per_appkey: int | None = None  # None: a quarter of data_dir's disk (`default_storage_bytes`)
+    max_uploads_per_appkey: int = 1000
+    max_stored_jobs_per_appkey: int = 10_000
     job_workers: int = 2
     job_timeout: float = 3600.0
     max_job_attempts: int = 3
@@ -65,6 +68,16 @@ SETTINGS = Section("jobs", (
     Setting("signed_url_ttl", positive(float), "seconds a signed upload or result URL stays valid"),
     Setting("max_queued_jobs", positive(int), "jobs queued at once, all appkeys; more are refused 503"),
     Setting("max_queued_jobs_per_appkey", positive(int), "jobs one appkey may have queued; more are refused 429"),
+    Setting("storage_bytes_per_appkey", positive(int),
+            "bytes one appkey may keep: its uploads, and its jobs' inputs and results; a new upload or job past "
+            "it is refused 429, and its queued jobs fail instead of running while it is over "
+            "(`[appkeys.K] storage_bytes`); set it where data_dir's disk holds other data too",
+            "data_dir's disk size / 4"),
+    Setting("max_uploads_per_appkey", positive(int),
+            "uploads one appkey may keep, PUT or not; more are refused 429 (`[appkeys.K] max_uploads`)"),
+    Setting("max_stored_jobs_per_appkey", positive(int),
+            "jobs one appkey may keep, of any status, until they expire or are deleted; more are refused 429 "
+            "(`[appkeys.K] max_stored_jobs`)"),
     Setting("job_workers", bounded_int(1, 64), "jobs run at once (their model calls interleave)"),
     Setting("job_timeout", positive(float), "seconds one run of a job may take before it fails"),
     Setting("max_job_attempts", bounded_int(1, 20), "runs of a job cut short by a crash before it is failed"),
@@ -82,3 +95,20 @@ def job_settings(config: Any) -> JobSettings:
     sections = getattr(config, "sections", {})
     settings = sections.get(SETTINGS.name)
     return settings if isinstance(settings, JobSettings) else JobSettings(**SETTINGS.defaults({}))
+
+
+# `[appkeys.K]` keys of an appkey's own storage limits, and the fields of StorageLimits they set.
+LIMIT_NAMES = {"storage_bytes": "stored_bytes", "max_uploads": "uploads", "max_stored_jobs": "jobs"}
+
+
+def parse_overrides(spec: Mapping[str, Any], appkey: str) -> dict[str, int]:
+    """An `[appkeys.K]` table's storage limits (`storage_bytes`, `max_uploads`, `max_stored_jobs`),
+    as fields of `StorageLimits`."""
+    own = {}
+    for key, field in LIMIT_NAMES.items():
+        if key in spec:
+            value = spec[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"appkey {appkey!r}: {key} must be a positive integer")
+            own[field] = value
+    return own
