@@ -171,6 +171,33 @@ def test_sighup_changes_an_appkeys_webhook_secret_on_every_role(stack: Stack, to
             role.process.send_signal(signal.SIGHUP)
 
 
+def test_deep_metadata_is_refused_or_carried_to_the_end_in_scale_out(stack: Stack, tokens: dict[str, str],
+                                                                        hooks: Receiver) -> None:
+    """Metadata 253 deep used to make a scale-out job unfinishable (processing at 99.9 % for ever, its
+    cancel and DELETE 500): it is refused at the front, and 32 deep runs, is sent and is deleted."""
+    def nested(depth: int) -> dict[str, Any]:
+        value: dict[str, Any] = {}
+        for _ in range(depth - 1):
+            value = {"a": value}
+        return value
+
+    token, front = tokens["second-appkey"], fronts(stack)[0]
+    refused = submit(front, token, wav_bytes(1.0), metadata=nested(253), webhook_url=hooks.at("/deep/253"))
+    assert refused.status_code == 400 and refused.json()["error"]["status_code"] == 40000022, refused.text
+    job = submit(front, token, wav_bytes(1.0), metadata=nested(32), webhook_url=hooks.at("/deep/32"),
+                 output={"format": "wav"})
+    assert job.status_code == 201, job.text
+    job_id, auth = job.json()["id"], {"Authorization": f"Bearer {token}"}
+    done = wait_for(lambda: (r := requests.get(f"{front.url}/api/v1/jobs/{job_id}", headers=auth, timeout=10).json())
+                    ["status"] in TERMINAL and r, 120, "the job ends")
+    assert done["status"] == "succeeded" and done["metadata"] == nested(32)
+    delivered = wait_for(lambda: hooks.received("/deep/32"), 60, "its webhook arrives")
+    assert json.loads(delivered[0].body)["data"]["job"]["metadata"] == nested(32)
+    listed = requests.get(f"{front.url}/api/v1/jobs", headers=auth, timeout=10)
+    assert listed.status_code == 200 and job_id in [item["id"] for item in listed.json()["jobs"]]
+    assert requests.delete(f"{front.url}/api/v1/jobs/{job_id}", headers=auth, timeout=10).status_code == 204
+
+
 def test_go_sample_client_against_a_front(stack: Stack, tokens: dict[str, str], go_client: Path,
                                           tmp_path: Path) -> None:
     source = tmp_path / "song.wav"
