@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import cast
 
 from aiohttp import StreamReader, web
@@ -20,12 +21,25 @@ REFUSAL_LINGER_SECONDS = 1.0  # a refused client gets this long to read the 503 
 HEAD_BUFFER_BYTES = 64 * 1024  # past this, aiohttp's parser takes the first request early and applies its limits
 
 
+Door = Callable[[bytes, str | None], bytes | None]  # (a first request's head, the peer's address) -> an answer
+
+
+def raw_response(status: int, headers: Mapping[str, str], body: bytes) -> bytes:
+    """An HTTP/1.1 response with a JSON body, as written without aiohttp; the connection closes after it."""
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", "Connection: close",
+             *(f"{name}: {value}" for name, value in headers.items() if name.lower() != "connection")]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
 def refusal() -> bytes:
     """The raw HTTP/1.1 503 a connection past the bound gets: the SAMI envelope, then close."""
     body = error_envelope(new_task_id(), "", error(Code.OVERLOADED, "too many open connections"))
-    head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n")
-    return head.encode() + body
+    return raw_response(503, {"Retry-After": "1"}, body)
+
+
+def no_door(head: bytes, peer: str | None) -> bytes | None:
+    return None
 
 
 class ConnectionGuard:
@@ -34,12 +48,15 @@ class ConnectionGuard:
     Call the guard as the protocol factory of `loop.create_server`. It hooks the server's
     request factory (called once a request's headers are parsed) and request handler
     (which returns once the response is decided), so create it before the first connection.
+    A connection's first header block goes to `door` before aiohttp: the answer it returns, if
+    any, is written at once and the connection closed.
     """
 
     def __init__(self, server: web.Server, *, header_timeout: float, max_connections: int,
-                 on_refuse: Callable[[], None] = lambda: None) -> None:
+                 on_refuse: Callable[[], None] = lambda: None, door: Door = no_door) -> None:
         self.header_timeout = header_timeout
         self.max_connections = max_connections
+        self.door = door
         self._server = server
         self._on_refuse = on_refuse
         self._loop = asyncio.get_running_loop()
@@ -178,6 +195,11 @@ class _Connection(asyncio.Protocol):
         if ended or len(self._head) > HEAD_BUFFER_BYTES:
             assert self._transport is not None
             head, self._head = bytes(self._head), bytearray()
+            peer = self._transport.get_extra_info("peername")
+            answer = self._guard.door(head, peer[0] if isinstance(peer, tuple) else None) if ended else None
+            if answer is not None:
+                self._answer_at_door(answer)
+                return
             self._handler = self._guard._hand_off(self)
             self._handler.connection_made(self._transport)
             self._handler.data_received(head)
@@ -203,8 +225,17 @@ class _Connection(asyncio.Protocol):
         else:
             self._transport.close()
 
-    def _refuse(self, transport: asyncio.Transport) -> None:
-        transport.write(refusal())
+    def _answer_at_door(self, answer: bytes) -> None:
+        """The door answered the first request: what else the client sends is dropped, and the
+        connection no longer counts as open."""
+        assert self._transport is not None
+        self._disarm()
+        self._admitted = False
+        self._guard._release(self, None)
+        self._refuse(self._transport, answer)
+
+    def _refuse(self, transport: asyncio.Transport, answer: bytes | None = None) -> None:
+        transport.write(refusal() if answer is None else answer)
         if transport.can_write_eof():
             transport.write_eof()  # half-close, so the client reads the 503 rather than a reset
         self._timer = self._guard._loop.call_later(REFUSAL_LINGER_SECONDS, transport.close)

@@ -14,6 +14,7 @@ from .access_log import AccessLogger
 from .bad_requests import MalformedRequestLog
 from .config import Config
 from .connections import ConnectionGuard
+from .door import Door
 from .listener import Listener, listening_sockets
 from .state import METRICS
 
@@ -36,7 +37,7 @@ async def serve(app: web.Application, config: Config) -> None:
         assert runner.server is not None  # made by setup
         guard = ConnectionGuard(runner.server, header_timeout=config.header_timeout,
                                 max_connections=config.max_connections,
-                                on_refuse=app[METRICS].rejections.labels("connections").inc)
+                                on_refuse=app[METRICS].rejections.labels("connections").inc, door=Door(app))
         listener = Listener(listening_sockets(config.host, config.port, BACKLOG), guard)
         log.info("serving on %s:%d, at most %d connections", config.host, config.port, config.max_connections)
         await asyncio.Event().wait()
