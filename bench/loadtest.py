@@ -173,7 +173,7 @@ def plot_overload(path: Path, panels: Sequence[tuple[str, Sequence[Record], dict
 
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), sharey=True, squeeze=False)
     for (name, records, checks), ax in zip(panels, axes[0], strict=True):
-        ax.axvspan(checks["held_admitted_at_s"], checks["held_bodies_whole_at_s"][0], color="0.9",
+        ax.axvspan(checks["held_admitted_then_sent_at_s"], checks["held_bodies_whole_at_s"][0], color="0.9",
                    label=f"{checks['bound']} held bodies arriving")
         for label in sorted({r.label for r in records if not r.label.endswith("held")}):
             group = [r for r in records if r.label == label]
@@ -290,9 +290,12 @@ class Overload:
 
 @dataclass(frozen=True)
 class Holding:
-    """Between the scenario and the held requests' process: a body was sent whole; stop pacing; the records."""
+    """Between the scenario and the held requests' process (multiprocessing events): send the bodies
+    (their heads are sent at once, so that all are admitted first); a body was sent whole; stop
+    pacing; where the records go."""
 
-    one_sent: Any  # multiprocessing events
+    go: Any
+    one_sent: Any
     finish: Any
     out: Path
 
@@ -330,13 +333,15 @@ async def exchange(port: int, body: bytes, label: str, origin: float) -> Record:
 
 async def send_held(port: int, body: bytes, shape: Overload, holding: Holding, origin: float
                     ) -> tuple[Record, float]:
-    """One held request: its body written a piece at a time (at an even pace if `shape.body_rate`,
-    the rest at once when `holding.finish` is set), then its answer read; its record and when its
-    last byte was written."""
+    """One held request: its head, then once `holding.go` is set its body, written a piece at a time
+    (at an even pace if `shape.body_rate`, the rest at once when `holding.finish` is set), then its
+    answer read; its record and when its last byte was written."""
     start = time.monotonic()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(request_head(len(body)))
+        while not holding.go.is_set():
+            await asyncio.sleep(0.002)
         if shape.body_rate:
             pause, due = shape.bound * shape.piece_bytes / shape.body_rate, time.monotonic()
             for offset in range(0, len(body), shape.piece_bytes):
@@ -417,22 +422,25 @@ def refusal_checks(extras: Sequence[Record], arrived: float) -> dict[str, Any]:
 async def overload(client: Client, session: aiohttp.ClientSession, shape: Overload, work: Path
                    ) -> tuple[list[Record], dict[str, Any]]:
     """The bound held by requests whose bodies are still arriving; extra requests one at a time and
-    in bursts must be refused at once (503 50300001), and the held ones must still succeed.
-    Only the extras answered before the first held body arrived whole are counted."""
+    in bursts must be refused at once (503 50300001), and the held ones must still succeed. The held
+    requests' heads are sent first; once all are admitted, their bodies and the extras. Only the
+    extras answered before a held body had been sent whole are counted."""
     auth = json.dumps(client.auth)[:-1].encode()
     song = clip_body(HELD_CLIP_SECONDS, "2track_vocal", rate=44100, channels=2)
     held_body = auth + b", " + json.dumps(song)[1:].encode()
     extra = auth + b", " + json.dumps(clip_body(EXTRA_CLIP_SECONDS, "2track_vocal"))[1:].encode()
     ctx = multiprocessing.get_context("spawn")
-    holding = Holding(ctx.Event(), ctx.Event(), work / "held.json")
+    holding = Holding(ctx.Event(), ctx.Event(), ctx.Event(), work / "held.json")
     port = int(client.url.rsplit(":", 1)[1])
     sender = ctx.Process(target=hold, args=(port, held_body, shape, holding, client.origin), daemon=True)
     sender.start()
     try:
         await wait_admitted(client, session, shape.bound)
         admitted = client.now()
+        holding.go.set()
         extras = await extras_while_held(client, shape, holding, extra)
     finally:
+        holding.go.set()
         holding.finish.set()
         await asyncio.get_running_loop().run_in_executor(None, sender.join)
     held = json.loads(holding.out.read_text())
@@ -440,7 +448,7 @@ async def overload(client: Client, session: aiohttp.ClientSession, shape: Overlo
     checks = {
         "bound": shape.bound, "held_clip_s": HELD_CLIP_SECONDS, "held_body_bytes": len(held_body),
         "held_offered_bytes_per_s": shape.body_rate or "as fast as taken", "piece_bytes": shape.piece_bytes,
-        "held_ok": sum(r.http == 200 for r in records), "held_admitted_at_s": round(admitted, 3),
+        "held_ok": sum(r.http == 200 for r in records), "held_admitted_then_sent_at_s": round(admitted, 3),
         "held_bodies_whole_at_s": [round(min(held["sent"]), 3), round(max(held["sent"]), 3)],
         **refusal_checks(extras, min(held["sent"])),
     }
