@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from http import HTTPStatus
 from typing import cast
 
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 
 REFUSAL_LINGER_SECONDS = 1.0  # a refused client gets this long to read the 503 before its socket is closed
 HEAD_BUFFER_BYTES = 64 * 1024  # past this, aiohttp's parser takes the first request early and applies its limits
+FIRST_LOOK_BYTES = 8 * 1024  # peeked at as a connection is accepted; a longer head waits for the usual way
 
 
 Door = Callable[[bytes, str | None], bytes | None]  # (a first request's head, the peer's address) -> an answer
@@ -45,11 +48,12 @@ def no_door(head: bytes, peer: str | None) -> bytes | None:
 class ConnectionGuard:
     """Bounds the open connections of an aiohttp `web.Server` and the time each request's headers may take.
 
-    Call the guard as the protocol factory of `loop.create_server`. It hooks the server's
-    request factory (called once a request's headers are parsed) and request handler
+    Call the guard as the protocol factory of `loop.create_server` (or a `Listener`'s). It hooks
+    the server's request factory (called once a request's headers are parsed) and request handler
     (which returns once the response is decided), so create it before the first connection.
-    A connection's first header block goes to `door` before aiohttp: the answer it returns, if
-    any, is written at once and the connection closed.
+    A connection's first header block goes to `door` before aiohttp (see `first_look` for one
+    already in when the connection is accepted): the answer it returns, if any, is written at
+    once and the connection closed.
     """
 
     def __init__(self, server: web.Server, *, header_timeout: float, max_connections: int,
@@ -90,6 +94,31 @@ class ConnectionGuard:
     def __call__(self) -> asyncio.Protocol:
         return _Connection(self)
 
+    def first_look(self, sock: socket.socket) -> asyncio.Protocol | None:
+        """A connection just accepted whose first header block is already in (a client writes its
+        request as it connects) is shown to the door at once, two turns of the loop before its
+        protocol could show it. Returns the protocol that finishes a connection the door answered,
+        or None: serve it as usual (the head is only peeked at)."""
+        try:
+            head = sock.recv(FIRST_LOOK_BYTES, socket.MSG_PEEK)
+            peer = sock.getpeername()
+        except OSError:
+            return None
+        end = head.find(b"\r\n\r\n")
+        answer = self.door(head[:end + 4], peer[0] if isinstance(peer, tuple) else None) if end >= 0 else None
+        if answer is None:
+            return None
+        try:
+            sent = sock.send(answer)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the client has gone
+            return _Answered(b"")
+        if sent == len(answer):
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)  # half-close, so the client reads the 503 rather than a reset
+        return _Answered(answer[sent:])
+
     def close(self) -> None:
         """At shutdown, after the listener: close the connections whose first request has not arrived."""
         self._closing = True
@@ -113,6 +142,25 @@ class ConnectionGuard:
         self._waiting.discard(connection)
         if handler is not None:
             self._live.pop(handler, None)
+
+
+class _Answered(asyncio.Protocol):
+    """A connection the door answered as it was accepted: the rest of the answer if the socket did
+    not take it all, then half-closed; what the client still sends is dropped until it is closed."""
+
+    def __init__(self, unsent: bytes) -> None:
+        self._unsent = unsent
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        if self._unsent:
+            stream.write(self._unsent)
+            if stream.can_write_eof():
+                stream.write_eof()
+        asyncio.get_running_loop().call_later(REFUSAL_LINGER_SECONDS, stream.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
 
 
 class _Connection(asyncio.Protocol):

@@ -4,7 +4,8 @@ uvloop's own server takes one connection per turn of the event loop. When the ad
 bodies make each turn long (24 arriving at full speed: about 10 ms a turn), a burst of 72 new
 connections waited 72 turns to be accepted, most of a second for the last, however soon its
 answer was ready. Here one turn takes every connection waiting, up to ACCEPT_BATCH, as asyncio's
-own event loop does, and hands each to the loop as an accepted socket.
+own event loop does, and hands each to the loop as an accepted socket; a first look at the socket
+(`ConnectionGuard.first_look`) may serve it there and then.
 """
 
 from __future__ import annotations
@@ -44,12 +45,22 @@ def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]
     return sockets
 
 
-class Listener:
-    """Accepts connections on `sockets` and serves each with a protocol from `protocol_factory`."""
+FirstLook = Callable[[socket.socket], asyncio.Protocol | None]  # see Listener
 
-    def __init__(self, sockets: list[socket.socket], protocol_factory: Callable[[], asyncio.Protocol]) -> None:
+
+def serve_as_usual(sock: socket.socket) -> asyncio.Protocol | None:
+    return None
+
+
+class Listener:
+    """Accepts connections on `sockets` and serves each with a protocol from `protocol_factory`,
+    unless `first_look`, shown the socket as it is accepted, returns the protocol that serves it."""
+
+    def __init__(self, sockets: list[socket.socket], protocol_factory: Callable[[], asyncio.Protocol],
+                 first_look: FirstLook = serve_as_usual) -> None:
         self.sockets = sockets
         self._factory = protocol_factory
+        self._first_look = first_look
         self._loop = asyncio.get_running_loop()
         self._opening: set[asyncio.Task[object]] = set()
         self._closed = False
@@ -81,7 +92,9 @@ class Listener:
                 self._loop.call_later(ACCEPT_RETRY_SECONDS, self._watch, sock)
                 return
             connection.setblocking(False)
-            task = self._loop.create_task(self._loop.connect_accepted_socket(self._factory, connection))
+            looked = self._first_look(connection)
+            factory = self._factory if looked is None else _given(looked)
+            task = self._loop.create_task(self._loop.connect_accepted_socket(factory, connection))
             self._opening.add(task)
             task.add_done_callback(self._opened)
 
@@ -89,3 +102,7 @@ class Listener:
         self._opening.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.warning("a connection could not be opened: %r", exc)
+
+
+def _given(protocol: asyncio.Protocol) -> Callable[[], asyncio.Protocol]:
+    return lambda: protocol

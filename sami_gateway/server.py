@@ -38,7 +38,7 @@ async def serve(app: web.Application, config: Config) -> None:
         guard = ConnectionGuard(runner.server, header_timeout=config.header_timeout,
                                 max_connections=config.max_connections,
                                 on_refuse=app[METRICS].rejections.labels("connections").inc, door=Door(app))
-        listener = Listener(listening_sockets(config.host, config.port, BACKLOG), guard)
+        listener = Listener(listening_sockets(config.host, config.port, BACKLOG), guard, guard.first_look)
         log.info("serving on %s:%d, at most %d connections", config.host, config.port, config.max_connections)
         await asyncio.Event().wait()
     finally:

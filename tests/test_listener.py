@@ -143,3 +143,21 @@ def test_out_of_descriptors_it_stops_accepting_for_a_while_then_goes_on(monkeypa
 
     waited = on_uvloop(out_of_room())
     assert waited >= 0.15 and "cannot accept connections" in caplog.text
+
+
+def test_a_connection_served_at_first_look_does_not_reach_the_factory() -> None:
+    async def looked() -> tuple[list[float], Upper]:
+        made: list[float] = []
+        served = Upper([])
+        listener = Listener(listening_sockets("127.0.0.1", 0, 16), lambda: Upper(made), lambda sock: served)
+        reader, writer = await asyncio.open_connection(*listener.sockets[0].getsockname())
+        try:
+            writer.write(b"seen first")
+            assert await reader.readexactly(10) == b"SEEN FIRST"
+        finally:
+            writer.close()
+            listener.close()
+        return made, served
+
+    made, served = on_uvloop(looked())
+    assert made == [] and served.transport is not None
