@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from http import HTTPStatus
 from typing import cast
 
 from aiohttp import StreamReader, web
@@ -18,28 +21,46 @@ log = logging.getLogger(__name__)
 
 REFUSAL_LINGER_SECONDS = 1.0  # a refused client gets this long to read the 503 before its socket is closed
 HEAD_BUFFER_BYTES = 64 * 1024  # past this, aiohttp's parser takes the first request early and applies its limits
+FIRST_LOOK_BYTES = 8 * 1024  # peeked at as a connection is accepted; a longer head waits for the usual way
+
+
+Door = Callable[[bytes, str | None], bytes | None]  # (a first request's head, the peer's address) -> an answer
+
+
+def raw_response(status: int, headers: Mapping[str, str], body: bytes) -> bytes:
+    """An HTTP/1.1 response with a JSON body, as written without aiohttp; the connection closes after it."""
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", "Connection: close",
+             *(f"{name}: {value}" for name, value in headers.items() if name.lower() != "connection")]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 def refusal() -> bytes:
     """The raw HTTP/1.1 503 a connection past the bound gets: the SAMI envelope, then close."""
     body = error_envelope(new_task_id(), "", error(Code.OVERLOADED, "too many open connections"))
-    head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\nRetry-After: 1\r\n\r\n")
-    return head.encode() + body
+    return raw_response(503, {"Retry-After": "1"}, body)
+
+
+def no_door(head: bytes, peer: str | None) -> bytes | None:
+    return None
 
 
 class ConnectionGuard:
     """Bounds the open connections of an aiohttp `web.Server` and the time each request's headers may take.
 
-    Call the guard as the protocol factory of `loop.create_server`. It hooks the server's
-    request factory (called once a request's headers are parsed) and request handler
+    Call the guard as the protocol factory of `loop.create_server` (or a `Listener`'s). It hooks
+    the server's request factory (called once a request's headers are parsed) and request handler
     (which returns once the response is decided), so create it before the first connection.
+    A connection's first header block goes to `door` before aiohttp (see `first_look` for one
+    already in when the connection is accepted): the answer it returns, if any, is written at
+    once and the connection closed.
     """
 
     def __init__(self, server: web.Server, *, header_timeout: float, max_connections: int,
-                 on_refuse: Callable[[], None] = lambda: None) -> None:
+                 on_refuse: Callable[[], None] = lambda: None, door: Door = no_door) -> None:
         self.header_timeout = header_timeout
         self.max_connections = max_connections
+        self.door = door
         self._server = server
         self._on_refuse = on_refuse
         self._loop = asyncio.get_running_loop()
@@ -73,6 +94,31 @@ class ConnectionGuard:
     def __call__(self) -> asyncio.Protocol:
         return _Connection(self)
 
+    def first_look(self, sock: socket.socket) -> asyncio.Protocol | None:
+        """A connection just accepted whose first header block is already in (a client writes its
+        request as it connects) is shown to the door at once, two turns of the loop before its
+        protocol could show it. Returns the protocol that finishes a connection the door answered,
+        or None: serve it as usual (the head is only peeked at)."""
+        try:
+            head = sock.recv(FIRST_LOOK_BYTES, socket.MSG_PEEK)
+            peer = sock.getpeername()
+        except OSError:
+            return None
+        end = head.find(b"\r\n\r\n")
+        answer = self.door(head[:end + 4], peer[0] if isinstance(peer, tuple) else None) if end >= 0 else None
+        if answer is None:
+            return None
+        try:
+            sent = sock.send(answer)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the client has gone
+            return _Answered(b"")
+        if sent == len(answer):
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)  # half-close, so the client reads the 503 rather than a reset
+        return _Answered(answer[sent:])
+
     def close(self) -> None:
         """At shutdown, after the listener: close the connections whose first request has not arrived."""
         self._closing = True
@@ -96,6 +142,25 @@ class ConnectionGuard:
         self._waiting.discard(connection)
         if handler is not None:
             self._live.pop(handler, None)
+
+
+class _Answered(asyncio.Protocol):
+    """A connection the door answered as it was accepted: the rest of the answer if the socket did
+    not take it all, then half-closed; what the client still sends is dropped until it is closed."""
+
+    def __init__(self, unsent: bytes) -> None:
+        self._unsent = unsent
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        if self._unsent:
+            stream.write(self._unsent)
+            if stream.can_write_eof():
+                stream.write_eof()
+        asyncio.get_running_loop().call_later(REFUSAL_LINGER_SECONDS, stream.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
 
 
 class _Connection(asyncio.Protocol):
@@ -178,6 +243,11 @@ class _Connection(asyncio.Protocol):
         if ended or len(self._head) > HEAD_BUFFER_BYTES:
             assert self._transport is not None
             head, self._head = bytes(self._head), bytearray()
+            peer = self._transport.get_extra_info("peername")
+            answer = self._guard.door(head, peer[0] if isinstance(peer, tuple) else None) if ended else None
+            if answer is not None:
+                self._answer_at_door(answer)
+                return
             self._handler = self._guard._hand_off(self)
             self._handler.connection_made(self._transport)
             self._handler.data_received(head)
@@ -203,8 +273,17 @@ class _Connection(asyncio.Protocol):
         else:
             self._transport.close()
 
-    def _refuse(self, transport: asyncio.Transport) -> None:
-        transport.write(refusal())
+    def _answer_at_door(self, answer: bytes) -> None:
+        """The door answered the first request: what else the client sends is dropped, and the
+        connection no longer counts as open."""
+        assert self._transport is not None
+        self._disarm()
+        self._admitted = False
+        self._guard._release(self, None)
+        self._refuse(self._transport, answer)
+
+    def _refuse(self, transport: asyncio.Transport, answer: bytes | None = None) -> None:
+        transport.write(refusal() if answer is None else answer)
         if transport.can_write_eof():
             transport.write_eof()  # half-close, so the client reads the 503 rather than a reset
         self._timer = self._guard._loop.call_later(REFUSAL_LINGER_SECONDS, transport.close)

@@ -10,13 +10,13 @@ context, the payload parsed once by the namespace (`Namespace.parse`) and its va
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from aiohttp import web
 
-from .auth import Authorization
+from .auth import Authenticator, Authorization
 from .body import BodyTimeout, BodyTooLarge, BodyUnreadable, stream_capped
 from .envelope_reader import EnvelopeReader, ReceivedEnvelope
 from .errors import Code, GatewayError, error
@@ -60,11 +60,10 @@ async def input_bytes(request: web.Request, call: InvokeRequest, namespace: Name
     return b""
 
 
-def authorize_from_query(request: web.Request) -> Authorization | None:
+def authorize_from_query(query: Mapping[str, str], auth: Authenticator) -> Authorization | None:
     """Clients that put credentials in the query (the Go SDK) are checked before the body is read."""
-    query = request.query
     if all(query.get(name) for name in ("appkey", "token", "namespace")):
-        return request.app[AUTH].authorize(query["appkey"], query["token"], query["namespace"])
+        return auth.authorize(query["appkey"], query["token"], query["namespace"])
     return None
 
 
@@ -82,7 +81,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     with ExitStack() as stack:
         with refused_before_body():
             reject_repeated(request.query.items())
-            request[CONTEXT].auth = authorize_from_query(request)  # the body may not contradict it
+            # The body may not contradict credentials from the query.
+            request[CONTEXT].auth = authorize_from_query(request.query, request.app[AUTH])
             stack.enter_context(request.app[SCHEDULER].admission())  # full: refused at once
         return await admitted(request)
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow exceptions

@@ -7,12 +7,15 @@ from collections.abc import Collection
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .errors import Code
 from .namespace import RunReport
 from .scheduler import JobStats, Scheduler
 
 # Seconds: from a short clip on a warm model to a ten-minute song on a busy CPU.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
 UNKNOWN = "unknown"  # the label for anything outside the known set: labels stay bounded
+REJECTIONS = {Code.OVERLOADED: "overloaded", Code.UNAVAILABLE: "shutting_down", Code.TIMEOUT: "timeout",
+              Code.QUOTA_EXCEEDED: "quota", Code.STORAGE_QUOTA_EXCEEDED: "storage_quota"}  # refusals before running
 
 
 class Metrics:
@@ -74,6 +77,18 @@ class Metrics:
                                        "lease lapsed and queued again", ["class"], registry=r)
         self.work_exhausted = Counter("sami_gateway_work_exhausted", "Work failed after its last allowed attempt",
                                       ["class"], registry=r)
+
+    def invoke_answered(self, namespace: str, status_code: int, seconds: float) -> None:
+        """One invoke answered, whatever the answer, after `seconds`."""
+        label = self.namespace_label(namespace)
+        self.requests.labels(label, str(status_code)).inc()
+        self.request_seconds.labels(label).observe(seconds)
+
+    def refused(self, code: Code) -> None:
+        """A request refused with `code`, counted if it is a refusal before running."""
+        reason = REJECTIONS.get(code)
+        if reason is not None:
+            self.rejections.labels(reason).inc()
 
     def record_run(self, namespace: str, report: RunReport) -> None:
         """A namespace's report of one successful run, counted by the process that ran it only, so

@@ -44,16 +44,6 @@ def _from_http(exc: web.HTTPException) -> GatewayError:
     return error(code, exc.reason.replace(" ", ""), kept)
 
 
-_REJECTIONS = {Code.OVERLOADED: "overloaded", Code.UNAVAILABLE: "shutting_down", Code.TIMEOUT: "timeout",
-               Code.QUOTA_EXCEEDED: "quota", Code.STORAGE_QUOTA_EXCEEDED: "storage_quota"}
-
-
-def count_rejection(request: web.Request, exc: GatewayError) -> None:
-    reason = _REJECTIONS.get(exc.code)
-    if reason is not None:
-        request.app[METRICS].rejections.labels(reason).inc()
-
-
 @web.middleware
 async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give each request a task id; turn GatewayError and HTTP errors into envelopes."""
@@ -62,7 +52,7 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
     try:
         return await handler(request)
     except GatewayError as exc:
-        count_rejection(request, exc)
+        request.app[METRICS].refused(exc.code)
         return error_response(context, exc, request.path)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -86,6 +76,5 @@ async def invoke_metrics(request: web.Request, handler: Handler) -> web.StreamRe
     finally:
         metrics.in_flight.dec()
         context = request[CONTEXT]
-        namespace = metrics.namespace_label(context.namespace)
-        metrics.requests.labels(namespace, str(context.status_code or Code.INTERNAL_ERROR.value.code)).inc()
-        metrics.request_seconds.labels(namespace).observe(time.monotonic() - started)
+        metrics.invoke_answered(context.namespace, context.status_code or Code.INTERNAL_ERROR.value.code,
+                                time.monotonic() - started)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .errors import Code, error
+from .errors import Code, GatewayError, error
 
 log = logging.getLogger(__name__)
 Steps = Generator[Any, Any, Any]
@@ -140,13 +140,19 @@ class Scheduler:
         """Seconds until the queued work is likely done."""
         return max(1, math.ceil(self._cost * self._seconds_per_cost / max(1, self.limits.max_jobs)))
 
-    def _check_slot(self) -> None:
-        if not self._admitting:
-            raise error(Code.UNAVAILABLE, "shutting down", {"Retry-After": "5"})
-        if self._jobs >= self.limits.max_jobs:
-            raise self._overloaded()
+    def refusal(self) -> GatewayError | None:
+        """What a new request would be refused with now (shutting down, or no slot); None if admitted."""
+        with self._lock:
+            return self._refusal()
 
-    def _overloaded(self) -> Exception:
+    def _refusal(self) -> GatewayError | None:
+        if not self._admitting:
+            return error(Code.UNAVAILABLE, "shutting down", {"Retry-After": "5"})
+        if self._jobs >= self.limits.max_jobs:
+            return self._overloaded()
+        return None
+
+    def _overloaded(self) -> GatewayError:
         return error(Code.OVERLOADED, f"{self._jobs} requests, {self._cost:.0f} s of audio admitted",
                      {"Retry-After": str(self.retry_after())})
 
@@ -154,7 +160,8 @@ class Scheduler:
     def admission(self) -> Iterator[None]:
         """Hold one request slot for the whole request, taken before its body is read."""
         with self._lock:
-            self._check_slot()
+            if (refused := self._refusal()) is not None:
+                raise refused
             self._jobs += 1
         try:
             yield

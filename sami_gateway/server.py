@@ -14,6 +14,8 @@ from .access_log import AccessLogger
 from .bad_requests import MalformedRequestLog
 from .config import Config
 from .connections import ConnectionGuard
+from .door import Door
+from .listener import Listener, listening_sockets
 from .state import METRICS
 
 log = logging.getLogger(__name__)
@@ -30,14 +32,13 @@ async def serve(app: web.Application, config: Config) -> None:
     malformed = MalformedRequestLog()
     malformed.install(server_logger)
     guard: ConnectionGuard | None = None
-    listener: asyncio.Server | None = None
+    listener: Listener | None = None
     try:
         assert runner.server is not None  # made by setup
         guard = ConnectionGuard(runner.server, header_timeout=config.header_timeout,
                                 max_connections=config.max_connections,
-                                on_refuse=app[METRICS].rejections.labels("connections").inc)
-        listener = await asyncio.get_running_loop().create_server(guard, config.host, config.port,
-                                                                  backlog=BACKLOG)
+                                on_refuse=app[METRICS].rejections.labels("connections").inc, door=Door(app))
+        listener = Listener(listening_sockets(config.host, config.port, BACKLOG), guard, guard.first_look)
         log.info("serving on %s:%d, at most %d connections", config.host, config.port, config.max_connections)
         await asyncio.Event().wait()
     finally:

@@ -15,7 +15,9 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from sami_gateway.connections import ConnectionGuard
 from tests.conftest import free_port, gateway_env, wait_healthy
 
 HEADER_TIMEOUT = 2.0
@@ -360,3 +362,50 @@ def test_connections_past_the_bound_get_a_503_envelope_until_one_closes(tmp_path
         for sock in held:
             sock.close()
         stop(process)
+
+
+ANSWER = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+
+
+def door(head: bytes, peer: str | None) -> bytes | None:
+    """Answers a POST from 127.0.0.1 whose head is complete; anything else goes on."""
+    return ANSWER if head.startswith(b"POST ") and head.endswith(b"\r\n\r\n") and peer == "127.0.0.1" else None
+
+
+@pytest.fixture
+def accepted() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A client socket and the server's end of it, as just accepted."""
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        client = socket.create_connection(listening.getsockname())
+        server, _ = listening.accept()
+    server.setblocking(False)
+    with closing(client), closing(server):
+        yield client, server
+
+
+async def test_a_head_already_in_when_accepted_is_shown_to_the_door_at_once(
+        accepted: tuple[socket.socket, socket.socket]) -> None:
+    client, server = accepted
+    guard = ConnectionGuard(web.Server(not_called), header_timeout=1, max_connections=4, door=door)
+    client.sendall(b"POST /api/v1/invoke HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
+    time.sleep(0.05)
+    assert guard.first_look(server) is not None
+    client.settimeout(5)
+    assert client.recv(1000) == ANSWER and client.recv(1000) == b""  # answered, then half-closed
+    assert guard.open == 0
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /api/v1/invoke HTTP/1.1\r\nHost: x\r\n", b"GET / HTTP/1.1\r\n\r\n"])
+async def test_a_head_not_all_in_or_not_answered_is_left_unread(accepted: tuple[socket.socket, socket.socket],
+                                                                 sent: bytes) -> None:
+    client, server = accepted
+    guard = ConnectionGuard(web.Server(not_called), header_timeout=1, max_connections=4, door=door)
+    client.sendall(sent)
+    time.sleep(0.05)
+    assert guard.first_look(server) is None
+    if sent:
+        assert server.recv(1000) == sent  # only peeked at: aiohttp reads it as usual
+
+
+async def not_called(request: web.BaseRequest) -> web.StreamResponse:
+    raise AssertionError("no request reaches aiohttp here")

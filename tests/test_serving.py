@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -150,5 +152,79 @@ def test_a_client_too_slow_to_send_its_body_loses_its_slot(model_store: Path, tm
         freed = requests.post(gateway.url + "/api/v1/invoke", json=body(gateway, 0.3), timeout=30)
         assert (freed.status_code, freed.json()["status_code"]) == (200, 20000000)
     finally:
+        gateway.process.terminate()
+        gateway.process.wait(timeout=60)
+
+
+HELD = 12  # requests holding the bound while their bodies arrive at full speed
+HELD_DATA_BYTES = 12 << 20  # random bytes, 16 MB of base64: refused once read, never separated
+EXTRAS = 72
+REFUSED_WITHIN_S = 0.25  # every extra: 0.04 to 0.07 s for the slowest here; 0.57 to 0.64 s before the fix
+# The held requests' client, a process of its own: its threads must not hold the GIL from the extras' client.
+SENDER = r"""
+import socket, sys, threading, time
+
+port, count, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+with open(path, "rb") as file:
+    body = file.read()
+request = (b"POST /api/v1/invoke HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(body)) + body
+sent = []
+
+
+def send():
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+        sock.sendall(request)
+        sent.append(time.monotonic())  # its last byte left (the clocks of both processes agree)
+        sock.recv(65536)
+
+
+threads = [threading.Thread(target=send) for _ in range(count)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(*sent)
+"""
+
+
+async def extras_at_once(port: int, body: bytes, count: int) -> list[tuple[int, int, float]]:
+    """`count` invokes at once, each on a new connection: HTTP status, status_code and seconds to the answer."""
+    head = (b"POST /api/v1/invoke HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+
+    async def one() -> tuple[int, int, float]:
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head + body)
+        answer = await reader.read()  # a refusal closes the connection
+        writer.close()
+        status, _, reply = answer.partition(b"\r\n\r\n")
+        return int(status.split()[1]), json.loads(reply)["status_code"], time.monotonic() - started
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+def test_extras_are_refused_at_once_while_admitted_bodies_arrive(model_store: Path, tmp_path: Path) -> None:
+    """Refusals wait neither for the admitted bodies' work on the event loop nor for one another."""
+    gateway = start_gateway(model_store, tmp_path / "gateway.log", SAMI_MAX_JOBS=str(HELD))
+    held = tmp_path / "held.json"
+    held.write_bytes(json.dumps(gateway.auth(data=base64.b64encode(os.urandom(HELD_DATA_BYTES)).decode())).encode())
+    port = gateway.url.rsplit(":", 1)[1]
+    sender = subprocess.Popen([sys.executable, "-c", SENDER, port, str(HELD), str(held)], stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while requests.get(gateway.url + "/readyz", timeout=30).json()["requests"] < HELD:
+            assert time.monotonic() < deadline, "the held requests were never all admitted"
+        answers = asyncio.run(extras_at_once(int(port), json.dumps(body(gateway, SHORT_SECONDS)).encode(), EXTRAS))
+        answered = time.monotonic()
+        out, _ = sender.communicate(timeout=120)
+        assert answered < min(float(line) for line in out.split()), "the held bodies had all arrived: nothing measured"
+        assert {(http, code) for http, code, _ in answers} == {(503, 50300001)}
+        slowest = max(seconds for _, _, seconds in answers)
+        assert slowest < REFUSED_WITHIN_S, f"the slowest of {EXTRAS} refusals took {slowest:.3f} s"
+    finally:
+        sender.kill()
+        sender.wait()
         gateway.process.terminate()
         gateway.process.wait(timeout=60)
