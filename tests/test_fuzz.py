@@ -26,6 +26,7 @@ from sami_gateway.envelope_reader import read_envelope
 from sami_gateway.errors import GatewayError
 from sami_gateway.protocol import decode_data
 from sami_gateway.protocol import parse_invoke as parse_received
+from sami_gateway.protocol import parse_routing
 
 settings.register_profile("ci", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
@@ -34,7 +35,8 @@ settings.register_profile("long", max_examples=20_000, deadline=None,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 def parse_invoke(task_id: str, query: dict[str, str], raw: bytes) -> Any:
-    return parse_received(task_id, query, read_envelope(raw, 1 << 20))
+    received = read_envelope(raw, 1 << 20)
+    return parse_received(task_id, parse_routing(query, received.fields), received)
 
 
 JSON_VALUES = st.recursive(
