@@ -130,7 +130,8 @@ def check_imports(tree: Path) -> dict[str, str]:
     for path in where.values():
         if not Path(path).resolve().is_relative_to(tree.resolve()):
             raise RuntimeError(f"a gateway started in {tree} would import {path}")
-    return where
+    # Recorded relative to the tree: where the tree lies on this machine says nothing of the result.
+    return {name: str(Path(path).resolve().relative_to(tree.resolve())) for name, path in where.items()}
 
 
 def git(tree: Path, *args: str) -> str:
@@ -141,7 +142,7 @@ def revision(tree: Path) -> dict[str, Any]:
     """The commit a tree is at and whether (and how) its files differ from it."""
     diff = subprocess.run(["git", "-C", str(tree), "diff", "HEAD"], capture_output=True).stdout
     untracked = git(tree, "ls-files", "--others", "--exclude-standard", "--", "sami_gateway", "namespaces")
-    return {"path": str(tree), "commit": git(tree, "rev-parse", "HEAD"),
+    return {"commit": git(tree, "rev-parse", "HEAD"),
             "subject": git(tree, "log", "-1", "--format=%s"),
             "uncommitted_changes": bool(diff or untracked),
             "diff_sha256": hashlib.sha256(diff).hexdigest() if diff else None,
