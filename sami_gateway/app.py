@@ -9,34 +9,28 @@ from typing import Any
 from aiohttp import web
 
 from .auth import Authenticator, TokenService
-from .cluster.front import ClusterFront
 from .config import Config
-from .config.cluster import cluster_settings
 from .docs import add_docs_routes
-from .fetch import Fetcher, FetchPolicy
 from .gettoken import GetTokenService, add_gettoken_routes
-from .invoke import invoke
+from .invoke.handler import invoke
 from .jobs.http import JOBS
-from .jobs.setup import add_cluster_jobs, add_jobs
-from .metrics import Metrics
+from .jobs.routes import add_job_routes
 from .middleware import envelope_errors, invoke_metrics
-from .namespace import Namespace, load_namespaces
-from .quota import QuotaTracker, StreamSlots
-from .scheduler import Limits, Scheduler
+from .namespace import Namespace
+from .quota import StreamSlots
+from .roles.services import Role, build_services
 from .state import (
     AUTH,
     BODY_LIMIT,
     CONFIG,
     FETCHER,
-    FRONT,
     METRICS,
     NAMESPACES,
     QUOTAS,
     READY,
-    RELOADERS,
     SCHEDULER,
+    SERVICES,
     STREAMS,
-    Readiness,
 )
 from .ui.routes import add_ui_routes
 
@@ -60,29 +54,18 @@ async def readyz(request: web.Request) -> web.Response:
     loaded, admitting = request.app[READY].models_loaded, request.app[READY].admitting
     ready = loaded and admitting and not snapshot.saturated
     body: dict[str, Any] = {"status": "", "models_loaded": loaded, "admitting": admitting,
-                            "requests": snapshot.jobs, "queued_audio_seconds": round(snapshot.queued_cost, 3)}
-    front = request.app.get(FRONT)
+                            "requests": snapshot.tasks, "queued_audio_seconds": round(snapshot.queued_cost, 3)}
+    front = request.app[SERVICES].front
     if front is not None:
         checks = await front.readiness()
         body.update(checks)
         ready = ready and checks["redis"] and checks["storage"] and checks["workers_alive"] > 0
-    elif (jobs := request.app.get(JOBS)) is not None:  # the single process keeps files on its own disk
-        free = shutil.disk_usage(jobs.settings.data_dir).free
+    else:  # the single process keeps files on its own disk
+        free = shutil.disk_usage(request.app[JOBS].settings.data_dir).free
         body.update(disk=free >= LOW_DISK_BYTES, disk_free_bytes=free)
         ready = ready and free >= LOW_DISK_BYTES
     body["status"] = "ready" if ready else "unavailable"
     return web.json_response(body, status=200 if ready else 503)
-
-
-async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    scheduler = app[SCHEDULER]
-    scheduler.start()
-    app[READY].admitting = True
-    yield
-    app[READY].admitting = False
-    await scheduler.drain(config.shutdown_grace)
-    scheduler.close()
 
 
 async def _stop_admitting(app: web.Application) -> None:
@@ -91,65 +74,43 @@ async def _stop_admitting(app: web.Application) -> None:
     app[SCHEDULER].stop_admitting()
 
 
-async def _namespaces_ctx(app: web.Application) -> AsyncIterator[None]:
-    started: list[Namespace[Any]] = []
-    try:
-        for namespace in app[NAMESPACES].values():
-            await namespace.start(app[SCHEDULER])
-            started.append(namespace)
-            for model, seconds in namespace.load_seconds().items():
-                app[METRICS].model_load.labels(model).set(seconds)
-        app[READY].models_loaded = True
-        yield
-    finally:
-        for namespace in reversed(started):
-            await namespace.stop()
-
-
-async def _fetcher_ctx(app: web.Application) -> AsyncIterator[None]:
-    fetcher = app[FETCHER]
-    await fetcher.open()
-    yield
-    await fetcher.close()
-
-
 def create_app(config: Config, namespaces: dict[str, Namespace[Any]] | None = None) -> web.Application:
-    """Build the gateway; `namespaces` replaces the configured plugins (tests)."""
-    if namespaces is None:
-        namespaces = load_namespaces(config)
-    metrics = Metrics(namespaces)
-    front = ClusterFront(config, namespaces, metrics) if cluster_settings(config).enabled else None
-    if front is not None:
-        namespaces = front.namespaces  # parsed here, run by workers
+    """Build the gateway over the services of its role (`roles/services.py`); `namespaces` replaces
+    the configured plugins (tests)."""
+    services = build_services(config, Role.serving(config), namespaces)
     limit = body_limit(config.max_input_bytes)
     app = web.Application(middlewares=[invoke_metrics, envelope_errors], client_max_size=limit)
     app[CONFIG] = config
+    app[SERVICES] = services
     app[BODY_LIMIT] = limit
-    app[NAMESPACES] = namespaces
-    app[QUOTAS] = QuotaTracker() if front is None else front.quotas
+    app[NAMESPACES] = services.namespaces
+    app[QUOTAS] = services.quotas
     app[STREAMS] = StreamSlots()  # this process's, a front's too
-    app[AUTH] = Authenticator(config.appkeys, TokenService.from_config(config), namespaces, config.default_quota)
-    app[RELOADERS] = []
-    app[FETCHER] = Fetcher(FetchPolicy.from_entries(config.fetch_allow),
-                           config.fetch_connect_timeout, config.fetch_timeout)
-    app[METRICS] = metrics
-    app[SCHEDULER] = Scheduler(Limits(config.max_jobs, config.max_queued_seconds), on_job_done=metrics.job_done,
-                               nice=config.worker_nice)
-    metrics.watch(app[SCHEDULER])
-    app[READY] = Readiness()
+    app[AUTH] = Authenticator(config.appkeys, TokenService.from_config(config), services.namespaces,
+                              config.default_quota)
+    app[FETCHER] = services.fetcher
+    app[METRICS] = services.metrics
+    app[SCHEDULER] = services.scheduler
+    app[READY] = services.readiness
+    app[JOBS] = services.jobs
     add_gettoken_routes(app, GetTokenService(config.access_keys, TokenService.from_config(config),
                                              config.appkeys))
-    app.cleanup_ctx.extend([_fetcher_ctx, _scheduler_ctx, _namespaces_ctx])
-    if front is None:
-        add_jobs(app)
-    else:
-        app[FRONT] = front
-        add_cluster_jobs(app, front)
+    app.cleanup_ctx.append(_services_ctx)
     app.on_shutdown.append(_stop_admitting)
     app.router.add_post("/api/v1/invoke", invoke)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics.handler)
+    app.router.add_get("/metrics", services.metrics.handler)
+    add_job_routes(app)
     add_docs_routes(app)
     add_ui_routes(app)
     return app
+
+
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    try:
+        await services.start()
+        yield
+    finally:
+        await services.stop()

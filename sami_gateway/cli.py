@@ -70,8 +70,8 @@ def _worker(flags: dict[str, object]) -> int:
 
     import uvloop
 
-    from .cluster.worker import serve_worker
     from .namespace import NamespaceStartError
+    from .roles.worker import serve_worker
 
     config = load_config(flags)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -26,7 +26,7 @@ from yarl import URL
 from .access_log import record_of
 from .connections import raw_response
 from .errors import GatewayError
-from .invoke import authorize_from_query
+from .invoke.handler import authorize_from_query
 from .protocol import error_envelope, new_task_id, reject_repeated
 from .state import AUTH, METRICS, SCHEDULER, RequestContext
 

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from .errors import Code
 from .namespace import RunReport
-from .scheduler import JobStats, Scheduler
+from .scheduler import Scheduler, TaskStats
 
 # Seconds: from a short clip on a warm model to a ten-minute song on a busy CPU.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900)
@@ -33,7 +33,8 @@ class Metrics:
                                     buckets=DURATION_BUCKETS, registry=r)
         self.inference = Histogram("sami_gateway_inference_seconds", "Model time of one request",
                                    buckets=DURATION_BUCKETS, registry=r)
-        self.jobs = Counter("sami_gateway_jobs", "Scheduler jobs by outcome", ["outcome"], registry=r)
+        self.tasks = Counter("sami_gateway_jobs", "Scheduler tasks (an invoke, or one run of a job) by outcome",
+                             ["outcome"], registry=r)
         self.units = Counter("sami_gateway_model_calls", "Model calls (chunks) run", registry=r)
         self.audio = Counter("sami_gateway_audio_seconds", "Seconds of input audio processed",
                              ["namespace", "model"], registry=r)
@@ -110,12 +111,12 @@ class Metrics:
         return namespace if namespace in self._namespaces else UNKNOWN
 
     def watch(self, scheduler: Scheduler) -> None:
-        self.queue_depth.set_function(lambda: scheduler.snapshot().jobs)
+        self.queue_depth.set_function(lambda: scheduler.snapshot().tasks)
         self.queued_audio.set_function(lambda: scheduler.snapshot().queued_cost)
 
-    def job_done(self, stats: JobStats) -> None:
-        """The scheduler's report of one job (called from its worker thread)."""
-        self.jobs.labels(stats.outcome.value).inc()
+    def task_done(self, stats: TaskStats) -> None:
+        """The scheduler's report of one task (called from its worker thread)."""
+        self.tasks.labels(stats.outcome.value).inc()
         self.units.inc(stats.units)
         if stats.units:
             self.queue_wait.observe(stats.queue_wait)

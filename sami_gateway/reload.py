@@ -1,5 +1,5 @@
 """Configuration reload without a restart (SIGHUP): appkeys, access keys, token keys, quotas, and
-whatever else registered in `RELOADERS` (webhook secrets)."""
+what the role's services keep of it (webhook secrets, storage limits)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 from aiohttp import web
 
 from .auth import TokenService
-from .config import Config, ConfigError, load_config
+from .config import Config
 from .gettoken import GETTOKEN
-from .state import AUTH, RELOADERS
+from .roles.services import reread
+from .state import AUTH, SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +24,13 @@ def apply(app: web.Application, config: Config) -> None:
     tokens = TokenService.from_config(config)
     app[AUTH].replace(config.appkeys, tokens, config.default_quota)
     app[GETTOKEN].replace(config.access_keys, tokens, config.appkeys)
-    for replace in app.get(RELOADERS, ()):
-        replace(config)
+    app[SERVICES].reload(config)
 
 
 def reload(app: web.Application, flags: Mapping[str, Any]) -> bool:
     """Read the configuration again and apply it; a bad one is logged and the old one kept."""
-    try:
-        config = load_config(flags)
-    except ConfigError as exc:
-        log.error("configuration reload refused, keeping the running one: %s", exc)
+    config = reread(flags)
+    if config is None:
         return False
     apply(app, config)
     log.info("configuration reloaded: %d appkeys, %d access keys", len(config.appkeys), len(config.access_keys))

@@ -1,12 +1,12 @@
 """Admission and fair interleaving of inference work on a worker thread.
 
-A job is a generator that yields units of work (one model call each) and
-receives their results; the worker runs one unit of one job at a time, taking
-jobs round-robin, so a short request waits for a few units of a long one,
-never for all of it. Batch jobs (the Jobs API's) run only when no interactive
-job has a unit ready, so an invoke waits for at most the unit of a batch job
-that is running. Jobs past their deadline or whose client left are dropped
-between units. Nothing here knows what a unit is: the namespace supplies how
+A task is a generator that yields units of work (one model call each) and
+receives their results; the worker runs one unit of one task at a time, taking
+tasks round-robin, so a short request waits for a few units of a long one,
+never for all of it. Batch tasks (the Jobs API's jobs) run only when no
+interactive task has a unit ready, so an invoke waits for at most the unit of a
+batch task that is running. Tasks past their deadline or whose client left are
+dropped between units. Nothing here knows what a unit is: the namespace supplies how
 to run one.
 """
 
@@ -40,7 +40,7 @@ class Limits:
 
 
 @dataclass(eq=False)
-class Job:
+class Task:
     """One admitted request: its generator, where its answer goes, and its bookkeeping."""
 
     steps: Steps
@@ -56,11 +56,11 @@ class Job:
     units: int = 0
     pending: Any = None
     cancelled: threading.Event = field(default_factory=threading.Event)
-    batch: bool = False  # runs when no interactive job is ready; not counted in the admission bound
+    batch: bool = False  # runs when no interactive task is ready; not counted in the admission bound
 
 
 class Outcome(Enum):
-    """How a job left the scheduler (the `outcome` label of the jobs metric)."""
+    """How a task left the scheduler (the `outcome` label of the tasks metric)."""
 
     DONE = "done"
     FAILED = "failed"
@@ -69,8 +69,8 @@ class Outcome(Enum):
 
 
 @dataclass(frozen=True)
-class JobStats:
-    """How one job went, reported when it leaves the scheduler."""
+class TaskStats:
+    """How one task went, reported when it leaves the scheduler."""
 
     outcome: Outcome
     queue_wait: float  # admitted until its first unit started
@@ -82,7 +82,7 @@ class JobStats:
 class Snapshot:
     """What the scheduler holds now, for health and metrics."""
 
-    jobs: int
+    tasks: int
     queued_cost: float
     saturated: bool
     units_done: int
@@ -101,22 +101,22 @@ def lower_thread_priority(nice: int) -> None:
         log.debug("thread priority unchanged: %s", exc)
 
 
-class JobTimeout(Exception):
-    """The job's deadline passed before it finished."""
+class TaskTimeout(Exception):
+    """The task's deadline passed before it finished."""
 
 
 class Scheduler:
-    """Admits jobs within `limits` and runs their units round-robin on one worker thread."""
+    """Admits tasks within `limits` and runs their units round-robin on one worker thread."""
 
     def __init__(self, limits: Limits, name: str = "inference",
-                 on_job_done: Callable[[JobStats], None] | None = None, nice: int = 0) -> None:
+                 on_task_done: Callable[[TaskStats], None] | None = None, nice: int = 0) -> None:
         self.limits = limits
         self._nice = nice
-        self._on_job_done = on_job_done or (lambda stats: None)
-        self._ready: deque[Job] = deque()
-        self._batch: deque[Job] = deque()
+        self._on_task_done = on_task_done or (lambda stats: None)
+        self._ready: deque[Task] = deque()
+        self._batch: deque[Task] = deque()
         self._lock = threading.Condition()
-        self._jobs = 0
+        self._tasks = 0
         self._cost = 0.0
         self._units_done = 0
         self._seconds_per_cost = 1.0  # learnt: wall seconds per unit of cost, for Retry-After
@@ -131,10 +131,10 @@ class Scheduler:
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            return Snapshot(self._jobs, self._cost, self._full(), self._units_done)
+            return Snapshot(self._tasks, self._cost, self._full(), self._units_done)
 
     def _full(self) -> bool:
-        return self._jobs >= self.limits.max_jobs or self._cost >= self.limits.max_cost
+        return self._tasks >= self.limits.max_jobs or self._cost >= self.limits.max_cost
 
     def retry_after(self) -> int:
         """Seconds until the queued work is likely done."""
@@ -148,12 +148,12 @@ class Scheduler:
     def _refusal(self) -> GatewayError | None:
         if not self._admitting:
             return error(Code.UNAVAILABLE, "shutting down", {"Retry-After": "5"})
-        if self._jobs >= self.limits.max_jobs:
+        if self._tasks >= self.limits.max_jobs:
             return self._overloaded()
         return None
 
     def _overloaded(self) -> GatewayError:
-        return error(Code.OVERLOADED, f"{self._jobs} requests, {self._cost:.0f} s of audio admitted",
+        return error(Code.OVERLOADED, f"{self._tasks} requests, {self._cost:.0f} s of audio admitted",
                      {"Retry-After": str(self.retry_after())})
 
     @contextmanager
@@ -162,12 +162,12 @@ class Scheduler:
         with self._lock:
             if (refused := self._refusal()) is not None:
                 raise refused
-            self._jobs += 1
+            self._tasks += 1
         try:
             yield
         finally:
             with self._lock:
-                self._jobs -= 1
+                self._tasks -= 1
 
     def _admit_cost(self, cost: float) -> None:
         with self._lock:
@@ -180,21 +180,21 @@ class Scheduler:
                      batch: bool = False) -> Any:
         """The generator's return value, once all its units ran; refused at once past the cost bound.
 
-        The caller holds an `admission` slot; `cost` (audio-seconds) is counted while the job runs.
-        A `batch` job holds no slot and is not counted: the Jobs API bounds how many run at once."""
+        The caller holds an `admission` slot; `cost` (audio-seconds) is counted while the task runs.
+        A `batch` task holds no slot and is not counted: the Jobs API bounds how many run at once."""
         if batch:
             cost = 0.0
         else:
             self._admit_cost(cost)
         loop = asyncio.get_running_loop()
-        job = Job(steps, cost, time.monotonic() + timeout, run, context, loop.create_future(), loop, batch=batch)
+        task = Task(steps, cost, time.monotonic() + timeout, run, context, loop.create_future(), loop, batch=batch)
         with self._lock:
-            self._queue_of(job).append(job)
+            self._queue_of(task).append(task)
             self._lock.notify()
         try:
-            return await job.future
+            return await task.future
         except asyncio.CancelledError:  # the client left or the request timed out: drop its units
-            job.cancelled.set()
+            task.cancelled.set()
             raise
 
     def stop_admitting(self) -> None:
@@ -202,12 +202,12 @@ class Scheduler:
             self._admitting = False
 
     async def drain(self, grace: float) -> bool:
-        """Stop admitting, wait up to `grace` seconds for admitted jobs; True if none is left."""
+        """Stop admitting, wait up to `grace` seconds for admitted tasks; True if none is left."""
         self.stop_admitting()
         deadline = time.monotonic() + grace
-        while self.snapshot().jobs and time.monotonic() < deadline:
+        while self.snapshot().tasks and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        return self.snapshot().jobs == 0
+        return self.snapshot().tasks == 0
 
     def close(self) -> None:
         with self._lock:
@@ -218,11 +218,11 @@ class Scheduler:
 
     # -- the worker's side -------------------------------------------------------------------
 
-    def _queue_of(self, job: Job) -> deque[Job]:
-        return self._batch if job.batch else self._ready
+    def _queue_of(self, task: Task) -> deque[Task]:
+        return self._batch if task.batch else self._ready
 
-    def _next(self) -> Job | None:
-        """The next interactive job round-robin; a batch job only when none is ready."""
+    def _next(self) -> Task | None:
+        """The next interactive task round-robin; a batch task only when none is ready."""
         with self._lock:
             while not self._ready and not self._batch and not self._stopped:
                 self._lock.wait()
@@ -232,48 +232,48 @@ class Scheduler:
 
     def _work(self) -> None:
         lower_thread_priority(self._nice)
-        while (job := self._next()) is not None:
-            if self._step(job):
+        while (task := self._next()) is not None:
+            if self._step(task):
                 with self._lock:
-                    self._queue_of(job).append(job)
+                    self._queue_of(task).append(task)
 
-    def _step(self, job: Job) -> bool:
-        """Run one unit of `job`; False once the job is finished, failed or dropped."""
-        if job.cancelled.is_set():
-            return self._finish(job, None, None, dropped=True)
-        if time.monotonic() > job.deadline:
-            return self._finish(job, None, JobTimeout())
+    def _step(self, task: Task) -> bool:
+        """Run one unit of `task`; False once the task is finished, failed or dropped."""
+        if task.cancelled.is_set():
+            return self._finish(task, None, None, dropped=True)
+        if time.monotonic() > task.deadline:
+            return self._finish(task, None, TaskTimeout())
         started = time.monotonic()
-        job.first_unit = job.first_unit or started
+        task.first_unit = task.first_unit or started
         try:
-            with job.context():
-                if job.units == 0:
-                    job.pending = next(job.steps)
-                result = job.run(job.pending)
-                job.units += 1
-                job.busy += time.monotonic() - started
+            with task.context():
+                if task.units == 0:
+                    task.pending = next(task.steps)
+                result = task.run(task.pending)
+                task.units += 1
+                task.busy += time.monotonic() - started
                 with self._lock:
                     self._units_done += 1
-                job.pending = job.steps.send(result)
+                task.pending = task.steps.send(result)
             return True
         except StopIteration as done:
-            return self._finish(job, done.value, None)
+            return self._finish(task, done.value, None)
         except Exception as exc:  # noqa: BLE001 - handed to the request, which logs it
-            return self._finish(job, None, exc)
+            return self._finish(task, None, exc)
 
-    def _finish(self, job: Job, value: Any, exc: BaseException | None, dropped: bool = False) -> bool:
-        job.steps.close()
-        outcome = Outcome.CANCELLED if dropped else Outcome.TIMEOUT if isinstance(exc, JobTimeout) else \
+    def _finish(self, task: Task, value: Any, exc: BaseException | None, dropped: bool = False) -> bool:
+        task.steps.close()
+        outcome = Outcome.CANCELLED if dropped else Outcome.TIMEOUT if isinstance(exc, TaskTimeout) else \
             Outcome.FAILED if exc is not None else Outcome.DONE
-        wait = (job.first_unit or time.monotonic()) - job.admitted
-        self._on_job_done(JobStats(outcome, wait, job.busy, job.units))
+        wait = (task.first_unit or time.monotonic()) - task.admitted
+        self._on_task_done(TaskStats(outcome, wait, task.busy, task.units))
         with self._lock:
-            self._cost -= job.cost
-            if exc is None and not dropped and job.cost > 0:  # a moving average for Retry-After
-                observed = (time.monotonic() - job.admitted) / job.cost
+            self._cost -= task.cost
+            if exc is None and not dropped and task.cost > 0:  # a moving average for Retry-After
+                observed = (time.monotonic() - task.admitted) / task.cost
                 self._seconds_per_cost = 0.8 * self._seconds_per_cost + 0.2 * observed
         if not dropped:
-            job.loop.call_soon_threadsafe(_settle, job.future, value, exc)
+            task.loop.call_soon_threadsafe(_settle, task.future, value, exc)
         return False
 
 

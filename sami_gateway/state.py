@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +54,6 @@ QUOTAS = web.AppKey("quotas", Quotas)
 STREAMS = web.AppKey("streams", StreamSlots)  # event streams and long polls held open, per appkey
 READY = web.AppKey("ready", Readiness)
 PAGE_POLICY = web.AppKey("page_policy", PagePolicy)
-# What else a configuration reload replaces (SIGHUP), beside the keys, appkeys and quotas: each
-# part of the app that keeps something of the configuration registers here.
-RELOADERS = web.AppKey("reloaders", list[Callable[[Config], None]])
-FRONT: web.AppKey[Any] = web.AppKey("front")  # the ClusterFront in scale-out mode (absent otherwise)
+# The role's services (`roles/services.py`); typed loosely here, since the roles import this module.
+SERVICES: web.AppKey[Any] = web.AppKey("services")
 CONTEXT = web.RequestKey("context", RequestContext)

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_core_does_not_import_torch() -> None:
-    code = ("import sys, sami_gateway.app, sami_gateway.cli, sami_gateway.invoke;"
+    code = ("import sys, sami_gateway.app, sami_gateway.cli, sami_gateway.invoke.handler;"
             "assert 'torch' not in sys.modules, 'torch imported';"
             "assert not any(m.startswith('namespaces') for m in sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)

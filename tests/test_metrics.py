@@ -1,4 +1,4 @@
-"""Metrics: bounded labels, what record_run, job_done and watch count, /metrics text, a registry per instance."""
+"""Metrics: bounded labels, what record_run, task_done and watch count, /metrics text, a registry per instance."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sami_gateway.metrics import UNKNOWN, Metrics
 from sami_gateway.namespace import RunReport
-from sami_gateway.scheduler import JobStats, Outcome, Scheduler, Snapshot
+from sami_gateway.scheduler import Outcome, Scheduler, Snapshot, TaskStats
 
 NS = "MusicSourceSeparate"
 
@@ -40,10 +40,10 @@ def test_record_run_counts_audio_seconds_by_namespace_and_model() -> None:
 
 def test_job_done_counts_outcomes_model_calls_and_times() -> None:
     metrics = Metrics([NS])
-    metrics.job_done(JobStats(Outcome.DONE, queue_wait=0.5, busy=2.0, units=3))
-    metrics.job_done(JobStats(Outcome.DONE, queue_wait=0.25, busy=1.0, units=1))
-    metrics.job_done(JobStats(Outcome.TIMEOUT, queue_wait=0.125, busy=4.0, units=2))
-    metrics.job_done(JobStats(Outcome.CANCELLED, queue_wait=9.0, busy=0.0, units=0))  # never ran: no times
+    metrics.task_done(TaskStats(Outcome.DONE, queue_wait=0.5, busy=2.0, units=3))
+    metrics.task_done(TaskStats(Outcome.DONE, queue_wait=0.25, busy=1.0, units=1))
+    metrics.task_done(TaskStats(Outcome.TIMEOUT, queue_wait=0.125, busy=4.0, units=2))
+    metrics.task_done(TaskStats(Outcome.CANCELLED, queue_wait=9.0, busy=0.0, units=0))  # never ran: no times
     jobs = "sami_gateway_jobs_total"
     assert [value(metrics, jobs, outcome=outcome.value) for outcome in Outcome] == [2.0, None, 1.0, 1.0]
     assert value(metrics, "sami_gateway_model_calls_total") == 6.0
@@ -56,7 +56,7 @@ def test_job_done_counts_outcomes_model_calls_and_times() -> None:
 
 class StubScheduler:
     def __init__(self) -> None:
-        self.now = Snapshot(jobs=0, queued_cost=0.0, saturated=False, units_done=0)
+        self.now = Snapshot(tasks=0, queued_cost=0.0, saturated=False, units_done=0)
 
     def snapshot(self) -> Snapshot:
         return self.now
@@ -68,7 +68,7 @@ def test_watch_reads_the_scheduler_at_scrape_time() -> None:
     metrics.watch(cast(Scheduler, scheduler))
     assert (value(metrics, "sami_gateway_queue_depth"), value(metrics, "sami_gateway_queued_audio_seconds")) == \
         (0.0, 0.0)
-    scheduler.now = Snapshot(jobs=3, queued_cost=42.5, saturated=False, units_done=7)
+    scheduler.now = Snapshot(tasks=3, queued_cost=42.5, saturated=False, units_done=7)
     assert (value(metrics, "sami_gateway_queue_depth"), value(metrics, "sami_gateway_queued_audio_seconds")) == \
         (3.0, 42.5)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator
 import pytest
 
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.scheduler import JobTimeout, Limits, Scheduler
+from sami_gateway.scheduler import Limits, Scheduler, TaskTimeout
 
 UNIT = 0.01  # seconds of stand-in work per unit
 
@@ -58,7 +58,7 @@ async def test_refuses_past_the_request_bound_at_once(scheduler: Scheduler) -> N
         assert await submit(scheduler, work(1)) == "done"
     for slot in slots[1:]:
         slot.__exit__(None, None, None)
-    assert scheduler.snapshot().jobs == 0
+    assert scheduler.snapshot().tasks == 0
 
 
 async def test_refuses_past_the_cost_bound_but_admits_a_lone_big_job(scheduler: Scheduler) -> None:
@@ -84,7 +84,7 @@ async def test_short_job_is_not_starved_by_a_long_one(scheduler: Scheduler) -> N
 
 async def test_deadline_drops_the_remaining_units(scheduler: Scheduler) -> None:
     log: list[str] = []
-    with pytest.raises(JobTimeout):
+    with pytest.raises(TaskTimeout):
         await submit(scheduler, work(200, log, "slow"), timeout=0.1)
     ran = len(log)
     assert ran < 50

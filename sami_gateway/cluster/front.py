@@ -8,53 +8,54 @@ are read from Redis, and their results are fetched straight from storage by pres
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+import logging
 from typing import Any
 
-from aiohttp import web
+import redis.asyncio as aioredis
 
 from ..config import Config
-from ..config.cluster import cluster_settings
 from ..errors import Code, GatewayError, error
 from ..jobs.service import JobService
-from ..jobs.storage_quota import AppkeyStorageLimits
-from ..jobs.webhooks import WebhookSecrets
 from ..metrics import Metrics
 from ..namespace import Namespace
-from ..work.queue import holder_name
+from ..runtime.periodic import Periodic
 from . import keys
-from .cluster_service import build_cluster_service, publish_gauges
-from .redis_client import redis_client, redis_unavailable
+from .gauges import publish_gauges
+from .redis_client import redis_unavailable
 from .redis_quota import RedisQuotas
 from .remote_invoke import InvokeDispatcher, remote
 from .subscriber import Subscriber
 from .workqueue import RedisWorkQueue
 
+log = logging.getLogger(__name__)
 GAUGE_SECONDS = 2.0  # queue gauges and the count of live workers are refreshed this often
 
 
-class ClusterFront:
-    """A front's shared resources: the Redis client, the invoke dispatcher, the job service."""
+def _quiet(exc: Exception) -> float:
+    """Redis away: the gauges keep their last values until it is back; anything else is a bug, logged."""
+    if not isinstance(exc, GatewayError):
+        log.error("the front's gauges failed", exc_info=exc)
+    return 0.0
 
-    def __init__(self, config: Config, namespaces: dict[str, Namespace[Any]], metrics: Metrics) -> None:
-        settings = cluster_settings(config)
-        if not settings.storage_url:
-            raise ValueError("SAMI_QUEUE_URL needs SAMI_STORAGE_URL too (inputs and results go to S3 storage)")
-        self.client = redis_client(settings.queue_url)
-        self.name = "front-" + holder_name()
-        self.queue = RedisWorkQueue(self.client, self.name, settings.work_lease)
-        self.dispatcher = InvokeDispatcher(self.client, self.name, config.request_timeout)
+
+class ClusterFront:
+    """What a front adds to the shared parts (`roles/services.py`): the invoke dispatcher, quotas
+    shared by every front, job changes heard from Redis, and the count of live workers."""
+
+    def __init__(self, config: Config, client: aioredis.Redis, queue: RedisWorkQueue,
+                 namespaces: dict[str, Namespace[Any]], metrics: Metrics, service: JobService) -> None:
+        self.client = client
+        self.queue = queue
+        self.dispatcher = InvokeDispatcher(client, queue.name, config.request_timeout)
         self.namespaces: dict[str, Namespace[Any]] = {
             name: remote(namespace, self.dispatcher) for name, namespace in namespaces.items()}
-        self.quotas = RedisQuotas(self.client, config.request_timeout + 60)
-        self.secrets, self.storage_limits = WebhookSecrets(config), AppkeyStorageLimits(config)
-        self.service: JobService = build_cluster_service(config, self.client, namespaces, settings, self.secrets,
-                                                         self.storage_limits)
+        self.quotas = RedisQuotas(client, config.request_timeout + 60)
+        self.service = service
         self.metrics = metrics
         self.workers_alive: int | None = None  # None until first counted
         self.dispatcher.admit = self.check_workers
-        self._jobs = Subscriber(self.client, [keys.JOB_CHANGED], self._job_changed, self._missed_changes)
+        self._jobs = Subscriber(client, [keys.JOB_CHANGED], self._job_changed, self._missed_changes)
+        self._gauges = Periodic("cluster-gauges", self._gauge_round, GAUGE_SECONDS, failed=_quiet)
 
     def _job_changed(self, channel: str, data: bytes) -> None:
         self.service.events.publish(data.decode())
@@ -67,31 +68,19 @@ class ClusterFront:
         if self.workers_alive == 0:
             raise error(Code.BACKEND_UNAVAILABLE, "no worker is alive", {"Retry-After": "5"})
 
-    async def _gauges(self) -> None:
-        while True:
-            try:
-                self.workers_alive = await publish_gauges(self.queue, self.service, self.metrics)
-            except GatewayError:
-                pass
-            await asyncio.sleep(GAUGE_SECONDS)
+    async def _gauge_round(self) -> None:
+        self.workers_alive = await publish_gauges(self.queue, self.service, self.metrics)
 
-    async def context(self, app: web.Application) -> AsyncIterator[None]:
-        await self.service.blobs.open()
-        await self.service.store.open()
+    def start(self) -> None:
         self.dispatcher.start()
         self._jobs.start()
-        gauges = asyncio.create_task(self._gauges(), name="cluster-gauges")
-        try:
-            yield
-        finally:
-            gauges.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gauges
-            await self._jobs.stop()
-            await self.dispatcher.stop()
-            await self.quotas.close()
-            await self.service.store.close()
-            await self.client.aclose()
+        self._gauges.start()
+
+    async def stop(self) -> None:
+        await self._gauges.stop()
+        await self._jobs.stop()
+        await self.dispatcher.stop()
+        await self.quotas.close()
 
     async def readiness(self) -> dict[str, Any]:
         """Redis and storage reachable, and how many workers are alive."""

@@ -11,16 +11,14 @@ after a slow one, would only delete the same objects twice.)
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import random
 
 import redis.asyncio as aioredis
 
 from ..config import Config
 from ..jobs.http import file_seconds
 from ..jobs.sweeper import Sweeper
+from ..runtime.periodic import Periodic
 from . import keys
 from .redis_client import redis_unavailable
 
@@ -46,24 +44,14 @@ class OrphanSweeper:
         self._name = name
         self.grace = grace
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
+        # Redis or storage away, or a bug: logged, and the next turn tries again
+        self._rounds = Periodic("sweeping the storage's orphans", self.sweep_if_due, interval / 4)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="orphan-sweeper")
+        self._rounds.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep_if_due()
-            except Exception:  # noqa: BLE001 - Redis or storage away, or a bug: the next turn tries again
-                log.exception("sweeping the storage's orphans failed")
-            await asyncio.sleep(self.interval / 4 * random.uniform(0.8, 1.2))
+        await self._rounds.stop()
 
     async def sweep_if_due(self) -> int | None:
         """Sweep unless another worker did within `interval`: how many went, None when not this one's turn."""

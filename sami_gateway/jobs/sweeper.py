@@ -5,12 +5,11 @@ in scale-out (`cluster/orphans.py`)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
 from ..errors import log_failure
+from ..runtime.periodic import Periodic
 from .service import JobService
 
 log = logging.getLogger(__name__)
@@ -25,7 +24,7 @@ class Sweeper:
         self._service = service
         ttl = min(service.settings.job_ttl, service.settings.upload_ttl)
         self._interval = interval or min(SWEEP_SECONDS, max(0.1, ttl / 4))  # short lives are swept promptly
-        self._task: asyncio.Task[None] | None = None
+        self._rounds = Periodic("sweeper", self.sweep, self._interval, first_wait=True, failed=self._failed)
 
     async def start(self, orphans: bool = True) -> None:
         """Sweep (orphan files too, unless other processes may be writing them now), then keep sweeping.
@@ -36,21 +35,15 @@ class Sweeper:
             await self.sweep()
         except Exception:  # noqa: BLE001 - the loop sweeps again
             log_failure(log, "sweeping at start failed")
-        self._task = asyncio.create_task(self._loop(), name="sweeper")
+        self._rounds.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._rounds.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.sweep()
-            except Exception:  # noqa: BLE001 - try again next round
-                log_failure(log, "sweeping expired jobs failed")
+    @staticmethod
+    def _failed(exc: Exception) -> float:
+        log_failure(log, "sweeping expired jobs failed")
+        return 0.0  # the next round comes after the usual interval
 
     async def sweep(self) -> int:
         """Delete expired jobs and uploads; how many went. One that cannot be deleted is logged with

@@ -14,19 +14,18 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 from ..errors import Code, GatewayError, error, store_trouble
 from ..metrics import Metrics
+from ..runtime.periodic import Periodic, Round
 from .queue import CLASSES, Work, WorkQueue
 
 log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 1.0  # a loop with nothing to do looks again this often, or when woken
 OUTAGE_PAUSE_SECONDS = 1.0  # a round that met the queue or the store away waits this long before the next
-Round = Callable[[], Awaitable[None]]
 
 
 class WorkHandler(Protocol):
@@ -58,20 +57,21 @@ class WorkLoop:
         self._dropped: set[str] = set()  # entries cancelled on purpose (finished, not retried)
         self._wake = asyncio.Event()
         self._outage_at = -math.inf  # when a round last met the queue or the store away (monotonic)
-        self._rounds: list[tuple[Round, float]] = [
-            (self._take_round, 0.0), (self._lease_round, queue.lease / 4), (self._reclaim_round, queue.lease / 2)]
-        self._tasks: list[asyncio.Task[None]] = []
+        self._rounds: list[Periodic] = [
+            Periodic(self._take_round.__name__, self._take_round, 0.0, failed=self._failed),
+            Periodic(self._lease_round.__name__, self._lease_round, queue.lease / 4, failed=self._failed),
+            Periodic(self._reclaim_round.__name__, self._reclaim_round, queue.lease / 2, failed=self._failed)]
 
     # -- lifetime ----------------------------------------------------------------------------
 
     def add_round(self, round_: Round, every: float) -> None:
         """Another round to repeat while the loop runs (gauges), with the same care for failures."""
-        self._rounds.append((round_, every))
+        self._rounds.append(Periodic(getattr(round_, "__name__", "round"), round_, every, failed=self._failed))
 
     def start(self) -> None:
         self.taking = True
-        self._tasks = [asyncio.create_task(self._forever(round_, every), name=round_.__name__)
-                       for round_, every in self._rounds]
+        for round_ in self._rounds:
+            round_.start()
 
     async def stop(self, grace: float) -> None:
         """Take no more work, let what is held finish within `grace` seconds, then cut the rest short
@@ -82,15 +82,14 @@ class WorkLoop:
         if running and grace > 0:
             log.info("%s finishing %d held pieces of work (up to %g s)", self.queue.name, len(running), grace)
             await asyncio.wait(running, timeout=grace)
-        for task in self._tasks:
-            task.cancel()
+        for round_ in self._rounds:
+            await round_.stop()
         unfinished = list(self.held.values())
         for _, task in unfinished:
             task.cancel()
-        for task in [*self._tasks, *(task for _, task in unfinished)]:
+        for _, task in unfinished:
             with contextlib.suppress(BaseException):
                 await task
-        self._tasks.clear()
         for work, _ in unfinished:
             with contextlib.suppress(GatewayError):
                 if await self.queue.release(work):
@@ -98,18 +97,13 @@ class WorkLoop:
         with contextlib.suppress(GatewayError):
             await self.queue.leave()
 
-    async def _forever(self, round_: Round, every: float) -> None:
-        """Repeat one round: the queue or the store away is waited out, anything else logged; never ends."""
-        while True:
-            try:
-                await round_()
-            except GatewayError:
-                self._outage_at = time.monotonic()
-                await asyncio.sleep(OUTAGE_PAUSE_SECONDS)
-            except Exception:  # noqa: BLE001 - a bug in one round must not stop the loop
-                log.exception("work loop %s failed; going on", getattr(round_, "__name__", round_))
-                await asyncio.sleep(OUTAGE_PAUSE_SECONDS)
-            await asyncio.sleep(every * random.uniform(0.8, 1.2))
+    def _failed(self, exc: Exception) -> float:
+        """A round's failure: the queue or the store away is waited out, anything else logged."""
+        if isinstance(exc, GatewayError):
+            self._outage_at = time.monotonic()
+        else:
+            log.exception("a work loop round of %s failed; going on", self.queue.name)
+        return OUTAGE_PAUSE_SECONDS
 
     # -- what it holds -----------------------------------------------------------------------
 

@@ -13,10 +13,10 @@ import pytest
 
 from sami_gateway.cluster import keys
 from sami_gateway.cluster.orphans import OrphanSweeper, orphan_grace
-from sami_gateway.cluster.worker import Worker
 from sami_gateway.config import load_config
 from sami_gateway.jobs.blobs import BlobStore
 from sami_gateway.jobs.model import InputKind, Job, JobStatus, Upload
+from sami_gateway.roles.worker import Worker
 from tests.conftest import SECRET
 from tests.jobs.stand_in import NS, EchoJobs
 from tests.servers import Server

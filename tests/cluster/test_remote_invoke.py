@@ -17,10 +17,10 @@ from sami_gateway.auth import TokenService
 from sami_gateway.cluster import keys
 from sami_gateway.cluster.redis_client import redis_client
 from sami_gateway.cluster.remote_invoke import InvokeDispatcher, RemoteJobNamespace, RemoteParams, encode_result, remote
-from sami_gateway.cluster.worker import Worker
 from sami_gateway.config import Config
 from sami_gateway.errors import Code
 from sami_gateway.namespace import Call, JobNamespace, Result, RunReport
+from sami_gateway.roles.worker import Worker
 from tests.conftest import SECRET
 from tests.servers import Server
 

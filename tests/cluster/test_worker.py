@@ -13,11 +13,11 @@ import pytest
 
 from sami_gateway.cluster import keys
 from sami_gateway.cluster.remote_invoke import InvokeRequest, decode_answer
-from sami_gateway.cluster.worker import Worker
 from sami_gateway.cluster.workqueue import RedisWorkQueue
 from sami_gateway.config import load_config
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.jobs.model import InputKind, Job, JobStatus
+from sami_gateway.roles.worker import Worker
 from tests.conftest import SECRET
 from tests.jobs.stand_in import NS, EchoJobs
 from tests.servers import Server

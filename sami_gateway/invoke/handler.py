@@ -16,14 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import Authenticator, Authorization
-from .body import BodyTimeout, BodyTooLarge, BodyUnreadable, stream_capped
-from .envelope_reader import EnvelopeReader, ReceivedEnvelope
-from .errors import Code, GatewayError, error
-from .namespace import Call, InputBytes, Namespace, Result
-from .protocol import InvokeRequest, base64_pieces, envelope_parts, parse_invoke, parse_routing, reject_repeated
-from .scheduler import JobTimeout
-from .state import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, METRICS, NAMESPACES, QUOTAS, SCHEDULER
+from ..auth import Authenticator, Authorization
+from ..body import BodyTimeout, BodyTooLarge, BodyUnreadable, stream_capped
+from ..envelope_reader import EnvelopeReader, ReceivedEnvelope
+from ..errors import Code, GatewayError, error
+from ..namespace import InputBytes, Namespace, Result
+from ..protocol import InvokeRequest, base64_pieces, envelope_parts, parse_invoke, parse_routing, reject_repeated
+from ..state import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, METRICS, NAMESPACES, QUOTAS, SCHEDULER
+from .execute import execute
 
 CLOSE = {"Connection": "close"}  # the rest of an unread or broken body must not be taken for a request
 
@@ -102,23 +102,13 @@ async def admitted(request: web.Request) -> web.StreamResponse:
     call = parse_invoke(context.task_id, routing, received)
     namespace = request.app[NAMESPACES][auth.namespace]
     async with request.app[QUOTAS].charge(auth.appkey, auth.quota):
-        result = await run_namespace(request, call, namespace)
+        params = namespace.parse(call.payload)
+        result = await execute(auth.namespace, namespace, call.task_id, call.appkey, params,
+                               input_bytes(request, call, namespace), request.app[CONFIG].request_timeout,
+                               request.app[METRICS])
     context.status_code = Code.OK.value.code
     context.report = result.report
-    request.app[METRICS].record_run(auth.namespace, result.report)
     return await reply(request, auth.namespace, result)
-
-
-async def run_namespace(request: web.Request, call: InvokeRequest, namespace: Namespace[Any]) -> Result:
-    """Parse the payload, get the input, run the namespace, all within the request's deadline."""
-    params = namespace.parse(call.payload)
-    timeout = request.app[CONFIG].request_timeout
-    try:
-        async with asyncio.timeout(timeout):
-            data = await input_bytes(request, call, namespace)
-            return await namespace.run(Call(call.task_id, call.appkey, params, data))
-    except (TimeoutError, JobTimeout) as exc:
-        raise error(Code.TIMEOUT, f"no answer within {timeout:g} s") from exc
 
 
 async def reply(request: web.Request, namespace: str, result: Result) -> web.StreamResponse:

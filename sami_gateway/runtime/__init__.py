@@ -1,0 +1,1 @@
+"""What every role (single process, front, worker) is built from and shares."""
