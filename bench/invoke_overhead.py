@@ -48,8 +48,8 @@ def direct_times(store: Path, data: bytes, repeats: int) -> list[float]:
     """The namespace's own parse and run, in-process, with a scheduler as the gateway gives it."""
     from namespaces.music_source_separate import create_namespace
     from sami_gateway.config import load_config
-    from sami_gateway.namespace import Call
-    from sami_gateway.scheduler import Limits, Scheduler
+    from sami_gateway.runtime.namespace import Call
+    from sami_gateway.runtime.scheduler import Limits, Scheduler
 
     # The stem cache off: the same input repeated would otherwise be answered from it.
     config = load_config({}, {"SAMI_MODEL_DIR": str(store), "SAMI_TOKEN_SECRET": SECRET,

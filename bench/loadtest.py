@@ -214,7 +214,7 @@ class SpawnedGateway:
         self.settings = settings
 
     def token(self, appkey: str = "loadtest") -> str:
-        from sami_gateway.auth import TokenService
+        from sami_gateway.auth.authenticator import TokenService
 
         return TokenService(SECRET).issue(appkey, 3600)
 

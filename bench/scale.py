@@ -55,7 +55,7 @@ def base_env(store: Path) -> dict[str, str]:
 
 
 def token(appkey: str) -> str:
-    from sami_gateway.auth import TokenService
+    from sami_gateway.auth.authenticator import TokenService
 
     return TokenService(SECRET, "k1").issue(appkey, 3600)
 

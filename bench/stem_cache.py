@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/stem-cache.json")
     args = parser.parse_args()
-    from sami_gateway.auth import TokenService
+    from sami_gateway.auth.authenticator import TokenService
 
     token = TokenService(SECRET).issue("bench", 3600)
     runs = []

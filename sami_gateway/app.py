@@ -8,31 +8,31 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import Authenticator, TokenService
+from .auth.authenticator import Authenticator, TokenService
+from .auth.quota import StreamSlots
 from .config import Config
 from .docs import add_docs_routes
 from .gettoken import GetTokenService, add_gettoken_routes
 from .invoke.handler import invoke
-from .jobs.http import JOBS
-from .jobs.routes import add_job_routes
-from .middleware import envelope_errors, invoke_metrics
-from .namespace import Namespace
-from .quota import StreamSlots
+from .jobs.api.routes import add_job_routes
 from .roles.services import Role, build_services
-from .state import (
+from .runtime.namespace import Namespace
+from .ui.routes import add_ui_routes
+from .web.middleware import envelope_errors, invoke_metrics
+from .web.state import (
     AUTH,
     BODY_LIMIT,
     CONFIG,
-    FETCHER,
+    JOBS,
     METRICS,
     NAMESPACES,
+    OUTBOUND,
     QUOTAS,
     READY,
     SCHEDULER,
     SERVICES,
     STREAMS,
 )
-from .ui.routes import add_ui_routes
 
 PAYLOAD_ALLOWANCE_BYTES = 1024 * 1024  # room for the JSON around `data` and the payload string
 LOW_DISK_BYTES = 1024 * 1024  # less free room than this in the data folder and the next job's files do not fit
@@ -88,7 +88,7 @@ def create_app(config: Config, namespaces: dict[str, Namespace[Any]] | None = No
     app[STREAMS] = StreamSlots()  # this process's, a front's too
     app[AUTH] = Authenticator(config.appkeys, TokenService.from_config(config), services.namespaces,
                               config.default_quota)
-    app[FETCHER] = services.fetcher
+    app[OUTBOUND] = services.outbound
     app[METRICS] = services.metrics
     app[SCHEDULER] = services.scheduler
     app[READY] = services.readiness

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from .openapi import SWAGGER_UI_FILES as ASSETS  # the Swagger UI files the page uses; no other is served
 from .openapi import build_document
-from .page_headers import SECURITY_HEADERS, content_security_policy
+from .web.page_headers import SECURITY_HEADERS, content_security_policy
 
 # The page's own files: its script and style live here, not inline, so the policy needs no 'unsafe-inline'.
 INIT_JS = """window.ui = SwaggerUIBundle({

@@ -13,14 +13,14 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from .access_keys import AccessKey
-from .auth import TokenService
-from .body import BodyTimeout, BodyTooLarge, BodyUnreadable, read_capped
+from .auth.authenticator import TokenService
+from .auth.signature import Fault, SignatureError, SignedRequest, verify
 from .config import MAX_TOKEN_TTL
+from .config.access_keys import AccessKey
 from .errors import Code
-from .protocol import new_task_id
-from .signature import Fault, SignatureError, SignedRequest, verify
-from .state import CONTEXT
+from .protocol.envelope import new_task_id
+from .web.body import BodyTimeout, BodyTooLarge, BodyUnreadable, read_capped
+from .web.state import CONTEXT
 
 log = logging.getLogger(__name__)
 

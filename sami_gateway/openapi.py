@@ -10,8 +10,8 @@ from typing import Any
 from . import __version__
 from .errors import Code, Status, status_table_markdown
 from .gettoken import ACTION, VERSION, OpenApiCode
-from .jobs.http import CURSOR_PATTERN
-from .jobs.http import PREFIXES as JOBS_PREFIXES
+from .jobs.api.http import CURSOR_PATTERN
+from .jobs.views import PREFIXES as JOBS_PREFIXES
 from .openapi_schemas import EXAMPLES, JOB_QUEUED, JOB_REQUESTS, JOB_STATUSES, JOB_SUCCEEDED, SCHEMAS, Schema, ref
 
 JSON = "application/json"

@@ -23,7 +23,7 @@ import pytest
 import requests
 import soundfile as sf
 
-from sami_gateway.scheduler import Limits, Scheduler
+from sami_gateway.runtime.scheduler import Limits, Scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789abcdef0123456789"

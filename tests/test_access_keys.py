@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sami_gateway.access_keys import MIN_SECRET_KEY_LENGTH, AccessKey, parse_access_keys
+from sami_gateway.config.access_keys import MIN_SECRET_KEY_LENGTH, AccessKey, parse_access_keys
 
 AK, SK = "AKLTgatewayTestKey", "gatewayTestSecretKey/with+chars=="
 OTHER_AK = "AKLTotherKey"

@@ -9,9 +9,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from sami_gateway.access_log import AccessLogger, log_record
-from sami_gateway.namespace import RunReport
-from sami_gateway.state import CONTEXT, RequestContext
+from sami_gateway.runtime.namespace import RunReport
+from sami_gateway.web.access_log import AccessLogger, log_record
+from sami_gateway.web.state import CONTEXT, RequestContext
 
 
 def test_one_json_line_without_query_or_token() -> None:

@@ -13,12 +13,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sami_gateway.app import body_limit, create_app
-from sami_gateway.auth import TokenService
+from sami_gateway.auth.authenticator import TokenService
 from sami_gateway.config import load_config
 from sami_gateway.errors import Code, error
-from sami_gateway.namespace import Call, Result, RunReport
-from sami_gateway.scheduler import Scheduler
-from sami_gateway.state import NAMESPACES
+from sami_gateway.runtime.namespace import Call, Result, RunReport
+from sami_gateway.runtime.scheduler import Scheduler
+from sami_gateway.web.state import NAMESPACES
 
 SECRET = "q" * 32
 NS = "Echo"

@@ -7,10 +7,10 @@ import time
 import jwt
 import pytest
 
-from sami_gateway.auth import ALGORITHM, Authenticator, TokenService
+from sami_gateway.auth.authenticator import ALGORITHM, Authenticator, TokenService
 from sami_gateway.config import DEFAULT_QUOTA, MAX_TOKEN_TTL, AppKeyRule
+from sami_gateway.config.limits import Quota
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.quota import Quota
 
 SECRET = "s" * 64
 TOKENS = TokenService(SECRET)

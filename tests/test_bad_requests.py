@@ -12,7 +12,7 @@ import pytest
 import requests
 from aiohttp.http_exceptions import BadHttpMessage, InvalidURLError, LineTooLong
 
-from sami_gateway.bad_requests import LINES_PER_MINUTE, WINDOW_SECONDS, MalformedRequestLog, reason
+from sami_gateway.web.bad_requests import LINES_PER_MINUTE, WINDOW_SECONDS, MalformedRequestLog, reason
 from tests.conftest import APPKEY, free_port, gateway_env, issue_token, wait_healthy
 
 FLOOD = 500

@@ -11,7 +11,7 @@ from aiohttp import web, web_protocol
 from aiohttp.http_parser import HttpRequestParserPy
 from aiohttp.test_utils import TestClient
 
-from sami_gateway.body import (
+from sami_gateway.web.body import (
     READ_CHUNK_BYTES,
     BodyTimeout,
     BodyTooLarge,

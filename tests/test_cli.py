@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from sami_gateway.auth import TokenService
-from sami_gateway.cli import build_parser, main
+from sami_gateway.auth.authenticator import TokenService
+from sami_gateway.cli.main import build_parser, main
 from sami_gateway.config import MAX_TOKEN_TTL, SETTINGS
 from sami_gateway.errors import GatewayError
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from sami_gateway.connections import ConnectionGuard
+from sami_gateway.web.connections import ConnectionGuard
 from tests.conftest import free_port, gateway_env, wait_healthy
 
 HEADER_TIMEOUT = 2.0

@@ -23,7 +23,7 @@ from sami_gateway import config as gateway_config
 from sami_gateway.config import CORE_SECTIONS, DEFAULT_NAMESPACES, Config, plugin_sections
 from sami_gateway.config.cluster import ClusterSettings
 from sami_gateway.errors import Code
-from sami_gateway.metrics import Metrics
+from sami_gateway.runtime.metrics import Metrics
 from tests.conftest import ROOT
 from tests.test_container import env_values
 

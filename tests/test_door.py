@@ -13,10 +13,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from sami_gateway.app import create_app
-from sami_gateway.auth import TokenService
+from sami_gateway.auth.authenticator import TokenService
 from sami_gateway.config import load_config
-from sami_gateway.door import Door
-from sami_gateway.state import METRICS, SCHEDULER
+from sami_gateway.web.door import Door
+from sami_gateway.web.state import METRICS, SCHEDULER
 from tests.test_app import NS, SECRET, Echo
 
 PEER = "192.0.2.7"

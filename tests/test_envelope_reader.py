@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sami_gateway.envelope_reader import ENVELOPE_BYTES, EnvelopeReader, ReceivedEnvelope, read_envelope
 from sami_gateway.errors import Code, GatewayError
+from sami_gateway.protocol.reader import ENVELOPE_BYTES, EnvelopeReader, ReceivedEnvelope, read_envelope
 
 LIMIT = 1 << 24
 

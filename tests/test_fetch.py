@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.fetch import Fetcher, FetchPolicy, refusal
+from sami_gateway.runtime.outbound import FetchPolicy, OutboundHttp, refusal
 
 BODY = b"RIFF" + b"x" * 5000
 
@@ -82,12 +82,12 @@ async def origin() -> AsyncIterator[str]:
 
 async def fetch(url: str, allow: tuple[str, ...] = ("localhost",), limit: int = 1 << 20,
                 total: float = 2.0) -> bytes:
-    fetcher = Fetcher(FetchPolicy.from_entries(allow), 1.0, total)
-    await fetcher.open()
+    outbound = OutboundHttp(FetchPolicy.from_entries(allow), 1.0, total)
+    await outbound.open()
     try:
-        return await fetcher.fetch(url, limit)
+        return await outbound.fetch(url, limit)
     finally:
-        await fetcher.close()
+        await outbound.close()
 
 
 async def expect(code: Code, url: str, **kwargs: object) -> str:

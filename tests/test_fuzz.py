@@ -22,10 +22,10 @@ from namespaces.music_source_separate.audio.framing import Damaged, whole
 from namespaces.music_source_separate.audio.sniff import AudioHint, sniff
 from namespaces.music_source_separate.codes import gateway_error
 from namespaces.music_source_separate.params import parse_params
-from sami_gateway.envelope_reader import read_envelope
 from sami_gateway.errors import GatewayError
-from sami_gateway.protocol import decode_data, parse_routing
-from sami_gateway.protocol import parse_invoke as parse_received
+from sami_gateway.protocol.envelope import decode_data, parse_routing
+from sami_gateway.protocol.envelope import parse_invoke as parse_received
+from sami_gateway.protocol.reader import read_envelope
 
 settings.register_profile("ci", max_examples=150, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -23,12 +23,12 @@ from volcengine.base.Service import Service
 from volcengine.Credentials import Credentials
 from volcengine.ServiceInfo import ServiceInfo
 
-from sami_gateway.access_keys import parse_access_keys
-from sami_gateway.auth import TokenService
+from sami_gateway.auth.authenticator import TokenService
+from sami_gateway.auth.signature import MAX_SKEW_SECONDS
 from sami_gateway.config import MAX_TOKEN_TTL
+from sami_gateway.config.access_keys import parse_access_keys
 from sami_gateway.errors import GatewayError
 from sami_gateway.gettoken import DEFAULT_EXPIRATION, MAX_BODY_BYTES, GetTokenService, add_gettoken_routes
-from sami_gateway.signature import MAX_SKEW_SECONDS
 
 TOKEN_SECRET = "t" * 32
 AK, SK = "AKLTgatewayTestKey", "gatewayTestSecretKey/with+chars=="

@@ -26,7 +26,7 @@ import requests
 import soundfile as sf
 
 from namespaces.music_source_separate.audio import framing
-from sami_gateway.auth import TokenService
+from sami_gateway.auth.authenticator import TokenService
 from tests.conftest import APPKEY, LIMITED_APPKEY, SECRET, Gateway, encode_input, issue_token, tone, wav_bytes
 
 DEADLINE_SECONDS = 30.0  # every answer, refusal or not, comes within this

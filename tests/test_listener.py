@@ -12,8 +12,8 @@ from typing import Any, cast
 import pytest
 import uvloop
 
-from sami_gateway import listener as listener_module
-from sami_gateway.listener import Listener, listening_sockets
+from sami_gateway.web import listener as listener_module
+from sami_gateway.web.listener import Listener, listening_sockets
 
 TURN_SECONDS = 0.02  # each turn of the loop is held this long, as admitted bodies arriving at full speed hold it
 BURST = 50

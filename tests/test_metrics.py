@@ -8,9 +8,9 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from sami_gateway.metrics import UNKNOWN, Metrics
-from sami_gateway.namespace import RunReport
-from sami_gateway.scheduler import Outcome, Scheduler, Snapshot, TaskStats
+from sami_gateway.runtime.metrics import UNKNOWN, Metrics
+from sami_gateway.runtime.namespace import RunReport
+from sami_gateway.runtime.scheduler import Outcome, Scheduler, Snapshot, TaskStats
 
 NS = "MusicSourceSeparate"
 

@@ -12,9 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from sami_gateway.errors import Code, error
-from sami_gateway.metrics import Metrics
-from sami_gateway.middleware import envelope_errors, invoke_metrics
-from sami_gateway.state import CONTEXT, METRICS
+from sami_gateway.runtime.metrics import Metrics
+from sami_gateway.web.middleware import envelope_errors, invoke_metrics
+from sami_gateway.web.state import CONTEXT, METRICS
 
 NS = "Echo"
 INVOKE = "/api/v1/invoke"
@@ -144,7 +144,7 @@ async def test_a_redirect_passes_through(client: TestClient) -> None:
 
 async def test_unexpected_exception_is_500_without_its_text(client: TestClient,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="sami_gateway.middleware")
+    caplog.set_level(logging.ERROR, logger="sami_gateway.web.middleware")
     response = await client.get("/crash", params={"namespace": NS})
     raw = await response.text()
     body = await check(client, response, 500, Code.INTERNAL_ERROR, namespace=NS)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from sami_gateway.config import Config, load_config
-from sami_gateway.namespace import load_namespaces
+from sami_gateway.runtime.namespace import load_namespaces
 
 PLUGIN = '''
 from dataclasses import dataclass
 
-from sami_gateway.settings import Section, Setting, positive
+from sami_gateway.config.settings import Section, Setting, positive
 
 CALLS = []
 

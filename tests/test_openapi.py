@@ -19,7 +19,7 @@ from sami_gateway.config import load_config
 from sami_gateway.docs import DOCUMENT, add_docs_routes
 from sami_gateway.errors import Code
 from sami_gateway.gettoken import OpenApiCode
-from sami_gateway.jobs.http import PREFIXES as JOBS_PREFIXES
+from sami_gateway.jobs.api.http import PREFIXES as JOBS_PREFIXES
 from sami_gateway.openapi_schemas import EXAMPLES, JOB_FAILED, JOB_QUEUED, JOB_REQUESTS, JOB_SUCCEEDED
 
 from .conftest import Gateway
@@ -217,7 +217,7 @@ def answer_of(document: dict[str, Any], path: str, method: str, status: int, bod
 
 async def test_jobs_api_answers_match_the_document(aiohttp_client: Any, tmp_path: Any,
                                                     document: dict[str, Any]) -> None:
-    from sami_gateway.auth import TokenService
+    from sami_gateway.auth.authenticator import TokenService
 
     from .jobs.stand_in import NS, EchoJobs
 

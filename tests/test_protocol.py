@@ -7,9 +7,8 @@ import base64
 import orjson
 import pytest
 
-from sami_gateway.envelope_reader import decode_text, read_envelope
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.protocol import (
+from sami_gateway.protocol.envelope import (
     InvokeRequest,
     decode_data,
     envelope,
@@ -17,7 +16,8 @@ from sami_gateway.protocol import (
     parse_routing,
     reject_repeated,
 )
-from sami_gateway.protocol import parse_invoke as parse_received
+from sami_gateway.protocol.envelope import parse_invoke as parse_received
+from sami_gateway.protocol.reader import decode_text, read_envelope
 
 QUERY = {"appkey": "k", "token": "t", "namespace": "Ns"}
 

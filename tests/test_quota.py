@@ -10,10 +10,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sami_gateway.app import create_app
-from sami_gateway.auth import TokenService
+from sami_gateway.auth.authenticator import TokenService
+from sami_gateway.auth.quota import STREAM_RETRY_AFTER_SECONDS, QuotaTracker, StreamSlots
 from sami_gateway.config import load_config
+from sami_gateway.config.limits import Quota
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.quota import STREAM_RETRY_AFTER_SECONDS, Quota, QuotaTracker, StreamSlots
 from tests.test_app import NS, SECRET, Echo
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator
 import pytest
 
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.scheduler import Limits, Scheduler, TaskTimeout
+from sami_gateway.runtime.scheduler import Limits, Scheduler, TaskTimeout
 
 UNIT = 0.01  # seconds of stand-in work per unit
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sami_gateway.settings import (
+from sami_gateway.config.settings import (
     ConfigError,
     Setting,
     boolean,

@@ -15,8 +15,7 @@ from volcengine.base.Request import Request
 from volcengine.Credentials import Credentials
 from volcengine.util.Util import Util
 
-from sami_gateway.gettoken import OpenApiCode, OpenApiError
-from sami_gateway.signature import (
+from sami_gateway.auth.signature import (
     MAX_SKEW_SECONDS,
     Credential,
     Fault,
@@ -29,6 +28,7 @@ from sami_gateway.signature import (
     sign,
     verify,
 )
+from sami_gateway.gettoken import OpenApiCode, OpenApiError
 
 # The test vector of SAMI_PROTOCOL.md section 4.
 AK = "AKLTexampleAccessKeyId"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sami_gateway.namespace import StemFile
+from sami_gateway.runtime.namespace import StemFile
 
 from .audio.convert import output_frames
 from .codes import translated

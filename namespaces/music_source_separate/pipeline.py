@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from sami_gateway.namespace import InputBytes, release
-from sami_gateway.scheduler import Scheduler
+from sami_gateway.runtime.namespace import InputBytes, release
+from sami_gateway.runtime.scheduler import Scheduler
 
 from .audio.convert import resample, to_stereo
 from .audio.decode import decode

@@ -20,8 +20,8 @@ import torch
 
 from sami_gateway.config import Config, ConfigError
 from sami_gateway.config.jobs import job_settings
-from sami_gateway.namespace import Call, JobCall, JobOutput, NamespaceStartError, Result, RunReport
-from sami_gateway.scheduler import Scheduler, lower_thread_priority
+from sami_gateway.runtime.namespace import Call, JobCall, JobOutput, NamespaceStartError, Result, RunReport
+from sami_gateway.runtime.scheduler import Scheduler, lower_thread_priority
 
 from . import native
 from .audio.convert import output_frames

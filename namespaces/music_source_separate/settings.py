@@ -14,7 +14,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from sami_gateway.settings import Section, Setting, boolean, bounded_int, choice, positive, split, url, user_cache_dir
+from sami_gateway.config.settings import (
+    Section,
+    Setting,
+    boolean,
+    bounded_int,
+    choice,
+    positive,
+    split,
+    url,
+    user_cache_dir,
+)
 
 from .defaults import DEFAULT_KERNEL_DIR, DEFAULT_MODEL_DIR, OFFICIAL_MODEL_URL
 from .sami_models import SAMI_MODELS

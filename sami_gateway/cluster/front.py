@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 from ..config import Config
 from ..errors import Code, GatewayError, error
 from ..jobs.service import JobService
-from ..metrics import Metrics
-from ..namespace import Namespace
+from ..runtime.metrics import Metrics
+from ..runtime.namespace import Namespace
 from ..runtime.periodic import Periodic
 from . import keys
 from .gauges import publish_gauges

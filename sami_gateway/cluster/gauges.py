@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..jobs.gauges import set_queue_gauges
 from ..jobs.service import JobService
-from ..metrics import Metrics
+from ..runtime.metrics import Metrics
 from .workqueue import RedisWorkQueue
 
 

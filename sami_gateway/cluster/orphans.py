@@ -16,7 +16,7 @@ import logging
 import redis.asyncio as aioredis
 
 from ..config import Config
-from ..jobs.http import file_seconds
+from ..jobs.api.http import file_seconds
 from ..jobs.sweeper import Sweeper
 from ..runtime.periodic import Periodic
 from . import keys

@@ -20,8 +20,8 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 
+from ..config.limits import Quota
 from ..errors import Code, GatewayError, error
-from ..quota import Quota
 from .keys import PREFIX
 from .redis_client import UNREACHABLE, redis_unavailable
 

@@ -24,8 +24,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from ..errors import Code, GatewayError, error
-from ..namespace import Call, JobCall, JobOutput, Namespace, Result, RunReport
-from ..scheduler import Scheduler
+from ..runtime.namespace import Call, JobCall, JobOutput, Namespace, Result, RunReport
+from ..runtime.scheduler import Scheduler
 from . import keys
 from .redis_client import RETRY_AFTER, redis_unavailable
 from .subscriber import Subscriber
@@ -46,10 +46,10 @@ return 1
 
 @dataclass(frozen=True)
 class RemoteParams:
-    """A payload parsed at the front (so bad ones are refused there) and kept as sent, for the worker."""
+    """A payload the front checked with the namespace's own parser (so bad ones are refused there),
+    kept as sent: the worker parses it into the value it runs, the one parse whose result is used."""
 
     payload: Mapping[str, Any]
-    parsed: Any
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ class InvokeDispatcher:
 
 def remote(inner: Namespace[Any], dispatcher: InvokeDispatcher) -> RemoteNamespace:
     """The front's stand-in for `inner`: a job namespace stays one."""
-    from ..namespace import JobNamespace
+    from ..runtime.namespace import JobNamespace
 
     kind = RemoteJobNamespace if isinstance(inner, JobNamespace) else RemoteNamespace
     return kind(inner, dispatcher)
@@ -249,7 +249,8 @@ class RemoteNamespace:
         self._dispatcher = dispatcher
 
     def parse(self, payload: Mapping[str, Any]) -> RemoteParams:
-        return RemoteParams(dict(payload), self.inner.parse(payload))
+        self.inner.parse(payload)  # refused here when bad
+        return RemoteParams(dict(payload))
 
     async def start(self, scheduler: Scheduler) -> None:
         """Nothing to load: the workers hold the models."""

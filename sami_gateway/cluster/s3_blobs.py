@@ -40,7 +40,7 @@ from botocore.exceptions import (
 )
 
 from ..errors import Code, error
-from ..jobs.blobs import WRITE_BATCH_BYTES, Scratch, Written, check_key, spool
+from ..jobs.blobs import WRITE_BATCH_BYTES, Scratch, Written, check_key, measure, spool
 
 RETRY_AFTER = "5"
 S3_THREADS = 16  # storage calls at once per process: each mostly waits on the network
@@ -151,15 +151,10 @@ class S3BlobStore(Scratch):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _upload(self, source: Path, name: str) -> Written:
-        digest = hashlib.sha256()
-        size = 0
-        with open(source, "rb") as handle:
-            while chunk := handle.read(WRITE_BATCH_BYTES):
-                digest.update(chunk)
-                size += len(chunk)
+        written = measure(source)
         with storage_unavailable():
             self._client.upload_file(str(source), self.bucket, name, Config=TRANSFER)
-        return Written(size, digest.hexdigest())
+        return written
 
     async def put_file(self, key: str, source: Path) -> Written:
         name = self._name(key)

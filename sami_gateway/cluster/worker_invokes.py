@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 
 from ..errors import Code, GatewayError, error
 from ..invoke.execute import execute
-from ..metrics import Metrics
-from ..namespace import InputBytes, Namespace
+from ..runtime.metrics import Metrics
+from ..runtime.namespace import InputBytes, Namespace
 from ..work.queue import Work
 from . import keys
 from .redis_client import redis_unavailable

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ..access_keys import AccessKey, parse_access_keys
-from ..quota import Quota
-from ..settings import ConfigError as ConfigError  # raised by load_config: its callers import it from here
-from ..settings import Section, Setting, bounded_int, positive, read_values, split, table_rows
+from .access_keys import AccessKey, parse_access_keys
 from .cluster import SETTINGS as CLUSTER_SETTINGS
 from .jobs import SETTINGS as JOB_SETTINGS
 from .jobs import parse_overrides
+from .limits import Quota
+from .settings import ConfigError as ConfigError  # raised by load_config: its callers import it from here
+from .settings import Section, Setting, bounded_int, positive, read_values, split, table_rows
 
 MIN_SECRET_LENGTH = 32  # HS256 wants a key at least as long as its 256-bit output
 MAX_TOKEN_TTL = 24 * 3600  # SAMI caps token lifetime at one day

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..settings import ConfigError, Section, Setting, bounded_int, http_url, positive
+from .settings import ConfigError, Section, Setting, bounded_int, http_url, positive
 
 
 @dataclass(frozen=True)

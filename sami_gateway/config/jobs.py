@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..settings import Section, Setting, bounded_int, http_url, positive
+from .settings import Section, Setting, bounded_int, http_url, positive
 
 MIN_WEBHOOK_SECRET_LENGTH = 16  # an HMAC key shorter than this is guessable
 

@@ -9,9 +9,9 @@ from collections.abc import Awaitable
 from typing import Any
 
 from ..errors import Code, error
-from ..metrics import Metrics
-from ..namespace import Call, InputBytes, Namespace, Result, release
-from ..scheduler import TaskTimeout
+from ..runtime.metrics import Metrics
+from ..runtime.namespace import Call, InputBytes, Namespace, Result, release
+from ..runtime.scheduler import TaskTimeout
 
 
 async def execute(name: str, namespace: Namespace[Any], task_id: str, appkey: str, params: Any,

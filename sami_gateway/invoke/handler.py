@@ -10,36 +10,35 @@ context, the payload parsed once by the namespace (`Namespace.parse`) and its va
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from aiohttp import web
 
-from ..auth import Authenticator, Authorization
-from ..body import BodyTimeout, BodyTooLarge, BodyUnreadable, stream_capped
-from ..envelope_reader import EnvelopeReader, ReceivedEnvelope
+from ..auth.authenticator import authorize_from_query
 from ..errors import Code, GatewayError, error
-from ..namespace import InputBytes, Namespace, Result
-from ..protocol import InvokeRequest, base64_pieces, envelope_parts, parse_invoke, parse_routing, reject_repeated
-from ..state import AUTH, BODY_LIMIT, CONFIG, CONTEXT, FETCHER, METRICS, NAMESPACES, QUOTAS, SCHEDULER
+from ..protocol.envelope import (
+    InvokeRequest,
+    base64_pieces,
+    envelope_parts,
+    parse_invoke,
+    parse_routing,
+    reject_repeated,
+)
+from ..protocol.reader import EnvelopeReader, ReceivedEnvelope
+from ..runtime.namespace import InputBytes, Namespace, Result
+from ..web.body import CLOSE, refused_in_envelope, stream_capped
+from ..web.state import AUTH, BODY_LIMIT, CONFIG, CONTEXT, METRICS, NAMESPACES, OUTBOUND, QUOTAS, SCHEDULER
 from .execute import execute
-
-CLOSE = {"Connection": "close"}  # the rest of an unread or broken body must not be taken for a request
 
 
 async def read_envelope(request: web.Request, limit: int) -> ReceivedEnvelope:
     """The request body within `limit` and the body timeout, `data` decoded as it arrives."""
     timeout = request.app[CONFIG].body_timeout
     reader = EnvelopeReader(request.app[CONFIG].max_input_bytes, request.content_length or 0)
-    try:
+    with refused_in_envelope(limit, timeout):
         await stream_capped(request, limit, timeout, reader.feed)
-    except BodyTooLarge as exc:
-        raise error(Code.EXCEEDED_DATA_SIZE, f"request body larger than {limit} bytes", CLOSE) from exc
-    except BodyUnreadable as exc:
-        raise error(Code.CLIENT_ERROR, "body cannot be read", CLOSE) from exc
-    except BodyTimeout as exc:
-        raise error(Code.BODY_TIMEOUT, f"the body did not arrive within {timeout:g} s", CLOSE) from exc
     return reader.close()
 
 
@@ -54,17 +53,10 @@ async def input_bytes(request: web.Request, call: InvokeRequest, namespace: Name
     if url is not None and not isinstance(url, str):
         raise error(Code.ILLEGAL_PAYLOAD, "url must be a string")
     if url:
-        return await request.app[FETCHER].fetch(url, limit)
+        return await request.app[OUTBOUND].fetch(url, limit)
     if namespace.needs_input:
         raise error(Code.EMPTY_URL, "neither data nor payload.url")
     return b""
-
-
-def authorize_from_query(query: Mapping[str, str], auth: Authenticator) -> Authorization | None:
-    """Clients that put credentials in the query (the Go SDK) are checked before the body is read."""
-    if all(query.get(name) for name in ("appkey", "token", "namespace")):
-        return auth.authorize(query["appkey"], query["token"], query["namespace"])
-    return None
 
 
 @contextmanager

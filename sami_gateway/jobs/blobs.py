@@ -42,7 +42,7 @@ class Written:
 
 
 class BlobStore(Protocol):
-    """Files by key (`inputs/<job>`, `uploads/<id>`, `results/<job>/<stem>.<ext>`)."""
+    """Files by key (laid out by `blob_keys.py`)."""
 
     async def open(self) -> None:
         """Create the store; forget anything a crash left half-written."""
@@ -84,6 +84,17 @@ class BlobStore(Protocol):
     async def folders(self, area: str, before: float | None = None) -> set[str]:
         """The names directly under `area` (`inputs`, `uploads`, `results`), for sweeping orphans;
         with `before` (unix seconds), only those last written before it."""
+
+
+def measure(path: Path) -> Written:
+    """A file's size and SHA-256, read a batch at a time (what a store records of a file it keeps)."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(WRITE_BATCH_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return Written(size, digest.hexdigest())
 
 
 @contextlib.contextmanager
@@ -154,16 +165,11 @@ class LocalBlobStore(Scratch):
 
     async def put_file(self, key: str, source: Path) -> Written:
         def move() -> Written:
-            digest = hashlib.sha256()
-            size = 0
-            with open(source, "rb") as handle:
-                while chunk := handle.read(WRITE_BATCH_BYTES):
-                    digest.update(chunk)
-                    size += len(chunk)
+            written = measure(source)
             temp = self._temp()
             os.replace(source, temp)  # same filesystem: the work folder is under tmp/
             self._commit(temp, key)
-            return Written(size, digest.hexdigest())
+            return written
         with disk_writes(key):
             return await asyncio.to_thread(move)
 

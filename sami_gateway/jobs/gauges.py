@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ..metrics import Metrics
+from ..runtime.metrics import Metrics
 from .model import Job
 from .service import JobService
 

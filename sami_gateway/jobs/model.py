@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from .blob_keys import upload_key
+
 MIME = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "aac": "audio/aac", "m4a": "audio/mp4"}
 
 
@@ -115,7 +117,7 @@ class Upload:
 
     @property
     def key(self) -> str:
-        return f"uploads/{self.id}"
+        return upload_key(self.id)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import orjson
 from yarl import URL
 
 from ..errors import Code, GatewayError, error
-from ..protocol import decode_data
+from ..protocol.envelope import decode_data
 
 MAX_NAME_CHARS = 200
 MAX_METADATA_BYTES = 4096

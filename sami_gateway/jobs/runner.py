@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Code, GatewayError, error, store_trouble
-from ..fetch import Fetcher
-from ..namespace import JobCall, JobOutput, RunReport, release
+from ..runtime.namespace import JobCall, JobOutput, RunReport, release
+from ..runtime.outbound import OutboundHttp
 from ..work.queue import Work
+from .blob_keys import result_key
 from .blobs import disk_writes
 from .model import InputKind, Job, JobStatus, StoredResult, media_type
 from .service import JobService
@@ -40,11 +41,11 @@ class JobRunner:
     """The work loop's handler of jobs: claim one, run it to a terminal state, or fail it when its
     last allowed run was cut short."""
 
-    def __init__(self, service: JobService, fetcher: Fetcher,
+    def __init__(self, service: JobService, outbound: OutboundHttp,
                  on_report: Callable[[RunReport], None] = lambda report: None) -> None:
         self._service = service
         self._on_report = on_report
-        self._fetcher = fetcher
+        self._outbound = outbound
         self._progress_writes: set[asyncio.Task[None]] = set()  # held until done (the loop keeps weak references)
 
     async def run(self, work: Work) -> None:
@@ -149,7 +150,7 @@ class JobRunner:
         assert service.namespace is not None, "jobs are only accepted when a namespace runs them"
         params = service.namespace.parse_job(job.request)
         if job.input_kind is InputKind.URL:
-            data: Any = await self._fetcher.fetch(job.input_ref, service.max_input_bytes)
+            data: Any = await self._outbound.fetch(job.input_ref, service.max_input_bytes)
         else:
             data = await service.blobs.read(job.input_ref)
         call = JobCall(job.id, job.appkey, params, data, workdir, self._progress(job))
@@ -196,7 +197,7 @@ class JobRunner:
                 await self._copy(stem, file.path, file.format, target)
                 result[stem] = StoredResult(None, file.format, copied=True)
                 continue
-            key = f"results/{job.id}/{stem}.{file.format}"
+            key = result_key(job.id, stem, file.format)
             written = await self._service.blobs.put_file(key, file.path)
             result[stem] = StoredResult(key, file.format, written.size, written.sha256, round(file.duration, 6))
         return result
@@ -204,7 +205,7 @@ class JobRunner:
     async def _copy(self, stem: str, path: Path, fmt: str, url: str) -> None:
         timeout = max(60.0, path.stat().st_size / 1e6)  # at least 1 MB/s
         try:
-            status = await self._fetcher.send("PUT", url, path, {"Content-Type": media_type(fmt)}, timeout)
+            status = await self._outbound.send("PUT", url, path, {"Content-Type": media_type(fmt)}, timeout)
         except GatewayError as exc:
             raise error(Code.FAILED_DOWNLOAD, f"copy_results_to.{stem}: {exc.detail}") from exc
         except (OSError, TimeoutError, ValueError) as exc:

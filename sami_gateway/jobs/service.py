@@ -15,10 +15,11 @@ from typing import Any
 
 import orjson
 
-from ..auth import Authorization
+from ..auth.authenticator import Authorization
 from ..config.jobs import JobSettings
 from ..errors import Code, GatewayError, error
-from ..namespace import JobNamespace
+from ..runtime.namespace import JobNamespace
+from .blob_keys import input_key, results_prefix
 from .blobs import BlobStore, Written
 from .model import InputKind, Job, JobStatus, StoredResult, Upload, WebhookEvent, media_type
 from .notify import JobEvents
@@ -50,10 +51,10 @@ def log_transition(job: Job, reason: str = "") -> None:
 
 @dataclass(frozen=True)
 class Submission:
-    """A checked job request: the gateway's part and the namespace's, parsed."""
+    """A checked job request: the gateway's part, and the namespace's fields as the job keeps them
+    (the runner hands those to the namespace: they are the one parsed form that is stored)."""
 
     request: JobRequest
-    params: Any
     fields: dict[str, Any]  # the namespace's fields with defaults (the job object shows them)
 
 
@@ -127,7 +128,7 @@ class JobService:
         stray = sorted(set(request.copy_results_to) - set(fields.get("stems", ())))
         if stray:
             raise error(Code.ILLEGAL_PAYLOAD, f"copy_results_to names stems the job does not produce: {stray}")
-        return Submission(request, params, fields)
+        return Submission(request, fields)
 
     async def admit(self, auth: Authorization) -> None:
         """Refuse a job past the queue bounds: this appkey's (429) or everyone's (503)."""
@@ -184,19 +185,19 @@ class JobService:
                                                               self.storage_limits(auth.appkey))
         except (IdempotencyMismatch, StorageQuotaExceeded):
             if kind is InputKind.STORED:
-                await self.blobs.delete_prefix(f"inputs/{job_id}")
+                await self.blobs.delete_prefix(input_key(job_id))
             raise
         if created:
             log_transition(stored_job)
             self._changed(stored_job)
         elif kind is InputKind.STORED:
-            await self.blobs.delete_prefix(f"inputs/{job_id}")  # the first job keeps its own input
+            await self.blobs.delete_prefix(input_key(job_id))  # the first job keeps its own input
         return stored_job, created
 
     async def _store_input(self, auth: Authorization, job_id: str, request: JobRequest, stored_input: str | None,
                            stored: Written | None) -> tuple[InputKind, str, Written]:
         """Where the job's input is: (kind, its key or URL, its size and SHA-256 when stored here)."""
-        key = f"inputs/{job_id}"
+        key = input_key(job_id)
         if stored_input is not None:
             await self.blobs.copy(stored_input, key)
             return InputKind.STORED, key, stored or Written(0, "")
@@ -295,8 +296,8 @@ class JobService:
             await self.namespace.forget_job(appkey, job_id)
 
     async def remove_files(self, job_id: str) -> None:
-        await self.blobs.delete_prefix(f"inputs/{job_id}")
-        await self.blobs.delete_prefix(f"results/{job_id}")
+        await self.blobs.delete_prefix(input_key(job_id))
+        await self.blobs.delete_prefix(results_prefix(job_id))
 
     async def list(self, auth: Authorization, statuses: Collection[JobStatus], limit: int,
                    before_seq: int | None) -> list[Job]:

@@ -10,6 +10,7 @@ import time
 
 from ..errors import log_failure
 from ..runtime.periodic import Periodic
+from .blob_keys import JOB_AREAS, UPLOADS, upload_key
 from .service import JobService
 
 log = logging.getLogger(__name__)
@@ -87,15 +88,15 @@ class Sweeper:
         service, removed = self._service, 0
         before = None if grace is None else time.time() - grace
         jobs = await service.store.job_ids()
-        for area in ("inputs", "results"):
+        for area in JOB_AREAS:
             for name in await service.blobs.folders(area, before) - jobs:
                 await service.blobs.delete_prefix(f"{area}/{name}")
                 removed += 1
         uploads = await service.store.upload_ids()
-        names = await service.blobs.folders("uploads")
-        old = names if before is None else await service.blobs.folders("uploads", before)
+        names = await service.blobs.folders(UPLOADS)
+        old = names if before is None else await service.blobs.folders(UPLOADS, before)
         for name in old - uploads:  # a form's file, or a PUT's private file, left by a crash
-            await service.blobs.delete_prefix(f"uploads/{name}")
+            await service.blobs.delete_prefix(upload_key(name))
             removed += 1
         for upload_id in uploads - names:  # not PUT yet, or claimed by a PUT that died before its move
             upload = await service.store.get_upload(upload_id)

@@ -13,6 +13,8 @@ from .storage_quota import StorageQuotaExceeded
 
 COPIED = {"copied_to": "custom storage"}
 
+PREFIXES = ("/api/v1/jobs", "/api/v1/uploads", "/api/v1/models")  # answered with the Jobs API's error JSON
+
 
 def iso(seconds: float | None) -> str | None:
     """Unix seconds as RFC 3339 UTC (`2026-11-29T12:00:00Z`)."""

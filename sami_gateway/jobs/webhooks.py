@@ -20,7 +20,7 @@ from typing import Any
 
 from ..config.jobs import JobSettings, job_settings
 from ..errors import GatewayError, log_failure, store_trouble
-from ..fetch import Fetcher
+from ..runtime.outbound import OutboundHttp
 from .model import Job, WebhookEvent
 from .store import JobStore
 
@@ -63,12 +63,12 @@ def next_delay(attempts: int, rng: random.Random, delays: tuple[float, ...] = RE
 class WebhookSender:
     """Delivers due events in the background; woken when a new one is written."""
 
-    def __init__(self, store: JobStore, fetcher: Fetcher, secret: Callable[[str], str], timeout: float,
+    def __init__(self, store: JobStore, outbound: OutboundHttp, secret: Callable[[str], str], timeout: float,
                  delays: tuple[float, ...] = RETRY_DELAYS,
                  on_attempt: Callable[[str], None] = lambda outcome: None) -> None:
         self._delays = delays
         self._store = store
-        self._fetcher = fetcher
+        self._outbound = outbound
         self._secret = secret
         self._timeout = timeout
         self._on_attempt = on_attempt
@@ -123,7 +123,7 @@ class WebhookSender:
                    "Sami-Signature": signature_header(self._secret(event.appkey), event.body, int(time.time()))}
         problem = ""
         try:
-            status = await self._fetcher.send("POST", event.url, event.body, headers, self._timeout)
+            status = await self._outbound.send("POST", event.url, event.body, headers, self._timeout)
             if not 200 <= status < 300:
                 problem = f"HTTP {status}"
         except GatewayError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from ..auth.quota import Quotas, QuotaTracker
 from ..cluster import keys
 from ..cluster.front import ClusterFront
 from ..cluster.gauges import publish_gauges
@@ -32,23 +33,22 @@ from ..cluster.workqueue import RedisWorkQueue
 from ..config import Config, ConfigError, load_config
 from ..config.cluster import cluster_settings
 from ..config.jobs import job_settings
-from ..fetch import Fetcher, FetchPolicy
 from ..jobs.blobs import BlobStore, LocalBlobStore
 from ..jobs.gauges import count_transition, set_queue_gauges
+from ..jobs.local.sqlite_store import SqliteJobStore
 from ..jobs.model import Job, JobStatus
 from ..jobs.runner import JobRunner
 from ..jobs.service import JobService
 from ..jobs.signing import UrlSigner
-from ..jobs.sqlite_store import SqliteJobStore
 from ..jobs.storage_quota import AppkeyStorageLimits
 from ..jobs.store import JobStore
 from ..jobs.sweeper import Sweeper
 from ..jobs.webhooks import WebhookSecrets, WebhookSender
-from ..metrics import Metrics
-from ..namespace import JobNamespace, Namespace, load_namespaces
-from ..quota import Quotas, QuotaTracker
-from ..scheduler import Limits, Scheduler
-from ..state import Readiness
+from ..runtime.metrics import Metrics
+from ..runtime.namespace import JobNamespace, Namespace, load_namespaces
+from ..runtime.outbound import FetchPolicy, OutboundHttp
+from ..runtime.scheduler import Limits, Scheduler
+from ..web.state import Readiness
 from ..work.loop import WorkLoop
 from ..work.queue import BATCH, INTERACTIVE, JOB, WorkQueue, holder_name
 
@@ -111,7 +111,7 @@ class Services:
     namespaces: dict[str, Namespace[Any]]  # as this role serves them: a front's send their runs to workers
     metrics: Metrics
     scheduler: Scheduler
-    fetcher: Fetcher
+    outbound: OutboundHttp
     quotas: Quotas
     secrets: WebhookSecrets
     storage_limits: AppkeyStorageLimits
@@ -161,7 +161,7 @@ def build_services(config: Config, role: Role, namespaces: dict[str, Namespace[A
     scheduler = Scheduler(Limits(config.max_jobs, config.max_queued_seconds), on_task_done=metrics.task_done,
                           nice=config.worker_nice)
     metrics.watch(scheduler)
-    fetcher = Fetcher(FetchPolicy.from_entries(config.fetch_allow), config.fetch_connect_timeout,
+    outbound = OutboundHttp(FetchPolicy.from_entries(config.fetch_allow), config.fetch_connect_timeout,
                       config.fetch_timeout)
     secrets, storage_limits = WebhookSecrets(config), AppkeyStorageLimits(config)
     client: aioredis.Redis | None = None
@@ -185,7 +185,7 @@ def build_services(config: Config, role: Role, namespaces: dict[str, Namespace[A
     name, job_namespace = first_job_namespace(namespaces)
     jobs = JobService(store, blobs, settings, UrlSigner(config.token_secret), job_namespace, name, secrets,
                       config.max_input_bytes, f"http://{config.host}:{config.port}", storage_limits=storage_limits)
-    services = Services(role, config, namespaces, metrics, scheduler, fetcher, QuotaTracker(), secrets,
+    services = Services(role, config, namespaces, metrics, scheduler, outbound, QuotaTracker(), secrets,
                         storage_limits, jobs, queue, client=client)
     _add_common_parts(services)
     if role is Role.FRONT:
@@ -215,7 +215,7 @@ def _add_common_parts(services: Services) -> None:
         await services.scheduler.drain(services.grace)
         services.scheduler.close()
 
-    lifetime.add(services.fetcher.open, services.fetcher.close)
+    lifetime.add(services.outbound.open, services.outbound.close)
     lifetime.add(scheduler_started, scheduler_drained)
     if services.role is not Role.FRONT:  # a front's namespaces load nothing: the workers hold the models
         namespaces = NamespacesPart(services)
@@ -260,7 +260,7 @@ def _add_front(services: Services) -> None:
 def _add_work(services: Services) -> None:
     """The work loop with its handlers, webhooks, the sweeper and, on a worker, what it hears."""
     config, jobs, metrics = services.config, services.jobs, services.metrics
-    runner = JobRunner(jobs, services.fetcher, lambda report: metrics.record_run(jobs.namespace_name, report))
+    runner = JobRunner(jobs, services.outbound, lambda report: metrics.record_run(jobs.namespace_name, report))
     handlers: dict[str, Any] = {JOB: runner}
     capacity = {BATCH: jobs.settings.job_workers}
     if services.role is Role.WORKER:
@@ -268,7 +268,7 @@ def _add_work(services: Services) -> None:
         handlers[keys.INVOKE] = InvokeHandler(services.client, services.namespaces, metrics, config.request_timeout)
         capacity[INTERACTIVE] = config.max_jobs
     loop = services.loop = WorkLoop(services.queue, handlers, capacity, jobs.settings.max_job_attempts, metrics)
-    sender = WebhookSender(jobs.store, services.fetcher, jobs.webhook_secret, jobs.settings.webhook_timeout,
+    sender = WebhookSender(jobs.store, services.outbound, jobs.webhook_secret, jobs.settings.webhook_timeout,
                            jobs.settings.webhook_retry_delays,
                            lambda outcome: metrics.webhook_attempts.labels(outcome).inc())
     jobs.on_change.append(sender.on_change)

@@ -25,7 +25,7 @@ from aiohttp import web
 from ..cluster import keys
 from ..config import Config
 from ..config.cluster import cluster_settings
-from ..namespace import Namespace
+from ..runtime.namespace import Namespace
 from .services import Role, build_services, reread
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..jobs.http import JOBS
-from ..page_headers import SECURITY_HEADERS
-from ..page_headers import content_security_policy as page_policy
-from ..state import PAGE_POLICY, PagePolicy
+from ..web.page_headers import SECURITY_HEADERS
+from ..web.page_headers import content_security_policy as page_policy
+from ..web.state import JOBS, PAGE_POLICY, PagePolicy
 
 STATIC = Path(__file__).resolve().parent / "static"
 # The page's files and their types; no other name under /ui/ is served.

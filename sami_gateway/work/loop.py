@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from ..errors import Code, GatewayError, error, store_trouble
-from ..metrics import Metrics
+from ..runtime.metrics import Metrics
 from ..runtime.periodic import Periodic, Round
 from .queue import CLASSES, Work, WorkQueue
 

@@ -17,13 +17,13 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from sami_gateway.app import create_app
-from sami_gateway.auth import TokenService
+from sami_gateway.auth.authenticator import TokenService
 from sami_gateway.cluster.redis_client import redis_client
 from sami_gateway.cluster.workqueue import RedisWorkQueue
 from sami_gateway.config import Config, load_config
-from sami_gateway.jobs import sse
-from sami_gateway.jobs.http import JOBS
+from sami_gateway.jobs.api import sse
 from sami_gateway.jobs.model import InputKind, Job, JobStatus, StoredResult
+from sami_gateway.web.state import JOBS
 from tests.conftest import SECRET
 from tests.jobs.conftest import SECRET as JOBS_SECRET
 from tests.jobs.stand_in import NS, EchoJobs

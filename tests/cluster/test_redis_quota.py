@@ -12,10 +12,11 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from sami_gateway.auth.quota import Quotas, QuotaTracker
 from sami_gateway.cluster.redis_client import redis_client
 from sami_gateway.cluster.redis_quota import RedisQuotas, held
+from sami_gateway.config.limits import Quota
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.quota import Quota, Quotas, QuotaTracker
 from tests.servers import Server
 
 HOLD = 60.0

@@ -19,8 +19,8 @@ from sami_gateway.cluster import keys
 from sami_gateway.cluster.redis_client import redis_client
 from sami_gateway.cluster.redis_store import DELETED_TTL, RedisJobStore, deleted_key
 from sami_gateway.errors import Code, GatewayError
+from sami_gateway.jobs.local.sqlite_store import SqliteJobStore
 from sami_gateway.jobs.model import InputKind, Job, JobError, JobStatus, StoredResult, Upload, WebhookEvent
-from sami_gateway.jobs.sqlite_store import SqliteJobStore
 from sami_gateway.jobs.storage_quota import StorageLimits, StorageQuotaExceeded, StorageUsage
 from sami_gateway.jobs.store import IdempotencyMismatch
 from tests.servers import Server

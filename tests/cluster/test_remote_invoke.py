@@ -13,14 +13,14 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from sami_gateway.auth import TokenService
+from sami_gateway.auth.authenticator import TokenService
 from sami_gateway.cluster import keys
 from sami_gateway.cluster.redis_client import redis_client
 from sami_gateway.cluster.remote_invoke import InvokeDispatcher, RemoteJobNamespace, RemoteParams, encode_result, remote
 from sami_gateway.config import Config
 from sami_gateway.errors import Code
-from sami_gateway.namespace import Call, JobNamespace, Result, RunReport
 from sami_gateway.roles.worker import Worker
+from sami_gateway.runtime.namespace import Call, JobNamespace, Result, RunReport
 from tests.conftest import SECRET
 from tests.servers import Server
 
@@ -78,7 +78,7 @@ async def test_an_answer_read_as_the_watcher_finds_its_request_gone_reaches_the_
     client = redis_client(redis.url)
     await client.flushdb()
     dispatcher = InvokeDispatcher(client, "front-test", 60)
-    waiting = asyncio.create_task(dispatcher.invoke(NS, Call("task", "k", RemoteParams({}, None), b"hello")))
+    waiting = asyncio.create_task(dispatcher.invoke(NS, Call("task", "k", RemoteParams({}), b"hello")))
     async with asyncio.timeout(10):
         while not (found := [key async for key in client.scan_iter(keys.invoke_request("*"))]):
             await asyncio.sleep(0.01)

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sami_gateway.app import create_app
-from sami_gateway.auth import TokenService
+from sami_gateway.auth.authenticator import TokenService
 from sami_gateway.config import load_config
 
 from .stand_in import NS, EchoJobs

@@ -26,7 +26,7 @@ import pytest
 import requests
 import soundfile as sf
 
-from sami_gateway.auth import TokenService
+from sami_gateway.auth.authenticator import TokenService
 
 from ..conftest import APPKEY, ROOT, SECRET, free_port, gateway_env, wait_healthy
 

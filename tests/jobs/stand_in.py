@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sami_gateway.errors import Code, error
-from sami_gateway.namespace import Call, JobCall, JobOutput, Result, RunReport, StemFile
-from sami_gateway.scheduler import Scheduler
+from sami_gateway.runtime.namespace import Call, JobCall, JobOutput, Result, RunReport, StemFile
+from sami_gateway.runtime.scheduler import Scheduler
 
 NS = "Echo"
 STEMS = ("upper", "lower", "reversed")

@@ -12,9 +12,8 @@ import orjson
 import pytest
 from aiohttp import FormData
 
-from sami_gateway.jobs.http import JOBS
 from sami_gateway.jobs.sweeper import Sweeper
-from sami_gateway.state import STREAMS
+from sami_gateway.web.state import JOBS, STREAMS
 
 from .conftest import MakeClient, bearer, data_input
 

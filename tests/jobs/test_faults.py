@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import requests
 
+from sami_gateway.jobs.local.sqlite_store import SqliteJobStore
 from sami_gateway.jobs.model import InputKind, Job, JobStatus
-from sami_gateway.jobs.sqlite_store import SqliteJobStore
 
 from ..conftest import APPKEY
 from .hostile_receiver import HUGE_REPLY_BYTES, RSS_BOUND_BYTES, memory, replier, reset_peak, warm_up

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from sami_gateway.errors import Code, error
-from sami_gateway.jobs.http import JOBS
+from sami_gateway.web.state import JOBS
 
 from .conftest import MakeClient, bearer, data_input
 from .test_api import finished

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from sami_gateway.jobs.local.sqlite_store import JOB_COLUMNS, SCHEMA, SqliteJobStore, job_row
 from sami_gateway.jobs.model import InputKind, Job, JobStatus
-from sami_gateway.jobs.sqlite_store import JOB_COLUMNS, SCHEMA, SqliteJobStore, job_row
 from sami_gateway.work.queue import BATCH, CLASSES, INTERACTIVE, INVOKE, JOB
 
 

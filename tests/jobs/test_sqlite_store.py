@@ -7,8 +7,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from sami_gateway.jobs.local.sqlite_store import JOB_COLUMNS, SCHEMA, SqliteJobStore, job_row
 from sami_gateway.jobs.model import InputKind, Job, JobStatus
-from sami_gateway.jobs.sqlite_store import JOB_COLUMNS, SCHEMA, SqliteJobStore, job_row
 from sami_gateway.jobs.storage_quota import StorageUsage
 
 # The schema before the request's fingerprint was kept with its Idempotency-Key, and a job's bytes.

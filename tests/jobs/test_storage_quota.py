@@ -16,7 +16,6 @@ from aiohttp import FormData
 from sami_gateway.config import ConfigError, load_config
 from sami_gateway.config.jobs import job_settings
 from sami_gateway.errors import Code, error
-from sami_gateway.jobs.http import JOBS
 from sami_gateway.jobs.storage_quota import (
     RETRY_AFTER_SECONDS,
     AppkeyStorageLimits,
@@ -29,6 +28,7 @@ from sami_gateway.jobs.storage_quota import (
     over,
 )
 from sami_gateway.jobs.views import error_body
+from sami_gateway.web.state import JOBS
 
 from .conftest import MakeClient, bearer, data_input
 from .test_api import error_of, finished, submit

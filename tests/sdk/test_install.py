@@ -34,7 +34,7 @@ def test_importing_the_sdk_loads_nothing_heavy() -> None:
 
 
 def test_the_command_line_does_not_load_the_sdk_until_a_jobs_action_runs() -> None:
-    code = ("import sys, sami_gateway.cli; sami_gateway.cli.build_parser();"
+    code = ("import sys, sami_gateway.cli.main; sami_gateway.cli.main.build_parser();"
             "loaded = [m for m in ('httpx', 'sami_client') if m in sys.modules]; assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=SDK.parents[1])
 

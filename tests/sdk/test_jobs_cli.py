@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sami_client import Job
 
-from sami_gateway.cli import main
-from sami_gateway.jobs_cli import ProgressBar, track_name
+from sami_gateway.cli.jobs import ProgressBar, track_name
+from sami_gateway.cli.main import main
 
 from .fake_gateway import MODELS, TOKEN, Answer, FakeGateway
 

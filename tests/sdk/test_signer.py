@@ -13,10 +13,10 @@ import pytest
 from aiohttp import web
 from sami_client import AsyncSamiClient, SamiClient, Unauthorized, sign_request
 
-from sami_gateway.access_keys import parse_access_keys
-from sami_gateway.auth import TokenService
+from sami_gateway.auth.authenticator import TokenService
+from sami_gateway.auth.signature import SignatureError, SignedRequest, verify
+from sami_gateway.config.access_keys import parse_access_keys
 from sami_gateway.gettoken import GetTokenService, add_gettoken_routes
-from sami_gateway.signature import SignatureError, SignedRequest, verify
 
 AK, SK = "AKLTsdkTestKey", "sdkTestSecretKey/with+chars=="
 TOKEN_SECRET = "s" * 32

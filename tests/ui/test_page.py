@@ -18,7 +18,7 @@ import pytest
 import requests
 import soundfile as sf
 
-from sami_gateway.auth import TokenService
+from sami_gateway.auth.authenticator import TokenService
 
 from ..conftest import ACCESS_KEY, APPKEY, SECRET, SECRET_KEY
 from ..jobs.live import LiveGateway, song, start_gateway, stop_gateway

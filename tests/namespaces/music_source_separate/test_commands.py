@@ -8,7 +8,7 @@ import pytest
 
 from namespaces.music_source_separate import native
 from namespaces.music_source_separate.demo_store import SOURCES
-from sami_gateway.cli import main
+from sami_gateway.cli.main import main
 from tests.conftest import wav_bytes
 
 

@@ -20,8 +20,8 @@ from namespaces.music_source_separate.job_params import JobParams
 from namespaces.music_source_separate.plugin import MusicSourceSeparate, create_namespace
 from namespaces.music_source_separate.stem_cache import holder_name
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.namespace import Call, JobCall, JobNamespace, JobOutput
-from sami_gateway.scheduler import Scheduler
+from sami_gateway.runtime.namespace import Call, JobCall, JobNamespace, JobOutput
+from sami_gateway.runtime.scheduler import Scheduler
 from tests.conftest import tone, wav_bytes
 
 from .test_plugin import config_for

@@ -12,7 +12,7 @@ import pytest
 
 from namespaces.music_source_separate.catalogue import Catalogue
 from namespaces.music_source_separate.demo_store import HTDEMUCS_SIG
-from sami_gateway.cli import main
+from sami_gateway.cli.main import main
 
 from .model_server import ModelServer, Remote, serve
 
@@ -114,7 +114,7 @@ def test_models_needs_an_action(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_command_registration_does_not_import_torch() -> None:
-    code = ("import sys; from sami_gateway.cli import build_parser; build_parser();"
+    code = ("import sys; from sami_gateway.cli.main import build_parser; build_parser();"
             "assert 'namespaces.music_source_separate.commands' in sys.modules;"
             "assert 'torch' not in sys.modules and 'demucs' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

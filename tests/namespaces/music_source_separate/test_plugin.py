@@ -14,8 +14,8 @@ from namespaces.music_source_separate import stems
 from namespaces.music_source_separate.plugin import MusicSourceSeparate, create_namespace
 from sami_gateway.config import ConfigError, load_config
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.namespace import Call, NamespaceStartError
-from sami_gateway.scheduler import Scheduler
+from sami_gateway.runtime.namespace import Call, NamespaceStartError
+from sami_gateway.runtime.scheduler import Scheduler
 from tests.conftest import wav_bytes
 
 

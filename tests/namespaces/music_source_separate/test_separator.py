@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from namespaces.music_source_separate import ModelRepository, SeparatedSources, Separator, native, select_model
-from sami_gateway.cli import main
+from sami_gateway.cli.main import main
 from tests.conftest import tone, wav_bytes
 
 

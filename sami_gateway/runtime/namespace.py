@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from .config import Config
+from ..config import Config
 from .scheduler import Scheduler
 
 Params = TypeVar("Params")

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Protocol, TypeVar
 
-from ..work.queue import BATCH, CLASSES, JOB, ClassDepth, Work
+from ...work.queue import BATCH, CLASSES, JOB, ClassDepth, Work
 
 T = TypeVar("T")
 LEASE_SECONDS = 30.0  # held work not renewed this long (the store away as long) may be queued again

@@ -10,9 +10,9 @@ from contextlib import suppress
 from aiohttp import web
 from aiohttp.log import server_logger
 
+from ..config import Config
 from .access_log import AccessLogger
 from .bad_requests import MalformedRequestLog
-from .config import Config
 from .connections import ConnectionGuard
 from .door import Door
 from .listener import Listener, listening_sockets

@@ -9,14 +9,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..auth import Authorization
-from ..body import BodyTimeout, BodyTooLarge, BodyUnreadable, read_capped
-from ..errors import Code, error
-from ..state import AUTH, CONFIG, CONTEXT
-from .service import JobService
+from ...auth.authenticator import Authorization
+from ...errors import Code, error
+from ...web.body import read_capped, refused_in_envelope
+from ...web.state import AUTH, CONFIG, CONTEXT, JOBS
+from ..service import JobService
 
-JOBS = web.AppKey("jobs", JobService)  # the app's Jobs API service
-PREFIXES = ("/api/v1/jobs", "/api/v1/uploads", "/api/v1/models")  # answered with the Jobs API's error JSON
 CURSOR_PATTERN = "^[0-9]{0,18}$"  # a job list's cursor: where the previous page ended (empty: the first page)
 SECONDS_PER_100_MB = 1.0  # a file's time allowance grows with its size beyond the body timeout
 LARGE_JSON_BYTES = 1024 * 1024  # parsed off the event loop above this
@@ -54,16 +52,8 @@ def job_response(request: web.Request, job: Any, status: int = 200,
 async def read_json(request: web.Request, limit: int) -> Any:
     """A JSON body within `limit` and the body timeout, parsed off the event loop when large."""
     timeout = request.app[CONFIG].body_timeout
-    try:
+    with refused_in_envelope(limit, timeout):
         body = await read_capped(request, limit, timeout)
-    except BodyTooLarge as exc:
-        raise error(Code.EXCEEDED_DATA_SIZE, f"request body larger than {limit} bytes",
-                    {"Connection": "close"}) from exc
-    except BodyUnreadable as exc:
-        raise error(Code.CLIENT_ERROR, "body cannot be read", {"Connection": "close"}) from exc
-    except BodyTimeout as exc:
-        raise error(Code.BODY_TIMEOUT, f"the body did not arrive within {timeout:g} s",
-                    {"Connection": "close"}) from exc
     if len(body) > LARGE_JSON_BYTES:
         return await asyncio.to_thread(parse_json, body, "the body")
     return parse_json(body, "the body")

@@ -1,4 +1,5 @@
-"""Downloads of `payload.url`: size-capped, time-limited, refusing internal addresses."""
+"""Outbound HTTP: downloads of `payload.url` and of job inputs, webhook POSTs and PUTs to
+`copy_results_to`; size-capped, time-limited, refusing internal addresses."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
-from .errors import Code, GatewayError, error
+from ..errors import Code, GatewayError, error
 
 MAX_REDIRECTS = 3  # enough for CDN hops; more is a loop or a trick
 CHUNK_BYTES = 64 * 1024
@@ -90,8 +91,9 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-class Fetcher:
-    """Owns the client session used for `payload.url`."""
+class OutboundHttp:
+    """Owns the client session of every outbound request: GET a URL's bytes (`fetch`), send a PUT or
+    POST (`send`)."""
 
     def __init__(self, policy: FetchPolicy, connect_timeout: float, total_timeout: float) -> None:
         self._policy = policy
@@ -118,7 +120,7 @@ class Fetcher:
 
     async def fetch(self, url_text: str, max_bytes: int) -> bytes:
         """The body at `url_text`, following at most MAX_REDIRECTS checked redirects."""
-        assert self._session is not None, "Fetcher.open() was not awaited"
+        assert self._session is not None, "OutboundHttp.open() was not awaited"
         try:
             async with asyncio.timeout(self._timeout.total):  # one budget for all the hops
                 return await self._follow(URL(url_text), max_bytes)
@@ -133,7 +135,7 @@ class Fetcher:
                    timeout: float) -> int:
         """Send `body` (bytes, or a file streamed from disk) to a caller's URL under the same rules
         as a download (webhooks, `copy_results_to`); redirects are not followed. The HTTP status."""
-        assert self._session is not None, "Fetcher.open() was not awaited"
+        assert self._session is not None, "OutboundHttp.open() was not awaited"
         url = URL(url_text)
         self._check_url(url)
         data: Any = body if isinstance(body, bytes) else _file_chunks(body)

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .config import SETTINGS, ConfigError, load_config
+from ..config import SETTINGS, ConfigError, load_config
 
 
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sami-gateway", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _plugin_commands(commands)
-    from .jobs_cli import register as register_jobs  # only argparse here: the SDK loads when a jobs action runs
+    from .jobs import register as register_jobs  # only argparse here: the SDK loads when a jobs action runs
 
     register_jobs(commands)
     serve = commands.add_parser("serve", help="run the gateway")
@@ -47,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(flags: dict[str, object]) -> int:
-    from .app import create_app
-    from .namespace import NamespaceStartError
-    from .reload import on_sighup
-    from .server import run
+    from ..app import create_app
+    from ..roles.reload import on_sighup
+    from ..runtime.namespace import NamespaceStartError
+    from ..web.server import run
 
     config = load_config(flags)
     logging.basicConfig(level=config.log_level,
@@ -70,8 +70,8 @@ def _worker(flags: dict[str, object]) -> int:
 
     import uvloop
 
-    from .namespace import NamespaceStartError
-    from .roles.worker import serve_worker
+    from ..roles.worker import serve_worker
+    from ..runtime.namespace import NamespaceStartError
 
     config = load_config(flags)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -86,7 +86,7 @@ def _worker(flags: dict[str, object]) -> int:
 
 
 def _token(flags: dict[str, object]) -> int:
-    from .auth import TokenService
+    from ..auth.authenticator import TokenService
 
     appkey = str(flags.pop("appkey"))
     ttl = flags.pop("ttl")

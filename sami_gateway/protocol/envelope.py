@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from .envelope_reader import DataDecoder, ReceivedEnvelope, decode_text, parse_object
-from .errors import Code, GatewayError, error
+from ..errors import Code, GatewayError, error
+from .reader import DataDecoder, ReceivedEnvelope, decode_text, parse_object
 
 SUPPORTED_VERSIONS = frozenset({"v4"})
 ROUTING_FIELDS = ("appkey", "token", "namespace", "version")

@@ -15,9 +15,9 @@ from typing import Any
 
 import jwt
 
-from .config import DEFAULT_KID, MAX_TOKEN_TTL, AppKeyRule, Config
-from .errors import Code, error
-from .quota import Quota
+from ..config import DEFAULT_KID, MAX_TOKEN_TTL, AppKeyRule, Config
+from ..config.limits import Quota
+from ..errors import Code, error
 
 ALGORITHM = "HS256"  # pinned: a token naming any other algorithm is refused
 ISSUER = "sami-gateway"
@@ -130,3 +130,10 @@ class Authenticator:
         if namespace not in self._namespaces or not rule.allows(namespace):
             raise error(Code.DENIED_NAMESPACE, namespace or "missing namespace")
         return Authorization(appkey, namespace, rule.quota or self._default_quota)
+
+
+def authorize_from_query(query: Mapping[str, str], auth: Authenticator) -> Authorization | None:
+    """Clients that put credentials in the query (the Go SDK) are checked before the body is read."""
+    if all(query.get(name) for name in ("appkey", "token", "namespace")):
+        return auth.authorize(query["appkey"], query["token"], query["namespace"])
+    return None

@@ -17,14 +17,14 @@ from typing import Any, TypeVar
 
 import orjson
 
-from ..errors import Code, GatewayError, error
-from ..work.queue import BATCH, JOB
-from .blobs import FULL_RETRY_AFTER
-from .codec import NESTED, job_from_dict, job_to_dict
-from .model import Job, JobStatus, Upload, WebhookEvent
+from ...errors import Code, GatewayError, error
+from ...work.queue import BATCH, JOB
+from ..blobs import FULL_RETRY_AFTER
+from ..codec import NESTED, job_from_dict, job_to_dict
+from ..model import Job, JobStatus, Upload, WebhookEvent
+from ..storage_quota import StorageLimits, StorageUsage, exceeded
+from ..store import IdempotencyMismatch, QueueHead
 from .sqlite_queue import WORK_SCHEMA, SqliteWorkQueue, add_work, queue_active_jobs
-from .storage_quota import StorageLimits, StorageUsage, exceeded
-from .store import IdempotencyMismatch, QueueHead
 
 T = TypeVar("T")
 DELETED_REMEMBERED = 10_000  # deleted job ids kept (one process owns the file): a stream on one says cancelled

@@ -10,11 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import TokenService
-from .config import Config
-from .gettoken import GETTOKEN
-from .roles.services import reread
-from .state import AUTH, SERVICES
+from ..auth.authenticator import TokenService
+from ..config import Config
+from ..gettoken import GETTOKEN
+from ..web.state import AUTH, SERVICES
+from .services import reread
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .errors import Code, GatewayError, error
+from ..errors import Code, GatewayError, error
 
 log = logging.getLogger(__name__)
 Steps = Generator[Any, Any, Any]

@@ -23,11 +23,11 @@ from aiohttp import web
 from aiohttp.log import access_logger
 from yarl import URL
 
+from ..auth.authenticator import authorize_from_query
+from ..errors import GatewayError
+from ..protocol.envelope import error_envelope, new_task_id, reject_repeated
 from .access_log import record_of
 from .connections import raw_response
-from .errors import GatewayError
-from .invoke.handler import authorize_from_query
-from .protocol import error_envelope, new_task_id, reject_repeated
 from .state import AUTH, METRICS, SCHEDULER, RequestContext
 
 INVOKE_PATH = "/api/v1/invoke"

@@ -11,24 +11,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from dataclasses import dataclass
 from typing import Protocol
 
-from .errors import Code, error
+from ..config.limits import Quota
+from ..errors import Code, error
 
 STREAM_RETRY_AFTER_SECONDS = 5  # a slot frees when one of the appkey's streams or long polls ends: not at once
-
-
-@dataclass(frozen=True)
-class Quota:
-    """`rate` requests per second on average, bursts of `burst`, at most `concurrent` at once, and at
-    most `streams` event streams and long polls open at once."""
-
-    rate: float
-    burst: int
-    concurrent: int
-    streams: int = 16
-
-    def __post_init__(self) -> None:
-        if self.rate <= 0 or self.burst < 1 or self.concurrent < 1 or self.streams < 1:
-            raise ValueError("quota needs rate > 0, burst >= 1, concurrent >= 1 and streams >= 1")
 
 
 @dataclass

@@ -7,7 +7,7 @@ from collections.abc import Collection
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .errors import Code
+from ..errors import Code
 from .namespace import RunReport
 from .scheduler import Scheduler, TaskStats
 

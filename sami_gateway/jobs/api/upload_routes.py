@@ -8,14 +8,14 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from ..errors import Code, error
-from ..state import METRICS, QUOTAS
-from .blobs import BlobTooLarge, Written
+from ...errors import Code, error
+from ...web.state import METRICS, QUOTAS
+from ..blobs import BlobTooLarge, Written
+from ..model import Upload
+from ..service import new_id
+from ..storage_quota import StorageUsage
+from ..views import iso, upload_json
 from .http import authorized, base_url, chunks, file_timeout, json_response, service
-from .model import Upload
-from .service import new_id
-from .storage_quota import StorageUsage
-from .views import iso, upload_json
 
 
 async def create_upload(request: web.Request) -> web.Response:

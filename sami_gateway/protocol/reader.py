@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from .errors import Code, error
+from ..errors import Code, error
 
 MIN_MAP_BYTES = 64 * 1024  # smaller data is handed on as bytes
 # The JSON around `data` (routing fields, payload string), kept whole and parsed at the end: far

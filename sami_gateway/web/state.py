@@ -7,13 +7,14 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import Authenticator, Authorization
-from .config import Config
-from .fetch import Fetcher
-from .metrics import Metrics
-from .namespace import Namespace, RunReport
-from .quota import Quotas, StreamSlots
-from .scheduler import Scheduler
+from ..auth.authenticator import Authenticator, Authorization
+from ..auth.quota import Quotas, StreamSlots
+from ..config import Config
+from ..jobs.service import JobService
+from ..runtime.metrics import Metrics
+from ..runtime.namespace import Namespace, RunReport
+from ..runtime.outbound import OutboundHttp
+from ..runtime.scheduler import Scheduler
 
 
 @dataclass
@@ -46,7 +47,8 @@ class RequestContext:
 CONFIG = web.AppKey("config", Config)
 BODY_LIMIT = web.AppKey("body_limit", int)
 AUTH = web.AppKey("auth", Authenticator)
-FETCHER = web.AppKey("fetcher", Fetcher)
+OUTBOUND = web.AppKey("outbound", OutboundHttp)
+JOBS = web.AppKey("jobs", JobService)  # the Jobs API's service
 NAMESPACES = web.AppKey("namespaces", dict[str, Namespace[Any]])
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 METRICS = web.AppKey("metrics", Metrics)

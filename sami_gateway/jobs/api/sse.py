@@ -14,13 +14,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..auth import Authorization
-from ..errors import Code, GatewayError, error
-from ..state import CONTEXT
+from ...auth.authenticator import Authorization
+from ...errors import Code, GatewayError, error
+from ...web.state import CONTEXT
+from ..model import Job
+from ..service import JobService
+from ..views import error_body
 from .http import base_url
-from .model import Job
-from .service import JobService
-from .views import error_body
 
 HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing the stream; the job is read again
 LOST = "the job is no longer known (its state was lost)"

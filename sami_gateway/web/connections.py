@@ -14,8 +14,8 @@ from aiohttp import StreamReader, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import RawRequestMessage
 
-from .errors import Code, error
-from .protocol import error_envelope, new_task_id
+from ..errors import Code, error
+from ..protocol.envelope import error_envelope, new_task_id
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .errors import Code, GatewayError, error
-from .jobs.http import PREFIXES as JOBS_PREFIXES
-from .jobs.views import error_body
-from .protocol import error_envelope, new_task_id
+from ..errors import Code, GatewayError, error
+from ..jobs.views import PREFIXES as JOBS_PREFIXES
+from ..jobs.views import error_body
+from ..protocol.envelope import error_envelope, new_task_id
 from .state import CONTEXT, METRICS, RequestContext
 
 log = logging.getLogger(__name__)

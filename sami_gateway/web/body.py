@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from ..errors import Code, error
+
 READ_CHUNK_BYTES = 64 * 1024
+CLOSE = {"Connection": "close"}  # the rest of an unread or broken body must not be taken for a request
 
 
 class BodyTooLarge(Exception):
@@ -43,6 +47,20 @@ async def stream_capped(request: web.Request, limit: int, timeout: float, sink: 
         raise BodyUnreadable(str(exc)) from exc
     except TimeoutError as exc:
         raise BodyTimeout(timeout) from exc
+
+
+@contextmanager
+def refused_in_envelope(limit: int, timeout: float) -> Iterator[None]:
+    """A body that could not be read, answered in the SAMI envelope (invoke and the Jobs API alike),
+    closing the connection."""
+    try:
+        yield
+    except BodyTooLarge as exc:
+        raise error(Code.EXCEEDED_DATA_SIZE, f"request body larger than {limit} bytes", dict(CLOSE)) from exc
+    except BodyUnreadable as exc:
+        raise error(Code.CLIENT_ERROR, "body cannot be read", dict(CLOSE)) from exc
+    except BodyTimeout as exc:
+        raise error(Code.BODY_TIMEOUT, f"the body did not arrive within {timeout:g} s", dict(CLOSE)) from exc
 
 
 async def read_capped(request: web.Request, limit: int, timeout: float) -> bytes:

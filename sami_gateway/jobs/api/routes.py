@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..auth import Authorization
-from ..errors import Code, error
-from ..state import BODY_LIMIT, QUOTAS, STREAMS
-from .blobs import BlobTooLarge, Written
+from ...auth.authenticator import Authorization
+from ...errors import Code, error
+from ...web.state import BODY_LIMIT, QUOTAS, STREAMS
+from ..blob_keys import form_file_key
+from ..blobs import BlobTooLarge, Written
+from ..model import JobStatus, media_type
+from ..requests import JobRequest, parse_job_request
+from ..service import JobService
+from ..storage_quota import StorageUsage
 from .http import (
     CURSOR_PATTERN,
     authorized,
@@ -28,12 +32,8 @@ from .http import (
     read_json,
     service,
 )
-from .model import JobStatus, media_type
 from .models_route import list_models
-from .requests import JobRequest, parse_job_request
-from .service import JobService
 from .sse import job_events
-from .storage_quota import StorageUsage
 
 MAX_WAIT_SECONDS = 60.0  # the longest long poll
 DEFAULT_LIMIT, MAX_LIMIT = 50, 100
@@ -91,7 +91,7 @@ async def _form_parts(request: web.Request, jobs: JobService, key: str) -> Form:
 
 async def _multipart(request: web.Request, jobs: JobService) -> tuple[JobRequest, str, Written]:
     """`file` streamed to storage, `params` parsed: (request, key of the stored file, its size and SHA-256)."""
-    key = f"uploads/form_{uuid.uuid4().hex}"
+    key = form_file_key()
     try:
         form = await _form_parts(request, jobs, key)
         if form.file is None:

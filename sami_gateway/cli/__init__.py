@@ -1,0 +1,1 @@
+"""The command line: `serve`, `worker`, `token`, `jobs ...` and the namespaces' own commands."""

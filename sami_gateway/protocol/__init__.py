@@ -1,0 +1,2 @@
+"""The SAMI wire format: the invoke envelope, its status answers, and the reader that decodes a
+body's `data` as it streams in."""
