@@ -19,7 +19,7 @@ from sami_gateway.config import load_config
 from sami_gateway.docs import DOCUMENT, add_docs_routes
 from sami_gateway.errors import Code
 from sami_gateway.gettoken import OpenApiCode
-from sami_gateway.jobs.api.http import PREFIXES as JOBS_PREFIXES
+from sami_gateway.jobs.views import PREFIXES as JOBS_PREFIXES
 from sami_gateway.openapi_schemas import EXAMPLES, JOB_FAILED, JOB_QUEUED, JOB_REQUESTS, JOB_SUCCEEDED
 
 from .conftest import Gateway

@@ -12,7 +12,6 @@ that Redis lost (restarted empty, a failover) is answered 503 within seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -25,6 +24,7 @@ import redis.asyncio as aioredis
 
 from ..errors import Code, GatewayError, error
 from ..runtime.namespace import Call, JobCall, JobOutput, Namespace, Result, RunReport
+from ..runtime.periodic import Background
 from ..runtime.scheduler import Scheduler
 from . import keys
 from .redis_client import RETRY_AFTER, redis_unavailable
@@ -53,7 +53,7 @@ class RemoteParams:
 
 
 @dataclass(frozen=True)
-class InvokeRequest:
+class QueuedInvoke:
     """What a worker needs to run an invoke, as stored in Redis."""
 
     task_id: str
@@ -68,7 +68,7 @@ class InvokeRequest:
                              "payload": self.payload, "reply_to": self.reply_to, "deadline": self.deadline})
 
     @classmethod
-    def decode(cls, raw: bytes) -> InvokeRequest:
+    def decode(cls, raw: bytes) -> QueuedInvoke:
         return cls(**orjson.loads(raw))
 
 
@@ -110,25 +110,22 @@ class InvokeDispatcher:
         # all read it at once, and the one that finds it already taken must not answer before the one that took it.
         self._reading: dict[str, asyncio.Lock] = {}
         self._collecting: set[asyncio.Task[None]] = set()
-        self._watcher: asyncio.Task[None] | None = None
+        self._watcher = Background("invoke-watch", self._watch)
         self.subscriber = Subscriber(client, [keys.reply(front)], self._answered, self._recover)
         self.admit: Callable[[], None] = lambda: None  # raises when no worker could answer
 
     def start(self) -> None:
         self.subscriber.start()
-        self._watcher = asyncio.create_task(self._watch(), name="invoke-watch")
+        self._watcher.start()
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        await self._watcher.stop()
         await self.subscriber.stop()
 
     async def invoke(self, namespace: str, call: Call[RemoteParams]) -> Result:
         self.admit()
         work_id = uuid.uuid4().hex
-        request = InvokeRequest(call.task_id, call.appkey, namespace, call.params.payload, keys.reply(self.front),
+        request = QueuedInvoke(call.task_id, call.appkey, namespace, call.params.payload, keys.reply(self.front),
                                 time.time() + self._timeout)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending[work_id] = future

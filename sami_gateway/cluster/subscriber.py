@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
+from ..runtime.periodic import Background
 from .redis_client import UNREACHABLE
 
 log = logging.getLogger(__name__)
@@ -35,17 +36,14 @@ class Subscriber:
         self._channels = list(channels)
         self._on_message = on_message
         self._on_reconnect = on_reconnect
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background("redis-subscriber", self._run)
         self.connected = asyncio.Event()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="redis-subscriber")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
     async def _run(self) -> None:
         first = True

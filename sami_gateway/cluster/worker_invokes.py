@@ -16,7 +16,7 @@ from ..runtime.namespace import InputBytes, Namespace
 from ..work.queue import Work
 from . import keys
 from .redis_client import redis_unavailable
-from .remote_invoke import KEEP_SECONDS, InvokeRequest, encode_error, encode_result
+from .remote_invoke import KEEP_SECONDS, QueuedInvoke, encode_error, encode_result
 
 log = logging.getLogger(__name__)
 ANSWER_RETRY_SECONDS = 2.0  # an invoke's answer that met Redis away is written again this often
@@ -41,7 +41,7 @@ class InvokeHandler:
             raw, data = await self._client.mget(keys.invoke_request(work.id), keys.invoke_input(work.id))
         if raw is None or data is None:
             return  # its front gave up on it (or it was answered before a takeover)
-        request = InvokeRequest.decode(raw)  # type: ignore[arg-type]  # the client gives bytes back
+        request = QueuedInvoke.decode(raw)  # type: ignore[arg-type]  # the client gives bytes back
         remaining = request.deadline - time.time()
         if remaining <= 0:
             return
@@ -60,7 +60,7 @@ class InvokeHandler:
             answer = encode_error(error(Code.INTERNAL_ERROR))
         await self._answer_when_back(work.id, request, answer)
 
-    async def _answer_when_back(self, work_id: str, request: InvokeRequest, answer: dict[str, bytes]) -> None:
+    async def _answer_when_back(self, work_id: str, request: QueuedInvoke, answer: dict[str, bytes]) -> None:
         """Write the answer; Redis away is waited out holding the work, until the request's deadline.
         Raising instead would leave the work to run again once its lease lapsed: the client would wait
         the lease, and the model would run twice."""
@@ -79,7 +79,7 @@ class InvokeHandler:
         with redis_unavailable():
             raw = await self._client.get(keys.invoke_request(work.id))
         if raw is not None:
-            request = InvokeRequest.decode(raw)  # type: ignore[arg-type]  # the client gives bytes back
+            request = QueuedInvoke.decode(raw)  # type: ignore[arg-type]  # the client gives bytes back
             await self._answer(work.id, request.reply_to, encode_error(failure))
 
     async def _answer(self, work_id: str, reply_to: str, answer: dict[str, bytes]) -> None:

@@ -33,7 +33,7 @@ from ..web.state import AUTH, BODY_LIMIT, CONFIG, CONTEXT, METRICS, NAMESPACES, 
 from .execute import execute
 
 
-async def read_envelope(request: web.Request, limit: int) -> ReceivedEnvelope:
+async def receive_envelope(request: web.Request, limit: int) -> ReceivedEnvelope:
     """The request body within `limit` and the body timeout, `data` decoded as it arrives."""
     timeout = request.app[CONFIG].body_timeout
     reader = EnvelopeReader(request.app[CONFIG].max_input_bytes, request.content_length or 0)
@@ -83,7 +83,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
 async def admitted(request: web.Request) -> web.StreamResponse:
     """An admitted request: body, envelope, auth, the appkey's quota, then the namespace."""
     context = request[CONTEXT]
-    received = await read_envelope(request, request.app[BODY_LIMIT])
+    received = await receive_envelope(request, request.app[BODY_LIMIT])
     routing = parse_routing(request.query, received.fields)
     context.namespace = routing["namespace"]
     # Credentials from the query were verified before the body; the body cannot contradict them.

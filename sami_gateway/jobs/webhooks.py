@@ -21,6 +21,7 @@ from typing import Any
 from ..config.jobs import JobSettings, job_settings
 from ..errors import GatewayError, log_failure, store_trouble
 from ..runtime.outbound import OutboundHttp
+from ..runtime.periodic import Background
 from .model import Job, WebhookEvent
 from .store import JobStore
 
@@ -73,17 +74,14 @@ class WebhookSender:
         self._timeout = timeout
         self._on_attempt = on_attempt
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background("webhooks", self._loop)
         self._rng = random.Random()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="webhooks")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
     def on_change(self, job: Job) -> None:
         if job.status.terminal and job.webhook_url:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sami_gateway.cluster import keys
-from sami_gateway.cluster.remote_invoke import InvokeRequest, decode_answer
+from sami_gateway.cluster.remote_invoke import QueuedInvoke, decode_answer
 from sami_gateway.cluster.workqueue import RedisWorkQueue
 from sami_gateway.config import load_config
 from sami_gateway.errors import Code, GatewayError
@@ -73,7 +73,7 @@ async def test_a_job_whose_last_run_was_cut_short_fails_clearly(worker: Worker) 
 
 
 async def test_an_invoke_whose_last_run_was_cut_short_is_answered_500(worker: Worker) -> None:
-    request = InvokeRequest("task-1", "k", "MusicSourceSeparate", {}, keys.reply("front-x"), time.time() + 60)
+    request = QueuedInvoke("task-1", "k", "MusicSourceSeparate", {}, keys.reply("front-x"), time.time() + 60)
     await worker.client.set(keys.invoke_request("w1"), request.encode())
     pubsub = worker.client.pubsub()
     await pubsub.subscribe(keys.reply("front-x"))
@@ -121,7 +121,7 @@ async def test_a_job_deleted_anywhere_is_forgotten_by_the_workers_namespace(redi
 async def test_one_exhausted_item_that_cannot_be_failed_does_not_stop_the_round(
         worker: Worker, caplog: pytest.LogCaptureFixture) -> None:
     await worker.client.set(keys.invoke_request("w-broken"), b"{not json")  # failing it raises
-    good = InvokeRequest("task-2", "k", "MusicSourceSeparate", {}, keys.reply("front-y"), time.time() + 60)
+    good = QueuedInvoke("task-2", "k", "MusicSourceSeparate", {}, keys.reply("front-y"), time.time() + 60)
     await worker.client.set(keys.invoke_request("w-good"), good.encode())
     pubsub = worker.client.pubsub()
     await pubsub.subscribe(keys.reply("front-y"))
