@@ -18,7 +18,7 @@ COPY sdk/python ./sdk/python
 ENV XDG_CACHE_HOME=/var/cache/sami
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
     && pip install -c constraints.txt ./sdk/python . && useradd --system --uid 10001 --home-dir /app sami \
-    && python -c "from namespaces.music_source_separate import native; native.build('/var/cache/sami/sami-gateway/native')" \
+    && python -c "from namespaces.music_source_separate.engine import native; native.build('/var/cache/sami/sami-gateway/native')" \
     && mkdir -p /models /data && chown sami /models /data && chown -R sami /var/cache/sami
 
 USER sami

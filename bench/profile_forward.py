@@ -43,7 +43,7 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     from bench.separation import RELEASED
-    from namespaces.music_source_separate.engine import ModelCall, Precision, forward
+    from namespaces.music_source_separate.engine.inference import ModelCall, Precision, forward
 
     torch.manual_seed(0)
     with warnings.catch_warnings():

@@ -90,7 +90,8 @@ def run_reference(store: Path, mix: np.ndarray, shifts: int) -> tuple[np.ndarray
 def run_ours(store: Path, mix: np.ndarray, precision: str) -> tuple[np.ndarray, float, int]:
     import torch
 
-    from namespaces.music_source_separate import ModelRepository, Separator, native
+    from namespaces.music_source_separate import ModelRepository, Separator
+    from namespaces.music_source_separate.engine import native
 
     native.retain_freed_memory()  # as `sami-gateway separate` and the service do on CPU
     separator = Separator("htdemucs", "cpu", repository=ModelRepository(store, "http://127.0.0.1:9/"),

@@ -21,7 +21,7 @@ from namespaces.music_source_separate.audio.errors import AudioError
 from namespaces.music_source_separate.audio.framing import Damaged, whole
 from namespaces.music_source_separate.audio.sniff import AudioHint, sniff
 from namespaces.music_source_separate.codes import gateway_error
-from namespaces.music_source_separate.params import parse_params
+from namespaces.music_source_separate.requests.params import parse_params
 from sami_gateway.errors import GatewayError
 from sami_gateway.protocol.envelope import decode_data, parse_routing
 from sami_gateway.protocol.envelope import parse_invoke as parse_received

@@ -12,10 +12,10 @@ from typing import Any
 
 _EXPORTS = {
     "SETTINGS": ".settings",  # the namespace's settings section, read by the gateway's configuration
-    "Separator": ".separator",
-    "SeparatedSources": ".separator",
-    "select_model": ".separator",
-    "ModelRepository": ".repository",
+    "Separator": ".engine.separator",
+    "SeparatedSources": ".engine.separator",
+    "select_model": ".engine.separator",
+    "ModelRepository": ".models.repository",
     "MusicSourceSeparate": ".plugin",
     "create_namespace": ".plugin",
 }

@@ -12,8 +12,8 @@ from sami_gateway.errors import Code, GatewayError, error
 from .audio.errors import AudioError, AudioErrorKind
 
 if TYPE_CHECKING:  # the store's modules import torch; this module stays light (the fuzz tests import it)
-    from .store import ModelStoreError
-    from .store_models import ModelNotInStore
+    from .models.layout import ModelStoreError
+    from .models.listing import ModelNotInStore
 
 CODES: dict[AudioErrorKind, Code] = {
     AudioErrorKind.EMPTY: Code.EMPTY_DATA,
@@ -49,7 +49,7 @@ def missing_model_message(exc: ModelNotInStore) -> str:
 
 def model_error(exc: ModelStoreError) -> GatewayError:
     """The answer for a model a request names that the store cannot give (40000022 IllegalPayload)."""
-    from .store_models import ModelNotInStore
+    from .models.listing import ModelNotInStore
 
     if isinstance(exc, ModelNotInStore):
         return error(Code.ILLEGAL_PAYLOAD, missing_model_message(exc))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from .repository import ModelRepository
+    from .models.repository import ModelRepository
     from .settings import SeparationSettings
 
 Flags = dict[str, Any]
@@ -81,9 +81,9 @@ def _with_repository(action: Action) -> Callable[[Flags], int]:
     def handler(flags: Flags) -> int:
         from sami_gateway.config import load_config
 
-        from .repository import ModelRepository
+        from .models.layout import ModelStoreError
+        from .models.repository import ModelRepository
         from .settings import SETTINGS
-        from .store import ModelStoreError
 
         given = {key: flags.pop(key, None) for key in ("config", "model_dir", "model_url")}
         try:
@@ -203,9 +203,9 @@ def _separate(repository: ModelRepository, settings: SeparationSettings, flags: 
 
     import torch
 
-    from . import native
     from .audio.errors import AudioError
-    from .separator import Separator, default_device
+    from .engine import native
+    from .engine.separator import Separator, default_device
 
     precision = flags.get("precision") or settings.precision
     device = torch.device(flags.get("device") or default_device())

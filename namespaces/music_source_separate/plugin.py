@@ -23,22 +23,22 @@ from sami_gateway.config.jobs import job_settings
 from sami_gateway.runtime.namespace import Call, JobCall, JobOutput, NamespaceStartError, Result, RunReport
 from sami_gateway.runtime.scheduler import Scheduler, lower_thread_priority
 
-from . import native
 from .audio.convert import output_frames
 from .audio.sniff import AudioHint
 from .codes import translated
-from .engine import drive
-from .job_params import JobParams, JobParser, job_fields
-from .job_results import JobProgress, write_stems
-from .loaded_models import LoadedModels
-from .params import SeparateParams, parse_params
-from .pipeline import SHIFTS, Lane, ModelKey, Pipeline, Work
-from .separator import Separator
+from .engine import native
+from .engine.inference import drive
+from .engine.separator import Separator
+from .models.layout import ModelStoreError, load_ensemble, missing_message
+from .models.listing import ModelNotInStore, StoreModels
+from .models.loaded import LoadedModels
+from .pipeline.job_results import JobProgress, write_stems
+from .pipeline.separation import SHIFTS, Lane, ModelKey, Pipeline, Work
+from .pipeline.stem_cache import CacheUse, StemCache, holder_name
+from .requests.job_params import JobParams, JobParser, job_fields
+from .requests.params import SeparateParams, parse_params
+from .requests.stems import VOCALS, render, sami_target
 from .settings import SETTINGS, SeparationSettings
-from .stem_cache import CacheUse, StemCache, holder_name
-from .stems import VOCALS, render, sami_target
-from .store import ModelStoreError, load_ensemble, missing_message
-from .store_models import ModelNotInStore, StoreModels
 
 log = logging.getLogger(__name__)
 NAME = "MusicSourceSeparate"

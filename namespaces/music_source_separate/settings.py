@@ -26,8 +26,8 @@ from sami_gateway.config.settings import (
     user_cache_dir,
 )
 
-from .defaults import DEFAULT_KERNEL_DIR, DEFAULT_MODEL_DIR, OFFICIAL_MODEL_URL
-from .sami_models import SAMI_MODELS
+from .models.defaults import DEFAULT_KERNEL_DIR, DEFAULT_MODEL_DIR, OFFICIAL_MODEL_URL
+from .requests.sami_models import SAMI_MODELS
 
 MAX_INPUT_CHANNELS = 32  # more than stereo is downmixed; this bounds memory per second of audio
 MAX_LOADED_MODELS = 64  # a bound above any store's count of models, so a typo cannot mean "unbounded"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from namespaces.music_source_separate.repository import ModelRepository
+from namespaces.music_source_separate.models.repository import ModelRepository
 
 from .model_server import ModelServer, Remote, build_remote, serve
 

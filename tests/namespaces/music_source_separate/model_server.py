@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from namespaces.music_source_separate.catalogue import Catalogue
 from namespaces.music_source_separate.demo_store import HTDEMUCS_SIG
+from namespaces.music_source_separate.models.catalogue import Catalogue
 
 CORRUPT_SIG, GONE_SIG, CUT_SIG, STALL_SIG, QUANTIZED_SIG = "badc0ffe", "dead0000", "c0000c07", "5a11ed00", "9a000000"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from namespaces.music_source_separate.catalogue import OFFICIAL_MODEL_URL, Catalogue, describe, quantized_name
-from namespaces.music_source_separate.repository import ModelRepository
-from namespaces.music_source_separate.store import ModelStoreError
+from namespaces.music_source_separate.models.catalogue import OFFICIAL_MODEL_URL, Catalogue, describe, quantized_name
+from namespaces.music_source_separate.models.layout import ModelStoreError
+from namespaces.music_source_separate.models.repository import ModelRepository
 
 from .model_server import QUANTIZED_SIG, Remote
 

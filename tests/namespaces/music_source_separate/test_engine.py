@@ -13,7 +13,7 @@ from demucs.demucs import Demucs
 from demucs.hdemucs import HDemucs
 
 from namespaces.music_source_separate.demo_store import SOURCES
-from namespaces.music_source_separate.engine import (
+from namespaces.music_source_separate.engine.inference import (
     Precision,
     RunOptions,
     count_chunks,
@@ -25,7 +25,7 @@ from namespaces.music_source_separate.engine import (
     segment_samples,
     separate,
 )
-from namespaces.music_source_separate.store import Ensemble, Member, load_ensemble
+from namespaces.music_source_separate.models.layout import Ensemble, Member, load_ensemble
 
 TOLERANCE = 1e-4
 

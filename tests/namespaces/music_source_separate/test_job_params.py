@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from namespaces.music_source_separate.demo_store import HTDEMUCS_FT_SIGS, HTDEMUCS_SIG, SOURCES
-from namespaces.music_source_separate.job_params import DEFAULT_JOB_OUTPUT, JobParser, job_fields
-from namespaces.music_source_separate.params import CODEC_RATES, OutputSpec
+from namespaces.music_source_separate.models.listing import StoreModels
 from namespaces.music_source_separate.plugin import parse_target
-from namespaces.music_source_separate.sami_models import SAMI_MODELS
+from namespaces.music_source_separate.requests.job_params import DEFAULT_JOB_OUTPUT, JobParser, job_fields
+from namespaces.music_source_separate.requests.params import CODEC_RATES, OutputSpec
+from namespaces.music_source_separate.requests.sami_models import SAMI_MODELS
 from namespaces.music_source_separate.settings import DEFAULT_MODEL_MAP
-from namespaces.music_source_separate.store_models import StoreModels
 from sami_gateway import openapi
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.openapi_schemas import EXAMPLES

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from namespaces.music_source_separate import pipeline
-from namespaces.music_source_separate.job_params import JobParams
+from namespaces.music_source_separate.pipeline import separation as pipeline
+from namespaces.music_source_separate.pipeline.stem_cache import holder_name
 from namespaces.music_source_separate.plugin import MusicSourceSeparate, create_namespace
-from namespaces.music_source_separate.stem_cache import holder_name
+from namespaces.music_source_separate.requests.job_params import JobParams
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.runtime.namespace import Call, JobCall, JobNamespace, JobOutput
 from sami_gateway.runtime.scheduler import Scheduler

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from namespaces.music_source_separate.demo_store import SOURCES, tiny_htdemucs
-from namespaces.music_source_separate.layer_header import HeaderError, read_sources
+from namespaces.music_source_separate.models.layer_header import HeaderError, read_sources
 
 
 class Trap:

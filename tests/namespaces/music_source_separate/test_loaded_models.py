@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from namespaces.music_source_separate.loaded_models import LoadedModels
+from namespaces.music_source_separate.models.loaded import LoadedModels
 
 
 class Loader:

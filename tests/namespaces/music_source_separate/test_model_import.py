@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from namespaces.music_source_separate.demo_store import HTDEMUCS_SIG, save_package, tiny_htdemucs
-from namespaces.music_source_separate.model_import import check_bag
-from namespaces.music_source_separate.repository import ModelRepository
-from namespaces.music_source_separate.store import ModelStoreError
+from namespaces.music_source_separate.models.importing import check_bag
+from namespaces.music_source_separate.models.layout import ModelStoreError
+from namespaces.music_source_separate.models.repository import ModelRepository
 
 from .model_server import store_files
 

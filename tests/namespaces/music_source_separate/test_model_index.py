@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from namespaces.music_source_separate.demo_store import HTDEMUCS_SIG
-from namespaces.music_source_separate.model_index import ModelIndex
-from namespaces.music_source_separate.repository import ModelRepository
-from namespaces.music_source_separate.store import ModelStoreError
-from namespaces.music_source_separate.store_files import StoreFiles
+from namespaces.music_source_separate.models.files import StoreFiles
+from namespaces.music_source_separate.models.index import ModelIndex
+from namespaces.music_source_separate.models.layout import ModelStoreError
+from namespaces.music_source_separate.models.repository import ModelRepository
 
 from .model_server import Remote
 

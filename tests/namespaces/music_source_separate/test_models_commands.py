@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from namespaces.music_source_separate.catalogue import Catalogue
 from namespaces.music_source_separate.demo_store import HTDEMUCS_SIG
+from namespaces.music_source_separate.models.catalogue import Catalogue
 from sami_gateway.cli.main import main
 
 from .model_server import ModelServer, Remote, serve

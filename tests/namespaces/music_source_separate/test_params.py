@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from namespaces.music_source_separate.audio.encode import FORMATS
-from namespaces.music_source_separate.params import OUTPUT_FORMATS, OutputSpec, parse_params
-from namespaces.music_source_separate.sami_models import Target
+from namespaces.music_source_separate.requests.params import OUTPUT_FORMATS, OutputSpec, parse_params
+from namespaces.music_source_separate.requests.sami_models import Target
 from sami_gateway.errors import Code, GatewayError
 
 

@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from namespaces.music_source_separate import ModelRepository, SeparatedSources, Separator, native, select_model
+from namespaces.music_source_separate import ModelRepository, SeparatedSources, Separator, select_model
+from namespaces.music_source_separate.engine import native
 from sami_gateway.cli.main import main
 from tests.conftest import tone, wav_bytes
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from namespaces.music_source_separate.stem_cache import FORGOTTEN_KEPT, StemCache, cache_key, holder_name
+from namespaces.music_source_separate.pipeline.stem_cache import FORGOTTEN_KEPT, StemCache, cache_key, holder_name
 
 FRAMES = 1000
 ENTRY_BYTES = 2 * FRAMES * 2  # one float16 stereo source of FRAMES

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from namespaces.music_source_separate.sami_models import SAMI_MODELS, Target
-from namespaces.music_source_separate.stems import demucs_stem, sami_stems, sami_target, source_of, stem_names
+from namespaces.music_source_separate.requests.sami_models import SAMI_MODELS, Target
+from namespaces.music_source_separate.requests.stems import demucs_stem, sami_stems, sami_target, source_of, stem_names
 
 RNG = np.random.default_rng(0)
 MIX = RNG.standard_normal((2, 64)).astype(np.float32)

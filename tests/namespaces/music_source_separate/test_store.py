@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from namespaces.music_source_separate.demo_store import HTDEMUCS_FT_SIGS, write_bag
-from namespaces.music_source_separate.store import ModelStoreError, load_ensemble
+from namespaces.music_source_separate.models.layout import ModelStoreError, load_ensemble
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from namespaces.music_source_separate.store_files import StoreFiles
+from namespaces.music_source_separate.models.files import StoreFiles
 
 
 def test_an_absent_store_holds_nothing(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from namespaces.music_source_separate import store_models
 from namespaces.music_source_separate.demo_store import HTDEMUCS_FT_SIGS, HTDEMUCS_SIG, SOURCES
-from namespaces.music_source_separate.store import ModelStoreError
-from namespaces.music_source_separate.store_models import ModelNotInStore, StoreModels
+from namespaces.music_source_separate.models import listing as store_listing
+from namespaces.music_source_separate.models.layout import ModelStoreError
+from namespaces.music_source_separate.models.listing import ModelNotInStore, StoreModels
 
 
 @pytest.fixture
@@ -60,8 +60,8 @@ def test_a_name_that_is_no_model_name(model_store: Path, name: str) -> None:
 def test_a_model_added_later_is_seen_and_headers_are_read_once(store: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     reads: list[str] = []
-    real = store_models.read_sources
-    monkeypatch.setattr(store_models, "read_sources", lambda path: reads.append(path.name) or real(path))
+    real = store_listing.read_sources
+    monkeypatch.setattr(store_listing, "read_sources", lambda path: reads.append(path.name) or real(path))
     empty = tmp_path / "later"
     models = StoreModels(empty)
     with pytest.raises(ModelNotInStore):
@@ -106,8 +106,8 @@ def test_models_are_the_bags_and_the_layers_no_bag_names(store: Path) -> None:
 def test_models_list_a_bag_missing_a_layer_and_read_each_header_once(store: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     reads: list[str] = []
-    real = store_models.read_sources
-    monkeypatch.setattr(store_models, "read_sources", lambda path: reads.append(path.name) or real(path))
+    real = store_listing.read_sources
+    monkeypatch.setattr(store_listing, "read_sources", lambda path: reads.append(path.name) or real(path))
     next(store.glob(f"{HTDEMUCS_FT_SIGS[0]}-*.th")).unlink()
     models = StoreModels(store)
     for _ in range(3):
@@ -129,14 +129,14 @@ def test_a_yaml_file_that_is_no_bag_is_left_out_and_refused_by_name(store: Path,
 
 def test_descriptions_share_one_listing(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     scans: list[Path] = []
-    real = store_models.os.scandir
+    real = store_listing.os.scandir
 
     def scandir(path: Path) -> object:
         if path == store:  # not the installed demucs package's catalogue
             scans.append(path)
         return real(path)
 
-    monkeypatch.setattr(store_models.os, "scandir", scandir)
+    monkeypatch.setattr(store_listing.os, "scandir", scandir)
     models = StoreModels(store)
     listing = models.listing()
     assert [info.name for info in models.models(listing)] == ["htdemucs", "htdemucs_ft"]
@@ -153,7 +153,7 @@ def test_a_missing_demucs_package_is_looked_for_once(store: Path, monkeypatch: p
         looked.append(True)
         raise ModelStoreError("the demucs package is not installed: it ships the model catalogue")
 
-    monkeypatch.setattr(store_models.Catalogue, "packaged", packaged)
+    monkeypatch.setattr(store_listing.Catalogue, "packaged", packaged)
     models = StoreModels(store)
     for _ in range(3):
         assert [info.catalogued for info in models.models()] == [False, False]

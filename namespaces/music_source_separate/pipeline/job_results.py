@@ -14,11 +14,11 @@ import numpy as np
 
 from sami_gateway.runtime.namespace import StemFile
 
-from .audio.convert import output_frames
-from .codes import translated
-from .job_params import JobParams
-from .pipeline import Work
-from .stems import SAMI_STEMS, demucs_stem, render, sami_target
+from ..audio.convert import output_frames
+from ..codes import translated
+from ..requests.job_params import JobParams
+from ..requests.stems import SAMI_STEMS, demucs_stem, render, sami_target
+from .separation import Work
 
 SEPARATION_SHARE = 90.0  # progress (of 100) at the end of the separation; encoding the files is the rest
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from .catalogue import Catalogue
 from .download import DEFAULT_TIMEOUT_SECONDS, download_file, save_verified
-from .model_index import ModelEntry
-from .store import file_checksum, verified_file
-from .store_files import StoreFiles
+from .files import StoreFiles
+from .index import ModelEntry
+from .layout import file_checksum, verified_file
 
 log = logging.getLogger(__name__)
 

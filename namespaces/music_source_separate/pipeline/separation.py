@@ -22,17 +22,17 @@ import torch
 from sami_gateway.runtime.namespace import InputBytes, release
 from sami_gateway.runtime.scheduler import Scheduler
 
-from .audio.convert import resample, to_stereo
-from .audio.decode import decode
-from .audio.sniff import AudioHint
-from .codes import model_error, translated
-from .engine import RunOptions, Steps, count_chunks, counting, forward
-from .loaded_models import Lease, LoadedModels
-from .separator import Separator
-from .settings import SeparationSettings
+from ..audio.convert import resample, to_stereo
+from ..audio.decode import decode
+from ..audio.sniff import AudioHint
+from ..codes import model_error, translated
+from ..engine.inference import RunOptions, Steps, count_chunks, counting, forward
+from ..engine.separator import Separator
+from ..models.layout import Ensemble, ModelStoreError
+from ..models.listing import StoreModels
+from ..models.loaded import Lease, LoadedModels
+from ..settings import SeparationSettings
 from .stem_cache import CacheUse, StemCache, cache_key
-from .store import Ensemble, ModelStoreError
-from .store_models import StoreModels
 
 SHIFTS = 0  # Demucs's one random shift averages nothing and makes answers irreproducible
 # Stems are kept (and always used) at the precision they were computed in: float16 carries the

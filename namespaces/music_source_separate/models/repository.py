@@ -9,11 +9,11 @@ from typing import Any
 from .catalogue import LAYER_FILE, Catalogue, describe, quantized_name
 from .defaults import DEFAULT_MODEL_DIR, OFFICIAL_MODEL_URL
 from .download import DEFAULT_TIMEOUT_SECONDS
-from .model_fetch import FetchEvents, ModelFetcher, ProgressCallback
-from .model_import import import_files
-from .model_index import ModelEntry, ModelIndex
-from .store import Ensemble, ModelStoreError, load_ensemble, load_package
-from .store_files import LayerFiles, StoreFiles
+from .fetch import FetchEvents, ModelFetcher, ProgressCallback
+from .files import LayerFiles, StoreFiles
+from .importing import import_files
+from .index import ModelEntry, ModelIndex
+from .layout import Ensemble, ModelStoreError, load_ensemble, load_package
 
 
 class ModelRepository:

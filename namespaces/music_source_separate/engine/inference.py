@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..models.layout import Ensemble, Member
 from . import fastpath
-from .store import Ensemble, Member
 
 OVERLAP = 0.25  # Demucs's default overlap between consecutive segments
 MAX_SHIFT_SECONDS = 0.5  # Demucs's shift trick moves the input by up to half a second

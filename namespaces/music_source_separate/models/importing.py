@@ -9,8 +9,8 @@ import yaml
 
 from .catalogue import LAYER_FILE, MODEL_NAME
 from .download import save_verified
-from .store import ModelStoreError, file_checksum
-from .store_files import StoreFiles
+from .files import StoreFiles
+from .layout import ModelStoreError, file_checksum
 
 
 def import_files(files: StoreFiles, paths: Iterable[Path | str]) -> list[Path]:

@@ -11,9 +11,9 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from .audio.convert import fit_length, resample, to_channels
-from .audio.encode import encode
-from .denoise import denoise
+from ..audio.convert import fit_length, resample, to_channels
+from ..audio.encode import encode
+from ..engine.denoise import denoise
 from .sami_models import SamiModel, Target
 
 NO = "no_"  # `no_<source>`: the mix minus that source

@@ -19,7 +19,7 @@ import yaml
 
 from .catalogue import LAYER_FILE, MODEL_NAME, Catalogue, quantized_name
 from .layer_header import HeaderError, read_sources
-from .store import BagSpec, ModelStoreError, read_bag
+from .layout import BagSpec, ModelStoreError, read_bag
 
 
 class ModelNotInStore(ModelStoreError):

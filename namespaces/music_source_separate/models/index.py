@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 
 from .catalogue import MODEL_NAME, Catalogue
-from .store import BagSpec, ModelStoreError
-from .store_files import StoreFiles
+from .files import StoreFiles
+from .layout import BagSpec, ModelStoreError
 
 
 @dataclass(frozen=True)

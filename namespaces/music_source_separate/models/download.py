@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .store import ModelStoreError
+from .layout import ModelStoreError
 
 CHUNK_BYTES = 64 * 1024
 PROGRESS_MIN_BYTES = 256 * 1024  # a report at most every 1 % or 256 KiB, whichever is larger

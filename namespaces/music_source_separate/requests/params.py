@@ -8,8 +8,8 @@ from typing import Any
 
 from sami_gateway.errors import Code, error
 
-from .audio.decode import INPUT_RATES
-from .audio.sniff import AudioHint
+from ..audio.decode import INPUT_RATES
+from ..audio.sniff import AudioHint
 from .sami_models import DEFAULT_MODEL, SAMI_MODELS, SamiModel
 
 OUTPUT_FORMATS = ("wav", "mp3", "aac", "m4a")  # SAMI's three, and m4a: AAC of exact length (`audio.encode.FORMATS`)

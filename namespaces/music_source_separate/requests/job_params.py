@@ -14,14 +14,14 @@ from typing import Any
 
 from sami_gateway.errors import Code, error
 
-from .catalogue import describe
-from .codes import model_error
+from ..codes import model_error
+from ..models.catalogue import describe
+from ..models.layout import ModelStoreError
+from ..models.listing import ModelInfo, StoreModels
 from .params import CODEC_RATES, MAX_OUTPUT_RATE, MIN_OUTPUT_RATE, OutputSpec, _in_range, _integer, _string
 from .sami_models import DESCRIPTIONS as SAMI_DESCRIPTIONS
 from .sami_models import SAMI_MODELS, SamiModel
 from .stems import SAMI_STEMS, VOCALS, sami_stems, source_of, stem_names
-from .store import ModelStoreError
-from .store_models import ModelInfo, StoreModels
 
 DEFAULT_JOB_MODEL = "htdemucs"  # Demucs's own default: four stems
 JOB_FORMATS = ("wav", "flac", "mp3", "aac", "m4a")

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from .catalogue import MODEL_NAME
-from .store import BagSpec, ModelStoreError, read_bag
+from .layout import BagSpec, ModelStoreError, read_bag
 
 log = logging.getLogger(__name__)
 
