@@ -7,20 +7,23 @@ same run:
 
 - hop: sequential 10 s stereo invokes through a front and one worker, against the same invokes
   on the single process (SQLite and local files), interleaved; the difference of the medians is
-  what the queue adds. Every song is new to both (the stem cache is off).
+  what the queue adds. Every song is new to both (the stem cache is off). With --baseline REV,
+  that revision's single process and front (from a temporary worktree, on a Redis of its own)
+  take the same invokes in the same rounds, and the result gives both trees' figures and ratios.
 - throughput: the same batch of jobs (three appkeys) run by one worker, then by two; jobs per
   minute and the ratio (close to 2 when two cores are free).
 - recovery: two workers, a batch of jobs, one worker SIGKILLed while it holds one; how long until
   another worker took its work over (the lease, SAMI_WORK_LEASE, plus one reclaim round) and
   until every job had succeeded.
 
-    python3 bench/scale.py [--invokes 15] [--jobs 12] [--lease 5] [--out bench/results/scale.json]
+    python3 bench/scale.py [--invokes 15] [--jobs 12] [--lease 5] [--baseline REV] [--out bench/results/scale.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime
 import json
 import os
@@ -37,6 +40,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.loop_latency import revision, worktree  # noqa: E402
 from tests.cluster.stack import Role, Stack  # noqa: E402
 from tests.jobs.live import song  # noqa: E402
 from tests.servers import Server, free_port, redis_server, s3_server  # noqa: E402
@@ -45,12 +49,13 @@ SECRET = "scale-bench-secret-0123456789abcdef0123"
 APPKEYS = ("bench-a", "bench-b", "bench-c")
 
 
-def base_env(store: Path) -> dict[str, str]:
+def base_env(store: Path, tree: Path = ROOT) -> dict[str, str]:
+    """The settings of every process, importing the gateway from `tree`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAMI_")}
     env.update({"SAMI_HOST": "127.0.0.1", "SAMI_MODEL_DIR": str(store), "SAMI_APPKEYS": ",".join(APPKEYS),
                 "SAMI_TOKEN_SECRET": SECRET, "SAMI_THREADS": "1", "SAMI_JOB_WORKERS": "1",
                 "SAMI_STEM_CACHE_BYTES": "0", "SAMI_QUOTA_RATE": "1000", "SAMI_QUOTA_BURST": "1000",
-                "SAMI_LOG_LEVEL": "WARNING", "SAMI_MAX_AUDIO_SECONDS": "600", "PYTHONPATH": str(ROOT)})
+                "SAMI_LOG_LEVEL": "WARNING", "SAMI_MAX_AUDIO_SECONDS": "600", "PYTHONPATH": str(tree)})
     return env
 
 
@@ -84,9 +89,10 @@ def invoke_latencies(urls: list[str], count: int) -> list[list[float]]:
     return latencies
 
 
-def single_process(store: Path, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+def single_process(store: Path, folder: Path, tree: Path = ROOT) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**base_env(store), "SAMI_PORT": str(port), "SAMI_DATA_DIR": str(folder / "single")}
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**base_env(store, tree), "SAMI_PORT": str(port), "SAMI_DATA_DIR": str(folder / "single")}
     log = open(folder / "single.log", "wb")  # noqa: SIM115 - the process owns it
     process = subprocess.Popen([sys.executable, "-m", "sami_gateway", "serve"], env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
@@ -187,6 +193,22 @@ def recovery(redis: Server, s3: Server, store: Path, folder: Path, lease: float,
             "takeover_seconds_after_kill": round(taken_over, 2), "all_succeeded_seconds_after_kill": round(done, 2)}
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=60)
+
+
+def hop_figures(count: int, single: list[float], queued: list[float]) -> dict[str, Any]:
+    """What the queue adds to an invoke: the same songs on the single process and through a front."""
+    return {"invokes": count, "seconds_of_audio": 10.0,
+            "single_process_median_s": round(statistics.median(single), 4),
+            "through_queue_median_s": round(statistics.median(queued), 4),
+            "added_median_ms": round((statistics.median(queued) - statistics.median(single)) * 1000, 1),
+            "added_paired_median_ms": round(statistics.median(q - s for s, q in zip(single, queued, strict=True))
+                                            * 1000, 1),
+            "single_process_s": [round(x, 4) for x in single], "through_queue_s": [round(x, 4) for x in queued]}
+
+
 def versions() -> dict[str, str]:
     import aiohttp
     import redis
@@ -203,6 +225,7 @@ def main() -> None:
     parser.add_argument("--invokes", type=int, default=15, help="sequential 10 s invokes per setup")
     parser.add_argument("--jobs", type=int, default=12, help="20 s jobs per throughput run")
     parser.add_argument("--lease", type=float, default=5.0, help="SAMI_WORK_LEASE for the recovery run")
+    parser.add_argument("--baseline", help="git revision whose single process and front take the same invokes")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/scale.json")
     args = parser.parse_args()
     from namespaces.music_source_separate.demo_store import write_demo_store
@@ -211,32 +234,41 @@ def main() -> None:
     store = folder / "store"
     store.mkdir()
     write_demo_store(store)
-    with redis_server() as redis, s3_server() as s3:
-        process, url = single_process(store, folder)
-        stack = Stack(redis, s3, base_env(store), folder / "hop")
-        try:
+    with contextlib.ExitStack() as resources:
+        redis, s3 = resources.enter_context(redis_server()), resources.enter_context(s3_server())
+        trees = {"current": ROOT}
+        if args.baseline:
+            trees["baseline"] = resources.enter_context(worktree(args.baseline, folder))
+        urls: dict[str, list[str]] = {}
+        for name, tree in trees.items():  # a Redis per tree: their queues must not meet
+            own_redis = redis if name == "current" else resources.enter_context(redis_server())
+            process, url = single_process(store, folder / name, tree)
+            resources.callback(stop_process, process)
+            stack = Stack(own_redis, s3, base_env(store, tree), folder / name / "hop")
+            resources.callback(stack.stop)
             front, worker = stack.front(), stack.worker()
             stack.wait_healthy(front, worker)
             stack.wait_ready(front)
-            single, queued = invoke_latencies([url, front.url], args.invokes)
-        finally:
-            stack.stop()
-            process.terminate()
-            process.wait(timeout=60)
+            urls[name] = [url, front.url]
+        latencies = invoke_latencies([url for pair in urls.values() for url in pair], args.invokes)
+        hops = {name: hop_figures(args.invokes, *latencies[2 * n:2 * n + 2]) for n, name in enumerate(trees)}
+        revisions = {name: revision(tree) for name, tree in trees.items()}
+    with redis_server() as redis, s3_server() as s3:
         one = throughput(redis, s3, store, folder, 1, args.jobs)
         two = throughput(redis, s3, store, folder, 2, args.jobs)
         recovered = recovery(redis, s3, store, folder, args.lease, 6)
-    hop = {"invokes": args.invokes, "seconds_of_audio": 10.0,
-           "single_process_median_s": round(statistics.median(single), 4),
-           "through_queue_median_s": round(statistics.median(queued), 4),
-           "added_median_ms": round((statistics.median(queued) - statistics.median(single)) * 1000, 1),
-           "added_paired_median_ms": round(statistics.median(q - s for s, q in zip(single, queued, strict=True))
-                                           * 1000, 1),
-           "single_process_s": [round(x, 4) for x in single], "through_queue_s": [round(x, 4) for x in queued]}
+    hop = hops["current"]
+    if args.baseline:
+        base = hops["baseline"]
+        hop = {**hop, "baseline": base, "ratios_to_baseline": {
+            key: round(hop[key] / base[key], 3) if base[key] else None
+            for key in ("single_process_median_s", "through_queue_median_s", "added_median_ms",
+                        "added_paired_median_ms")}}
     result = {
         "benchmark": "bench/scale.py", "date": datetime.date.today().isoformat(),
         "machine": {"platform": platform.platform(), "cores": os.cpu_count(), "processor": platform.machine()},
-        "versions": versions(), "models": "tiny demo models of the test suite, one torch thread per process",
+        "versions": versions(), "revisions": revisions,
+        "models": "tiny demo models of the test suite, one torch thread per process",
         "queue_hop": hop, "throughput": {"one_worker": one, "two_workers": two,
                                          "ratio": round(two["jobs_per_minute"] / one["jobs_per_minute"], 2)},
         "recovery": recovered,

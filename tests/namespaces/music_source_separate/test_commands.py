@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from namespaces.music_source_separate.demo_store import SOURCES
-from namespaces.music_source_separate.engine.inference import native
+from namespaces.music_source_separate.engine import native
 from sami_gateway.cli.main import main
 from tests.conftest import wav_bytes
 

@@ -7,7 +7,7 @@ import pytest
 from scipy.signal import welch
 
 from namespaces.music_source_separate.engine.denoise import DenoiseSettings, denoise
-from namespaces.music_source_separate.engine.inference import denoise as denoise_module
+from namespaces.music_source_separate.engine import denoise as denoise_module
 
 RATE = 44100
 TONES_HZ = (220.0, 1000.0, 3000.0)
