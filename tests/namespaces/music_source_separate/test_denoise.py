@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.signal import welch
 
-from namespaces.music_source_separate.engine.denoise import DenoiseSettings, denoise
 from namespaces.music_source_separate.engine import denoise as denoise_module
+from namespaces.music_source_separate.engine.denoise import DenoiseSettings, denoise
 
 RATE = 44100
 TONES_HZ = (220.0, 1000.0, 3000.0)

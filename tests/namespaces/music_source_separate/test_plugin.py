@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from namespaces.music_source_separate.requests import stems
 from namespaces.music_source_separate.plugin import MusicSourceSeparate, create_namespace
+from namespaces.music_source_separate.requests import stems
 from sami_gateway.config import ConfigError, load_config
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.runtime.namespace import Call, NamespaceStartError
