@@ -279,14 +279,16 @@ SSE_EVENT = {
 
 def _job_paths() -> dict[str, Any]:
     job_id = [param("job_id", "path", {"type": "string"})]
-    statuses = {"type": "array", "items": {"type": "string", "enum": JOB_STATUSES}}
+    a_status = f"\\s*(?:{'|'.join(JOB_STATUSES)})\\s*"
+    # A comma-separated list as the wire has it: `status=` (empty) is every status, and so cannot be
+    # told from a list of one empty name, which `status=a,` is refused as.
+    statuses = {"type": "string", "pattern": f"^(?:{a_status}(?:,{a_status})*)?$"}
     listing = operation(
         "listJobs", "Jobs", "The caller's jobs, newest first", {
             "200": json_body(ref("JobList"), "a page", EXAMPLES["JobList"]),
             **job_errors(Code.ILLEGAL_PAYLOAD, *AUTH, *SERVER)},
         security=BEARER, parameters=[
-            param("status", "query", statuses, "only these statuses, comma-separated", style="form",
-                  explode=False),
+            param("status", "query", statuses, "only these statuses, comma-separated (none or empty: all)"),
             param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}),
             param("cursor", "query", {"type": "string", "pattern": CURSOR_PATTERN},
                   "`next_cursor` of the previous page (none or empty: the first page)")])

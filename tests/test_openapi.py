@@ -179,10 +179,31 @@ def test_job_schema_is_exact(change: dict[str, Any]) -> None:
 @pytest.mark.parametrize("body", [
     {}, {"input": {}}, {"input": {"url": "https://a.example/x", "data": "AA=="}}, {"input": {"path": "/etc"}},
     {"input": {"data": "AA=="}, "name": "x" * 201}, {"input": {"data": "AA=="}, "priority": 1},
+    {"input": {"data": ""}}, {"input": {"data": "QR=="}}, {"input": {"data": "AA="}}, {"input": {"upload_id": ""}},
+    {"input": {"url": "mailto:a@example.com"}}, {"input": {"url": "https://a b.example/x"}},
+    {"input": {"data": "AA=="}, "stems": ["vocals"] * 65}, {"input": {"data": "AA=="}, "webhook_url": "a:b"},
+    {"input": {"data": "AA=="}, "copy_results_to": {f"s{i}": "https://a.example/x" for i in range(33)}},
+    {"input": {"data": "AA=="}, "output": {"format": "ogg"}},
 ])
 def test_job_request_schema_refuses(body: dict[str, Any]) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(body, openapi.schema("JobRequest"))
+
+
+def test_job_request_schema_takes_null_and_empty_as_the_defaults() -> None:
+    body = {"input": {"data": "AA=="}, "model": "", "stems": None, "output": {"format": "", "sample_rate": None,
+            "channels": None}, "name": None, "metadata": None, "webhook_url": None, "copy_results_to": None}
+    jsonschema.validate(body, openapi.schema("JobRequest"))
+
+
+@pytest.mark.parametrize("value, valid", [
+    ("", True), ("queued", True), ("succeeded,failed", True), ("queued, failed", True),
+    ("queued,", False), (",", False), (" ", False), ("running", False),
+])
+def test_job_list_status_is_the_comma_separated_text_the_gateway_reads(
+        document: dict[str, Any], value: str, valid: bool) -> None:
+    (status,) = [p for p in document["paths"]["/api/v1/jobs"]["get"]["parameters"] if p["name"] == "status"]
+    assert bool(re.search(status["schema"]["pattern"], value)) is valid
 
 
 def test_schema_of_an_unknown_name_is_a_key_error() -> None:
