@@ -12,6 +12,7 @@ from .errors import Code, Status, status_table_markdown
 from .gettoken import ACTION, VERSION, OpenApiCode
 from .jobs.http import CURSOR_PATTERN
 from .jobs.http import PREFIXES as JOBS_PREFIXES
+from .openapi_live import Accepted, narrowed
 from .openapi_schemas import EXAMPLES, JOB_QUEUED, JOB_REQUESTS, JOB_STATUSES, JOB_SUCCEEDED, SCHEMAS, Schema, ref
 
 JSON = "application/json"
@@ -368,9 +369,10 @@ def _webhooks() -> dict[str, Any]:
     }}}
 
 
-def components() -> dict[str, Any]:
+def components(accepted: Accepted | None = None) -> dict[str, Any]:
+    schemas = SCHEMAS if accepted is None else narrowed(SCHEMAS, accepted)
     return {
-        "schemas": copy.deepcopy(SCHEMAS),
+        "schemas": copy.deepcopy(schemas),
         "responses": {
             "NotFound": routing_error(Code.NOT_FOUND),
             "MethodNotAllowed": {**routing_error(Code.METHOD_NOT_ALLOWED), "headers": {
@@ -399,8 +401,9 @@ def _description() -> str:
         f"| HTTP | CodeN | Code |\n|---|---|---|\n{gettoken}\n")
 
 
-def build_document() -> dict[str, Any]:
-    """The whole document, a new copy each call."""
+def build_document(accepted: Accepted | None = None) -> dict[str, Any]:
+    """The whole document, a new copy each call; with `accepted`, a gateway's own, whose job requests
+    name only what it accepts now."""
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "sami-gateway", "version": __version__, "description": _description(),
@@ -410,7 +413,7 @@ def build_document() -> dict[str, Any]:
                  {"name": "Service", "description": "health, metrics and this documentation"}],
         "paths": {**_sami_paths(), **_upload_paths(), **_job_paths(), **_service_paths()},
         "webhooks": _webhooks(),
-        "components": components(),
+        "components": components(accepted),
     }
 
 

@@ -20,6 +20,7 @@ from sami_gateway.docs import DOCUMENT, add_docs_routes
 from sami_gateway.errors import Code
 from sami_gateway.gettoken import OpenApiCode
 from sami_gateway.jobs.http import PREFIXES as JOBS_PREFIXES
+from sami_gateway.openapi_live import Accepted
 from sami_gateway.openapi_schemas import EXAMPLES, JOB_FAILED, JOB_QUEUED, JOB_REQUESTS, JOB_SUCCEEDED
 
 from .conftest import Gateway
@@ -206,6 +207,76 @@ def test_job_list_status_is_the_comma_separated_text_the_gateway_reads(
     assert bool(re.search(status["schema"]["pattern"], value)) is valid
 
 
+# A gateway's own document: job requests narrowed to the models it lists (here the document's example).
+
+ACCEPTED = Accepted(EXAMPLES["ModelList"], webhooks=False)
+DATA = {"data": "AA=="}
+
+
+@pytest.mark.parametrize("body, valid", [
+    ({"input": DATA}, True),
+    ({"input": DATA, "model": "", "stems": None, "output": None, "metadata": None, "copy_results_to": None}, True),
+    ({"input": DATA, "model": "htdemucs", "stems": ["no_drums", "vocals", "vocals"]}, True),
+    ({"input": DATA, "model": "2track_vocal", "stems": ["no_vocals"]}, True),
+    ({"input": DATA, "model": "2track_vocal", "stems": ["drums"]}, False),  # not a stem of that model
+    ({"input": DATA, "model": "htdemucs", "stems": [""]}, False),
+    ({"input": DATA, "model": "htdemucs_6s"}, False),  # not listed
+    ({"input": DATA, "stems": ["vocals"] * 65}, False),
+    ({"input": DATA, "copy_results_to": {"vocals": "https://bucket.example.com/v.wav"}}, True),  # a default stem
+    ({"input": DATA, "model": "2track_vocal", "copy_results_to": {"no_vocals": "https://b.example.com/a"}}, False),
+    ({"input": DATA, "copy_results_to": {"vocals": "ftp://bucket.example.com/v.wav"}}, False),
+    ({"input": DATA, "output": {"format": "WAV", "sample_rate": 44000}}, False),  # enum: lower case
+    ({"input": DATA, "output": {"format": "wav", "sample_rate": 44000}}, True),
+    ({"input": DATA, "output": {"sample_rate": 8001, "channels": None}}, True),  # wav, the default format
+    ({"input": DATA, "output": {"format": "mp3", "sample_rate": 44000}}, False),  # not an encoder's rate
+    ({"input": DATA, "output": {"format": "m4a", "sample_rate": None}}, True),
+    ({"input": DATA, "output": {"format": "wav", "sample_rate": 96000}}, False),
+    ({"input": DATA, "webhook_url": "https://hooks.example.com/x"}, False),  # no webhook secret
+    ({"input": DATA, "webhook_url": None}, True),
+    ({"input": {"data": "QR=="}}, False),  # padding bits set
+    ({"input": {"data": ""}}, False),
+    ({"input": {"upload_id": ""}}, False),
+    ({"input": {"url": "mailto:a@example.com"}}, False),
+])
+def test_live_job_request_schema_is_the_gateways_rule(body: dict[str, Any], valid: bool) -> None:
+    document = openapi.build_document(ACCEPTED)
+    validator = jsonschema.Draft202012Validator({"$ref": "#/components/schemas/JobRequest", **document})
+    assert validator.is_valid(body) is valid
+    if body["input"] is DATA:  # a form's params: the same rule
+        params = {key: value for key, value in body.items() if key != "input"}
+        form = jsonschema.Draft202012Validator({"$ref": "#/components/schemas/JobParams", **document})
+        assert form.is_valid(params) is valid
+
+
+def test_live_document_with_webhooks_takes_a_webhook_url() -> None:
+    document = openapi.build_document(Accepted(EXAMPLES["ModelList"], webhooks=True))
+    validator = jsonschema.Draft202012Validator({"$ref": "#/components/schemas/JobRequest", **document})
+    assert validator.is_valid({"input": DATA, "webhook_url": "https://hooks.example.com/x"})
+    validate(document)
+
+
+def test_live_document_without_a_runnable_model_takes_no_job() -> None:
+    document = openapi.build_document(Accepted({**EXAMPLES["ModelList"], "default_model": None, "models": []},
+                                               webhooks=True))
+    validator = jsonschema.Draft202012Validator({"$ref": "#/components/schemas/JobRequest", **document})
+    assert not validator.is_valid({"input": DATA})
+    validate(document)
+
+def test_the_gateways_document_names_the_models_it_lists(gateway: Gateway) -> None:
+    bearer = {"Authorization": f"Bearer {gateway.token}"}
+    listing = requests.get(gateway.url + "/api/v1/models", headers=bearer, timeout=30).json()
+    document = requests.get(gateway.url + "/openapi.json", timeout=30).json()
+    model = document["components"]["schemas"]["JobRequest"]["properties"]["model"]
+    assert model["enum"] == [entry["name"] for entry in listing["models"]] + ["", None]
+    assert document == openapi.build_document(Accepted(listing, webhooks=False))
+
+
+async def test_without_a_job_namespace_the_document_is_every_gateways(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(gateway_app())
+    response = await client.get("/openapi.json")
+    assert await response.read() == client.app[DOCUMENT]
+
+
 def test_schema_of_an_unknown_name_is_a_key_error() -> None:
     with pytest.raises(KeyError):
         openapi.schema("Nope")
@@ -376,3 +447,4 @@ def test_live_gateway_conforms(live: tuple[Gateway, Any, set[tuple[str, str]]], 
         case.call_and_validate(base_url=gateway.url, headers=headers, checks=checks, timeout=30)
 
     conforms()
+

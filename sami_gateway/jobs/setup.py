@@ -40,7 +40,7 @@ def job_namespace(namespaces: dict[str, Namespace[Any]]) -> tuple[str, JobNamesp
 
 
 def build_service(config: Config, store: SqliteJobStore, namespaces: dict[str, Namespace[Any]],
-                  webhook_secret: Callable[[str], str], storage_limits: Callable[[str], StorageLimits]) -> JobService:
+                  webhook_secret: WebhookSecrets, storage_limits: Callable[[str], StorageLimits]) -> JobService:
     """The service over SQLite and local files."""
     settings = job_settings(config)
     name, namespace = job_namespace(namespaces)
