@@ -11,10 +11,10 @@ from aiohttp import web
 from .auth.authenticator import Authenticator, TokenService
 from .auth.quota import StreamSlots
 from .config import Config
-from .docs import add_docs_routes
 from .gettoken import GetTokenService, add_gettoken_routes
 from .invoke.handler import invoke
 from .jobs.api.routes import add_job_routes
+from .openapi.page import add_docs_routes
 from .roles.services import Role, build_services
 from .runtime.namespace import Namespace
 from .ui.routes import add_ui_routes

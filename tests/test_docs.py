@@ -16,9 +16,9 @@ from aiohttp.test_utils import TestClient
 
 from sami_gateway.app import create_app
 from sami_gateway.config import load_config
-from sami_gateway.docs import ASSETS, DOCUMENT, PAGE_FILES, add_docs_routes, swagger_ui_dir
 from sami_gateway.errors import Code
-from sami_gateway.openapi import build_document
+from sami_gateway.openapi.document import build_document
+from sami_gateway.openapi.page import ASSETS, DOCUMENT, PAGE_FILES, add_docs_routes, swagger_ui_dir
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 

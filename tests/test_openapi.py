@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -13,19 +17,22 @@ import requests
 from aiohttp import web
 from openapi_spec_validator import validate
 
-from sami_gateway import openapi
 from sami_gateway.app import create_app
 from sami_gateway.config import load_config
-from sami_gateway.docs import DOCUMENT, add_docs_routes
 from sami_gateway.errors import Code
 from sami_gateway.gettoken import OpenApiCode
 from sami_gateway.jobs.views import PREFIXES as JOBS_PREFIXES
-from sami_gateway.openapi_schemas import EXAMPLES, JOB_FAILED, JOB_QUEUED, JOB_REQUESTS, JOB_SUCCEEDED
+from sami_gateway.openapi import document as openapi
+from sami_gateway.openapi.live import Accepted
+from sami_gateway.openapi.page import DOCUMENT, add_docs_routes
+from sami_gateway.openapi.schemas import EXAMPLES, JOB_FAILED, JOB_QUEUED, JOB_REQUESTS, JOB_SUCCEEDED
 
-from .conftest import Gateway
+from .conftest import ROOT, Gateway
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 LIVE_EXAMPLES = 20  # per operation: a fixed, small budget
+CLI_EXAMPLES = 25  # per operation and phase of `schemathesis run`: about 20 s on 2 cores
+CLI_SEED = 1  # the same requests each run
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +186,101 @@ def test_job_schema_is_exact(change: dict[str, Any]) -> None:
 @pytest.mark.parametrize("body", [
     {}, {"input": {}}, {"input": {"url": "https://a.example/x", "data": "AA=="}}, {"input": {"path": "/etc"}},
     {"input": {"data": "AA=="}, "name": "x" * 201}, {"input": {"data": "AA=="}, "priority": 1},
+    {"input": {"data": ""}}, {"input": {"data": "QR=="}}, {"input": {"data": "AA="}}, {"input": {"upload_id": ""}},
+    {"input": {"url": "mailto:a@example.com"}}, {"input": {"url": "https://a b.example/x"}},
+    {"input": {"data": "AA=="}, "stems": ["vocals"] * 65}, {"input": {"data": "AA=="}, "webhook_url": "a:b"},
+    {"input": {"data": "AA=="}, "copy_results_to": {f"s{i}": "https://a.example/x" for i in range(33)}},
+    {"input": {"data": "AA=="}, "output": {"format": "ogg"}},
 ])
 def test_job_request_schema_refuses(body: dict[str, Any]) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(body, openapi.schema("JobRequest"))
+
+
+def test_job_request_schema_takes_null_and_empty_as_the_defaults() -> None:
+    body = {"input": {"data": "AA=="}, "model": "", "stems": None, "output": {"format": "", "sample_rate": None,
+            "channels": None}, "name": None, "metadata": None, "webhook_url": None, "copy_results_to": None}
+    jsonschema.validate(body, openapi.schema("JobRequest"))
+
+
+@pytest.mark.parametrize("value, valid", [
+    ("", True), ("queued", True), ("succeeded,failed", True), ("queued, failed", True),
+    ("queued,", False), (",", False), (" ", False), ("running", False),
+])
+def test_job_list_status_is_the_comma_separated_text_the_gateway_reads(
+        document: dict[str, Any], value: str, valid: bool) -> None:
+    (status,) = [p for p in document["paths"]["/api/v1/jobs"]["get"]["parameters"] if p["name"] == "status"]
+    assert bool(re.search(status["schema"]["pattern"], value)) is valid
+
+
+# A gateway's own document: job requests narrowed to the models it lists (here the document's example).
+
+ACCEPTED = Accepted(EXAMPLES["ModelList"], webhooks=False)
+DATA = {"data": "AA=="}
+
+
+@pytest.mark.parametrize("body, valid", [
+    ({"input": DATA}, True),
+    ({"input": DATA, "model": "", "stems": None, "output": None, "metadata": None, "copy_results_to": None}, True),
+    ({"input": DATA, "model": "htdemucs", "stems": ["no_drums", "vocals", "vocals"]}, True),
+    ({"input": DATA, "model": "2track_vocal", "stems": ["no_vocals"]}, True),
+    ({"input": DATA, "model": "2track_vocal", "stems": ["drums"]}, False),  # not a stem of that model
+    ({"input": DATA, "model": "htdemucs", "stems": [""]}, False),
+    ({"input": DATA, "model": "htdemucs_6s"}, False),  # not listed
+    ({"input": DATA, "stems": ["vocals"] * 65}, False),
+    ({"input": DATA, "copy_results_to": {"vocals": "https://bucket.example.com/v.wav"}}, True),  # a default stem
+    ({"input": DATA, "model": "2track_vocal", "copy_results_to": {"no_vocals": "https://b.example.com/a"}}, False),
+    ({"input": DATA, "copy_results_to": {"vocals": "ftp://bucket.example.com/v.wav"}}, False),
+    ({"input": DATA, "output": {"format": "WAV", "sample_rate": 44000}}, False),  # enum: lower case
+    ({"input": DATA, "output": {"format": "wav", "sample_rate": 44000}}, True),
+    ({"input": DATA, "output": {"sample_rate": 8001, "channels": None}}, True),  # wav, the default format
+    ({"input": DATA, "output": {"format": "mp3", "sample_rate": 44000}}, False),  # not an encoder's rate
+    ({"input": DATA, "output": {"format": "m4a", "sample_rate": None}}, True),
+    ({"input": DATA, "output": {"format": "wav", "sample_rate": 96000}}, False),
+    ({"input": DATA, "webhook_url": "https://hooks.example.com/x"}, False),  # no webhook secret
+    ({"input": DATA, "webhook_url": None}, True),
+    ({"input": {"data": "QR=="}}, False),  # padding bits set
+    ({"input": {"data": ""}}, False),
+    ({"input": {"upload_id": ""}}, False),
+    ({"input": {"url": "mailto:a@example.com"}}, False),
+])
+def test_live_job_request_schema_is_the_gateways_rule(body: dict[str, Any], valid: bool) -> None:
+    document = openapi.build_document(ACCEPTED)
+    validator = jsonschema.Draft202012Validator({"$ref": "#/components/schemas/JobRequest", **document})
+    assert validator.is_valid(body) is valid
+    if body["input"] is DATA:  # a form's params: the same rule
+        params = {key: value for key, value in body.items() if key != "input"}
+        form = jsonschema.Draft202012Validator({"$ref": "#/components/schemas/JobParams", **document})
+        assert form.is_valid(params) is valid
+
+
+def test_live_document_with_webhooks_takes_a_webhook_url() -> None:
+    document = openapi.build_document(Accepted(EXAMPLES["ModelList"], webhooks=True))
+    validator = jsonschema.Draft202012Validator({"$ref": "#/components/schemas/JobRequest", **document})
+    assert validator.is_valid({"input": DATA, "webhook_url": "https://hooks.example.com/x"})
+    validate(document)
+
+
+def test_live_document_without_a_runnable_model_takes_no_job() -> None:
+    document = openapi.build_document(Accepted({**EXAMPLES["ModelList"], "default_model": None, "models": []},
+                                               webhooks=True))
+    validator = jsonschema.Draft202012Validator({"$ref": "#/components/schemas/JobRequest", **document})
+    assert not validator.is_valid({"input": DATA})
+    validate(document)
+
+def test_the_gateways_document_names_the_models_it_lists(gateway: Gateway) -> None:
+    bearer = {"Authorization": f"Bearer {gateway.token}"}
+    listing = requests.get(gateway.url + "/api/v1/models", headers=bearer, timeout=30).json()
+    document = requests.get(gateway.url + "/openapi.json", timeout=30).json()
+    model = document["components"]["schemas"]["JobRequest"]["properties"]["model"]
+    assert model["enum"] == [entry["name"] for entry in listing["models"]] + ["", None]
+    assert document == openapi.build_document(Accepted(listing, webhooks=False))
+
+
+async def test_without_a_job_namespace_the_document_is_every_gateways(aiohttp_client: Any) -> None:
+    client = await aiohttp_client(gateway_app())
+    response = await client.get("/openapi.json")
+    assert await response.read() == client.app[DOCUMENT]
 
 
 def test_schema_of_an_unknown_name_is_a_key_error() -> None:
@@ -355,3 +453,26 @@ def test_live_gateway_conforms(live: tuple[Gateway, Any, set[tuple[str, str]]], 
         case.call_and_validate(base_url=gateway.url, headers=headers, checks=checks, timeout=30)
 
     conforms()
+
+
+def schemathesis_run(gateway: Gateway, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`schemathesis run --checks all` against the gateway's own /openapi.json, with the repository's
+    `schemathesis.toml` (its hook, and the 422 a valid job request may meet)."""
+    command = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(ROOT / "schemathesis.toml"), "run",
+               f"{gateway.url}/openapi.json", "--checks", "all", "-H", f"Authorization: Bearer {gateway.token}",
+               "--max-examples", str(CLI_EXAMPLES), "--seed", str(CLI_SEED), "--generation-database", "none",
+               "--no-color"]
+    return subprocess.run(command, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=240, check=False)
+
+
+def test_schemathesis_finds_nothing(gateway: Gateway, tmp_path: Path) -> None:
+    """Every check, every phase (examples, coverage, fuzzing, stateful), every operation: no failure, no error."""
+    run = schemathesis_run(gateway, tmp_path)
+    summary = run.stdout[run.stdout.rfind("=== SUMMARY ==="):]
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", summary)
+    assert selected and len(set(selected.groups())) == 1, summary  # every operation of the document tested
+    assert re.search(r"\d+ generated, \d+ passed", summary), summary
+    for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
+        assert f"✅ {phase}" in summary, summary

@@ -28,6 +28,7 @@ from .signing import UrlSigner
 from .storage_quota import StorageLimits, StorageQuotaExceeded, StorageUsage, exceeded, over
 from .store import IdempotencyMismatch, JobStore
 from .views import iso, job_error, job_json
+from .webhooks import WebhookSecrets
 
 log = logging.getLogger("sami_gateway.jobs")
 IDEMPOTENCY_SECONDS = 24 * 3600  # a key names the same job for a day, as the contract says
@@ -62,7 +63,7 @@ class JobService:
     """Jobs for one namespace (the first that runs jobs), kept in a store and blob store."""
 
     def __init__(self, store: JobStore, blobs: BlobStore, settings: JobSettings, signer: UrlSigner,
-                 namespace: JobNamespace[Any] | None, namespace_name: str, webhook_secret: Callable[[str], str],
+                 namespace: JobNamespace[Any] | None, namespace_name: str, webhook_secret: WebhookSecrets,
                  max_input_bytes: int, default_base_url: str, *,
                  storage_limits: Callable[[str], StorageLimits]) -> None:
         self.store = store

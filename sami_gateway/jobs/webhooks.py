@@ -48,6 +48,10 @@ class WebhookSecrets:
         rule = self._appkeys.get(appkey)
         return (rule.webhook_secret if rule is not None else None) or self._default
 
+    def configured(self) -> bool:
+        """Whether any appkey's webhooks can be signed (else every `webhook_url` is refused)."""
+        return bool(self._default) or any(rule.webhook_secret for rule in self._appkeys.values())
+
 
 def signature_header(secret: str, body: bytes, timestamp: int) -> str:
     """`t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`."""

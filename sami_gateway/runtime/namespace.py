@@ -18,6 +18,7 @@ from ..config import Config
 from .scheduler import Scheduler
 
 Params = TypeVar("Params")
+MAX_JOB_STEMS = 64  # the most names a job's `stems` may hold (repeats included), as documented for every namespace
 InputBytes = bytes | mmap.mmap  # an input as decoded from `data` (a memory map when large) or downloaded
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sami_gateway.errors import Code, error
+from sami_gateway.runtime.namespace import MAX_JOB_STEMS as MAX_STEMS  # more than any model's stems and `no_` forms
 
 from ..codes import model_error
 from ..models.catalogue import describe
@@ -29,7 +30,6 @@ OUTPUT_KEYS = frozenset({"format", "sample_rate", "channels"})
 DEFAULT_JOB_OUTPUT = OutputSpec("wav", 44100, 2)
 CODEC_FORMATS = ("mp3", "aac", "m4a")  # their encoders take only CODEC_RATES; wav and flac any rate in range
 JOB_CHANNELS = (1, 2)
-MAX_STEMS = 64  # more names than any model has stems (six sources and their `no_` forms)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from namespaces.music_source_separate.requests.job_params import DEFAULT_JOB_OUT
 from namespaces.music_source_separate.requests.params import CODEC_RATES, OutputSpec
 from namespaces.music_source_separate.requests.sami_models import SAMI_MODELS
 from namespaces.music_source_separate.settings import DEFAULT_MODEL_MAP
-from sami_gateway import openapi
 from sami_gateway.errors import Code, GatewayError
-from sami_gateway.openapi_schemas import EXAMPLES
+from sami_gateway.openapi import document as openapi
+from sami_gateway.openapi.schemas import EXAMPLES
 
 TARGETS = {name: parse_target(spec) for name, spec in DEFAULT_MODEL_MAP.items()}
 

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..jobs.requests import MAX_COPIES, MAX_NAME_CHARS
+from ..runtime.namespace import MAX_JOB_STEMS
+
 Schema = dict[str, Any]
 
 DATE_TIME: Schema = {"type": "string", "format": "date-time"}
 OUTPUT_FORMATS = ["wav", "flac", "mp3", "aac", "m4a"]
 JOB_STATUSES = ["queued", "processing", "succeeded", "failed", "cancelled"]
 WEBHOOK_TYPES = ["job.succeeded", "job.failed", "job.cancelled"]
-MAX_NAME_CHARS = 200  # the contract's limit on a job's `name`
+# An http(s) URL with a host name or address, an optional port and anything after: the URLs the gateway
+# accepts for `input.url`, `webhook_url` and `copy_results_to` include these (where one may lead is
+# checked when it is used). A pattern rather than `format: uri`, which also admits `mailto:x` or `a:b`;
+# host names in ASCII letters, digits, dots and hyphens, no `xn--` label.
+HTTP_URL = ("^[Hh][Tt][Tt][Pp][Ss]?://(?!(?:[A-Za-z0-9-]*[.])*[Xx][Nn]--)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+            "(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+            "(?:[/?#][!-~]*)?$")
+# Standard padded base64 (RFC 4648 section 4) of at least one byte, its padding bits zero: what
+# `data` is decoded as.
+BASE64 = ("^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/][AQgw]==|"
+          "[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)$")
 
 
 def ref(name: str) -> Schema:
@@ -133,31 +146,47 @@ _OUTPUT_FIELDS: dict[str, Schema] = {
     "sample_rate": {"type": "integer", "minimum": 1},
     "channels": {"type": "integer", "minimum": 1, "maximum": 2},
 }
+URL_STRING: Schema = ref("HttpUrl")
 
+# What a job request may ask for; `null` (and for `model` and `output.format` the empty string) means
+# the default, as the gateway reads it. A gateway's own /openapi.json narrows `model`, `stems`,
+# `copy_results_to` and `output` to what its job namespace runs (`openapi_live.py`).
+_OUTPUT_REQUEST_FIELDS: dict[str, Schema] = {
+    "format": {"enum": [*OUTPUT_FORMATS, "", None], "description": "any case; empty or null: `wav`"},
+    "sample_rate": nullable(_OUTPUT_FIELDS["sample_rate"]),
+    "channels": nullable(_OUTPUT_FIELDS["channels"]),
+}
+STEMS_REQUEST: Schema = {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_JOB_STEMS}
+COPIES_REQUEST: Schema = {"type": "object", "additionalProperties": URL_STRING, "maxProperties": MAX_COPIES}
 _JOB_PARAMS: dict[str, Schema] = {
-    "model": {"type": "string", "description": "a Demucs model of the store or a SAMI model name; "
-                                               "default: the configured one", "examples": ["htdemucs_ft"]},
-    "stems": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-              "description": "sources of the model and `no_<source>`; default: every source"},
-    "output": ref("OutputRequest"),
+    "model": nullable({"type": "string", "description": "a Demucs model of the store or a SAMI model name; "
+                                                        "empty or null: the configured default",
+                       "examples": ["htdemucs_ft"]}),
+    "stems": nullable({**STEMS_REQUEST, "description": "sources of the model and `no_<source>`, each any number "
+                                                       "of times; null: every source"}),
+    "output": nullable(ref("OutputRequest")),
     "name": nullable({"type": "string", "maxLength": MAX_NAME_CHARS}),
-    "metadata": {"type": "object", "description": "returned as given (at most 4 KiB of JSON)"},
-    "webhook_url": nullable({"type": "string", "format": "uri", "description": "where terminal events are POSTed"}),
-    "copy_results_to": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"},
-                        "description": "stem -> URL to PUT that stem's file to, instead of keeping it here"},
+    "metadata": nullable({"type": "object", "description": "returned as given (at most 4 KiB of JSON, objects and "
+                                                           "arrays at most 32 deep)"}),
+    "webhook_url": nullable({**URL_STRING, "description": "where terminal events are POSTed; 400 for an appkey "
+                                                          "without a webhook secret"}),
+    "copy_results_to": nullable({**COPIES_REQUEST, "description": "stem -> URL to PUT that stem's file to, instead "
+                                                                  "of keeping it here; only stems the job makes"}),
 }
 
 _JOB_INPUTS: dict[str, Schema] = {
-    "InputUrl": closed({"url": {"type": "string", "format": "uri"}},
-                       description="fetched under the `payload.url` rules"),
-    "InputUpload": closed({"upload_id": {"type": "string"}}, description="a completed direct upload"),
-    "InputData": closed({"data": {"type": "string", "contentEncoding": "base64"}},
-                        description="the bytes, standard padded base64"),
+    "InputUrl": closed({"url": URL_STRING}, description="fetched under the `payload.url` rules"),
+    "InputUpload": closed({"upload_id": {"type": "string", "minLength": 1}},
+                          description="a completed direct upload"),
+    "InputData": closed({"data": {"type": "string", "contentEncoding": "base64", "pattern": BASE64}},
+                        description="the bytes (at least one), standard padded base64"),
 }
 
 _JOBS: dict[str, Schema] = {
     **_JOB_INPUTS,
-    "OutputRequest": {"type": "object", "properties": _OUTPUT_FIELDS, "additionalProperties": False,
+    "HttpUrl": {"type": "string", "pattern": HTTP_URL,
+                "description": "an http(s) URL; where it may lead is checked when it is used"},
+    "OutputRequest": {"type": "object", "properties": _OUTPUT_REQUEST_FIELDS, "additionalProperties": False,
                       "description": "default `{\"format\": \"wav\", \"sample_rate\": 44100, \"channels\": 2}`"},
     "Output": closed(_OUTPUT_FIELDS),
     "JobParams": {"type": "object", "properties": _JOB_PARAMS, "additionalProperties": False,
@@ -165,7 +194,8 @@ _JOBS: dict[str, Schema] = {
     "JobRequest": {"type": "object", "required": ["input"], "additionalProperties": False,
                    "properties": {"input": {"oneOf": [ref(name) for name in _JOB_INPUTS]}, **_JOB_PARAMS}},
     "JobMultipart": closed({
-        "file": {"type": "string", "format": "binary", "description": "the input audio"},
+        "file": {"type": "string", "contentMediaType": "audio/*",
+                 "description": "the input audio (its bytes as they are, any format invoke reads)"},
         "params": ref("JobParams"),
     }, ["file"], description="exactly these parts: any other is refused"),
     "InputInfo": {"type": "object", "required": ["format", "sample_rate", "channels", "duration"], "properties": {

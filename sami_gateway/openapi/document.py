@@ -7,12 +7,13 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
-from . import __version__
-from .errors import Code, Status, status_table_markdown
-from .gettoken import ACTION, VERSION, OpenApiCode
-from .jobs.api.http import CURSOR_PATTERN
-from .jobs.views import PREFIXES as JOBS_PREFIXES
-from .openapi_schemas import EXAMPLES, JOB_QUEUED, JOB_REQUESTS, JOB_STATUSES, JOB_SUCCEEDED, SCHEMAS, Schema, ref
+from .. import __version__
+from ..errors import Code, Status, status_table_markdown
+from ..gettoken import ACTION, VERSION, OpenApiCode
+from ..jobs.api.http import CURSOR_PATTERN
+from ..jobs.views import PREFIXES as JOBS_PREFIXES
+from .live import Accepted, narrowed
+from .schemas import EXAMPLES, JOB_QUEUED, JOB_REQUESTS, JOB_STATUSES, JOB_SUCCEEDED, SCHEMAS, Schema, ref
 
 JSON = "application/json"
 OPENAPI_VERSION = "3.1.0"
@@ -171,7 +172,7 @@ SWAGGER_UI_FILES = {
 
 
 def _service_paths() -> dict[str, Any]:
-    from .ui.routes import ASSETS as UI_ASSETS
+    from ..ui.routes import ASSETS as UI_ASSETS
 
     text = {"type": "string"}
     return {
@@ -279,14 +280,16 @@ SSE_EVENT = {
 
 def _job_paths() -> dict[str, Any]:
     job_id = [param("job_id", "path", {"type": "string"})]
-    statuses = {"type": "array", "items": {"type": "string", "enum": JOB_STATUSES}}
+    a_status = f"\\s*(?:{'|'.join(JOB_STATUSES)})\\s*"
+    # A comma-separated list as the wire has it: `status=` (empty) is every status, and so cannot be
+    # told from a list of one empty name, which `status=a,` is refused as.
+    statuses = {"type": "string", "pattern": f"^(?:{a_status}(?:,{a_status})*)?$"}
     listing = operation(
         "listJobs", "Jobs", "The caller's jobs, newest first", {
             "200": json_body(ref("JobList"), "a page", EXAMPLES["JobList"]),
             **job_errors(Code.ILLEGAL_PAYLOAD, *AUTH, *SERVER)},
         security=BEARER, parameters=[
-            param("status", "query", statuses, "only these statuses, comma-separated", style="form",
-                  explode=False),
+            param("status", "query", statuses, "only these statuses, comma-separated (none or empty: all)"),
             param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}),
             param("cursor", "query", {"type": "string", "pattern": CURSOR_PATTERN},
                   "`next_cursor` of the previous page (none or empty: the first page)")])
@@ -366,9 +369,10 @@ def _webhooks() -> dict[str, Any]:
     }}}
 
 
-def components() -> dict[str, Any]:
+def components(accepted: Accepted | None = None) -> dict[str, Any]:
+    schemas = SCHEMAS if accepted is None else narrowed(SCHEMAS, accepted)
     return {
-        "schemas": copy.deepcopy(SCHEMAS),
+        "schemas": copy.deepcopy(schemas),
         "responses": {
             "NotFound": routing_error(Code.NOT_FOUND),
             "MethodNotAllowed": {**routing_error(Code.METHOD_NOT_ALLOWED), "headers": {
@@ -397,8 +401,9 @@ def _description() -> str:
         f"| HTTP | CodeN | Code |\n|---|---|---|\n{gettoken}\n")
 
 
-def build_document() -> dict[str, Any]:
-    """The whole document, a new copy each call."""
+def build_document(accepted: Accepted | None = None) -> dict[str, Any]:
+    """The whole document, a new copy each call; with `accepted`, a gateway's own, whose job requests
+    name only what it accepts now."""
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "sami-gateway", "version": __version__, "description": _description(),
@@ -408,7 +413,7 @@ def build_document() -> dict[str, Any]:
                  {"name": "Service", "description": "health, metrics and this documentation"}],
         "paths": {**_sami_paths(), **_upload_paths(), **_job_paths(), **_service_paths()},
         "webhooks": _webhooks(),
-        "components": components(),
+        "components": components(accepted),
     }
 
 
