@@ -28,6 +28,7 @@ from .audio.convert import output_frames
 from .audio.sniff import AudioHint
 from .codes import translated
 from .engine import drive
+from .families.imported import load_stored
 from .job_params import JobParams, JobParser, job_fields
 from .job_results import JobProgress, write_stems
 from .loaded_models import LoadedModels
@@ -37,7 +38,7 @@ from .separator import Separator
 from .settings import SETTINGS, SeparationSettings
 from .stem_cache import CacheUse, StemCache, holder_name
 from .stems import VOCALS, render, sami_target
-from .store import ModelStoreError, load_ensemble, missing_message
+from .store import ModelStoreError, missing_message
 from .store_models import ModelNotInStore, StoreModels
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class MusicSourceSeparate:
         """Load a model of the store (on an audio thread: LoadedModels calls it when one is first used)."""
         started = time.perf_counter()
         try:
-            ensemble = load_ensemble(self._settings.model_dir, key.name, key.only_load)
+            ensemble = load_stored(self._settings.model_dir, key.name, key.only_load)
         except ModelStoreError as exc:
             log.error("model %s cannot be loaded: %s", key.label, exc)
             raise
