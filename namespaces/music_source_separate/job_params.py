@@ -162,8 +162,7 @@ def _family_entry(info: ModelInfo) -> dict[str, Any]:
     """An imported model of another family, with what a user needs to choose it."""
     assert info.family is not None
     summary = info.family.summary()
-    return {"name": info.name, "kind": "family",
-            "description": f"{summary['family']} imported from a checkpoint (licence: {summary['licence']})",
+    return {"name": info.name, "kind": "family", "description": info.family.description(),
             "sources": list(info.sources), "stems": list(stem_names(info.sources)),
             "default_stems": list(info.sources), **{key: summary[key] for key in FAMILY_FIELDS}}
 

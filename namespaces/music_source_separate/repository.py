@@ -145,7 +145,7 @@ class ModelRepository:
                     "cached": False, "local": True, "segment": None}
         summary = entry.summary()
         present = (self.families.folder / entry.checkpoint).is_file()
-        return {"description": f"{summary['family']} imported from a checkpoint (licence: {summary['licence']})",
+        return {"description": entry.description(),
                 "layers": [{"signature": name, "file": entry.checkpoint, "checksum": None, "url": None}],
                 "quantized": False, "cached": present, "local": True, "segment": None, **summary}
 

@@ -48,6 +48,13 @@ class FamilyEntry:
         """What changes when the weights or the config change: the model's identity in caches."""
         return f"{FOLDER}/{self.checkpoint}+config-{self.config_sha256[:CHECKSUM_LENGTH]}"
 
+    def description(self) -> str:
+        """A line for listings and the page's model picker."""
+        config = self.config
+        return (f"{config.family.value} imported from a checkpoint: {config.sample_rate} Hz, chunks of "
+                f"{config.inference.chunk_size} samples, overlap {config.inference.num_overlap} "
+                f"(licence: {self.licence})")
+
     def summary(self) -> dict[str, Any]:
         """What a user needs to choose the model: family, sources, rate, chunk, overlap, licence."""
         config = self.config

@@ -149,7 +149,7 @@ def test_the_command_imports_with_a_licence(files: dict[str, Path], tmp_path: Pa
                  str(files["mel_config"]), "--licence", "CC-BY-NC-4.0", "--model-dir", str(store)]) == 0
     assert "imported tiny_mel: mel_band_roformer, sources vocals" in capsys.readouterr().out
     assert main(["models", "list", "--model-dir", str(store)]) == 0
-    assert "mel_band_roformer imported from a checkpoint (licence: CC-BY-NC-4.0)" in capsys.readouterr().out
+    assert "chunks of 1280 samples, overlap 2 (licence: CC-BY-NC-4.0)" in capsys.readouterr().out
     files["mel_config"].write_text(_replace(MEL_BAND_ROFORMER, "num_overlap: 2", "num_overlap: x"))
     assert main(["models", "import", "other", "--checkpoint", str(files["mel"]), "--config",
                  str(files["mel_config"]), "--model-dir", str(store)]) == 2

@@ -86,7 +86,8 @@ def test_the_listing_shows_family_sources_rate_chunk_overlap_and_licence(family_
     assert listing["default_model"] == "tiny_mel"
     entry = listing["models"][0]
     assert entry == {"name": "tiny_mel", "kind": "family",
-                     "description": "mel_band_roformer imported from a checkpoint (licence: CC-BY-4.0)",
+                     "description": "mel_band_roformer imported from a checkpoint: 44100 Hz, chunks of 4416 "
+                                    "samples, overlap 1 (licence: CC-BY-4.0)",
                      "sources": ["vocals"], "stems": ["vocals", "no_vocals"], "default_stems": ["vocals"],
                      "family": "mel_band_roformer", "licence": "CC-BY-4.0", "sample_rate": 44100,
                      "chunk_size": 4416, "num_overlap": 1}
