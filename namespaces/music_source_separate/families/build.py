@@ -14,8 +14,10 @@ from .bs_roformer import BSRoformer
 from .config import ConfigError, Family, ModelConfig
 from .mdx23c import MDX23C
 from .mel_band_roformer import MelBandRoformer
+from .scnet import SCNet
 
-BUILDERS = {Family.BS_ROFORMER: BSRoformer, Family.MEL_BAND_ROFORMER: MelBandRoformer, Family.MDX23C: MDX23C}
+BUILDERS = {Family.BS_ROFORMER: BSRoformer, Family.MEL_BAND_ROFORMER: MelBandRoformer, Family.MDX23C: MDX23C,
+            Family.SCNET: SCNet}
 WRAPPERS = ("state", "state_dict", "model_state_dict")  # checkpoint dicts MSST unwraps, in its order
 LISTED_KEYS = 3  # how many missing or unexpected parameter names an error shows
 

@@ -27,6 +27,7 @@ class Family(Enum):
     BS_ROFORMER = "bs_roformer"
     MEL_BAND_ROFORMER = "mel_band_roformer"
     MDX23C = "mdx23c"
+    SCNET = "scnet"
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,11 @@ def _family(value: Any, model: Mapping[str, Any]) -> Family:
             return Family.MEL_BAND_ROFORMER
         if "num_subbands" in model:
             return Family.MDX23C
+        if "band_SR" in model:
+            return Family.SCNET
         raise ConfigError("cannot tell the model type: give training.model_type (bs_roformer, "
-                          "mel_band_roformer or mdx23c), or model.freqs_per_bands / num_bands / num_subbands")
+                          "mel_band_roformer, mdx23c or scnet), or model.freqs_per_bands / num_bands / "
+                          "num_subbands / band_SR")
     try:
         return Family(value)
     except ValueError:

@@ -107,7 +107,36 @@ inference:
   num_overlap: 4
 """
 
-CONFIGS = {"bs_roformer": BS_ROFORMER, "mel_band_roformer": MEL_BAND_ROFORMER, "mdx23c": MDX23C}
+SCNET = """\
+audio:
+  chunk_size: 1024
+  num_channels: 2
+  sample_rate: 44100
+model:
+  sources: [drums, bass, other, vocals]
+  audio_channels: 2
+  dims: [4, 8, 12]
+  nfft: 128
+  hop_size: 32
+  win_size: 128
+  normalized: true
+  band_SR: [0.175, 0.392, 0.433]
+  band_stride: [1, 4, 16]
+  band_kernel: [3, 4, 16]
+  conv_depths: [2, 1, 1]
+  compress: 2
+  conv_kernel: 3
+  num_dplayer: 2
+  expand: 1
+training:
+  instruments: [drums, bass, other, vocals]
+  target_instrument: null
+inference:
+  batch_size: 2
+  num_overlap: 2
+"""
+
+CONFIGS = {"bs_roformer": BS_ROFORMER, "mel_band_roformer": MEL_BAND_ROFORMER, "mdx23c": MDX23C, "scnet": SCNET}
 
 
 def random_state(text: str, seed: int = 0) -> dict[str, torch.Tensor]:
