@@ -20,7 +20,7 @@ from namespaces.music_source_separate.store import ModelStoreError
 from namespaces.music_source_separate.store_models import StoreModels
 from sami_gateway.cli import main
 
-from .tiny import MDX23C, MEL_BAND_ROFORMER, write_checkpoint
+from .tiny import CONFIGS, MDX23C, MEL_BAND_ROFORMER, write_checkpoint
 
 
 @pytest.fixture
@@ -82,6 +82,18 @@ def test_a_loaded_import_separates_as_its_network(repository: ModelRepository, f
     separated = separator.separate((mix, 44100), shifts=1)
     torch.testing.assert_close(separated["vocals"], expected[0])
     assert sorted(separated.isolate_stem("vocals").sources) == ["no_vocals", "vocals"]
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_every_family_imports_and_separates(repository: ModelRepository, tmp_path: Path, family: str) -> None:
+    (tmp_path / "config.yaml").write_text(CONFIGS[family])
+    entry = repository.import_family(family, write_checkpoint(tmp_path / "model.ckpt", CONFIGS[family]),
+                                     tmp_path / "config.yaml")
+    assert entry.config.family.value == family
+    separator = Separator(family, "cpu", repository=repository, precision="exact")
+    separated = separator.separate((torch.randn(2, 2500) * 0.3, 44100))
+    assert list(separated.sources) == list(entry.config.sources)
+    assert all(stem.shape == (2, 2500) and bool(torch.isfinite(stem).all()) for stem in separated.sources.values())
 
 
 def test_a_tampered_checkpoint_is_not_loaded(repository: ModelRepository, files: dict[str, Path]) -> None:
