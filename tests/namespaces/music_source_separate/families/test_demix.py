@@ -62,3 +62,14 @@ def test_fast_precision_runs_every_family_close_to_exact(family: str) -> None:
     assert fast.shape == exact.shape and np.isfinite(fast).all()
     snr = 10 * np.log10(np.sum(exact.astype(np.float64) ** 2) / np.sum((exact - fast).astype(np.float64) ** 2 + 1e-30))
     assert snr > 20, snr
+
+
+def test_the_fast_form_is_made_once_and_leaves_the_checkpoints_state_dict() -> None:
+    model = loaded(MEL_BAND_ROFORMER)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    fast = model.fast_form()
+    assert fast is model.fast_form() and fast is not model
+    after = model.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[key], before[key]) for key in before)
+    linears = [module for module in fast.modules() if type(module) is torch.nn.Linear]
+    assert linears and all(module.weight.dtype == torch.bfloat16 for module in linears)
