@@ -33,6 +33,8 @@ PIP=("$PYTHON" -m pip install -q -c constraints.txt)
 "${PIP[@]}" -e ./sdk/python
 if [[ "${1:-}" == "--test" ]]; then
     "${PIP[@]}" -e ".[test,docs]"
+    # The families' reference (msst): without its dependencies, which would replace torch.
+    "${PIP[@]}" --no-deps -r requirements-reference.txt
 else
     "${PIP[@]}" -e .
 fi

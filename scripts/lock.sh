@@ -14,6 +14,7 @@ trap 'rm -rf "$VENV"' EXIT
 # The same order as scripts/install.sh: torch first, then everything else resolved freshly.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 "$VENV/bin/python" -m pip install -q ./sdk/python ".[test,bench,docs]"
+"$VENV/bin/python" -m pip install -q --no-deps -r requirements-reference.txt  # as scripts/install.sh --test
 {
     echo "# Exact versions of the service, test, benchmark and docs environment (pip constraints), which"
     echo "# scripts/install.sh and the Dockerfile install. Refresh: bash scripts/lock.sh (the newest versions"

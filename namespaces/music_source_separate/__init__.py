@@ -12,9 +12,9 @@ from typing import Any
 
 _EXPORTS = {
     "SETTINGS": ".settings",  # the namespace's settings section, read by the gateway's configuration
-    "Separator": ".engine.separator",
-    "SeparatedSources": ".engine.separator",
-    "select_model": ".engine.separator",
+    "Separator": ".separator",
+    "SeparatedSources": ".separator",
+    "select_model": ".separator",
     "ModelRepository": ".models.repository",
     "MusicSourceSeparate": ".plugin",
     "create_namespace": ".plugin",

@@ -33,7 +33,8 @@ def _register_separate(subparsers: argparse._SubParsersAction) -> None:  # type:
     parser = subparsers.add_parser("separate", help="separate audio files into stems",
                                    description="Separate audio files into stems, as `demucs` does.")
     parser.add_argument("files", nargs="+", metavar="FILE")
-    parser.add_argument("-m", "--model", default="htdemucs", help="model name (default htdemucs)")
+    parser.add_argument("-m", "-n", "--model", "--name", dest="model", default="htdemucs",
+                        help="model name (default htdemucs)")
     parser.add_argument("--two-stems", metavar="STEM", help="write STEM and no_STEM only")
     parser.add_argument("-o", "--out", default="separated", help="output folder (default separated)")
     parser.add_argument("--format", choices=FORMATS, default="wav")
@@ -54,17 +55,44 @@ def _register_models(subparsers: argparse._SubParsersAction) -> None:  # type: i
     specs: list[tuple[str, str, Action]] = [
         ("list", "the models that can be fetched or are in the store", _list),
         ("fetch", "download models (verified) into the store", _fetch),
-        ("import", "copy <sig>-<sha256 prefix>.th and <name>.yaml files into the store", _import),
+        ("import", "copy <sig>-<sha256 prefix>.th and <name>.yaml files into the store; or, with "
+                   "NAME --checkpoint FILE --config FILE.yaml, an MSST checkpoint (BS-RoFormer, Mel-Band "
+                   "RoFormer, MDX23C)", _import),
         ("info", "the store's directory and the models it holds", _info),
         ("remove", "delete models from the store (layers other models use are kept)", _remove),
     ]
     for name, help_text, action in specs:
+        if name == "import":  # its own --config: the model's YAML with --checkpoint
+            _register_import(actions, help_text, action)
+            continue
         parser = actions.add_parser(name, parents=[common], help=help_text, description=help_text)
         if name in ("fetch", "remove"):
             parser.add_argument("names", nargs="+", metavar="NAME")
-        elif name == "import":
-            parser.add_argument("files", nargs="+", metavar="FILE")
         parser.set_defaults(func=_with_repository(action))
+
+
+def _register_import(actions: argparse._SubParsersAction, help_text: str,  # type: ignore[type-arg]
+                     action: Action) -> None:
+    parser = actions.add_parser("import", help=help_text, description=help_text)
+    parser.add_argument("--model-dir", dest="model_dir", default=argparse.SUPPRESS,
+                        help="model store (env SAMI_MODEL_DIR)")
+    parser.add_argument("--model-url", dest="model_url", default=argparse.SUPPRESS,
+                        help="where layers are downloaded from (env SAMI_MODEL_URL)")
+    parser.add_argument("--config", dest="import_config",
+                        help="with --checkpoint: the model's MSST YAML config; otherwise a TOML file (as SAMI_CONFIG)")
+    parser.add_argument("--checkpoint", help="an MSST checkpoint (a .ckpt/.pth state dict) to import as NAME")
+    parser.add_argument("--licence", default="unknown", help="the checkpoint's licence, shown with the model "
+                                                            "(default unknown)")
+    parser.add_argument("--model-type", dest="model_type",
+                        help="bs_roformer, mel_band_roformer or mdx23c, where the config has no training.model_type")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="files to copy, or the NAME of a checkpoint")
+    run = _with_repository(action)
+
+    def handler(flags: Flags) -> int:
+        if flags.get("checkpoint") is None and flags.get("import_config") is not None:
+            flags["config"] = flags.pop("import_config")  # no checkpoint: --config is the gateway's TOML
+        return run(flags)
+    parser.set_defaults(func=handler)
 
 
 def _store_flags(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -160,8 +188,23 @@ def _fetch(repository: ModelRepository, settings: SeparationSettings, flags: Fla
 
 
 def _import(repository: ModelRepository, settings: SeparationSettings, flags: Flags) -> int:
+    if flags.get("checkpoint") is not None:
+        return _import_checkpoint(repository, flags)
     for path in repository.import_files(flags["files"]):
         print(f"imported {path}")
+    return 0
+
+
+def _import_checkpoint(repository: ModelRepository, flags: Flags) -> int:
+    if len(flags["files"]) != 1 or flags.get("import_config") is None:
+        print("sami-gateway: models import NAME --checkpoint FILE --config FILE.yaml [--licence X]", file=sys.stderr)
+        return 2
+    entry = repository.import_family(flags["files"][0], flags["checkpoint"], flags["import_config"],
+                                     flags["licence"], flags.get("model_type"))
+    summary = entry.summary()
+    print(f"imported {entry.name}: {summary['family']}, sources {', '.join(summary['sources'])}, "
+          f"{summary['sample_rate']} Hz, chunk {summary['chunk_size']}, overlap {summary['num_overlap']}, "
+          f"licence {summary['licence']}")
     return 0
 
 
@@ -205,7 +248,7 @@ def _separate(repository: ModelRepository, settings: SeparationSettings, flags: 
 
     from .audio.errors import AudioError
     from .engine import native
-    from .engine.separator import Separator, default_device
+    from .separator import Separator, default_device
 
     precision = flags.get("precision") or settings.precision
     device = torch.device(flags.get("device") or default_device())

@@ -28,8 +28,8 @@ from .audio.sniff import AudioHint
 from .codes import translated
 from .engine import native
 from .engine.inference import drive
-from .engine.separator import Separator
-from .models.layout import ModelStoreError, load_ensemble, missing_message
+from .models.families import load_stored
+from .models.layout import ModelStoreError, missing_message
 from .models.listing import ModelNotInStore, StoreModels
 from .models.loaded import LoadedModels
 from .pipeline.job_results import JobProgress, write_stems
@@ -38,6 +38,7 @@ from .pipeline.stem_cache import CacheUse, StemCache, holder_name
 from .requests.job_params import JobParams, JobParser, job_fields
 from .requests.params import SeparateParams, parse_params
 from .requests.stems import VOCALS, render, sami_target
+from .separator import Separator
 from .settings import SETTINGS, SeparationSettings
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class MusicSourceSeparate:
         """Load a model of the store (on an audio thread: LoadedModels calls it when one is first used)."""
         started = time.perf_counter()
         try:
-            ensemble = load_ensemble(self._settings.model_dir, key.name, key.only_load)
+            ensemble = load_stored(self._settings.model_dir, key.name, key.only_load)
         except ModelStoreError as exc:
             log.error("model %s cannot be loaded: %s", key.label, exc)
             raise

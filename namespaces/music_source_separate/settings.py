@@ -26,7 +26,7 @@ from sami_gateway.config.settings import (
     user_cache_dir,
 )
 
-from .models.defaults import DEFAULT_KERNEL_DIR, DEFAULT_MODEL_DIR, OFFICIAL_MODEL_URL
+from .defaults import DEFAULT_KERNEL_DIR, DEFAULT_MODEL_DIR, OFFICIAL_MODEL_URL
 from .requests.sami_models import SAMI_MODELS
 
 MAX_INPUT_CHANNELS = 32  # more than stereo is downmixed; this bounds memory per second of audio

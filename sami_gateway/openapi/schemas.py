@@ -258,14 +258,20 @@ _JOBS: dict[str, Schema] = {
     }),
     "JobModel": closed({
         "name": {"type": "string", "description": "what a job's `model` names"},
-        "kind": {"type": "string", "description": "`demucs`: a model of the store; `sami`: a SAMI model name, "
+        "kind": {"type": "string", "description": "`demucs`: a model of the store; `family`: a model of the store "
+                                                  "imported from an MSST checkpoint; `sami`: a SAMI model name, "
                                                   "its stems built as invoke builds them", "examples": ["demucs"]},
         "description": {"type": "string"},
         "sources": _NAMES,
         "stems": {**_NAMES, "description": "what a job's `stems` may name (any of them, in any order): each "
                                            "source and `no_<source>`, the mix minus it"},
         "default_stems": {**_NAMES, "description": "what a job that names no `stems` gets"},
-    }),
+        "family": {"type": "string", "description": "`family` models: bs_roformer, mel_band_roformer or mdx23c"},
+        "licence": {"type": "string", "description": "`family` models: the licence given at import"},
+        "sample_rate": {"type": "integer", "description": "`family` models: the rate they separate at, in Hz"},
+        "chunk_size": {"type": "integer", "description": "`family` models: samples per model call"},
+        "num_overlap": {"type": "integer", "description": "`family` models: chunks covering each sample"},
+    }, required=["name", "kind", "description", "sources", "stems", "default_stems"]),
     "OutputOptions": closed({
         "formats": {"type": "array", "items": {"type": "string", "enum": OUTPUT_FORMATS}},
         "default": ref("Output"),

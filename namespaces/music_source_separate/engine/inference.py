@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..models.layout import Ensemble, Member
 from . import fastpath
+from .ensemble import Ensemble, Member
 
 OVERLAP = 0.25  # Demucs's default overlap between consecutive segments
 MAX_SHIFT_SECONDS = 0.5  # Demucs's shift trick moves the input by up to half a second
@@ -216,6 +216,10 @@ def count_chunks(ensemble: Ensemble, total: int, options: RunOptions = RunOption
     rng = random.Random(options.seed)
     calls = 0
     for member in iter_members(ensemble, only_stem):
+        own = getattr(member.model, "count_calls", None)
+        if own is not None:  # a model with its own inference (families/)
+            calls += own(total)
+            continue
         segment = segment_samples(member.model, options.segment)
         max_shift = int(MAX_SHIFT_SECONDS * member.model.samplerate)
         spans = [total + max_shift - rng.randint(0, max_shift) for _ in range(options.shifts)] or [total]
@@ -259,7 +263,11 @@ def ensemble_steps(ensemble: Ensemble, mix: Tensor, options: RunOptions = RunOpt
 
 def separation_steps(ensemble: Ensemble, mix: Tensor, options: RunOptions = RunOptions(),
                      only_stem: str | None = None) -> Steps:
-    """Stems (sources, channels, time) of `mix` (channels, time), normalised as Demucs does."""
+    """Stems (sources, channels, time) of `mix` (channels, time), normalised as Demucs does; a model
+    that brings its own inference (families/: MSST's) runs that instead, with its own settings."""
+    own = getattr(ensemble.members[0].model, "demix_steps", None)
+    if own is not None:
+        return (yield from own(mix, options.precision))  # type: ignore[no-any-return]
     reference = mix.mean(0)
     mean = reference.mean()
     std = (reference.std() if mix.shape[-1] > 1 else torch.tensor(0.0)) + NORM_EPSILON

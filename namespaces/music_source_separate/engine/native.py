@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..models.defaults import DEFAULT_KERNEL_DIR
+from ..defaults import DEFAULT_KERNEL_DIR
 
 log = logging.getLogger(__name__)
 

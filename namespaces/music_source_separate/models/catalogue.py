@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 import yaml
 
-from .defaults import OFFICIAL_MODEL_URL as OFFICIAL_MODEL_URL  # the root of the catalogue's paths
+from ..defaults import OFFICIAL_MODEL_URL as OFFICIAL_MODEL_URL  # the root of the catalogue's paths
 from .layout import BagSpec, ModelStoreError, read_bag
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a model name becomes a file name in the store

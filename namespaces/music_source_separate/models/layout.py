@@ -13,30 +13,13 @@ import yaml
 from demucs.states import load_model
 from torch import nn
 
+from ..engine.ensemble import Ensemble, Member
+
 HASH_BLOCK_BYTES = 1 << 20
 
 
 class ModelStoreError(RuntimeError):
     """A model is missing from the store or its files are not usable."""
-
-
-@dataclass(frozen=True)
-class Member:
-    """One network of an ensemble with its per-source weights."""
-
-    model: nn.Module
-    weights: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class Ensemble:
-    """A loaded Demucs model or bag (possibly reduced to one specialist)."""
-
-    name: str
-    members: tuple[Member, ...]
-    sources: tuple[str, ...]
-    samplerate: int
-    audio_channels: int
 
 
 @dataclass(frozen=True)

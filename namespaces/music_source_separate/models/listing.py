@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from .catalogue import LAYER_FILE, MODEL_NAME, Catalogue, quantized_name
+from .families import FamilyEntry, FamilyStore
 from .layer_header import HeaderError, read_sources
 from .layout import BagSpec, ModelStoreError, read_bag
 
@@ -41,6 +42,7 @@ class ModelInfo:
     sources: tuple[str, ...]
     specialists: Mapping[str, str]  # source -> the signature of the bag member alone weighted for it
     catalogued: bool  # the official catalogue has it
+    family: FamilyEntry | None = None  # an imported model of another family (families/)
 
     @property
     def is_bag(self) -> bool:
@@ -63,6 +65,7 @@ class Listing:
 
     layers: dict[str, list[str]]
     bags: frozenset[str]
+    families: frozenset[str] = frozenset()  # the imported models of other families
 
 
 def _specialists(spec: BagSpec, sources: tuple[str, ...]) -> dict[str, str]:
@@ -86,6 +89,7 @@ class StoreModels:
         self._sources: dict[tuple[str, int], tuple[str, ...]] = {}  # (file name, mtime_ns) -> sources
         self._bags: dict[tuple[str, int], BagSpec] = {}
         self._lock = threading.Lock()
+        self.families = FamilyStore(root)
 
     def catalogue(self) -> Catalogue | None:
         """The official catalogue (the installed demucs package's), read once; None without it."""
@@ -132,7 +136,8 @@ class StoreModels:
             except ModelStoreError:
                 continue  # its layers show as models of their own; the bag itself is left out below
         found = []
-        for name in sorted(listing.bags | (listing.layers.keys() - members)):
+        names = listing.bags | (listing.layers.keys() - members)
+        for name in sorted(names | listing.families):
             try:
                 found.append(self._describe(name, listing))
             except ModelStoreError:
@@ -144,6 +149,9 @@ class StoreModels:
             spec = self._read_bag(name)
         elif name in listing.layers:
             spec = BagSpec((name,), None, None)  # a bare layer loads as a model of its own
+        elif name in listing.families:
+            entry = self.families.entry(name)
+            return ModelInfo(name, (name,), {name: entry.identity}, entry.config.sources, {}, False, entry)
         else:
             raise ModelNotInStore(name, self.catalogued(name))
         files = {}
@@ -186,7 +194,7 @@ class StoreModels:
                 layers.setdefault(match["sig"], []).append(entry.name)
             elif entry.name.endswith(".yaml") and MODEL_NAME.fullmatch(entry.name[:-5]):
                 bags.add(entry.name[:-5])
-        return Listing(layers, frozenset(bags))
+        return Listing(layers, frozenset(bags), frozenset(self.families.names()))
 
     def _read_sources(self, file: str) -> tuple[str, ...]:
         path = self.root / file

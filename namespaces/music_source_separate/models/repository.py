@@ -6,14 +6,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..defaults import DEFAULT_MODEL_DIR, OFFICIAL_MODEL_URL
+from ..engine.ensemble import Ensemble
 from .catalogue import LAYER_FILE, Catalogue, describe, quantized_name
-from .defaults import DEFAULT_MODEL_DIR, OFFICIAL_MODEL_URL
 from .download import DEFAULT_TIMEOUT_SECONDS
+from .families import DEFAULT_LICENCE, FamilyEntry, FamilyStore
 from .fetch import FetchEvents, ModelFetcher, ProgressCallback
 from .files import LayerFiles, StoreFiles
 from .importing import import_files
 from .index import ModelEntry, ModelIndex
-from .layout import Ensemble, ModelStoreError, load_ensemble, load_package
+from .layout import ModelStoreError, load_ensemble, load_package
 
 
 class ModelRepository:
@@ -27,6 +29,7 @@ class ModelRepository:
         self.files = StoreFiles(self.root)
         self.index = ModelIndex(self.catalogue, self.files)
         self.fetcher = ModelFetcher(self.files, self.catalogue, self.base_url, timeout)
+        self.families = FamilyStore(self.root)  # imported models of other families (families/)
 
     def get_cache_dir(self) -> Path:
         return self.root.resolve()
@@ -34,7 +37,7 @@ class ModelRepository:
     def list_models(self) -> dict[str, dict[str, Any]]:
         """Every model of the catalogue and of the store, with its layers and whether it is cached."""
         layers = self.files.layers()
-        return {entry.name: {
+        listed = {entry.name: {
             "description": describe(entry.name, len(entry.signatures), entry.local),
             "layers": [self._layer_info(sig, layers) for sig in entry.signatures],
             "quantized": quantized_name(entry.name),
@@ -42,10 +45,16 @@ class ModelRepository:
             "local": entry.local,
             "segment": entry.spec.segment,
         } for entry in self.index.entries()}
+        for name in self.families.names():
+            if name not in listed:
+                listed[name] = self._family_info(name)
+        return listed
 
     def get_model(self, name: str, only_load: str | None = None,
                   progress_callback: ProgressCallback | None = None) -> Ensemble:
         """Fetch what the store lacks, then load `name` (only the `only_load` specialist if given)."""
+        if self._is_family(name):
+            return self.families.load(name, only_load)
         entry = self.index.resolve(name)
         quantized = set(entry.signatures) & self.catalogue.quantized_signatures()
         if (quantized_name(name) or quantized) and not _has_diffq():
@@ -82,10 +91,21 @@ class ModelRepository:
                       for sig in entry.signatures for path in files[sig]}
             info[entry.name] = {"layers": layers,
                                 "size_bytes": sum(layer["size_bytes"] for layer in layers.values())}
+        for name in self.families.names():
+            if name not in info:
+                try:
+                    path = self.families.folder / self.families.entry(name).checkpoint
+                    info[name] = {"layers": {path.stem.rsplit("-", 1)[-1]: {"path": path,
+                                                                            "size_bytes": path.stat().st_size}},
+                                  "size_bytes": path.stat().st_size}
+                except (ModelStoreError, OSError):
+                    continue  # its checkpoint is missing: not complete
         return info
 
     def remove_model(self, name: str) -> bool:
         """Delete `name`'s bag file and the layers no other cached model uses; False if none was there."""
+        if self._is_family(name):
+            return self.families.remove(name)
         entry = self.index.resolve(name)
         files = self.files.layers()
         shared = {sig for other in self.index.entries() if other.name != name and self._cached(other, files)
@@ -104,6 +124,31 @@ class ModelRepository:
     def import_files(self, paths: Iterable[Path | str]) -> list[Path]:
         """Copy checkpoints named `<sig>-<sha256 prefix>.th` (verified) and bag `.yaml` files into the store."""
         return import_files(self.files, paths)
+
+    def import_family(self, name: str, checkpoint: Path | str, config: Path | str, licence: str = DEFAULT_LICENCE,
+                      model_type: str | None = None) -> FamilyEntry:
+        """Import an MSST checkpoint and its YAML config as the model `name` (BS-RoFormer, Mel-Band
+        RoFormer or MDX23C): checked against each other first, the store left as it was on any error."""
+        if name in self.catalogue.bags or name in self.catalogue.layers or self.files.has_bag(name) \
+                or name in self.files.layers():
+            raise ModelStoreError(f"cannot import {name}: a Demucs model has that name")
+        return self.families.import_model(name, Path(checkpoint), Path(config), licence, model_type)
+
+    def _is_family(self, name: str) -> bool:
+        """An imported model of another family (a Demucs model of the same name comes first)."""
+        return self.families.has(name) and name not in self.catalogue.bags and not self.files.has_bag(name)
+
+    def _family_info(self, name: str) -> dict[str, Any]:
+        try:
+            entry = self.families.entry(name)
+        except ModelStoreError as exc:
+            return {"description": f"unreadable imported model: {exc}", "layers": [], "quantized": False,
+                    "cached": False, "local": True, "segment": None}
+        summary = entry.summary()
+        present = (self.families.folder / entry.checkpoint).is_file()
+        return {"description": entry.description(),
+                "layers": [{"signature": name, "file": entry.checkpoint, "checksum": None, "url": None}],
+                "quantized": False, "cached": present, "local": True, "segment": None, **summary}
 
     def _cached(self, entry: ModelEntry, layers: LayerFiles) -> bool:
         return self.files.holds(entry.name, entry.signatures, layers)

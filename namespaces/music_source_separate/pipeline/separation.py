@@ -26,11 +26,12 @@ from ..audio.convert import resample, to_stereo
 from ..audio.decode import decode
 from ..audio.sniff import AudioHint
 from ..codes import model_error, translated
+from ..engine.ensemble import Ensemble
 from ..engine.inference import RunOptions, Steps, count_chunks, counting, forward
-from ..engine.separator import Separator
-from ..models.layout import Ensemble, ModelStoreError
+from ..models.layout import ModelStoreError
 from ..models.listing import StoreModels
 from ..models.loaded import Lease, LoadedModels
+from ..separator import Separator
 from ..settings import SeparationSettings
 from .stem_cache import CacheUse, StemCache, cache_key
 

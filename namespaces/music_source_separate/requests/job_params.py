@@ -30,6 +30,7 @@ OUTPUT_KEYS = frozenset({"format", "sample_rate", "channels"})
 DEFAULT_JOB_OUTPUT = OutputSpec("wav", 44100, 2)
 CODEC_FORMATS = ("mp3", "aac", "m4a")  # their encoders take only CODEC_RATES; wav and flac any rate in range
 JOB_CHANNELS = (1, 2)
+FAMILY_FIELDS = ("family", "licence", "sample_rate", "chunk_size", "num_overlap")  # listed for imported models
 
 
 @dataclass(frozen=True)
@@ -149,10 +150,21 @@ def _runnable(store: StoreModels, info: ModelInfo, only_load: str | None = None)
 
 
 def _demucs_entry(info: ModelInfo) -> dict[str, Any]:
+    if info.family is not None:
+        return _family_entry(info)
     layers = len(set(info.signatures))
     return {"name": info.name, "kind": "demucs", "description": describe(info.name, layers, not info.catalogued),
             "sources": list(info.sources), "stems": list(stem_names(info.sources)),
             "default_stems": list(info.sources)}
+
+
+def _family_entry(info: ModelInfo) -> dict[str, Any]:
+    """An imported model of another family, with what a user needs to choose it."""
+    assert info.family is not None
+    summary = info.family.summary()
+    return {"name": info.name, "kind": "family", "description": info.family.description(),
+            "sources": list(info.sources), "stems": list(stem_names(info.sources)),
+            "default_stems": list(info.sources), **{key: summary[key] for key in FAMILY_FIELDS}}
 
 
 def _sami_entry(sami: SamiModel, backend: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from demucs.demucs import Demucs
 from demucs.hdemucs import HDemucs
 
 from namespaces.music_source_separate.demo_store import SOURCES
+from namespaces.music_source_separate.engine.ensemble import Ensemble, Member
 from namespaces.music_source_separate.engine.inference import (
     Precision,
     RunOptions,
@@ -25,7 +26,7 @@ from namespaces.music_source_separate.engine.inference import (
     segment_samples,
     separate,
 )
-from namespaces.music_source_separate.models.layout import Ensemble, Member, load_ensemble
+from namespaces.music_source_separate.models.layout import load_ensemble
 
 TOLERANCE = 1e-4
 

@@ -10,10 +10,10 @@ from demucs.demucs import DConv
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from namespaces.music_source_separate.defaults import DEFAULT_KERNEL_DIR
 from namespaces.music_source_separate.demo_store import tiny_htdemucs
 from namespaces.music_source_separate.engine import fastpath, native
 from namespaces.music_source_separate.engine.inference import ModelCall, Precision, forward
-from namespaces.music_source_separate.models.defaults import DEFAULT_KERNEL_DIR
 
 BF16 = torch.autocast("cpu", dtype=torch.bfloat16)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from namespaces.music_source_separate.defaults import DEFAULT_MODEL_DIR, OFFICIAL_MODEL_URL
 from namespaces.music_source_separate.demo_store import HTDEMUCS_FT_SIGS, HTDEMUCS_SIG
-from namespaces.music_source_separate.models.defaults import DEFAULT_MODEL_DIR, OFFICIAL_MODEL_URL
 from namespaces.music_source_separate.models.layout import ModelStoreError
 from namespaces.music_source_separate.models.repository import ModelRepository
 

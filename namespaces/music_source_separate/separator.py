@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..audio.convert import resample, to_stereo
-from ..audio.decode import decode
-from ..audio.encode import FORMATS, encode
-from ..audio.sniff import AudioHint
-from ..models.layout import Ensemble, Member
-from ..models.repository import ModelRepository
-from .inference import Precision, RunOptions, Steps, count_chunks, separate, separation_steps
+from .audio.convert import resample, to_stereo
+from .audio.decode import decode
+from .audio.encode import FORMATS, encode
+from .audio.sniff import AudioHint
+from .engine.ensemble import Ensemble, Member
+from .engine.inference import Precision, RunOptions, Steps, count_chunks, separate, separation_steps
+from .models.repository import ModelRepository
 
 ProgressCallback = Callable[[str, dict[str, Any]], object]
 AudioInput = tuple[Tensor, int] | Path | str | bytes
