@@ -10,17 +10,19 @@ import pytest
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "namespaces" / "music_source_separate"
-# The namespace's edge: what turns the library into a SAMI namespace and a command line, and
-# reads the gateway's settings. The audio/ subpackage has its own layering test (audio/test_layering.py).
-EDGE = {"plugin.py", "params.py", "commands.py", "codes.py", "settings.py", "__init__.py", "demo_store.py",
-        "job_params.py", "job_results.py", "pipeline.py"}
+# The library: inference, the model store, the families' networks, the Python API and its
+# defaults. The rest is the namespace's edge, which turns the library into a SAMI namespace and a
+# command line and reads the gateway's settings: the modules at its top and the pipeline/ and
+# requests/ packages. The audio/ subpackage has its own layering test (audio/test_layering.py).
+LIBRARY_PACKAGES = ("engine", "models", "families")
+LIBRARY_TOP = {"separator.py", "defaults.py"}
 ENVIRONMENT = {"environ", "environb", "getenv", "getenvb", "putenv"}
 
 
 def library_modules() -> list[Path]:
     return sorted(path for path in PACKAGE.rglob("*.py")
-                  if path.name not in EDGE or path.parent != PACKAGE
-                  if path.relative_to(PACKAGE).parts[0] != "audio")
+                  if (path.name in LIBRARY_TOP if path.parent == PACKAGE
+                      else path.relative_to(PACKAGE).parts[0] in LIBRARY_PACKAGES))
 
 
 def violations(source: str) -> list[str]:
@@ -43,9 +45,11 @@ def violations(source: str) -> list[str]:
 
 def test_the_library_is_the_modules_apart_from_the_edge() -> None:
     names = {str(path.relative_to(PACKAGE)) for path in library_modules()}
-    assert {"native.py", "engine.py", "separator.py", "repository.py", "store.py", "download.py",
-            "stem_cache.py", "loaded_models.py", "store_models.py", "layer_header.py", "stems.py"} <= names
-    assert not names & EDGE and not any(name.startswith("audio/") for name in names)
+    assert {"engine/native.py", "engine/inference.py", "engine/denoise.py", "separator.py", "defaults.py",
+            "models/repository.py", "models/layout.py", "models/download.py", "models/loaded.py",
+            "models/listing.py", "models/layer_header.py", "models/families.py", "families/build.py"} <= names
+    assert not any(name.startswith(("audio/", "pipeline/", "requests/")) or "/" not in name
+                   and name not in LIBRARY_TOP for name in names)
 
 
 @pytest.mark.parametrize("path", library_modules(), ids=lambda path: str(path.relative_to(PACKAGE)))
