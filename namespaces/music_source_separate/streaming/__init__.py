@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from .blocks import ArrayBlocks, BlockSource, FileBlocks, IteratorBlocks, MappedBlocks
+from .gate import DenoisedBlocks
 from .resample import ResampledBlocks
 from .separation import Region, separate_stream, stream_steps
 from .spool import Spool
 from .statistics import MixStatistics, measure
 
 __all__ = [
-    "ArrayBlocks", "BlockSource", "FileBlocks", "IteratorBlocks", "MappedBlocks",
+    "ArrayBlocks", "BlockSource", "DenoisedBlocks", "FileBlocks", "IteratorBlocks", "MappedBlocks",
     "MixStatistics", "Region", "ResampledBlocks", "Spool", "measure", "separate_stream", "stream_steps",
 ]
