@@ -110,3 +110,22 @@ class IteratorBlocks:
             raise RuntimeError("these blocks were read already: spool them to read them again")
         blocks, self._blocks = self._blocks, None
         return blocks
+
+
+class BlockReader:
+    """Blocks taken in sizes of the reader's choosing (a region's length) from blocks of any size."""
+
+    def __init__(self, blocks: Iterator[np.ndarray]) -> None:
+        self.blocks = blocks
+        self.pending: list[np.ndarray] = []
+        self.held = 0
+
+    def take(self, count: int) -> np.ndarray:
+        """The next `count` frames; fewer only where the blocks end."""
+        while self.held < count and (block := next(self.blocks, None)) is not None:
+            self.pending.append(block)
+            self.held += block.shape[-1]
+        joined = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending, axis=1)
+        head, rest = joined[:, :count], joined[:, count:]
+        self.pending, self.held = ([rest] if rest.shape[-1] else []), rest.shape[-1]
+        return head

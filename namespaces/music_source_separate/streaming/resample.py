@@ -1,5 +1,5 @@
-"""Another source's blocks at another rate, through soxr's streaming resampler, exactly as long as the
-one-shot `resample` makes them."""
+"""Blocks at another rate, through soxr's streaming resampler, exactly as long and the same to the
+bit as the one-shot `resample` makes them."""
 
 from __future__ import annotations
 
@@ -14,9 +14,33 @@ from .blocks import BlockSource
 QUALITY = "HQ"  # as audio.convert.resample
 
 
+class Resampler:
+    """A signal of `frames` input frames pushed block by block; what comes out is cut or zero-padded
+    at the end to `output_frames(frames, ...)`, the one-shot conversion's length."""
+
+    def __init__(self, rate_in: int, rate_out: int, channels: int, frames: int) -> None:
+        self.channels = channels
+        self.left = output_frames(frames, rate_in, rate_out)  # output frames still to hand on
+        self.stream = None if rate_in == rate_out else soxr.ResampleStream(
+            rate_in, rate_out, channels, dtype="float32", quality=QUALITY)
+
+    def push(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """The output frames that `block` (channels, n) completes; with `last`, all the rest."""
+        if self.stream is None:
+            out = block
+        else:
+            converted = self.stream.resample_chunk(np.ascontiguousarray(block.T, dtype=np.float32), last=last)
+            out = np.ascontiguousarray(converted.reshape(-1, self.channels).T)
+        out = out[:, :self.left]
+        self.left -= out.shape[-1]
+        if last and self.left:  # fewer frames than the exact length: zeros, as fit_length pads
+            out = np.concatenate([out, np.zeros((self.channels, self.left), np.float32)], axis=1)
+            self.left = 0
+        return out
+
+
 class ResampledBlocks:
-    """`source` at `rate`: soxr "HQ" run block by block, cut or zero-padded at the end to
-    `output_frames(source.frames, ...)`, the one-shot conversion's length."""
+    """`source` at `rate`, soxr "HQ" run block by block."""
 
     def __init__(self, source: BlockSource, rate: int) -> None:
         self.source = source
@@ -34,17 +58,9 @@ class ResampledBlocks:
         if self.source.rate == self.rate:
             yield from self.source.blocks()
             return
-        stream = soxr.ResampleStream(self.source.rate, self.rate, self.channels, dtype="float32", quality=QUALITY)
-        left = self.frames
+        resampler = Resampler(self.source.rate, self.rate, self.channels, self.source.frames)
         for block in self.source.blocks():
-            out = stream.resample_chunk(np.ascontiguousarray(block.T, dtype=np.float32))
-            if out.shape[0] and left:
-                yield np.ascontiguousarray(out.reshape(out.shape[0], -1)[:left].T)
-                left -= min(left, out.shape[0])
-        out = stream.resample_chunk(np.zeros((0, self.channels), np.float32), last=True)
-        tail = np.ascontiguousarray(out.reshape(out.shape[0], -1)[:left].T)
-        left -= tail.shape[-1]
-        if tail.shape[-1]:
+            if (out := resampler.push(block)).shape[-1]:
+                yield out
+        if (tail := resampler.push(np.zeros((self.channels, 0), np.float32), last=True)).shape[-1]:
             yield tail
-        if left:  # soxr gave fewer frames than the exact length: zeros, as fit_length pads
-            yield np.zeros((self.channels, left), np.float32)
