@@ -38,8 +38,9 @@ class RunningStatistics:
         """Take in a (channels, frames) float32 block."""
         if block.shape[-1] == 0:
             return
-        # The reference in float32, as torch computes `mix.mean(0)`; everything after in float64.
-        reference = torch.from_numpy(np.ascontiguousarray(block)).mean(0).double().numpy()
+        # The reference in float32, the sum of the channels over their count as torch's `mix.mean(0)`;
+        # everything after in float64.
+        reference = block.mean(axis=0, dtype=np.float32).astype(np.float64)
         count = reference.shape[0]
         mean = float(reference.mean())
         m2 = float(np.square(reference - mean).sum())
