@@ -173,3 +173,10 @@ def _advance(steps: StreamSteps, call: ModelCall | None,
             return next(steps) if call is None else steps.send(run(call))
         except StopIteration:
             return None
+
+
+def run_steps(steps: StreamSteps, run: Callable[[ModelCall], Tensor] = forward) -> None:
+    """Every call of `steps` run here, in order (what a scheduler does, interleaved with others)."""
+    call = _advance(steps, None, run)
+    while call is not None:
+        call = _advance(steps, call, run)

@@ -1,4 +1,4 @@
-"""A source decoded once: its blocks written to a float32 file on disk while its statistics are taken,
+"""Audio decoded once: its blocks written to a float32 file on disk while its statistics are taken,
 then read back as often as needed."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import numpy as np
 
@@ -15,28 +16,51 @@ from .blocks import BLOCK_FRAMES, BlockSource
 from .statistics import MixStatistics, RunningStatistics
 
 
+class SpoolWriter:
+    """Blocks written one by one to an unnamed temporary file in `directory` (frames interleaved,
+    float32); `done` hands them back as a `Spool`."""
+
+    def __init__(self, rate: int, channels: int, directory: Path | str | None = None) -> None:
+        self.rate, self.channels = rate, channels
+        self.file: IO[bytes] = tempfile.TemporaryFile(dir=directory)
+        self.running = RunningStatistics()
+        self.frames = 0
+
+    def write(self, block: np.ndarray) -> None:
+        self.running.add(block)
+        self.file.write(np.ascontiguousarray(block.T, dtype=np.float32).tobytes())
+        self.frames += block.shape[-1]
+
+    def done(self, block_frames: int = BLOCK_FRAMES) -> Spool:
+        self.file.flush()
+        spool = Spool.__new__(Spool)
+        spool._adopt(self, block_frames)
+        return spool
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class Spool:
-    """`source` written to an unnamed temporary file in `directory` (frames interleaved, float32),
-    with its statistics; closing it (or leaving its `with`) frees the disk space."""
+    """`source` written to disk with its statistics; closing it (or leaving its `with`) frees the space."""
 
     def __init__(self, source: BlockSource, directory: Path | str | None = None,
                  block_frames: int = BLOCK_FRAMES) -> None:
-        self.rate, self.channels = source.rate, source.channels
-        self.block_frames = block_frames
-        self._file = tempfile.TemporaryFile(dir=directory)
-        running = RunningStatistics()
-        written = 0
+        writer = SpoolWriter(source.rate, source.channels, directory)
         try:
             for block in source.blocks():
-                running.add(block)
-                self._file.write(np.ascontiguousarray(block.T, dtype=np.float32).tobytes())
-                written += block.shape[-1]
-            self._file.flush()
+                writer.write(block)
         except BaseException:
-            self._file.close()
+            writer.close()
             raise
-        self.frames = written
-        self.statistics: MixStatistics = running.result()
+        self._adopt(writer, block_frames)
+        self._file.flush()
+
+    def _adopt(self, writer: SpoolWriter, block_frames: int) -> None:
+        self.rate, self.channels, self.frames = writer.rate, writer.channels, writer.frames
+        self.block_frames = block_frames
+        self._file = writer.file
+        self.statistics: MixStatistics = writer.running.result()
 
     def blocks(self) -> Iterator[np.ndarray]:
         """Every block from the first; several readers may read at once (each at its own offset)."""

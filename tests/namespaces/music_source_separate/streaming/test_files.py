@@ -14,11 +14,12 @@ from namespaces.music_source_separate.audio.convert import output_frames, resamp
 from namespaces.music_source_separate.audio.decode import decode
 from namespaces.music_source_separate.audio.sniff import AudioHint
 from namespaces.music_source_separate.engine import separate
-from namespaces.music_source_separate.stems import demucs_stem, render
+from namespaces.music_source_separate.sami_models import SAMI_MODELS
+from namespaces.music_source_separate.stems import demucs_stem, render, sami_target
 from namespaces.music_source_separate.store import Ensemble, load_ensemble
 from namespaces.music_source_separate.streaming import FileBlocks
 from namespaces.music_source_separate.streaming.encode import write_blocks
-from namespaces.music_source_separate.streaming.files import Output, StemTarget, separate_to_files
+from namespaces.music_source_separate.streaming.files import FileJob, Output, StemTarget, separate_to_files
 
 from ....conftest import tone
 
@@ -51,8 +52,8 @@ def test_stem_files_equal_the_one_shot_render(single: Ensemble, fmt: str, channe
     expected = one_shot(single, data, stems, output)
     written = {stem: io.BytesIO() for stem in stems}
     seen: list[int] = []
-    frames = separate_to_files(single, FileBlocks(data, 20000), [StemTarget(s, written[s]) for s in stems],
-                               output, progress=seen.append)
+    job = FileJob(single, FileBlocks(data, 20000), [StemTarget(s, written[s]) for s in stems], output)
+    frames = separate_to_files(job, progress=seen.append)
     assert seen[-1] == output_frames(frames, 48000, single.samplerate) and seen == sorted(seen)
     for stem in stems:
         ours, _ = sf.read(io.BytesIO(written[stem].getvalue()), dtype="int16", always_2d=True)
@@ -60,6 +61,31 @@ def test_stem_files_equal_the_one_shot_render(single: Ensemble, fmt: str, channe
         assert ours.shape == theirs.shape == (frames, channels) and rate == 48000
         difference = np.abs(ours.astype(np.int32) - theirs)
         assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, stem
+
+
+def test_the_denoised_four_stem_targets_equal_the_one_shot_render(single: Ensemble) -> None:
+    """bs_4track's vocals and accompaniment (the other sources summed), denoised, in `fast`'s float16."""
+    buffer = io.BytesIO()
+    sf.write(buffer, tone(6.0, 44100, 2, seed=3), 44100, format="WAV", subtype="PCM_16")
+    data = buffer.getvalue()
+    output = Output("wav", 44100, 2)
+    decoded = decode(data, AudioHint(), 600.0, 8)
+    mix = to_stereo(decoded.samples)
+    separated = separate(single, torch.from_numpy(np.ascontiguousarray(mix))).numpy()
+    sources = {name: separated[index].astype(np.float16) for index, name in enumerate(single.sources)}
+    expected = {}
+    for stem, model in (("vocals", SAMI_MODELS["bs_4track_vocal"]), ("no_vocals", SAMI_MODELS["bs_4track_acc"])):
+        target = sami_target(model, model.target, sources, mix, single.samplerate)
+        expected[stem] = render(target, single.samplerate, mix.shape[-1], 44100, 2, "wav")
+    written = {stem: io.BytesIO() for stem in expected}
+    targets = [StemTarget("vocals", written["vocals"], denoise=True),
+               StemTarget("no_vocals", written["no_vocals"], from_sources=True, denoise=True)]
+    separate_to_files(FileJob(single, FileBlocks(data), targets, output, kept_as=np.float16))
+    for stem in expected:
+        ours, _ = sf.read(io.BytesIO(written[stem].getvalue()), dtype="int16")
+        theirs, _ = sf.read(io.BytesIO(expected[stem]), dtype="int16")
+        difference = np.abs(ours.astype(np.int32) - theirs)
+        assert ours.shape == theirs.shape and difference.max() <= 1 and np.mean(difference > 0) < 1e-3, stem
 
 
 def test_blocks_written_are_the_bytes_written_at_once() -> None:
