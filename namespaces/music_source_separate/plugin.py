@@ -39,6 +39,8 @@ from .stem_cache import CacheUse, StemCache, holder_name
 from .stems import VOCALS, render, sami_target
 from .store import ModelStoreError, load_ensemble, missing_message
 from .store_models import ModelNotInStore, StoreModels
+from .streamed_jobs import run_streamed, sniff_format, streamable
+from .streaming.blocks import FileBlocks
 
 log = logging.getLogger(__name__)
 NAME = "MusicSourceSeparate"
@@ -211,6 +213,10 @@ class MusicSourceSeparate:
         assert self._pipeline is not None, "start() was not awaited"
         lane = self._lane(batch=True)
         progress = JobProgress(call.progress, len(params.stems))
+        if self._settings.stream_jobs:
+            blocks = await _run(lane.pool, streamable, call.data, params, self._settings)
+            if blocks is not None:
+                return await self._run_streamed(call, lane, blocks, progress, started)
         use = CacheUse(self._cache_scope(call.appkey), holder_name(call.appkey, call.job_id))
         work = await self._pipeline.separate(lane, call.data, AudioHint(), params.backend, params.only_load,
                                              use, progress.separated)
@@ -223,6 +229,17 @@ class MusicSourceSeparate:
         source = {"format": info.format, "sample_rate": info.sample_rate, "channels": info.channels,
                   "duration": round(info.duration, 6)}
         return JobOutput(stems, source, report, work.cache_hit)
+
+    async def _run_streamed(self, call: JobCall[JobParams], lane: Lane, blocks: FileBlocks, progress: JobProgress,
+                            started: float) -> JobOutput:
+        assert self._pipeline is not None
+        stems, seconds = await run_streamed(self._pipeline, lane, call, blocks, progress, self._settings.precision)
+        duration = blocks.frames / blocks.rate
+        report = RunReport(call.params.model, duration, {"separation": seconds, "total": time.perf_counter() - started},
+                           cache_hit=False, cache_bytes=self._pipeline.cache.total_bytes)
+        source = {"format": sniff_format(call.data), "sample_rate": blocks.rate, "channels": blocks.channels,
+                  "duration": round(duration, 6)}
+        return JobOutput(stems, source, report, False)
 
     async def forget_job(self, appkey: str, job_id: str) -> None:
         """The stem cache entries only this job held are deleted (those another job holds stay)."""
