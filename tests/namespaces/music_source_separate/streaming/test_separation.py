@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from demucs.apply import BagOfModels, apply_model
+from demucs.demucs import Demucs
+from demucs.hdemucs import HDemucs
 from torch import Tensor
 
+from namespaces.music_source_separate.demo_store import SOURCES
 from namespaces.music_source_separate.engine import NORM_EPSILON, Precision, RunOptions, separate
-from namespaces.music_source_separate.store import Ensemble, load_ensemble
+from namespaces.music_source_separate.store import Ensemble, Member, load_ensemble
 from namespaces.music_source_separate.streaming import ArrayBlocks, MixStatistics, Region, separate_stream
 
 RATE = 44100
@@ -95,6 +99,21 @@ def test_same_statistics_give_the_engines_very_output(single: Ensemble, options:
     mix = song(12.0, seed=3)
     expected = separate(single, mix, options)
     assert torch.equal(streamed(single, mix, 30000, statistics=whole_statistics(mix), options=options), expected)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: HDemucs(sources=list(SOURCES), channels=4, segment=4),  # Demucs's own unit-test size
+    lambda: Demucs(sources=list(SOURCES), channels=8, depth=4, segment=4),
+], ids=["hdemucs", "demucs"])
+def test_other_architectures_read_context_past_their_segments(build: Callable[[], torch.nn.Module]) -> None:
+    """Models whose valid length exceeds the segment read the mix past both of its ends."""
+    torch.manual_seed(8)
+    model = build().eval()
+    ensemble = Ensemble("m", (Member(model, (1.0,) * len(model.sources)),), tuple(model.sources),
+                        model.samplerate, model.audio_channels)
+    mix = song(9.0, seed=8)
+    expected = separate(ensemble, mix)
+    assert torch.equal(streamed(ensemble, mix, 5000, statistics=whole_statistics(mix)), expected)
 
 
 def test_only_load_specialist_equals_the_engines(bag: Ensemble) -> None:
