@@ -35,11 +35,13 @@ from .models.loaded import LoadedModels
 from .pipeline.job_results import JobProgress, write_stems
 from .pipeline.separation import SHIFTS, Lane, ModelKey, Pipeline, Work
 from .pipeline.stem_cache import CacheUse, StemCache, holder_name
+from .pipeline.streamed_jobs import run_streamed, sniff_format, streamable
 from .requests.job_params import JobParams, JobParser, job_fields
 from .requests.params import SeparateParams, parse_params
 from .requests.stems import VOCALS, render, sami_target
 from .separator import Separator
 from .settings import SETTINGS, SeparationSettings
+from .streaming.blocks import FileBlocks
 
 log = logging.getLogger(__name__)
 NAME = "MusicSourceSeparate"
@@ -212,6 +214,10 @@ class MusicSourceSeparate:
         assert self._pipeline is not None, "start() was not awaited"
         lane = self._lane(batch=True)
         progress = JobProgress(call.progress, len(params.stems))
+        if self._settings.stream_jobs:
+            blocks = await _run(lane.pool, streamable, call.data, params, self._settings)
+            if blocks is not None:
+                return await self._run_streamed(call, lane, blocks, progress, started)
         use = CacheUse(self._cache_scope(call.appkey), holder_name(call.appkey, call.job_id))
         work = await self._pipeline.separate(lane, call.data, AudioHint(), params.backend, params.only_load,
                                              use, progress.separated)
@@ -224,6 +230,17 @@ class MusicSourceSeparate:
         source = {"format": info.format, "sample_rate": info.sample_rate, "channels": info.channels,
                   "duration": round(info.duration, 6)}
         return JobOutput(stems, source, report, work.cache_hit)
+
+    async def _run_streamed(self, call: JobCall[JobParams], lane: Lane, blocks: FileBlocks, progress: JobProgress,
+                            started: float) -> JobOutput:
+        assert self._pipeline is not None
+        stems, seconds = await run_streamed(self._pipeline, lane, call, blocks, progress, self._settings.precision)
+        duration = blocks.frames / blocks.rate
+        report = RunReport(call.params.model, duration, {"separation": seconds, "total": time.perf_counter() - started},
+                           cache_hit=False, cache_bytes=self._pipeline.cache.total_bytes)
+        source = {"format": sniff_format(call.data), "sample_rate": blocks.rate, "channels": blocks.channels,
+                  "duration": round(duration, 6)}
+        return JobOutput(stems, source, report, False)
 
     async def forget_job(self, appkey: str, job_id: str) -> None:
         """The stem cache entries only this job held are deleted (those another job holds stay)."""

@@ -53,6 +53,7 @@ class SeparationSettings:
     job_model: str = "htdemucs"
     stem_cache_bytes: int = 2 * 1024 ** 3
     stem_cache_shared: bool = False
+    stream_jobs: bool = False
 
 
 def _model_map(value: Any) -> Mapping[str, str]:
@@ -121,4 +122,7 @@ SETTINGS = Section("music_source_separate", (
     Setting("stem_cache_shared", boolean,
             "one stem cache for every appkey instead of one per appkey: faster, but an appkey's `cache_hit` "
             "then reveals that another appkey processed the same song with the same model"),
+    Setting("stream_jobs", boolean,
+            "separate jobs of wav or flac input and output span by span, each stem written as it is final, "
+            "without the whole song in memory and without the stem cache (docs: streaming.md)"),
 ), SeparationSettings, _defaults)

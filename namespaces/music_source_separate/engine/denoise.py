@@ -235,9 +235,26 @@ def _normalise(segment: np.ndarray, window: np.ndarray, hop: int) -> np.ndarray:
 
 def _hum_bins(x: np.ndarray, sample_rate: int, settings: DenoiseSettings) -> np.ndarray:
     """STFT bins around stationary mains-hum harmonics (50 or 60 Hz combs); all False when none is found."""
+    length, starts = hum_segment_starts(x.shape[0], sample_rate)
+    segments = sliding_window_view(x, length)[starts] if starts.size else np.zeros((0, length), np.float32)
+    return hum_bins_of(segments, sample_rate, settings)
+
+
+def hum_segment_starts(frames: int, sample_rate: int) -> tuple[int, np.ndarray]:
+    """The length of the long segments hum is detected on, and where they start in `frames` samples
+    (none when the signal is shorter than one)."""
+    length = 2 ** max(8, int(round(math.log2(sample_rate * _HUM_SEGMENT_SECONDS))))
+    if frames < length:
+        return length, np.zeros(0, np.int64)
+    count = min(_HUM_MAX_SEGMENTS, 1 + (frames - length) // (length // 4))
+    return length, np.linspace(0, frames - length, count).astype(np.int64)
+
+
+def hum_bins_of(segments: np.ndarray, sample_rate: int, settings: DenoiseSettings) -> np.ndarray:
+    """`_hum_bins` from the (count, length) segments at `hum_segment_starts`."""
     n_bins = settings.n_fft // 2 + 1
     marked = np.zeros(n_bins, dtype=bool)
-    spectrum_db, bin_hz = _stationary_fine_spectrum(x, sample_rate, settings.noise_percentile)
+    spectrum_db, bin_hz = _stationary_fine_spectrum(segments, sample_rate, settings.noise_percentile)
     if spectrum_db is None:
         return marked
     stft_bin_hz = sample_rate / settings.n_fft
@@ -250,15 +267,12 @@ def _hum_bins(x: np.ndarray, sample_rate: int, settings: DenoiseSettings) -> np.
 
 
 def _stationary_fine_spectrum(
-    x: np.ndarray, sample_rate: int, percentile: float
+    segments: np.ndarray, sample_rate: int, percentile: float
 ) -> tuple[np.ndarray | None, float]:
-    """Low-percentile power spectrum (dB) of long Blackman-Harris segments; (None, 0) if too short/silent."""
-    length = 2 ** max(8, int(round(math.log2(sample_rate * _HUM_SEGMENT_SECONDS))))
-    if x.shape[0] < length:
+    """Low-percentile power spectrum (dB) of long Blackman-Harris segments; (None, 0) if none or all silent."""
+    length = segments.shape[1]
+    if segments.shape[0] == 0:
         return None, 0.0
-    count = min(_HUM_MAX_SEGMENTS, 1 + (x.shape[0] - length) // (length // 4))
-    starts = np.linspace(0, x.shape[0] - length, count).astype(np.int64)
-    segments = sliding_window_view(x, length)[starts]
     active = np.mean(np.square(segments, dtype=np.float64), axis=1) > _SILENT_FRAME_POWER
     if not np.any(active):
         return None, 0.0

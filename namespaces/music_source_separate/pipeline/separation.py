@@ -119,6 +119,10 @@ class Pipeline:
         self._settings = settings
         self._dtype = CACHE_DTYPES[settings.precision]
 
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._scheduler
+
     def model_key(self, name: str, only_load: str | None) -> ModelKey:
         """The key of `name` as the store holds it now (a store lookup: call it off the event loop)."""
         try:

@@ -10,11 +10,11 @@ import pytest
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "namespaces" / "music_source_separate"
-# The library: inference, the model store, the families' networks, the Python API and its
-# defaults. The rest is the namespace's edge, which turns the library into a SAMI namespace and a
+# The library: inference, the model store, the families' networks, streaming separation, the
+# Python API and its defaults. The rest is the namespace's edge, which turns the library into a SAMI namespace and a
 # command line and reads the gateway's settings: the modules at its top and the pipeline/ and
 # requests/ packages. The audio/ subpackage has its own layering test (audio/test_layering.py).
-LIBRARY_PACKAGES = ("engine", "models", "families")
+LIBRARY_PACKAGES = ("engine", "models", "families", "streaming")
 LIBRARY_TOP = {"separator.py", "defaults.py"}
 ENVIRONMENT = {"environ", "environb", "getenv", "getenvb", "putenv"}
 

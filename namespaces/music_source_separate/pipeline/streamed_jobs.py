@@ -1,0 +1,107 @@
+"""Jobs of wav or flac input and output separated span by span (`SAMI_STREAM_JOBS`): the input read in
+blocks, each stem file written as its regions are final, no whole-song array held. Such a job neither
+reads nor fills the stem cache. Any other job, and any input whose header is not plainly within the
+limits, takes the whole-song path, which answers as it always has."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from sami_gateway.runtime.namespace import InputBytes, JobCall, StemFile
+
+from ..audio.convert import output_frames
+from ..audio.sniff import sniff
+from ..engine.inference import RunOptions, forward
+from ..requests.job_params import JobParams
+from ..requests.stems import VOCALS
+from ..settings import SeparationSettings
+from ..streaming.blocks import FileBlocks
+from ..streaming.encode import FORMATS
+from ..streaming.files import FileJob, Output, StemTarget, file_steps
+from .job_results import JobProgress
+from .separation import CACHE_DTYPES, SHIFTS, Lane, Pipeline
+
+T = TypeVar("T")
+
+
+def sniff_format(data: InputBytes) -> str:
+    """The input's format by its magic bytes, as the whole-song path names it."""
+    return sniff(bytes(data[:64])) or ""
+
+
+def streamable(data: InputBytes, params: JobParams, settings: SeparationSettings) -> FileBlocks | None:
+    """The input as blocks when the job can stream: wav or flac in and out, a readable header within the
+    length and channel limits; None otherwise."""
+    if params.output.format not in FORMATS or sniff_format(data) not in FORMATS:
+        return None
+    try:
+        blocks = FileBlocks(bytes(data))
+    except RuntimeError:  # soundfile's errors: the whole-song path says what is wrong
+        return None
+    if not 0 < blocks.frames <= settings.max_audio_seconds * blocks.rate:
+        return None
+    return blocks if blocks.channels <= settings.max_input_channels else None
+
+
+def targets(params: JobParams, workdir: Path) -> list[StemTarget]:
+    """Each stem's file, built as the whole-song path builds it (`job_results`, `stems.sami_target`)."""
+    found = []
+    for stem in params.stems:
+        path = workdir / f"{stem}.{params.output.format}"
+        if params.sami is None or stem == VOCALS:
+            found.append(StemTarget(stem, path, denoise=params.sami is not None and params.sami.denoise))
+        else:  # the accompaniment: the other sources summed (4-stem, denoised), or the mix minus the vocals
+            found.append(StemTarget(stem, path, from_sources=params.sami.denoise, denoise=params.sami.denoise))
+    return found
+
+
+async def run_streamed(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], blocks: FileBlocks,
+                       progress: JobProgress, precision: str) -> tuple[dict[str, StemFile], float]:
+    """The job's stem files and the seconds its separation took."""
+    params = call.params
+    key = await _run(lane.pool, pipeline.model_key, params.backend, params.only_load)
+    leasing = lane.pool.submit(pipeline.models.acquire, key)
+    try:
+        lease = await asyncio.wrap_future(leasing)
+    except asyncio.CancelledError:  # the lease may still be taken on its thread: it ends once it is
+        leasing.add_done_callback(lambda done: _give_back(lane.pool, pipeline, done.result()))
+        raise
+    try:
+        separator = lease.value
+        output = Output(params.output.format, params.output.sample_rate, params.output.channels)
+        job = FileJob(separator.model, blocks, targets(params, call.workdir), output,
+                      RunOptions(shifts=SHIFTS, seed=separator.seed, precision=separator.precision),
+                      kept_as=CACHE_DTYPES[precision], spool_dir=call.workdir)
+        model_frames = output_frames(blocks.frames, blocks.rate, separator.samplerate)
+        steps = file_steps(job, lambda done: progress.separated(done / model_frames))
+        started = time.perf_counter()
+        await pipeline.scheduler.submit(steps, blocks.frames / blocks.rate, lane.timeout, forward,
+                                        torch.inference_mode, batch=True)
+        seconds = time.perf_counter() - started
+    finally:
+        _give_back(lane.pool, pipeline, lease)
+    stems = {}
+    for target in job.targets:
+        stems[target.stem] = StemFile(Path(str(target.target)), output.format, job.frames / output.sample_rate)
+        progress.file_written()
+    return stems, seconds
+
+
+def _give_back(pool: ThreadPoolExecutor, pipeline: Pipeline, lease: Any) -> None:
+    """End the lease on an audio thread (here once the pool stopped), as the pipeline does."""
+    try:
+        pool.submit(pipeline.models.release, lease)
+    except RuntimeError:
+        pipeline.models.release(lease)
+
+
+async def _run(pool: ThreadPoolExecutor, func: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
+

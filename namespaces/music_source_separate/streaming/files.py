@@ -1,0 +1,166 @@
+"""An input separated into stem files block by block: decoded, separated, each stem built, resampled
+and written as it is final, the same as the one-shot pipeline renders it (`stems.render`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+
+from ..audio.convert import output_frames, to_channels
+from ..engine.ensemble import Ensemble
+from ..engine.inference import RunOptions
+from ..requests.stems import NO, source_of
+from .blocks import BlockReader, BlockSource, MappedBlocks
+from .encode import FORMATS, pcm16
+from .gate import DenoisedBlocks
+from .resample import ResampledBlocks, Resampler
+from .separation import DEMUCS, Region, StreamSteps, run_steps, stream_steps
+from .spool import Spool, SpoolWriter
+
+
+@dataclass(frozen=True)
+class StemTarget:
+    """Where one stem (a source, or `no_<source>`: the mix minus it) is written; `from_sources` builds
+    `no_<source>` as the sum of the other estimated sources instead, and `denoise` gates the stem
+    (as SAMI's 4-stem models build theirs, `stems.sami_target`)."""
+
+    stem: str
+    target: Path | str | BinaryIO
+    from_sources: bool = False
+    denoise: bool = False
+
+
+@dataclass(frozen=True)
+class Output:
+    """The stem files' format, rate and channels (each file as long as the input, at that rate)."""
+
+    format: str
+    sample_rate: int
+    channels: int
+
+
+class StemWriter:
+    """One stem pushed at the model's rate, written resampled, mapped to the output's channels and cut
+    or padded to exactly `frames`, as `stems.render` does at once."""
+
+    def __init__(self, target: StemTarget, output: Output, model_rate: int, model_frames: int, frames: int) -> None:
+        if output.format not in FORMATS:
+            raise ValueError(f"stems are written block by block as {FORMATS}, not {output.format!r}")
+        self.output = output
+        self.resampler = Resampler(model_rate, output.sample_rate, 2, model_frames)
+        self.left = frames
+        self.handle = sf.SoundFile(target.target, "w", output.sample_rate, output.channels, "PCM_16",
+                                   format=output.format.upper())
+
+    def push(self, block: np.ndarray, last: bool = False) -> None:
+        out = to_channels(self.resampler.push(block, last), self.output.channels)[:, :self.left]
+        if last and out.shape[-1] < self.left:
+            out = np.concatenate([out, np.zeros((out.shape[0], self.left - out.shape[-1]), np.float32)], axis=1)
+        self.handle.write(pcm16(out))
+        self.left -= out.shape[-1]
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """What `file_steps` separates and writes."""
+
+    ensemble: Ensemble
+    source: BlockSource
+    targets: Sequence[StemTarget]
+    output: Output
+    options: RunOptions = DEMUCS
+    only_stem: str | None = None
+    kept_as: type[np.floating] = np.float32  # the sources rounded to it first, as the stem cache keeps them
+    spool_dir: Path | str | None = None
+
+    @property
+    def frames(self) -> int:
+        """The length of each file."""
+        return output_frames(self.source.frames, self.source.rate, self.output.sample_rate)
+
+
+def file_steps(job: FileJob, progress: Callable[[int], None] | None = None) -> StreamSteps:
+    """The model calls that separate `job.source` (decoded once, into a spool at the model's rate), for a
+    scheduler to run; each target is written as its regions are final (a denoised one once the
+    separation is done: spooled, then gated), and `progress` hears the model-rate frames done. The
+    files are complete when the steps end."""
+    ensemble = job.ensemble
+    if ensemble.audio_channels != 2:
+        raise ValueError("stem files are built from a stereo model's sources")
+    mix = ResampledBlocks(MappedBlocks(job.source, 2), ensemble.samplerate)
+    with Spool(mix, job.spool_dir) as spool, ExitStack() as stack:
+        writers = [StemWriter(target, job.output, ensemble.samplerate, spool.frames, job.frames)
+                   for target in job.targets]
+        for writer in writers:
+            stack.callback(writer.close)
+        raw = {index: SpoolWriter(ensemble.samplerate, 2, job.spool_dir)
+               for index, target in enumerate(job.targets) if target.denoise}
+        for pending in raw.values():
+            stack.callback(pending.close)
+        builder = StemBuilder(ensemble, job, BlockReader(spool.blocks()))
+
+        def write(region: Region) -> None:
+            built = builder.build(region)
+            for index, (block, writer) in enumerate(zip(built, writers, strict=True)):
+                if index in raw:
+                    raw[index].write(block)
+                else:
+                    writer.push(block, region.stop == spool.frames)
+            if progress is not None:
+                progress(region.stop)
+
+        yield from stream_steps(ensemble, spool, spool.statistics, write, job.options, job.only_stem)
+        for index, pending in raw.items():
+            _write_denoised(pending.done(), writers[index])
+
+
+class StemBuilder:
+    """Each target's samples for a region, from the region's sources and the mix's same frames."""
+
+    def __init__(self, ensemble: Ensemble, job: FileJob, mix: BlockReader) -> None:
+        self.job = job
+        self.mix = mix
+        self.rows = [ensemble.sources.index(source_of(target.stem)) for target in job.targets]
+        # the sources some member is weighted for: a specialist run alone estimates only its own
+        self.estimated = [index for index in range(len(ensemble.sources))
+                          if sum(member.weights[index] for member in ensemble.members) > 0]
+
+    def build(self, region: Region) -> list[np.ndarray]:
+        stems = region.stems.cpu().numpy().astype(self.job.kept_as).astype(np.float32)
+        mixed = self.mix.take(stems.shape[-1])
+        built = []
+        for target, row in zip(self.job.targets, self.rows, strict=True):
+            if not target.stem.startswith(NO):
+                built.append(stems[row])
+            elif target.from_sources:
+                built.append(sum((stems[index] for index in self.estimated), np.zeros_like(stems[row])) - stems[row])
+            else:
+                built.append(mixed - stems[row])
+        return built
+
+
+def _write_denoised(stem: Spool, writer: StemWriter) -> None:
+    """A spooled stem gated and written; the spool is freed after."""
+    with stem:
+        held: np.ndarray | None = None
+        for block in DenoisedBlocks(stem).blocks():
+            if held is not None:
+                writer.push(held)
+            held = block
+        assert held is not None
+        writer.push(held, last=True)
+
+
+def separate_to_files(job: FileJob, progress: Callable[[int], None] | None = None) -> int:
+    """`file_steps` run here, in order; returns the frames of each file."""
+    run_steps(file_steps(job, progress))
+    return job.frames

@@ -1,0 +1,109 @@
+"""Jobs separated span by span (SAMI_STREAM_JOBS) against the same jobs on the whole-song path."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from namespaces.music_source_separate import plugin
+from namespaces.music_source_separate.pipeline import streamed_jobs
+from namespaces.music_source_separate.plugin import MusicSourceSeparate
+from sami_gateway.runtime.scheduler import Scheduler
+from tests.conftest import tone
+
+from .test_jobs import Ran, run_job, started
+
+
+@pytest.fixture
+def scheduler(make_scheduler: Callable[[int, float], Scheduler]) -> Scheduler:
+    return make_scheduler(4, 1000.0)
+
+
+def song(fmt: str, seconds: float = 9.0, rate: int = 48000) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, tone(seconds, rate, 2, seed=5), rate, format=fmt.upper(),
+             subtype="VORBIS" if fmt == "ogg" else "PCM_16")
+    return buffer.getvalue()
+
+
+async def both(model_store: Path, scheduler: Scheduler, tmp_path: Path, request: dict[str, Any],
+               data: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[Ran, Ran]:
+    """The job on the whole-song path, then streamed (checked to have streamed)."""
+    streamed: list[int] = []
+
+    async def counted(*args: Any) -> Any:
+        streamed.append(1)
+        return await streamed_jobs.run_streamed(*args)
+
+    monkeypatch.setattr(plugin, "run_streamed", counted)
+    ran = []
+    for name, env in (("whole", {}), ("streamed", {"SAMI_STREAM_JOBS": "true"})):
+        namespace: MusicSourceSeparate = await started(model_store, scheduler, None, **env)
+        try:
+            ran.append(await run_job(namespace, scheduler, tmp_path / name, request, data))
+        finally:
+            await namespace.stop()
+        assert len(streamed) == (name == "streamed")
+    return ran[0], ran[1]
+
+
+def assert_close(whole: Ran, streamed: Ran) -> None:
+    """The same files within one 16-bit step (the statistics' rounding), nearly every sample equal."""
+    assert list(streamed.output.stems) == list(whole.output.stems)
+    for stem, file in whole.output.stems.items():
+        theirs, rate = sf.read(file.path, dtype="int16", always_2d=True)
+        ours, our_rate = sf.read(streamed.output.stems[stem].path, dtype="int16", always_2d=True)
+        assert (ours.shape, our_rate) == (theirs.shape, rate)
+        assert streamed.output.stems[stem].duration == file.duration
+        difference = np.abs(ours.astype(np.int32) - theirs)
+        assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, stem
+    assert streamed.output.input == whole.output.input
+    assert streamed.progress[-1] == 100.0 and streamed.progress == sorted(streamed.progress)
+
+
+async def test_a_demucs_job_streamed_equals_the_whole_song_job(model_store: Path, scheduler: Scheduler,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    request = {"model": "htdemucs", "stems": ["vocals", "no_vocals", "drums"],
+               "output": {"format": "wav", "sample_rate": 48000, "channels": 2}}
+    whole, streamed = await both(model_store, scheduler, tmp_path, request, song("wav"), monkeypatch)
+    assert_close(whole, streamed)
+    assert streamed.units == whole.units  # the same model calls
+
+
+async def test_a_denoised_sami_job_streamed_equals_the_whole_song_job(
+        model_store: Path, scheduler: Scheduler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    request = {"model": "bs_4track_acc", "stems": ["vocals", "no_vocals"],
+               "output": {"format": "flac", "sample_rate": 44100, "channels": 1}}
+    whole, streamed = await both(model_store, scheduler, tmp_path, request, song("flac", 6.0), monkeypatch)
+    assert_close(whole, streamed)
+
+
+@pytest.mark.parametrize(("fmt", "output"), [("wav", "mp3"), ("ogg", "wav")])
+def test_other_formats_take_the_whole_song_path(fmt: str, output: str) -> None:
+    class Params:
+        class output_spec:
+            format = output
+        output = output_spec
+
+    from namespaces.music_source_separate.settings import SeparationSettings
+
+    assert streamed_jobs.streamable(song(fmt, 1.0), Params(), SeparationSettings()) is None  # type: ignore[arg-type]
+
+
+def test_inputs_past_the_limits_take_the_whole_song_path() -> None:
+    from namespaces.music_source_separate.settings import SeparationSettings
+
+    class Params:
+        class output:
+            format = "wav"
+
+    data = song("wav", 3.0)
+    assert streamed_jobs.streamable(data, Params(), SeparationSettings()) is not None  # type: ignore[arg-type]
+    assert streamed_jobs.streamable(data, Params(), SeparationSettings(max_audio_seconds=2.0)) is None  # type: ignore[arg-type]
+    assert streamed_jobs.streamable(data[:30], Params(), SeparationSettings()) is None  # type: ignore[arg-type]
