@@ -19,9 +19,7 @@ runs in its own process, so peak RSS is its own:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import platform
 import resource
 import statistics
@@ -34,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from separation import cpu_name, minor_faults, music, snr_db  # bench/ is this script's folder
+from separation import environment, minor_faults, music, snr_db  # bench/ is this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -198,9 +196,7 @@ def report(args: argparse.Namespace) -> None:
         "benchmark": "families", "input_seconds": args.seconds, "repeats": args.repeats, "size": args.size,
         "weights": "random, seed 0", "reference": "msst.utils.model_utils.demix, fp32, its own model classes",
         "families": results,
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
-        "versions": versions(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **environment(versions()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n")

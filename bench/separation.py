@@ -29,6 +29,7 @@ import time
 import warnings
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,6 +141,12 @@ def versions() -> dict[str, str]:
         "python": platform.python_version()}
 
 
+def environment(versions: dict[str, str]) -> dict[str, Any]:
+    """Where and with what a result was measured: the machine, `versions` and the date."""
+    return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+            "versions": versions, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -188,9 +195,7 @@ def report(args: argparse.Namespace) -> None:
                   "hyper_parameters": {k: str(v) for k, v in RELEASED.items()}},
         "reference": "demucs.apply.apply_model shifts=1 split=True overlap=0.25 fp32",
         "rows": rows,
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
-        "versions": versions(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **environment(versions()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
