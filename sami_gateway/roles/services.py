@@ -162,7 +162,7 @@ def build_services(config: Config, role: Role, namespaces: dict[str, Namespace[A
                           nice=config.worker_nice)
     metrics.watch(scheduler)
     outbound = OutboundHttp(FetchPolicy.from_entries(config.fetch_allow), config.fetch_connect_timeout,
-                      config.fetch_timeout)
+                            config.fetch_timeout)
     secrets, storage_limits = WebhookSecrets(config), AppkeyStorageLimits(config)
     client: aioredis.Redis | None = None
     store: JobStore
