@@ -185,7 +185,10 @@ class Gateway:
                             # Only the request bound may refuse: the audio-seconds bound and the
                             # appkey's quota (one key sends everything here) are set out of reach.
                             SAMI_MAX_QUEUED_SECONDS="100000", SAMI_QUOTA_RATE="100000",
-                            SAMI_QUOTA_BURST="100000", SAMI_QUOTA_CONCURRENT="100000", SAMI_SHUTDOWN_GRACE="5")
+                            SAMI_QUOTA_BURST="100000", SAMI_QUOTA_CONCURRENT="100000", SAMI_SHUTDOWN_GRACE="5",
+                            # Its own data folder and no stem cache: every run separates the song,
+                            # whatever ran before it (one tree's stems must not answer the other's).
+                            SAMI_DATA_DIR=str(log.parent / f"data-{self.port}"), SAMI_STEM_CACHE_BYTES="0")
         self.log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen([sys.executable, "-m", "sami_gateway", "serve"], cwd=tree, env=self.env,
                                         stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
