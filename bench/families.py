@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from separation import environment, minor_faults, music, snr_db  # bench/ is this script's folder
+from separation import environment, minor_faults, music, row_of, snr_db  # bench/ is this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -166,15 +166,7 @@ def rows_of(family: str, work: Path, args: argparse.Namespace) -> dict[str, dict
     base = statistics.median(r["seconds"] for r in runs["reference"])
     rows = {}
     for config, measured in runs.items():
-        seconds = statistics.median(r["seconds"] for r in measured)
-        rows[config] = {
-            "median_seconds": round(seconds, 3),
-            "audio_seconds_per_second": round(args.seconds / seconds, 3),
-            "speed_vs_reference": round(base / seconds, 3),
-            "peak_rss_mib": round(max(r["peak_rss_bytes"] for r in measured) / 2**20, 1),
-            "snr_db_vs_reference_fp32": round(snr_db(truth, np.load(work / f"{family}-{config}-0.npy")), 1),
-            "runs": len(measured),
-        }
+        rows[config] = row_of(measured, args.seconds, base, snr_db(truth, np.load(work / f"{family}-{config}-0.npy")))
     return rows
 
 

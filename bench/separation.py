@@ -134,6 +134,19 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / max(noise, 1e-30)))
 
 
+def row_of(measured: list[dict[str, Any]], audio_seconds: float, reference_seconds: float,
+           snr: float) -> dict[str, Any]:
+    """One configuration's row from its runs: median time, speed against the reference's median
+    time, the highest peak RSS, and the SNR of its output against the reference's."""
+    seconds = statistics.median(r["seconds"] for r in measured)
+    return {"median_seconds": round(seconds, 3),
+            "audio_seconds_per_second": round(audio_seconds / seconds, 3),
+            "speed_vs_reference": round(reference_seconds / seconds, 3),
+            "peak_rss_mib": round(max(r["peak_rss_bytes"] for r in measured) / 2**20, 1),
+            "snr_db_vs_reference_fp32": round(snr, 1),
+            "runs": len(measured)}
+
+
 def versions() -> dict[str, str]:
     import importlib.metadata as metadata
 
@@ -175,16 +188,8 @@ def report(args: argparse.Namespace) -> None:
         rows = {}
         base = statistics.median(r["seconds"] for r in runs["reference"])
         for config, measured in runs.items():
-            seconds = statistics.median(r["seconds"] for r in measured)
-            rows[config] = {
-                "median_seconds": round(seconds, 3),
-                "audio_seconds_per_second": round(args.seconds / seconds, 3),
-                "speed_vs_reference": round(base / seconds, 3),
-                "peak_rss_mib": round(max(r["peak_rss_bytes"] for r in measured) / 2**20, 1),
-                "median_minor_page_faults": int(statistics.median(r["minor_faults"] for r in measured)),
-                "snr_db_vs_reference_fp32": round(snr_db(truth, np.load(work / f"{config}-0.npy")), 1),
-                "runs": len(measured),
-            }
+            rows[config] = row_of(measured, args.seconds, base, snr_db(truth, np.load(work / f"{config}-0.npy")))
+            rows[config]["median_minor_page_faults"] = int(statistics.median(r["minor_faults"] for r in measured))
     print(f"{'configuration':<20}{'audio s/s':>10}{'speed':>8}{'peak RSS MiB':>14}{'SNR dB':>9}{'page faults':>13}")
     for config, row in rows.items():
         print(f"{config:<20}{row['audio_seconds_per_second']:>10}{row['speed_vs_reference']:>8}"
