@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from separation import environment, minor_faults, music, row_of, snr_db  # bench/ is this script's folder
+from separation import environment, minor_faults, music, row_of, run_ours, snr_db  # bench/ is this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -115,29 +115,13 @@ def run_reference(family: str, work: Path, mix: np.ndarray) -> tuple[np.ndarray,
     return np.stack(list(out.values())), time.perf_counter() - started, minor_faults() - faults
 
 
-def run_ours(family: str, store: Path, mix: np.ndarray, precision: str) -> tuple[np.ndarray, float, int]:
-    import torch
-
-    from namespaces.music_source_separate import ModelRepository, Separator
-    from namespaces.music_source_separate.engine import native
-
-    native.retain_freed_memory()  # as `sami-gateway separate` and the service do on CPU
-    separator = Separator(family, "cpu", repository=ModelRepository(store, "http://127.0.0.1:9/"),
-                          precision=precision)
-    separator.separate((torch.from_numpy(mix[:, :RATE]), RATE), shifts=0)  # warm-up
-    started, faults = time.perf_counter(), minor_faults()
-    result = separator.separate((torch.from_numpy(mix), RATE), shifts=0)
-    out = torch.stack([result[name] for name in separator.sources])
-    return out.numpy(), time.perf_counter() - started, minor_faults() - faults
-
-
 def child(args: argparse.Namespace) -> None:
     warnings.simplefilter("ignore")
     mix = np.load(args.mix)
     if args.child == "reference":
         out, seconds, faults = run_reference(args.family, args.work, mix)
     else:
-        out, seconds, faults = run_ours(args.family, args.work / f"store-{args.family}", mix, args.child)
+        out, seconds, faults = run_ours(args.work / f"store-{args.family}", mix, args.child, args.family)
     np.save(args.result.with_suffix(".npy"), out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     args.result.write_text(json.dumps({"seconds": seconds, "peak_rss_bytes": peak, "minor_faults": faults}))

@@ -88,14 +88,15 @@ def run_reference(store: Path, mix: np.ndarray, shifts: int) -> tuple[np.ndarray
     return out.numpy(), time.perf_counter() - started, minor_faults() - faults
 
 
-def run_ours(store: Path, mix: np.ndarray, precision: str) -> tuple[np.ndarray, float, int]:
+def run_ours(store: Path, mix: np.ndarray, precision: str, model: str = "htdemucs") -> tuple[np.ndarray, float, int]:
+    """`model` from `store` through our Separator, timed after a one-second warm-up."""
     import torch
 
     from namespaces.music_source_separate import ModelRepository, Separator
     from namespaces.music_source_separate.engine import native
 
     native.retain_freed_memory()  # as `sami-gateway separate` and the service do on CPU
-    separator = Separator("htdemucs", "cpu", repository=ModelRepository(store, "http://127.0.0.1:9/"),
+    separator = Separator(model, "cpu", repository=ModelRepository(store, "http://127.0.0.1:9/"),
                           precision=precision)
     separator.separate((torch.from_numpy(mix[:, :RATE]), RATE), shifts=0)  # warm-up
     started, faults = time.perf_counter(), minor_faults()
