@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from separation import environment, minor_faults, music, snr_db  # bench/ is this script's folder
+from separation import environment, minor_faults, music, row_of, run_ours, snr_db  # bench/ is this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -115,29 +115,13 @@ def run_reference(family: str, work: Path, mix: np.ndarray) -> tuple[np.ndarray,
     return np.stack(list(out.values())), time.perf_counter() - started, minor_faults() - faults
 
 
-def run_ours(family: str, store: Path, mix: np.ndarray, precision: str) -> tuple[np.ndarray, float, int]:
-    import torch
-
-    from namespaces.music_source_separate import ModelRepository, Separator
-    from namespaces.music_source_separate.engine import native
-
-    native.retain_freed_memory()  # as `sami-gateway separate` and the service do on CPU
-    separator = Separator(family, "cpu", repository=ModelRepository(store, "http://127.0.0.1:9/"),
-                          precision=precision)
-    separator.separate((torch.from_numpy(mix[:, :RATE]), RATE), shifts=0)  # warm-up
-    started, faults = time.perf_counter(), minor_faults()
-    result = separator.separate((torch.from_numpy(mix), RATE), shifts=0)
-    out = torch.stack([result[name] for name in separator.sources])
-    return out.numpy(), time.perf_counter() - started, minor_faults() - faults
-
-
 def child(args: argparse.Namespace) -> None:
     warnings.simplefilter("ignore")
     mix = np.load(args.mix)
     if args.child == "reference":
         out, seconds, faults = run_reference(args.family, args.work, mix)
     else:
-        out, seconds, faults = run_ours(args.family, args.work / f"store-{args.family}", mix, args.child)
+        out, seconds, faults = run_ours(args.work / f"store-{args.family}", mix, args.child, args.family)
     np.save(args.result.with_suffix(".npy"), out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     args.result.write_text(json.dumps({"seconds": seconds, "peak_rss_bytes": peak, "minor_faults": faults}))
@@ -166,15 +150,7 @@ def rows_of(family: str, work: Path, args: argparse.Namespace) -> dict[str, dict
     base = statistics.median(r["seconds"] for r in runs["reference"])
     rows = {}
     for config, measured in runs.items():
-        seconds = statistics.median(r["seconds"] for r in measured)
-        rows[config] = {
-            "median_seconds": round(seconds, 3),
-            "audio_seconds_per_second": round(args.seconds / seconds, 3),
-            "speed_vs_reference": round(base / seconds, 3),
-            "peak_rss_mib": round(max(r["peak_rss_bytes"] for r in measured) / 2**20, 1),
-            "snr_db_vs_reference_fp32": round(snr_db(truth, np.load(work / f"{family}-{config}-0.npy")), 1),
-            "runs": len(measured),
-        }
+        rows[config] = row_of(measured, args.seconds, base, snr_db(truth, np.load(work / f"{family}-{config}-0.npy")))
     return rows
 
 

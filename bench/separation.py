@@ -88,14 +88,15 @@ def run_reference(store: Path, mix: np.ndarray, shifts: int) -> tuple[np.ndarray
     return out.numpy(), time.perf_counter() - started, minor_faults() - faults
 
 
-def run_ours(store: Path, mix: np.ndarray, precision: str) -> tuple[np.ndarray, float, int]:
+def run_ours(store: Path, mix: np.ndarray, precision: str, model: str = "htdemucs") -> tuple[np.ndarray, float, int]:
+    """`model` from `store` through our Separator, timed after a one-second warm-up."""
     import torch
 
     from namespaces.music_source_separate import ModelRepository, Separator
     from namespaces.music_source_separate.engine import native
 
     native.retain_freed_memory()  # as `sami-gateway separate` and the service do on CPU
-    separator = Separator("htdemucs", "cpu", repository=ModelRepository(store, "http://127.0.0.1:9/"),
+    separator = Separator(model, "cpu", repository=ModelRepository(store, "http://127.0.0.1:9/"),
                           precision=precision)
     separator.separate((torch.from_numpy(mix[:, :RATE]), RATE), shifts=0)  # warm-up
     started, faults = time.perf_counter(), minor_faults()
@@ -132,6 +133,19 @@ def measure(config: str, store: Path, mix_path: Path, work: Path, run: int) -> d
 def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     noise = np.sum((reference.astype(np.float64) - estimate) ** 2)
     return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / max(noise, 1e-30)))
+
+
+def row_of(measured: list[dict[str, Any]], audio_seconds: float, reference_seconds: float,
+           snr: float) -> dict[str, Any]:
+    """One configuration's row from its runs: median time, speed against the reference's median
+    time, the highest peak RSS, and the SNR of its output against the reference's."""
+    seconds = statistics.median(r["seconds"] for r in measured)
+    return {"median_seconds": round(seconds, 3),
+            "audio_seconds_per_second": round(audio_seconds / seconds, 3),
+            "speed_vs_reference": round(reference_seconds / seconds, 3),
+            "peak_rss_mib": round(max(r["peak_rss_bytes"] for r in measured) / 2**20, 1),
+            "snr_db_vs_reference_fp32": round(snr, 1),
+            "runs": len(measured)}
 
 
 def versions() -> dict[str, str]:
@@ -175,16 +189,8 @@ def report(args: argparse.Namespace) -> None:
         rows = {}
         base = statistics.median(r["seconds"] for r in runs["reference"])
         for config, measured in runs.items():
-            seconds = statistics.median(r["seconds"] for r in measured)
-            rows[config] = {
-                "median_seconds": round(seconds, 3),
-                "audio_seconds_per_second": round(args.seconds / seconds, 3),
-                "speed_vs_reference": round(base / seconds, 3),
-                "peak_rss_mib": round(max(r["peak_rss_bytes"] for r in measured) / 2**20, 1),
-                "median_minor_page_faults": int(statistics.median(r["minor_faults"] for r in measured)),
-                "snr_db_vs_reference_fp32": round(snr_db(truth, np.load(work / f"{config}-0.npy")), 1),
-                "runs": len(measured),
-            }
+            rows[config] = row_of(measured, args.seconds, base, snr_db(truth, np.load(work / f"{config}-0.npy")))
+            rows[config]["median_minor_page_faults"] = int(statistics.median(r["minor_faults"] for r in measured))
     print(f"{'configuration':<20}{'audio s/s':>10}{'speed':>8}{'peak RSS MiB':>14}{'SNR dB':>9}{'page faults':>13}")
     for config, row in rows.items():
         print(f"{config:<20}{row['audio_seconds_per_second']:>10}{row['speed_vs_reference']:>8}"

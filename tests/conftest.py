@@ -24,6 +24,7 @@ import requests
 import soundfile as sf
 
 from sami_gateway.runtime.scheduler import Limits, Scheduler
+from tests.servers import Server, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789abcdef0123456789"
@@ -39,6 +40,13 @@ def private_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sami_gateway.config import jobs as settings
 
     monkeypatch.setattr(settings, "user_data_dir", lambda environ: tmp_path / "sami-data")
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[Server]:
+    """A real redis-server on loopback for the session, started by the first test that asks for it."""
+    with redis_server() as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Real Redis and SeaweedFS (S3) servers on loopback, one of each for the session; a front in-process over them."""
+"""A real SeaweedFS (S3) server on loopback for the session (Redis: tests/conftest.py); a front in-process over them."""
 
 from __future__ import annotations
 
@@ -16,13 +16,7 @@ from sami_gateway.cluster.workqueue import RedisWorkQueue
 from sami_gateway.config import Config, load_config
 from tests.conftest import SECRET
 from tests.jobs.stand_in import NS, EchoJobs
-from tests.servers import Server, redis_server, s3_server
-
-
-@pytest.fixture(scope="session")
-def redis() -> Iterator[Server]:
-    with redis_server() as server:
-        yield server
+from tests.servers import Server, s3_server
 
 
 @pytest.fixture(scope="session")

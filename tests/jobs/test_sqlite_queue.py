@@ -1,10 +1,9 @@
-"""The work queue of the single process, in the job store's SQLite database: the same verbs and
-meanings as the Redis queue (tests/cluster/test_workqueue.py), and what only it does: a job and its
-entry are written together, and work held by a process that is gone lapses at once."""
+"""What only the single process's work queue does (the contract both queues keep is
+tests/test_work_queue.py): a job and its entry are written together, work held by a process that is
+gone lapses at once, handed-back work goes back in its place, and an older database is queued."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +13,7 @@ import pytest
 
 from sami_gateway.jobs.local.sqlite_store import JOB_COLUMNS, SCHEMA, SqliteJobStore, job_row
 from sami_gateway.jobs.model import InputKind, Job, JobStatus
-from sami_gateway.work.queue import BATCH, CLASSES, INTERACTIVE, INVOKE, JOB
+from sami_gateway.work.queue import BATCH, JOB
 
 
 @pytest.fixture
@@ -30,31 +29,6 @@ def job(job_id: str, appkey: str = "a", status: JobStatus = JobStatus.QUEUED, at
                input_kind=InputKind.URL, input_ref="https://example.com/song.mp3", created_at=time.time())
 
 
-async def test_round_robin_across_appkeys_and_interactive_first(store: SqliteJobStore) -> None:
-    queue = store.work_queue("w1")
-    for n in range(5):
-        await queue.enqueue(BATCH, "big", JOB, f"big-{n}")
-    await queue.enqueue(BATCH, "small", JOB, "small-0")
-    await queue.enqueue(INTERACTIVE, "big", INVOKE, "inv-0")
-    order = []
-    while (work := await queue.take(CLASSES)) is not None:
-        order.append(work.id)
-        await queue.done(work)
-    assert order == ["inv-0", "big-0", "small-0", "big-1", "big-2", "big-3", "big-4"]
-
-
-async def test_least_recently_served_goes_first_after_a_return(store: SqliteJobStore) -> None:
-    queue = store.work_queue("w1")
-    await queue.enqueue(BATCH, "a", JOB, "a-0")
-    taken = await queue.take([BATCH])
-    assert taken is not None
-    await queue.done(taken)
-    for appkey, work_id in (("b", "b-0"), ("a", "a-1"), ("b", "b-1")):
-        await queue.enqueue(BATCH, appkey, JOB, work_id)
-    ids = [(await queue.take([BATCH])).id for _ in range(3)]  # type: ignore[union-attr]
-    assert ids == ["b-0", "a-1", "b-1"]  # b was never served: it goes before a
-
-
 async def test_creating_a_job_enqueues_it_once(store: SqliteJobStore) -> None:
     created, _ = await store.create_job(job("job_1"), "key")
     await store.create_job(job("job_2"), "key")  # the same job: nothing enqueued again
@@ -65,21 +39,6 @@ async def test_creating_a_job_enqueues_it_once(store: SqliteJobStore) -> None:
     assert await queue.take([BATCH]) is None
 
 
-async def test_a_lapsed_lease_is_requeued_with_its_attempt_raised(store: SqliteJobStore) -> None:
-    queue = store.work_queue("w")
-    queue.lease = 0.2
-    await queue.enqueue(BATCH, "k", JOB, "job-1")
-    held = await queue.take([BATCH])
-    assert held is not None and await queue.reclaim(3) == ([], [])  # not lapsed yet
-    assert await queue.renew(held) is True
-    await asyncio.sleep(0.3)
-    requeued, exhausted = await queue.reclaim(3)
-    assert [w.id for w in requeued] == ["job-1"] and exhausted == []
-    assert await queue.renew(held) is False  # no longer held
-    again = await queue.take([BATCH])
-    assert again is not None and again.attempt == 1 and again.enqueued == held.enqueued
-
-
 async def test_work_of_a_process_that_is_gone_lapses_at_once(store: SqliteJobStore) -> None:
     killed, restarted = store.work_queue("killed"), store.work_queue("restarted")
     await killed.enqueue(BATCH, "k", JOB, "job-1")
@@ -88,33 +47,14 @@ async def test_work_of_a_process_that_is_gone_lapses_at_once(store: SqliteJobSto
     assert [(w.id, w.attempt) for w in requeued] == [("job-1", 1)]
 
 
-async def test_exhausted_after_the_last_attempt_until_done(store: SqliteJobStore) -> None:
-    queue = store.work_queue("w")
-    await queue.enqueue(BATCH, "k", JOB, "doomed")
-    outcomes = []
-    for n in range(3):
-        assert await queue.take([BATCH]) is not None
-        outcomes.append(await store.work_queue(f"next-{n}").reclaim(3))
-    assert [len(r) for r, _ in outcomes] == [1, 1, 0]
-    doomed = outcomes[-1][1]
-    assert [w.id for w in doomed] == ["doomed"] and doomed[0].attempt == 3
-    assert await queue.take([BATCH]) is None  # held by the reclaimer, to be failed
-    assert [w.id for w in (await store.work_queue("later").reclaim(3))[1]] == ["doomed"]  # not failed yet
-    await queue.done(doomed[0])
-    assert await store.work_queue("after").reclaim(3) == ([], [])
-
-
-async def test_released_work_is_taken_first_with_its_attempt_unchanged(store: SqliteJobStore) -> None:
+async def test_released_work_goes_back_in_its_place(store: SqliteJobStore) -> None:
     queue = store.work_queue("w")
     await queue.enqueue(BATCH, "k", JOB, "long-job")
     await queue.enqueue(BATCH, "k", JOB, "next-job")
     held = await queue.take([BATCH])
     assert held is not None and await queue.release(held) is True
-    assert await queue.release(held) is False  # no longer its own
     again = await queue.take([BATCH])
-    assert again is not None and (again.id, again.attempt) == ("long-job", 0)
-    depth = await queue.depth()
-    assert depth[BATCH].queued == 1 and depth[INTERACTIVE].queued == 0
+    assert again is not None and (again.id, again.attempt) == ("long-job", 0)  # before the appkey's next
 
 
 async def test_a_database_made_before_the_work_table_queues_its_active_jobs(tmp_path: Path) -> None:
