@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import mmap
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -154,3 +156,19 @@ async def test_encoded_body_is_refused(aiohttp_server) -> None:  # type: ignore[
     server = await aiohttp_server(app, host="127.0.0.1")
     detail = await expect(Code.FAILED_DOWNLOAD, f"http://localhost:{server.port}/a.wav")
     assert "encoded" in detail and seen == ["identity"]
+
+
+async def test_a_download_to_a_file_is_written_as_it_arrives_and_mapped(origin: str, tmp_path: Path) -> None:
+    """A job's `url` input goes to disk: the file holds the body, handed back as a read-only map."""
+    outbound = OutboundHttp(FetchPolicy.from_entries(("localhost",)), 1.0, 2.0)
+    await outbound.open()
+    try:
+        mapped = await outbound.fetch_to(origin + "/endless", 1 << 20, tmp_path / "big")
+        assert isinstance(mapped, mmap.mmap) and mapped[:] == b"z" * 1_000_000
+        mapped.close()
+        assert (tmp_path / "big").read_bytes() == b"z" * 1_000_000
+        with pytest.raises(GatewayError) as info:
+            await outbound.fetch_to(origin + "/endless", 50_000, tmp_path / "too-big")
+        assert info.value.code is Code.EXCEEDED_DATA_SIZE
+    finally:
+        await outbound.close()

@@ -150,7 +150,8 @@ class JobRunner:
         assert service.namespace is not None, "jobs are only accepted when a namespace runs them"
         params = service.namespace.parse_job(job.request)
         if job.input_kind is InputKind.URL:
-            data: Any = await self._outbound.fetch(job.input_ref, service.max_input_bytes)
+            download = workdir / "input.download"  # on disk as it arrives: a job's input may be gigabytes
+            data: Any = await self._outbound.fetch_to(job.input_ref, service.max_input_bytes, download)
         else:
             data = await service.blobs.read(job.input_ref)
         call = JobCall(job.id, job.appkey, params, data, workdir, self._progress(job))

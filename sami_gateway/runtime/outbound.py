@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import mmap
 import socket
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -120,10 +121,28 @@ class OutboundHttp:
 
     async def fetch(self, url_text: str, max_bytes: int) -> bytes:
         """The body at `url_text`, following at most MAX_REDIRECTS checked redirects."""
+        sink = _MemorySink()
+        await self._fetch(url_text, max_bytes, sink)
+        return sink.body()
+
+    async def fetch_to(self, url_text: str, max_bytes: int, path: Path) -> mmap.mmap:
+        """As `fetch`, the body written to `path` as it arrives and handed back mapped: a large
+        download is never held in memory whole."""
+        handle = await asyncio.to_thread(open, path, "w+b")
+        try:
+            sink = _FileSink(handle)
+            await self._fetch(url_text, max_bytes, sink)
+            await sink.flush()
+            await asyncio.to_thread(handle.flush)
+            return await asyncio.to_thread(mmap.mmap, handle.fileno(), 0, access=mmap.ACCESS_READ)
+        finally:
+            handle.close()
+
+    async def _fetch(self, url_text: str, max_bytes: int, sink: _Sink) -> None:
         assert self._session is not None, "OutboundHttp.open() was not awaited"
         try:
             async with asyncio.timeout(self._timeout.total):  # one budget for all the hops
-                return await self._follow(URL(url_text), max_bytes)
+                await self._follow(URL(url_text), max_bytes, sink)
         except GatewayError:
             raise
         except TimeoutError as exc:
@@ -149,7 +168,7 @@ class OutboundHttp:
                     response.close()  # a longer reply is never read: its connection is dropped instead
                 return response.status
 
-    async def _follow(self, url: URL, max_bytes: int) -> bytes:
+    async def _follow(self, url: URL, max_bytes: int, sink: _Sink) -> None:
         assert self._session is not None
         for _ in range(MAX_REDIRECTS + 1):
             self._check_url(url)
@@ -157,11 +176,12 @@ class OutboundHttp:
                 if response.status in (301, 302, 303, 307, 308):
                     url = url.join(URL(response.headers.get("Location", "")))
                     continue
-                return await self._read(response, max_bytes)
+                await self._read(response, max_bytes, sink)
+                return
         raise error(Code.FAILED_DOWNLOAD, f"more than {MAX_REDIRECTS} redirects")
 
     @staticmethod
-    async def _read(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    async def _read(response: aiohttp.ClientResponse, max_bytes: int, sink: _Sink) -> None:
         if response.status != 200:
             raise error(Code.FAILED_DOWNLOAD, f"HTTP {response.status}")
         if response.headers.get("Content-Encoding", "identity").lower() != "identity":
@@ -169,17 +189,49 @@ class OutboundHttp:
         too_big = error(Code.EXCEEDED_DATA_SIZE, f"download larger than {max_bytes} bytes")
         if (response.content_length or 0) > max_bytes:
             raise too_big
-        chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(CHUNK_BYTES):
             size += len(chunk)
             if size > max_bytes:
                 raise too_big
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        if not body:
+            await sink.write(chunk)
+        if size == 0:
             raise error(Code.EMPTY_DATA, "the url gave 0 bytes")
-        return body
+
+
+class _Sink(Protocol):
+    async def write(self, chunk: bytes) -> None: ...
+
+
+class _MemorySink:
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    async def write(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    def body(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+class _FileSink:
+    """Chunks gathered to about a MiB, then written off the event loop."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._pending: list[bytes] = []
+        self._size = 0
+
+    async def write(self, chunk: bytes) -> None:
+        self._pending.append(chunk)
+        self._size += len(chunk)
+        if self._size >= 16 * CHUNK_BYTES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        pending, self._pending, self._size = b"".join(self._pending), [], 0
+        if pending:
+            await asyncio.to_thread(self._handle.write, pending)
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
