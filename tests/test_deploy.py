@@ -238,7 +238,8 @@ def test_nginx_balances_both_fronts_without_buffering() -> None:
     assert nginx_values("proxy_buffering") == [["off"]]  # Server-Sent Events and long polls flow
     assert nginx_values("proxy_request_buffering") == [["off"]]
     (size,), = nginx_values("client_max_body_size")
-    assert nginx_size(size) >= math.ceil(Config().max_input_bytes * 4 / 3)  # base64 of the largest input
+    assert nginx_size(size) >= math.ceil(Config().max_input_bytes * 4 / 3)  # base64 of the largest invoke input
+    assert nginx_size(size) > Config().max_job_input_bytes  # the largest job file, with its form around it
     for directive in ("proxy_read_timeout", "proxy_send_timeout"):
         (timeout,), = nginx_values(directive)
         assert nginx_seconds(timeout) > Config().request_timeout

@@ -31,7 +31,7 @@ INTERVAL_SECONDS = 600.0  # the fleet sweeps about this often: an orphan lasts a
 
 def orphan_grace(config: Config) -> float:
     """Seconds an object nobody refers to is left alone: longer than a front may keep one unrecorded."""
-    return file_seconds(config.body_timeout, config.max_input_bytes) + MARGIN_SECONDS
+    return file_seconds(config.body_timeout, config.max_job_input_bytes) + MARGIN_SECONDS
 
 
 class OrphanSweeper:

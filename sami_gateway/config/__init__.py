@@ -66,6 +66,7 @@ class Config:
     fetch_connect_timeout: float = 5.0
     fetch_timeout: float = 60.0
     max_input_bytes: int = 100 * 1024 * 1024
+    max_job_input_bytes: int = 2 * 1024 ** 3
     request_timeout: float = 900.0
     body_timeout: float = 120.0
     header_timeout: float = 10.0
@@ -192,7 +193,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fetch_allow", _fetch_allow, "hosts or CIDRs that `payload.url` may reach despite being private"),
     Setting("fetch_connect_timeout", positive(float), "seconds to connect for `payload.url`"),
     Setting("fetch_timeout", positive(float), "total seconds to download `payload.url`"),
-    Setting("max_input_bytes", positive(int), "largest input accepted, in bytes (SAMI: 100 MB)"),
+    Setting("max_input_bytes", positive(int), "largest invoke input accepted, in bytes (SAMI: 100 MB)"),
+    Setting("max_job_input_bytes", positive(int),
+            "largest job input accepted, in bytes: an upload, a form's file or a `url` download, each written "
+            "to disk as it arrives (a job's base64 `data` stays within the invoke body's limit)"),
     Setting("request_timeout", positive(float), "seconds an invoke may take before it is answered 504"),
     Setting("body_timeout", positive(float),
             "seconds a client has to send its whole request body (100 MB of base64 at 10 Mbit/s: 107 s); "

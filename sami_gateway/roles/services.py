@@ -184,7 +184,7 @@ def build_services(config: Config, role: Role, namespaces: dict[str, Namespace[A
         queue = RedisWorkQueue(client, name, cluster.work_lease)
     name, job_namespace = first_job_namespace(namespaces)
     jobs = JobService(store, blobs, settings, UrlSigner(config.token_secret), job_namespace, name, secrets,
-                      config.max_input_bytes, f"http://{config.host}:{config.port}", storage_limits=storage_limits)
+                      config.max_job_input_bytes, f"http://{config.host}:{config.port}", storage_limits=storage_limits)
     services = Services(role, config, namespaces, metrics, scheduler, outbound, QuotaTracker(), secrets,
                         storage_limits, jobs, queue, client=client)
     _add_common_parts(services)

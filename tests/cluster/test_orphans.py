@@ -123,4 +123,4 @@ async def test_a_running_worker_sweeps_by_itself(worker: Worker) -> None:
 
 def test_the_grace_outlasts_a_file_body_with_a_margin() -> None:
     config = load_config({}, {"SAMI_TOKEN_SECRET": SECRET})
-    assert orphan_grace(config) == pytest.approx(config.body_timeout + config.max_input_bytes / 1e8 + 600)
+    assert orphan_grace(config) == pytest.approx(config.body_timeout + config.max_job_input_bytes / 1e8 + 600)

@@ -192,7 +192,7 @@ async def test_an_idempotency_key_returns_the_first_job(make_client: MakeClient)
 
 
 async def test_uploads_then_a_job_from_the_upload(make_client: MakeClient) -> None:
-    client, _ = await make_client(SAMI_MAX_INPUT_BYTES="1000")
+    client, _ = await make_client(SAMI_MAX_JOB_INPUT_BYTES="1000")
     created = await client.post("/api/v1/uploads", headers=bearer())
     assert created.status == 201
     upload = await created.json()
@@ -373,7 +373,7 @@ async def test_a_huge_params_part_is_refused_before_the_gateway_reads_it(make_cl
 
 
 async def test_a_params_part_that_trickles_past_the_body_timeout_is_408(make_client: MakeClient) -> None:
-    client, _ = await make_client(SAMI_BODY_TIMEOUT="1", SAMI_MAX_INPUT_BYTES="1000")
+    client, _ = await make_client(SAMI_BODY_TIMEOUT="1", SAMI_MAX_JOB_INPUT_BYTES="1000")
 
     async def body() -> Any:
         yield params_form(b"{")
