@@ -214,10 +214,11 @@ class MusicSourceSeparate:
         assert self._pipeline is not None, "start() was not awaited"
         lane = self._lane(batch=True)
         progress = JobProgress(call.progress, len(params.stems))
-        if self._settings.stream_jobs:
+        with translated():
             blocks = await _run(lane.pool, streamable, call.data, params, self._settings)
-            if blocks is not None:
-                return await self._run_streamed(call, lane, blocks, progress, started)
+        if blocks is not None and (self._settings.stream_jobs or
+                                   blocks.frames > self._settings.max_audio_seconds * blocks.rate):
+            return await self._run_streamed(call, lane, blocks, progress, started)
         use = CacheUse(self._cache_scope(call.appkey), holder_name(call.appkey, call.job_id))
         work = await self._pipeline.separate(lane, call.data, AudioHint(), params.backend, params.only_load,
                                              use, progress.separated)

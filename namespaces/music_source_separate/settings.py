@@ -45,6 +45,7 @@ class SeparationSettings:
     precision: str = "fast"
     threads: int = 0
     max_audio_seconds: float = 600.0
+    max_job_seconds: float = 4 * 3600.0
     max_input_channels: int = 2
     kernel_dir: Path = DEFAULT_KERNEL_DIR
     compiler: tuple[str, ...] = ()
@@ -102,7 +103,11 @@ SETTINGS = Section("music_source_separate", (
     Setting("precision", choice("exact", "fast"),
             "inference precision: `exact` (fp32) or `fast` (bf16/fp16 where supported)"),
     Setting("threads", lambda v: max(0, int(v)), "torch threads for inference (0: one per core)"),
-    Setting("max_audio_seconds", positive(float), "longest audio accepted, in seconds (SAMI: 10 minutes)"),
+    Setting("max_audio_seconds", positive(float),
+            "longest audio accepted, in seconds (SAMI: 10 minutes); jobs that stream may be longer"),
+    Setting("max_job_seconds", positive(float),
+            "longest audio a job accepts when it is separated span by span (wav or flac input and output), "
+            "in seconds; any other job keeps max_audio_seconds"),
     Setting("max_input_channels", bounded_int(1, MAX_INPUT_CHANNELS),
             f"input channels accepted (SAMI: mono or stereo); up to {MAX_INPUT_CHANNELS}, downmixed to stereo"),
     Setting("kernel_dir", lambda v: Path(v).expanduser(), "where the native attention kernel is built and cached"),
@@ -123,6 +128,7 @@ SETTINGS = Section("music_source_separate", (
             "one stem cache for every appkey instead of one per appkey: faster, but an appkey's `cache_hit` "
             "then reveals that another appkey processed the same song with the same model"),
     Setting("stream_jobs", boolean,
-            "separate jobs of wav or flac input and output span by span, each stem written as it is final, "
-            "without the whole song in memory and without the stem cache (docs: streaming.md)"),
+            "separate every job of wav or flac input and output span by span, each stem written as it is "
+            "final, without the whole song in memory and without the stem cache (docs: streaming.md); "
+            "such jobs longer than max_audio_seconds always are"),
 ), SeparationSettings, _defaults)

@@ -217,6 +217,30 @@ def test_a_ten_minute_song_uploaded_then_split_while_invoke_keeps_answering(live
                       f"{median:.2f} s); (job progress when sent, seconds): {slow}")
 
 
+def test_a_job_longer_than_an_invoke_may_be_is_fetched_to_disk_and_separated_span_by_span(
+        live: LiveGateway) -> None:
+    """Past SAMI_MAX_AUDIO_SECONDS (11 minutes here) a wav job streams, up to SAMI_MAX_JOB_SECONDS (11.5):
+    its `url` input is downloaded to disk and separated span by span to its exact length. An mp3 result
+    cannot stream yet: that job is refused with the invoke's limit and the song's length."""
+    seconds = TEN_MINUTES + 80
+    audio = song(seconds, seed=14)
+    with origin({"/long.wav": audio}) as server:
+        job = created(submit(live, {"input": {"url": server + "/long.wav"}, "model": "htdemucs",
+                                    "stems": ["vocals"], "output": SMALL}))
+        done = live.finished(job["id"], 600)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["input"] == {"format": "wav", "sample_rate": SONG_RATE, "channels": 1, "duration": seconds}
+    assert done["cache_hit"] is False  # a streamed job neither reads nor fills the stem cache
+    check_stem(result(live, job["id"], "vocals").content, done["result"]["vocals"], int(seconds * SONG_RATE),
+               SONG_RATE, 1)
+
+    form: dict[str, Any] = {"file": ("long.wav", audio, "audio/wav"),
+                            "params": (None, json.dumps({"stems": ["vocals"], "output": {"format": "mp3"}}))}
+    mp3 = live.finished(created(requests.post(live.url + "/api/v1/jobs", files=form, headers=live.headers(),
+                                              timeout=60))["id"])
+    assert mp3["status"] == "failed" and f"audio lasts {seconds:.1f} s, the limit is 660 s" in mp3["error"]["message"]
+
+
 def test_two_stems_come_from_one_separation_and_a_repeat_is_a_stem_cache_hit(live: LiveGateway) -> None:
     audio = song(6.0, seed=20, rate=44100, channels=2)
     body = {"input": data(audio), "model": "htdemucs", "stems": ["vocals", "no_vocals"], "output": {"format": "flac"}}

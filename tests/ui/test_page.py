@@ -27,7 +27,7 @@ from .browser import CHROMEDRIVER, CHROMIUM, NARROWEST, Browser, screenshot_fold
 SONG_SECONDS = 20
 SONG_RATE = 44100
 LONG_SECONDS = 480  # mono 8 kHz: 7.7 MB, and long enough to cancel while it runs
-TOO_LONG_SECONDS = 700  # past the live gateway's SAMI_MAX_AUDIO_SECONDS (660), within its 16 MiB
+TOO_LONG_SECONDS = 700  # past the live gateway's SAMI_MAX_JOB_SECONDS (690) for a wav, within its 16 MiB
 TOO_BIG_BYTES = 17 * 1024 * 1024 + 1
 LONG_NAME = "an-unusually-long-song-name-that-has-no-space-to-break-at-" * 3 + "take-2.flac"
 CANCEL_SECONDS = 15  # from the click to "Cancelled." on a loaded two-core machine
@@ -256,7 +256,7 @@ def test_a_file_that_is_not_audio_gets_a_readable_error(browser: Browser, site: 
 def test_a_song_too_long_or_too_big_is_explained(browser: Browser, site: LiveGateway, files: Path) -> None:
     signed_in(browser, site)
     too_long = files / "eleven-minutes.wav"
-    too_long.write_bytes(song(TOO_LONG_SECONDS, seed=5))  # the live gateway takes up to 660 s
+    too_long.write_bytes(song(TOO_LONG_SECONDS, seed=5))  # the live gateway takes a wav job of up to 690 s
     submit(browser, too_long, "htdemucs", ["vocals"])
     browser.wait(lambda: browser.visible("error"), "the error")
     assert browser.text("error-text") == "The song is longer than this gateway accepts."

@@ -1,7 +1,8 @@
-"""Jobs of wav or flac input and output separated span by span (`SAMI_STREAM_JOBS`): the input read in
-blocks, each stem file written as its regions are final, no whole-song array held. Such a job neither
-reads nor fills the stem cache. Any other job, and any input whose header is not plainly within the
-limits, takes the whole-song path, which answers as it always has."""
+"""Jobs of wav or flac input and output separated span by span: the input read in blocks, each stem file
+written as its regions are final, no whole-song array held. Such a job neither reads nor fills the stem
+cache. Every job longer than `SAMI_MAX_AUDIO_SECONDS` that can stream does (up to `SAMI_MAX_JOB_SECONDS`),
+and with `SAMI_STREAM_JOBS` every one. Any other job, and any input whose header is not plainly within
+the limits, takes the whole-song path, which answers as it always has."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from sami_gateway.runtime.namespace import InputBytes, JobCall, StemFile
 
 from ..audio.convert import output_frames
+from ..audio.errors import AudioError, AudioErrorKind
 from ..audio.sniff import sniff
 from ..engine.inference import RunOptions, forward
 from ..requests.job_params import JobParams
@@ -37,15 +39,18 @@ def sniff_format(data: InputBytes) -> str:
 
 
 def streamable(data: InputBytes, params: JobParams, settings: SeparationSettings) -> FileBlocks | None:
-    """The input as blocks when the job can stream: wav or flac in and out, a readable header within the
-    length and channel limits; None otherwise."""
+    """The input as blocks (read in place, not copied) when the job can stream: wav or flac in and out, a
+    readable header within the channel limit and `max_job_seconds`; None otherwise."""
     if params.output.format not in FORMATS or sniff_format(data) not in FORMATS:
         return None
     try:
-        blocks = FileBlocks(bytes(data))
+        blocks = FileBlocks(data)
     except RuntimeError:  # soundfile's errors: the whole-song path says what is wrong
         return None
-    if not 0 < blocks.frames <= settings.max_audio_seconds * blocks.rate:
+    if blocks.frames > settings.max_job_seconds * blocks.rate:
+        raise AudioError(AudioErrorKind.TOO_LONG, f"audio lasts {blocks.frames / blocks.rate:.1f} s, the limit "
+                         f"of a job is {settings.max_job_seconds:g} s")
+    if blocks.frames == 0:
         return None
     return blocks if blocks.channels <= settings.max_input_channels else None
 

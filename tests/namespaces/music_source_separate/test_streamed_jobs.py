@@ -1,4 +1,5 @@
-"""Jobs separated span by span (SAMI_STREAM_JOBS) against the same jobs on the whole-song path."""
+"""Jobs separated span by span (with SAMI_STREAM_JOBS, or longer than SAMI_MAX_AUDIO_SECONDS) against the
+same jobs on the whole-song path."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import soundfile as sf
 from namespaces.music_source_separate import plugin
 from namespaces.music_source_separate.pipeline import streamed_jobs
 from namespaces.music_source_separate.plugin import MusicSourceSeparate
+from sami_gateway.errors import GatewayError
 from sami_gateway.runtime.scheduler import Scheduler
 from tests.conftest import tone
 
@@ -96,7 +98,8 @@ def test_other_formats_take_the_whole_song_path(fmt: str, output: str) -> None:
     assert streamed_jobs.streamable(song(fmt, 1.0), Params(), SeparationSettings()) is None  # type: ignore[arg-type]
 
 
-def test_inputs_past_the_limits_take_the_whole_song_path() -> None:
+def test_inputs_past_the_limits_are_refused_or_take_the_whole_song_path() -> None:
+    from namespaces.music_source_separate.audio.errors import AudioError, AudioErrorKind
     from namespaces.music_source_separate.settings import SeparationSettings
 
     class Params:
@@ -105,5 +108,38 @@ def test_inputs_past_the_limits_take_the_whole_song_path() -> None:
 
     data = song("wav", 3.0)
     assert streamed_jobs.streamable(data, Params(), SeparationSettings()) is not None  # type: ignore[arg-type]
-    assert streamed_jobs.streamable(data, Params(), SeparationSettings(max_audio_seconds=2.0)) is None  # type: ignore[arg-type]
+    longer = SeparationSettings(max_audio_seconds=2.0)  # longer than an invoke may be: a job streams it
+    assert streamed_jobs.streamable(data, Params(), longer) is not None  # type: ignore[arg-type]
+    with pytest.raises(AudioError) as refused:
+        streamed_jobs.streamable(data, Params(), SeparationSettings(max_job_seconds=2.5))  # type: ignore[arg-type]
+    assert refused.value.kind is AudioErrorKind.TOO_LONG and "the limit of a job is 2.5 s" in str(refused.value)
     assert streamed_jobs.streamable(data[:30], Params(), SeparationSettings()) is None  # type: ignore[arg-type]
+    mono_only = SeparationSettings(max_input_channels=1)
+    assert streamed_jobs.streamable(data, Params(), mono_only) is None  # type: ignore[arg-type]
+
+
+async def test_a_job_longer_than_an_invoke_may_be_streams_from_its_mapped_input(
+        model_store: Path, scheduler: Scheduler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without SAMI_STREAM_JOBS, a wav job past SAMI_MAX_AUDIO_SECONDS streams (read in place from the
+    memory map the blob store gives), and equals the whole-song job that a higher limit would run; an
+    mp3 job of the same length cannot stream yet and is refused by the whole-song path's limit."""
+    import mmap
+
+    data = song("wav", 6.0)
+    (tmp_path / "input.wav").write_bytes(data)
+    request = {"model": "htdemucs", "stems": ["vocals", "no_vocals"], "output": {"format": "wav"}}
+    ran = []
+    for name, env in (("whole", {"SAMI_MAX_AUDIO_SECONDS": "10"}), ("long", {"SAMI_MAX_AUDIO_SECONDS": "4"})):
+        namespace: MusicSourceSeparate = await started(model_store, scheduler, None, **env)
+        try:
+            with open(tmp_path / "input.wav", "rb") as handle:
+                mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            ran.append(await run_job(namespace, scheduler, tmp_path / name, request, mapped))  # type: ignore[arg-type]
+            if name == "long":
+                with pytest.raises(GatewayError, match="audio lasts 6.0 s, the limit is 4 s"):
+                    await run_job(namespace, scheduler, tmp_path / "mp3", {**request, "output": {"format": "mp3"}},
+                                  data)
+        finally:
+            await namespace.stop()
+    assert not ran[0].output.report.cache_hit and ran[1].output.cache_hit is False
+    assert_close(ran[0], ran[1])
