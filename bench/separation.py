@@ -157,8 +157,24 @@ def versions() -> dict[str, str]:
 
 def environment(versions: dict[str, str]) -> dict[str, Any]:
     """Where and with what a result was measured: the machine, `versions` and the date."""
-    return {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "platform": platform.platform()},
+    return {"machine": {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
+                        "platform": platform.platform()},
             "versions": versions, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's vector extensions that decide what `fast` can use (bf16 or not)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in VECTOR_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
 
 
 def cpu_name() -> str:
