@@ -41,7 +41,7 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.loop_latency import cpu_name, memory_gib, revision, tree_env, versions, worktree  # noqa: E402
+from bench.loop_latency import cpu_name, in_turn, memory_gib, revision, tree_env, versions, worktree  # noqa: E402
 
 CLIP_RATE = 22050  # mono 22.05 kHz input keeps long clips small on the wire
 SECRET = "loadtest-secret-0123456789abcdef0123"
@@ -649,7 +649,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         revisions = {name: revision(tree) for name, tree in trees.items()}
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
         for repeat in range(args.repeat):
-            for name, tree in trees.items():
+            for name, tree in in_turn(trees, repeat):
                 work = Path(tmp) / f"{name}-{repeat}"
                 work.mkdir()
                 print(f"[{repeat + 1}/{args.repeat}] {name}", file=sys.stderr, flush=True)

@@ -16,8 +16,9 @@ separate gateway, the peak RSS of ONE such request alone minus the idle RSS afte
 
 Each tree's gateway runs with cwd and PYTHONPATH set to that tree, so it imports that tree's code
 (checked before the run); the baseline is a temporary `git worktree` of --baseline, removed after.
-With --repeat N the trees are interleaved and the table quotes medians; every raw figure goes to
-the JSON (default bench/results/loop-latency.json) with the machine, versions and revisions.
+With --repeat N the trees are interleaved (each first in every other repeat) and the table quotes
+medians; every raw figure goes to the JSON (default bench/results/loop-latency.json) with the
+machine, versions and revisions.
 
     python3 bench/loop_latency.py --baseline REV [--tree PATH] [--repeat 3]    # full run
     python3 bench/loop_latency.py --baseline HEAD --quick                      # 1-minute smoke check
@@ -594,7 +595,7 @@ def measure(trees: dict[str, Path], args: argparse.Namespace, work: Path) -> dic
           f"{len(inputs.big_b64) / 1e6:.1f} MB base64", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     for repeat in range(args.repeat):  # interleaved, so drift hits both trees alike
-        for name, tree in trees.items():
+        for name, tree in in_turn(trees, repeat):
             here = work / f"{name}-{repeat}"
             print(f"[{repeat + 1}/{args.repeat}] {name}: 4 at once", flush=True)
             run = {"scenario": scenario(tree, store, inputs, here / "scenario", args.limit)}
@@ -602,6 +603,14 @@ def measure(trees: dict[str, Path], args: argparse.Namespace, work: Path) -> dic
             run["one_request"] = one_request_rss(tree, store, inputs, here / "one", args.limit)
             runs[name].append(run)
     return runs
+
+
+def in_turn(trees: dict[str, Path], repeat: int) -> list[tuple[str, Path]]:
+    """The trees in the order of this repeat: each goes first in every other one, so that whatever
+    the first or the second run of a pair meets (the machine settling, the memory the other left
+    behind) does not fall on one tree only."""
+    order = list(trees.items())
+    return order if repeat % 2 == 0 else order[::-1]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
