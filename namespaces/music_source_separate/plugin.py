@@ -215,7 +215,7 @@ class MusicSourceSeparate:
         lane = self._lane(batch=True)
         progress = JobProgress(call.progress, len(params.stems))
         with translated():
-            blocks = await _run(lane.pool, streamable, call.data, params, self._settings)
+            blocks = await _run(lane.pool, self._streamable, call.data, params)
         if blocks is not None and (self._settings.stream_jobs or
                                    blocks.frames > self._settings.max_audio_seconds * blocks.rate):
             return await self._run_streamed(call, lane, blocks, progress, started)
@@ -231,6 +231,16 @@ class MusicSourceSeparate:
         source = {"format": info.format, "sample_rate": info.sample_rate, "channels": info.channels,
                   "duration": round(info.duration, 6)}
         return JobOutput(stems, source, report, work.cache_hit)
+
+    def _streamable(self, data: Any, params: JobParams) -> FileBlocks | None:
+        """The job's input as blocks when it can stream; never for a model of another family, whose
+        own windowing (MSST's) the span-by-span separation does not have: it takes the whole-song path."""
+        try:
+            if self._store.describe(params.backend).family is not None:
+                return None
+        except ModelStoreError:
+            return None  # the whole-song path says what is wrong with the model
+        return streamable(data, params, self._settings)
 
     async def _run_streamed(self, call: JobCall[JobParams], lane: Lane, blocks: FileBlocks, progress: JobProgress,
                             started: float) -> JobOutput:

@@ -15,6 +15,7 @@ from namespaces.music_source_separate.models.catalogue import Catalogue
 from namespaces.music_source_separate.models.repository import ModelRepository
 from namespaces.music_source_separate.plugin import MusicSourceSeparate, create_namespace
 from sami_gateway.cli.main import main
+from sami_gateway.errors import GatewayError
 from sami_gateway.runtime.namespace import Call
 from sami_gateway.runtime.scheduler import Scheduler
 from tests.conftest import tone, wav_bytes
@@ -71,6 +72,31 @@ async def test_a_job_gets_vocals_and_no_vocals(namespace: MusicSourceSeparate, s
     again = await run_job(namespace, scheduler, tmp_path / "w2", {"model": "tiny_mel", "stems": ["no_vocals"]},
                           wav_bytes(SECONDS))
     assert again.output.cache_hit and again.units == 0  # the stem cache keys it like a Demucs model
+
+
+async def test_a_job_of_it_is_never_streamed_but_separated_whole(family_store: Path, scheduler: Scheduler,
+                                                                   tmp_path: Path) -> None:
+    """The span-by-span separation has Demucs's windowing, not MSST's: a job of another family's model
+    takes the whole-song path even where a Demucs job would stream (SAMI_STREAM_JOBS, or past
+    SAMI_MAX_AUDIO_SECONDS), and so is refused past that limit rather than separated otherwise."""
+    ns = create_namespace(config_for(family_store, tmp_path / "data", SAMI_STREAM_JOBS="true", SAMI_MODEL_MAP=MODEL_MAP,
+                                     SAMI_JOB_MODEL="tiny_mel", SAMI_STEM_CACHE_BYTES="0"))
+    await ns.start(scheduler)
+    try:
+        request = {"model": "tiny_mel", "stems": ["vocals"], "output": {"format": "wav"}}
+        ran = await run_job(ns, scheduler, tmp_path / "w", request, wav_bytes(SECONDS))
+        assert ran.units == 1  # MSST's chunking: one call (a streamed run would make Demucs's segment calls)
+        assert ran.read("vocals")[0].shape == (2, int(SECONDS * 44100))
+    finally:
+        await ns.stop()
+    short = create_namespace(config_for(family_store, tmp_path / "data2", SAMI_MAX_AUDIO_SECONDS="0.1",
+                                        SAMI_MODEL_MAP=MODEL_MAP, SAMI_JOB_MODEL="tiny_mel"))
+    await short.start(scheduler)
+    try:
+        with pytest.raises(GatewayError, match="the limit is 0.1 s"):
+            await run_job(short, scheduler, tmp_path / "w2", request, wav_bytes(SECONDS))
+    finally:
+        await short.stop()
 
 
 async def test_it_backs_a_sami_model_through_the_model_map(namespace: MusicSourceSeparate) -> None:
