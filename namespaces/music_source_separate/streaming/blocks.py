@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import mmap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -12,8 +10,8 @@ import numpy as np
 import soundfile as sf
 
 from ..audio.convert import to_stereo
+from ..audio.source import AudioBytes, open_bytes
 
-Buffer = bytes | bytearray | memoryview | mmap.mmap  # what a file's bytes may be held in
 BLOCK_FRAMES = 1 << 16  # frames per block read: 1.5 s at 44.1 kHz, small beside a model segment
 
 
@@ -53,53 +51,18 @@ class ArrayBlocks:
             yield self.samples[:, start:start + self.block_frames]
 
 
-class BufferFile(io.RawIOBase):
-    """A read-only, seekable file over a buffer (bytes, a memory map), read in place: no copy of
-    the whole is made, so a mapped input of gigabytes costs only the pages being read."""
-
-    def __init__(self, buffer: Buffer) -> None:
-        super().__init__()
-        self._view = memoryview(buffer).cast("B")
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, target: Buffer) -> int:
-        out = memoryview(target).cast("B")
-        count = max(0, min(len(out), len(self._view) - self._position))
-        out[:count] = self._view[self._position:self._position + count]
-        self._position += count
-        return count
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
-        self._position = max(0, base + offset)
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
-
-    def close(self) -> None:
-        self._view.release()
-        super().close()
-
-
 class FileBlocks:
     """A wav or flac file (a path, or a buffer such as bytes or a memory map, read in place)
     decoded block by block with soundfile; its length is the header's."""
 
-    def __init__(self, file: Path | str | Buffer, block_frames: int = BLOCK_FRAMES) -> None:
+    def __init__(self, file: Path | str | AudioBytes, block_frames: int = BLOCK_FRAMES) -> None:
         self.file = file
         self.block_frames = block_frames
         with self._open() as handle:
             self.rate, self.channels, self.frames = handle.samplerate, handle.channels, handle.frames
 
     def _open(self) -> sf.SoundFile:
-        return sf.SoundFile(self.file if isinstance(self.file, (Path, str)) else BufferFile(self.file))
+        return sf.SoundFile(self.file if isinstance(self.file, (Path, str)) else open_bytes(self.file))
 
     def blocks(self) -> Iterator[np.ndarray]:
         read = 0
