@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from sami_gateway.errors import Code, GatewayError
+from sami_gateway.jobs.blobs import mapped, spool
 from sami_gateway.runtime.outbound import FetchPolicy, OutboundHttp, refusal
 
 BODY = b"RIFF" + b"x" * 5000
@@ -158,17 +159,19 @@ async def test_encoded_body_is_refused(aiohttp_server) -> None:  # type: ignore[
     assert "encoded" in detail and seen == ["identity"]
 
 
-async def test_a_download_to_a_file_is_written_as_it_arrives_and_mapped(origin: str, tmp_path: Path) -> None:
-    """A job's `url` input goes to disk: the file holds the body, handed back as a read-only map."""
+async def test_a_download_streams_to_a_file_as_it_arrives_and_is_mapped(origin: str, tmp_path: Path) -> None:
+    """A job's `url` input goes to disk (the runner spools `stream` as the blob store spools uploads):
+    the file holds the body, handed back as a read-only map; past the limit the same refusal as `fetch`."""
     outbound = OutboundHttp(FetchPolicy.from_entries(("localhost",)), 1.0, 2.0)
     await outbound.open()
     try:
-        mapped = await outbound.fetch_to(origin + "/endless", 1 << 20, tmp_path / "big")
-        assert isinstance(mapped, mmap.mmap) and mapped[:] == b"z" * 1_000_000
-        mapped.close()
-        assert (tmp_path / "big").read_bytes() == b"z" * 1_000_000
+        await spool(tmp_path / "big", outbound.stream(origin + "/endless", 1 << 20), 1 << 20)
+        data = mapped(tmp_path / "big")
+        assert isinstance(data, mmap.mmap) and data[:] == b"z" * 1_000_000
+        data.close()
         with pytest.raises(GatewayError) as info:
-            await outbound.fetch_to(origin + "/endless", 50_000, tmp_path / "too-big")
+            await spool(tmp_path / "too-big", outbound.stream(origin + "/endless", 50_000), 50_000)
         assert info.value.code is Code.EXCEEDED_DATA_SIZE
+        assert not (tmp_path / "too-big").exists()  # the partial file is removed
     finally:
         await outbound.close()

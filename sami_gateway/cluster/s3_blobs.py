@@ -40,7 +40,7 @@ from botocore.exceptions import (
 )
 
 from ..errors import Code, error
-from ..jobs.blobs import WRITE_BATCH_BYTES, Scratch, Written, check_key, measure, spool
+from ..jobs.blobs import WRITE_BATCH_BYTES, Scratch, Written, check_key, mapped, measure, spool
 
 RETRY_AFTER = "5"
 S3_THREADS = 16  # storage calls at once per process: each mostly waits on the network
@@ -208,11 +208,9 @@ class S3BlobStore(Scratch):
         def load() -> bytes | mmap.mmap:
             temp = self._temp()
             try:
-                with open(temp, "w+b") as handle:
+                with open(temp, "wb") as handle:
                     self._download(name, handle)
-                    if os.fstat(handle.fileno()).st_size == 0:
-                        return b""
-                    return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                return mapped(temp)
             finally:
                 temp.unlink(missing_ok=True)  # the map keeps the bytes until it is closed
         return await self._call(load)

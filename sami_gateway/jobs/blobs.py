@@ -86,6 +86,15 @@ class BlobStore(Protocol):
         with `before` (unix seconds), only those last written before it."""
 
 
+def mapped(path: Path) -> bytes | mmap.mmap:
+    """A local file's bytes as a read-only memory map (b"" for an empty file, which cannot be mapped);
+    the map stays valid once the file is closed or removed."""
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+
+
 def measure(path: Path) -> Written:
     """A file's size and SHA-256, read a batch at a time (what a store records of a file it keeps)."""
     digest = hashlib.sha256()
@@ -217,12 +226,7 @@ class LocalBlobStore(Scratch):
         await asyncio.to_thread(self._commit, self._path(source), key)  # a rename, fsynced like any commit
 
     async def read(self, key: str) -> bytes | mmap.mmap:
-        def load() -> bytes | mmap.mmap:
-            with open(self._path(key), "rb") as handle:
-                if os.fstat(handle.fileno()).st_size == 0:
-                    return b""
-                return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        return await asyncio.to_thread(load)
+        return await asyncio.to_thread(mapped, self._path(key))
 
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)

@@ -22,7 +22,7 @@ from ..runtime.namespace import JobCall, JobOutput, RunReport, release
 from ..runtime.outbound import OutboundHttp
 from ..work.queue import Work
 from .blob_keys import result_key
-from .blobs import disk_writes
+from .blobs import disk_writes, mapped, spool
 from .model import InputKind, Job, JobStatus, StoredResult, media_type
 from .service import JobService
 
@@ -151,7 +151,9 @@ class JobRunner:
         params = service.namespace.parse_job(job.request)
         if job.input_kind is InputKind.URL:
             download = workdir / "input.download"  # on disk as it arrives: a job's input may be gigabytes
-            data: Any = await self._outbound.fetch_to(job.input_ref, service.max_input_bytes, download)
+            limit = service.max_input_bytes
+            await spool(download, self._outbound.stream(job.input_ref, limit), limit)
+            data: Any = await asyncio.to_thread(mapped, download)
         else:
             data = await service.blobs.read(job.input_ref)
         call = JobCall(job.id, job.appkey, params, data, workdir, self._progress(job))

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import mmap
 import socket
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -121,28 +120,16 @@ class OutboundHttp:
 
     async def fetch(self, url_text: str, max_bytes: int) -> bytes:
         """The body at `url_text`, following at most MAX_REDIRECTS checked redirects."""
-        sink = _MemorySink()
-        await self._fetch(url_text, max_bytes, sink)
-        return sink.body()
+        return b"".join([chunk async for chunk in self.stream(url_text, max_bytes)])
 
-    async def fetch_to(self, url_text: str, max_bytes: int, path: Path) -> mmap.mmap:
-        """As `fetch`, the body written to `path` as it arrives and handed back mapped: a large
-        download is never held in memory whole."""
-        handle = await asyncio.to_thread(open, path, "w+b")
-        try:
-            sink = _FileSink(handle)
-            await self._fetch(url_text, max_bytes, sink)
-            await sink.flush()
-            await asyncio.to_thread(handle.flush)
-            return await asyncio.to_thread(mmap.mmap, handle.fileno(), 0, access=mmap.ACCESS_READ)
-        finally:
-            handle.close()
-
-    async def _fetch(self, url_text: str, max_bytes: int, sink: _Sink) -> None:
+    async def stream(self, url_text: str, max_bytes: int) -> AsyncIterator[bytes]:
+        """As `fetch`, the body's chunks as they arrive (a large download is never held whole);
+        the same checks, limits and errors, raised where the stream is read."""
         assert self._session is not None, "OutboundHttp.open() was not awaited"
         try:
             async with asyncio.timeout(self._timeout.total):  # one budget for all the hops
-                await self._follow(URL(url_text), max_bytes, sink)
+                async for chunk in self._follow(URL(url_text), max_bytes):
+                    yield chunk
         except GatewayError:
             raise
         except TimeoutError as exc:
@@ -168,7 +155,7 @@ class OutboundHttp:
                     response.close()  # a longer reply is never read: its connection is dropped instead
                 return response.status
 
-    async def _follow(self, url: URL, max_bytes: int, sink: _Sink) -> None:
+    async def _follow(self, url: URL, max_bytes: int) -> AsyncIterator[bytes]:
         assert self._session is not None
         for _ in range(MAX_REDIRECTS + 1):
             self._check_url(url)
@@ -176,12 +163,13 @@ class OutboundHttp:
                 if response.status in (301, 302, 303, 307, 308):
                     url = url.join(URL(response.headers.get("Location", "")))
                     continue
-                await self._read(response, max_bytes, sink)
+                async for chunk in self._read(response, max_bytes):
+                    yield chunk
                 return
         raise error(Code.FAILED_DOWNLOAD, f"more than {MAX_REDIRECTS} redirects")
 
     @staticmethod
-    async def _read(response: aiohttp.ClientResponse, max_bytes: int, sink: _Sink) -> None:
+    async def _read(response: aiohttp.ClientResponse, max_bytes: int) -> AsyncIterator[bytes]:
         if response.status != 200:
             raise error(Code.FAILED_DOWNLOAD, f"HTTP {response.status}")
         if response.headers.get("Content-Encoding", "identity").lower() != "identity":
@@ -194,44 +182,9 @@ class OutboundHttp:
             size += len(chunk)
             if size > max_bytes:
                 raise too_big
-            await sink.write(chunk)
+            yield chunk
         if size == 0:
             raise error(Code.EMPTY_DATA, "the url gave 0 bytes")
-
-
-class _Sink(Protocol):
-    async def write(self, chunk: bytes) -> None: ...
-
-
-class _MemorySink:
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-
-    async def write(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-
-    def body(self) -> bytes:
-        return b"".join(self._chunks)
-
-
-class _FileSink:
-    """Chunks gathered to about a MiB, then written off the event loop."""
-
-    def __init__(self, handle: BinaryIO) -> None:
-        self._handle = handle
-        self._pending: list[bytes] = []
-        self._size = 0
-
-    async def write(self, chunk: bytes) -> None:
-        self._pending.append(chunk)
-        self._size += len(chunk)
-        if self._size >= 16 * CHUNK_BYTES:
-            await self.flush()
-
-    async def flush(self) -> None:
-        pending, self._pending, self._size = b"".join(self._pending), [], 0
-        if pending:
-            await asyncio.to_thread(self._handle.write, pending)
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
