@@ -225,7 +225,8 @@ def test_3000_trickling_clients_are_all_closed_while_healthz_stays_fast(slow_gat
         print(f"\n{TRICKLERS} tricklers opened in {report['opening_seconds']:.2f} s, each closed "
               f"{min(closed_after):.3f}-{max(closed_after):.3f} s after connecting, all by "
               f"{report['last_close']:.2f} s; /healthz x{len(during)} meanwhile: max {1000 * max(during):.1f} ms, "
-              f"p99 {1000 * statistics.quantiles(during, n=100)[98]:.1f} ms, median {1000 * statistics.median(during):.1f} ms")
+              f"p99 {1000 * statistics.quantiles(during, n=100)[98]:.1f} ms, "
+              f"median {1000 * statistics.median(during):.1f} ms")
         assert report["answered"] == 0
         assert HEADER_TIMEOUT - EARLY <= min(closed_after) and max(closed_after) <= HEADER_TIMEOUT + SLACK
         assert len(during) >= 100 and statistics.median(during) <= HEALTHZ_BOUND / 5
