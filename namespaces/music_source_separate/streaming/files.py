@@ -17,7 +17,7 @@ from ..engine.ensemble import Ensemble
 from ..engine.inference import RunOptions
 from ..requests.stems import NO, source_of
 from .blocks import BlockReader, BlockSource, MappedBlocks
-from .encode import FORMATS, pcm16
+from .encode import FORMATS, WavWriter, pcm16
 from .gate import DenoisedBlocks
 from .resample import ResampledBlocks, Resampler
 from .separation import DEMUCS, Region, StreamSteps, run_steps, stream_steps
@@ -55,8 +55,12 @@ class StemWriter:
         self.output = output
         self.resampler = Resampler(model_rate, output.sample_rate, 2, model_frames)
         self.left = frames
-        self.handle = sf.SoundFile(target.target, "w", output.sample_rate, output.channels, "PCM_16",
-                                   format=output.format.upper())
+        self.handle: WavWriter | sf.SoundFile
+        if output.format == "wav" and output.channels <= 2:  # its header final from the first byte
+            self.handle = WavWriter(target.target, output.sample_rate, output.channels, frames)
+        else:
+            self.handle = sf.SoundFile(target.target, "w", output.sample_rate, output.channels, "PCM_16",
+                                       format=output.format.upper())
 
     def push(self, block: np.ndarray, last: bool = False) -> None:
         out = to_channels(self.resampler.push(block, last), self.output.channels)[:, :self.left]

@@ -99,3 +99,22 @@ def test_blocks_written_are_the_bytes_written_at_once() -> None:
         assert buffer.getvalue() == encode(samples, 44100, fmt)
     with pytest.raises(ValueError):
         write_blocks(io.BytesIO(), [samples], 44100, 2, "mp3")
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_wav_written_with_its_length_up_front_is_the_bytes_written_at_once(tmp_path: Path, channels: int) -> None:
+    from namespaces.music_source_separate.audio.encode import encode
+    from namespaces.music_source_separate.streaming.encode import WavWriter, pcm16, wav_header
+
+    samples = (np.random.default_rng(1).standard_normal((channels, 50_001)) * 0.3).astype(np.float32)
+    whole = encode(samples, 22050, "wav")
+    path = tmp_path / "stem.wav"
+    writer = WavWriter(path, 22050, channels, 50_001)
+    assert path.read_bytes() == wav_header(50_001, 22050, channels) == whole[:44]  # final from the first byte
+    for piece in np.array_split(samples, 7, axis=1):
+        writer.write(pcm16(piece))
+        assert whole.startswith(path.read_bytes())  # every write is on disk at once, as the file will end
+    writer.close()
+    assert path.read_bytes() == whole
+    with pytest.raises(ValueError, match="50001 frames was given 50002"):
+        WavWriter(io.BytesIO(), 22050, channels, 50_001).write(pcm16(np.zeros((channels, 50_002), np.float32)))
