@@ -119,6 +119,11 @@ class Authenticator:
         self._tokens.verify(token, appkey)
         return self._allowed(appkey, namespace)
 
+    def quota_of(self, appkey: str) -> Quota:
+        """The appkey's quota now (the default one for an appkey no longer configured)."""
+        rule = self._appkeys.get(appkey)
+        return (rule.quota if rule is not None else None) or self._default_quota
+
     def _known(self, appkey: str) -> AppKeyRule:
         rule = self._appkeys.get(appkey) if appkey else None
         if rule is None:

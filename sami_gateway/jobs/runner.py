@@ -23,6 +23,7 @@ from ..runtime.outbound import OutboundHttp
 from ..work.queue import Work
 from .blob_keys import result_key
 from .blobs import disk_writes, mapped, spool
+from .growing import GrowingFiles, delete_parts
 from .model import InputKind, Job, JobStatus, StoredResult, media_type
 from .service import JobService
 
@@ -123,11 +124,12 @@ class JobRunner:
         (`store_trouble`): the job is not at fault, and the caller runs it again later."""
         service = self._service
         workdir = service.blobs.workdir()
+        growing = GrowingFiles(service.blobs, job.id, job.attempts)
         try:
             async with asyncio.timeout(service.settings.job_timeout):
                 await service.room_to_run(job)  # an appkey over its storage quota gets no more results
                 with disk_writes(f"job {job.id}"):
-                    output = await self._execute(job, workdir)
+                    output = await self._execute(job, workdir, growing)
                 self._on_report(output.report)
                 result = await self._keep(job, output)
             await service.finish(job, JobStatus.SUCCEEDED, result=result, input_info=dict(output.input),
@@ -144,8 +146,10 @@ class JobRunner:
             await service.finish(job, JobStatus.FAILED, failure=error(Code.INTERNAL_ERROR))
         finally:
             service.blobs.discard(workdir)
+            if growing.any:
+                await delete_parts(service.blobs, job.id)
 
-    async def _execute(self, job: Job, workdir: Path) -> JobOutput:
+    async def _execute(self, job: Job, workdir: Path, growing: GrowingFiles) -> JobOutput:
         service = self._service
         assert service.namespace is not None, "jobs are only accepted when a namespace runs them"
         params = service.namespace.parse_job(job.request)
@@ -156,10 +160,12 @@ class JobRunner:
             data: Any = await asyncio.to_thread(mapped, download)
         else:
             data = await service.blobs.read(job.input_ref)
-        call = JobCall(job.id, job.appkey, params, data, workdir, self._progress(job))
+        call = JobCall(job.id, job.appkey, params, data, workdir, self._progress(job), growing.add)
+        growing.start()
         try:
             return await service.namespace.run_job(call)
         finally:
+            await growing.stop()
             release(data)
 
     def _progress(self, job: Job) -> Any:

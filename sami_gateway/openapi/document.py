@@ -338,7 +338,8 @@ def _result() -> dict[str, Any]:
     file_headers = {name: {"schema": {"type": "string"}} for name in ("ETag", "Content-Length", "Content-Disposition")}
     return operation(
         "getResult", "Jobs", "A stem's file", {
-            "200": {"description": "the file", "headers": file_headers, "content": audio},
+            "200": {"description": "the file (or, while the job is processing, the stem as it is computed)",
+                    "headers": file_headers, "content": audio},
             "206": {"description": "the range asked for", "content": audio,
                     "headers": {**file_headers, "Content-Range": {"schema": {"type": "string"}}}},
             "416": {"description": "a range outside the file (no body)",
@@ -346,8 +347,12 @@ def _result() -> dict[str, Any]:
             **job_errors(*AUTH, Code.FORBIDDEN, Code.JOB_NOT_FOUND, Code.CONFLICT, *SERVER)},
         security=[*BEARER, {}],
         description="With Bearer, or without Authorization on the signed URL of `result` (`expires` and "
-                    "`signature`). 409 before the job succeeded; 404 for a stem it does not have or copied to "
-                    "custom storage.",
+                    "`signature`). While the job is `processing`, the stem as it is computed: chunked, without "
+                    "Range or ETag, holding one of the appkey's stream slots, and ending with the finished "
+                    "file's last byte (a wav or flac of a job that streams comes a MiB at a time, any other "
+                    "once written); cut short, without the chunked body's end, if the job fails or is "
+                    "cancelled. 409 while queued or once failed or cancelled; 404 for a stem it does not have "
+                    "or copied to custom storage.",
         parameters=[param("expires", "query", {"type": "integer"}, "unix seconds (signed URL)"),
                     param("signature", "query", {"type": "string", "pattern": "^[0-9a-f]+$"}, "hex (signed URL)"),
                     param("Range", "header", {"type": "string"}, "`bytes=start-end`")])

@@ -96,7 +96,9 @@ class Namespace(Protocol[Params]):
 @dataclass(frozen=True)
 class JobCall(Generic[Params]):
     """One asynchronous job: its parsed request, input bytes, a folder of its own to write result
-    files in, and where to report progress (0..100, from any thread)."""
+    files in, where to report progress (0..100, from any thread), and where to name a result file
+    as it starts to be written (`growing(stem, path)`, from any thread: its bytes are then served
+    while the job runs, so they must never be rewritten)."""
 
     job_id: str
     appkey: str
@@ -104,6 +106,7 @@ class JobCall(Generic[Params]):
     data: InputBytes  # the namespace may `release` it once read
     workdir: Path
     progress: Callable[[float], None]
+    growing: Callable[[str, Path], None] = lambda stem, path: None
 
 
 @dataclass(frozen=True)

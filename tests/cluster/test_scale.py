@@ -26,7 +26,16 @@ import requests
 from sami_client import SamiClient, WebhookVerificationError, verify_webhook
 
 from tests.conftest import APPKEY, ROOT, Gateway, gateway_env, issue_token, wav_bytes
-from tests.jobs.live import TERMINAL, WEBHOOK_SECRET, Receiver, audio_of, parse_metrics, song, wait_for
+from tests.jobs.live import (
+    TERMINAL,
+    WEBHOOK_SECRET,
+    Receiver,
+    audio_of,
+    parse_metrics,
+    read_while_processing,
+    song,
+    wait_for,
+)
 from tests.servers import Server
 
 from .stack import Role, Stack
@@ -43,7 +52,8 @@ def stack(redis: Server, s3: Server, model_store: Path, tmp_path_factory: pytest
     config.write_text("".join(f"[appkeys.{key}]\n" for key in APPKEYS) + f"[appkeys.{TIGHT}]\nconcurrent = 2\n")
     env = gateway_env(model_store, 0, SAMI_CONFIG=str(config), SAMI_WORK_LEASE=str(LEASE), SAMI_THREADS="1",
                       SAMI_WEBHOOK_SECRET=WEBHOOK_SECRET, SAMI_STEM_CACHE_BYTES="0", SAMI_LOG_LEVEL="INFO",
-                      SAMI_FETCH_ALLOW="127.0.0.1", SAMI_MAX_AUDIO_SECONDS="600")
+                      SAMI_FETCH_ALLOW="127.0.0.1", SAMI_MAX_AUDIO_SECONDS="600",
+                      SAMI_STREAM_JOBS="true")  # every wav job span by span, its stems readable as they are written
     env.pop("SAMI_APPKEYS")
     stack = Stack(redis, s3, env, folder)
     try:
@@ -315,6 +325,23 @@ def test_redis_paused_gives_503_then_recovers(stack: Stack, tokens: dict[str, st
 
 def _holding(worker: Role) -> int:
     return int(requests.get(worker.url + "/healthz", timeout=5).json()["holding"]["batch"])
+
+
+def test_a_stem_being_computed_is_read_through_a_front_that_does_not_run_it(stack: Stack,
+                                                                            tokens: dict[str, str]) -> None:
+    """A worker writes the parts to the shared storage; the other front reads them as they come, then
+    the rest of the finished file."""
+    one, other = fronts(stack)[:2]
+    stereo = {"format": "wav", "sample_rate": 44100, "channels": 2}  # 10.6 MB a minute: parts every 6 s of audio
+    job = submit(one, tokens[APPKEY], song(120.0, seed=41), output=stereo).json()
+    assert "id" in job, job
+    headers = {"Authorization": f"Bearer {tokens[APPKEY]}"}
+    streamed, first_mib, status = read_while_processing(other.url, headers, job["id"], "vocals")
+    done = requests.get(f"{other.url}/api/v1/jobs/{job['id']}?wait=60", headers=headers, timeout=90).json()
+    assert done["status"] == "succeeded", done
+    finished = requests.get(f"{other.url}/api/v1/jobs/{job['id']}/results/vocals", headers=headers, timeout=60)
+    print(f"\nfirst MiB through the other front {first_mib:.1f} s after processing began (the job {status})")
+    assert status == "processing" and streamed == finished.content and len(streamed) == 44 + 4 * 120 * 44100
 
 
 def test_cancel_reaches_the_worker_within_a_second(stack: Stack, tokens: dict[str, str]) -> None:

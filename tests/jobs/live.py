@@ -131,6 +131,26 @@ def start_gateway(model_store: Path, folder: Path, **extra: str) -> LiveGateway:
     return gateway
 
 
+def read_while_processing(url: str, headers: dict[str, str], job_id: str, stem: str) -> tuple[bytes, float, str]:
+    """`stem` read from the moment its job is processing to its end, through the gateway at `url`: its
+    bytes, the seconds from processing to its first MiB, and the job's status then."""
+    def status() -> str:
+        answer: str = requests.get(f"{url}/api/v1/jobs/{job_id}", headers=headers, timeout=30).json()["status"]
+        return answer
+    wait_for(lambda: status() != "queued" or None, 60, f"for {job_id} to start")
+    began = time.monotonic()
+    with requests.get(f"{url}/api/v1/jobs/{job_id}/results/{stem}", headers=headers, stream=True,
+                      timeout=(10, 120)) as reading:
+        assert reading.status_code == 200, reading.text
+        pieces = reading.iter_content(1024 * 1024)
+        first = b""
+        while len(first) < 1024 * 1024:
+            first += next(pieces)
+        first_mib = time.monotonic() - began
+        then = status()
+        return first + b"".join(pieces), first_mib, then
+
+
 def stop_gateway(gateway: LiveGateway) -> None:
     if gateway.process.poll() is None:
         gateway.process.terminate()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sami_gateway.errors import Code, error
@@ -19,6 +20,7 @@ STEMS = ("upper", "lower", "reversed")
 class EchoParams:
     stems: tuple[str, ...]
     delay: float
+    grow: int = 0  # write each stem this many bytes at a time, `delay` seconds apart, readable as it grows
 
 
 class InvokeOnly:
@@ -58,10 +60,12 @@ class EchoJobs(InvokeOnly):
             raise error(Code.ILLEGAL_PAYLOAD, f"stems must be among {STEMS}")
         output = request.get("output") or {}
         delay = output.get("delay", 0.0) if isinstance(output, dict) else 0.0
-        return EchoParams(tuple(stems), float(delay))
+        grow = output.get("grow", 0) if isinstance(output, dict) else 0
+        return EchoParams(tuple(stems), float(delay), int(grow))
 
     def job_fields(self, params: EchoParams) -> Mapping[str, Any]:
-        return {"model": "echo", "stems": list(params.stems), "output": {"delay": params.delay}}
+        return {"model": "echo", "stems": list(params.stems),
+                "output": {"delay": params.delay, **({"grow": params.grow} if params.grow else {})}}
 
     def job_models(self) -> Mapping[str, Any]:
         return {"default_model": "echo",
@@ -79,13 +83,24 @@ class EchoJobs(InvokeOnly):
         made = {"upper": data.upper(), "lower": data.lower(), "reversed": data[::-1]}
         stems = {}
         for index, stem in enumerate(call.params.stems):
-            await asyncio.sleep(call.params.delay)
             path = call.workdir / f"{stem}.txt"
-            path.write_bytes(made[stem])
+            if call.params.grow:
+                await self._grow(call, stem, path, made[stem])
+            else:
+                await asyncio.sleep(call.params.delay)
+                path.write_bytes(made[stem])
             stems[stem] = StemFile(path, "txt", len(data) / 10)
             call.progress(100 * (index + 1) / len(call.params.stems))
         return JobOutput(stems, {"format": "txt", "sample_rate": 10, "channels": 1, "duration": len(data) / 10},
                          RunReport("echo", len(data) / 10))
+
+    @staticmethod
+    async def _grow(call: JobCall[EchoParams], stem: str, path: Path, content: bytes) -> None:
+        with open(path, "wb", buffering=0) as handle:
+            call.growing(stem, path)
+            for start in range(0, len(content), call.params.grow):
+                handle.write(content[start:start + call.params.grow])
+                await asyncio.sleep(call.params.delay)
 
     async def forget_job(self, appkey: str, job_id: str) -> None:
         self.forgotten.append((appkey, job_id))

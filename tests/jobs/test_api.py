@@ -6,11 +6,13 @@ import asyncio
 import hashlib
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
-from aiohttp import FormData
+from aiohttp import ClientPayloadError, FormData
 
 from sami_gateway.jobs.sweeper import Sweeper
 from sami_gateway.web.state import JOBS, STREAMS
@@ -82,12 +84,30 @@ async def test_another_appkey_sees_404(make_client: MakeClient) -> None:
     assert listed == {"jobs": [], "next_cursor": None}
 
 
-async def test_results_before_success_conflict_and_cancel_frees_the_worker(make_client: MakeClient) -> None:
+async def processing(client: Any, job_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while (await (await client.get(f"/api/v1/jobs/{job_id}", headers=bearer())).json())["status"] == "queued":
+        assert time.monotonic() < deadline, "the job did not start"
+        await asyncio.sleep(0.05)
+
+
+async def test_results_of_a_queued_job_conflict_of_a_cancelled_one_are_cut_short_and_cancel_frees_the_worker(
+        make_client: MakeClient) -> None:
     client, namespace = await make_client(SAMI_JOB_WORKERS="1")
     slow = await (await submit(client, {"input": data_input(), "output": {"delay": 30}})).json()
-    await error_of(await client.get(f"/api/v1/jobs/{slow['id']}/results/upper", headers=bearer()), 409, 40900001)
-    cancelled = await (await client.post(f"/api/v1/jobs/{slow['id']}/cancel", headers=bearer())).json()
-    assert cancelled["status"] == "cancelled"
+    behind = await (await submit(client, {"input": data_input(), "output": {"delay": 30}})).json()
+    await processing(client, slow["id"])
+    await error_of(await client.get(f"/api/v1/jobs/{behind['id']}/results/upper", headers=bearer()), 409, 40900001)
+    # a job that is processing answers at once, and sends the stem as it comes (this one writes it at its end)
+    reading = await client.get(f"/api/v1/jobs/{slow['id']}/results/upper", headers=bearer())
+    assert reading.status == 200 and reading.headers["Transfer-Encoding"] == "chunked"
+    assert reading.headers["Cache-Control"] == "no-store"
+    await error_of(await client.get(f"/api/v1/jobs/{slow['id']}/results/drums", headers=bearer()), 404, 40400002)
+    for job in (slow, behind):
+        cancelled = await (await client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=bearer())).json()
+        assert cancelled["status"] == "cancelled"
+    with pytest.raises(ClientPayloadError):  # no end of the chunked body: the stem was never finished
+        await asyncio.wait_for(reading.read(), 10)
     quick = await (await submit(client, {"input": data_input(), "stems": ["upper"]})).json()
     assert (await finished(client, quick["id"]))["status"] == "succeeded"  # the one worker was freed
     again = await (await client.post(f"/api/v1/jobs/{slow['id']}/cancel", headers=bearer())).json()
@@ -522,3 +542,30 @@ async def test_an_upload_claimed_by_a_put_that_died_before_its_move_is_forgotten
                    404, 40400002)  # the client makes a new upload
     await error_of(await submit(client, {"input": {"upload_id": lost["upload_id"]}}), 404, 40400002)
     assert (await submit(client, {"input": {"upload_id": kept["upload_id"]}})).status == 201
+
+
+async def test_a_stem_is_read_as_it_is_written_and_ends_as_the_finished_file(
+        make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole parts of a stem being written are readable while its job runs; the rest, once it has
+    succeeded, comes from the finished file: the bytes read equal the file downloaded after."""
+    from sami_gateway.jobs import growing
+
+    monkeypatch.setattr(growing, "PART_BYTES", PART_BYTES := 64 * 1024)
+    client, _ = await make_client()
+    content = bytes(np.random.default_rng(3).integers(97, 123, 3 * PART_BYTES + 12345, dtype=np.uint8))
+    job = await (await submit(client, {"input": data_input(content), "stems": ["upper", "reversed"],
+                                       "output": {"delay": 0.2, "grow": PART_BYTES // 4}})).json()
+    await processing(client, job["id"])
+    reading = await client.get(f"/api/v1/jobs/{job['id']}/results/upper", headers=bearer())
+    assert reading.status == 200 and reading.headers["Content-Type"] == "application/octet-stream"
+    first = await asyncio.wait_for(reading.content.readexactly(PART_BYTES), 20)
+    status = (await (await client.get(f"/api/v1/jobs/{job['id']}", headers=bearer())).json())["status"]
+    assert status == "processing"  # the first part came while the job still wrote the stems
+    streamed = first + await asyncio.wait_for(reading.read(), 30)
+    assert streamed == content.upper()
+    done = await finished(client, job["id"])
+    assert done["status"] == "succeeded"
+    whole = await client.get(f"/api/v1/jobs/{job['id']}/results/upper", headers=bearer())
+    assert await whole.read() == streamed and whole.headers["Content-Length"] == str(len(content))
+    parts = Path(client.server.app[JOBS].blobs.local_path(f"results/{job['id']}/upper.txt") or "").parent
+    assert not (parts / "partial").exists()  # the parts are gone once the job has ended

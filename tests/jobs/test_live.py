@@ -28,6 +28,7 @@ from .live import (
     Receiver,
     audio_of,
     origin,
+    read_while_processing,
     song,
     start_gateway,
     stop_gateway,
@@ -227,12 +228,16 @@ def test_a_job_longer_than_an_invoke_may_be_is_fetched_to_disk_and_separated_spa
     with origin({"/long.wav": audio}) as server:
         job = created(submit(live, {"input": {"url": server + "/long.wav"}, "model": "htdemucs",
                                     "stems": ["vocals"], "output": SMALL}))
+        streamed, first_mib, status = read_while_processing(live.url, live.headers(), job["id"], "vocals")
         done = live.finished(job["id"], 600)
     assert done["status"] == "succeeded", done["error"]
     assert done["input"] == {"format": "wav", "sample_rate": SONG_RATE, "channels": 1, "duration": seconds}
     assert done["cache_hit"] is False  # a streamed job neither reads nor fills the stem cache
-    check_stem(result(live, job["id"], "vocals").content, done["result"]["vocals"], int(seconds * SONG_RATE),
-               SONG_RATE, 1)
+    finished_file = result(live, job["id"], "vocals").content
+    check_stem(finished_file, done["result"]["vocals"], int(seconds * SONG_RATE), SONG_RATE, 1)
+    print(f"\nfirst MiB of the stem {first_mib:.1f} s after processing began; the job was {status} then")
+    assert status == "processing" and first_mib < 30
+    assert streamed == finished_file  # the wav's header is final from its first byte
 
     form: dict[str, Any] = {"file": ("long.wav", audio, "audio/wav"),
                             "params": (None, json.dumps({"stems": ["vocals"], "output": {"format": "mp3"}}))}
@@ -426,9 +431,13 @@ def test_cancel_and_delete_mid_job_free_the_only_worker(live: LiveGateway, hooks
     long = created(submit(live, {"input": data(song(TEN_MINUTES, seed=70)), "stems": ["vocals"], "output": SMALL,
                                  "webhook_url": hooks.at("/cancelled")}))
     processing(live, long["id"])
-    refused(result(live, long["id"], "vocals"), 409, 40900001)  # no results before it succeeds
+    reading = requests.get(f"{live.url}/api/v1/jobs/{long['id']}/results/vocals", headers=live.headers(),
+                           stream=True, timeout=30)  # a whole-song job's stem comes once written: never, here
+    assert reading.status_code == 200 and reading.headers["Content-Type"] == "audio/wav"
     cancelled = requests.post(f"{live.url}/api/v1/jobs/{long['id']}/cancel", headers=live.headers(), timeout=30)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):  # cut short: no end of the chunked body
+        reading.content  # noqa: B018 - read to the end
     began = time.monotonic()
     short = live.finished(created(submit(live, {"input": data(song(1.0, seed=71)), "stems": ["vocals"]}))["id"], 60)
     assert short["status"] == "succeeded" and time.monotonic() - began < 20, short  # the whole song takes ~80 s

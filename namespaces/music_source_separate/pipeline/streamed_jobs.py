@@ -84,6 +84,8 @@ async def run_streamed(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams],
         job = FileJob(separator.model, blocks, targets(params, call.workdir), output,
                       RunOptions(shifts=SHIFTS, seed=separator.seed, precision=separator.precision),
                       kept_as=CACHE_DTYPES[precision], spool_dir=call.workdir)
+        for target in job.targets:  # each file is written front to back, its wav header final from the start
+            call.growing(target.stem, Path(str(target.target)))
         model_frames = output_frames(blocks.frames, blocks.rate, separator.samplerate)
         steps = file_steps(job, lambda done: progress.separated(done / model_frames))
         started = time.perf_counter()

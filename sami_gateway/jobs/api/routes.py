@@ -20,6 +20,7 @@ from ..model import JobStatus, media_type
 from ..requests import JobRequest, parse_job_request
 from ..service import JobService
 from ..storage_quota import StorageUsage
+from .growing_results import growing_result
 from .http import (
     CURSOR_PATTERN,
     authorized,
@@ -229,7 +230,8 @@ async def delete_job(request: web.Request) -> web.Response:
 
 
 async def job_result(request: web.Request) -> web.StreamResponse:
-    """One result file, with Range and ETag; by signed URL (no token) or with the Bearer token."""
+    """One result file, with Range and ETag, or while the job is processing its bytes as they are written
+    (`growing_result`); by signed URL (no token) or with the Bearer token."""
     jobs = service(request)
     job_id, stem = request.match_info["job_id"], request.match_info["stem"]
     if jobs.signer.has_signature(request.query):
@@ -239,8 +241,10 @@ async def job_result(request: web.Request) -> web.StreamResponse:
             raise error(Code.JOB_NOT_FOUND, f"no job {job_id}")
     else:
         job = await jobs.owned(authorized(request), job_id)
+    if job.status is JobStatus.PROCESSING:
+        return await growing_result(request, jobs, job, stem)
     if job.status is not JobStatus.SUCCEEDED or job.result is None:
-        raise error(Code.CONFLICT, f"the job is {job.status.value}: results exist once it has succeeded")
+        raise error(Code.CONFLICT, f"the job is {job.status.value}: results exist once it is processing")
     item = job.result.get(stem)
     if item is None:
         raise error(Code.JOB_NOT_FOUND, f"the job has no stem {stem!r}; it has {sorted(job.result)}")
