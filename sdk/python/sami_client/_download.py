@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import JobNotSucceeded, SamiClientError
+from .errors import JobNotSucceeded, SamiClientError, SamiConnectionError
 from .models import Job, StemResult
 
 MANIFEST = "results.json"
@@ -26,6 +26,14 @@ def filename(stem: str, result: StemResult) -> str:
 def require_succeeded(job: Job) -> None:
     if not job.succeeded:
         raise JobNotSucceeded(f"job {job.id} is {job.status}, not succeeded: it has no results", job)
+
+
+def cut_short(job: Job, stem: str, problem: Exception) -> SamiClientError:
+    """What a stem read as it was computed, and cut short by `problem`, raises: JobNotSucceeded when the
+    job (read again) failed or was cancelled, else a connection error."""
+    if job.is_terminal and not job.succeeded:
+        return JobNotSucceeded(f"job {job.id} is {job.status}: {stem} was cut short", job)
+    return SamiConnectionError(f"the download of {stem} of job {job.id} was cut short: {problem}")
 
 
 def to_fetch(job: Job) -> dict[str, StemResult]:

@@ -16,6 +16,7 @@ from ._http import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_WAIT, DEFAULT_TIMEOUT,
 from ._settings import CHUNK_SIZE, JobRef, check_upload_size, job_id, resolve_base_url, resolve_token
 from ._sse import EventDecoder
 from ._wait import DEFAULT_POLL, ProgressCallback, WaitPlan
+from .errors import JobNotSucceeded
 from .models import InvokeResult, Job, JobEvent, JobPage, ModelList, StemResult, Upload
 
 __all__ = ["AsyncSamiClient"]
@@ -165,8 +166,23 @@ class AsyncSamiClient:
         return written
 
     async def download_result(self, id: JobRef, stem: str, path: str | os.PathLike[str]) -> Path:
-        """Write one stem's result file to `path` (Conflict while the job has not succeeded)."""
+        """Write one stem's result file to `path`. While the job is processing the gateway sends the stem
+        as it is computed, and this returns once it is complete (Conflict while the job is queued)."""
         return await self._fetch(job_id(id), stem, StemResult(), Path(path))
+
+    async def iter_result(self, id: JobRef, stem: str, *, poll: float = 1.0) -> AsyncIterator[bytes]:
+        """The stem's bytes as they are computed (see `SamiClient.iter_result`)."""
+        key = job_id(id)
+        while (job := await self.get(key)).status == "queued":
+            await asyncio.sleep(poll)
+        if job.is_terminal and not job.succeeded:
+            raise JobNotSucceeded(f"job {key} is {job.status}: it has no results", job)
+        try:
+            async with self._transport.stream(_api.result(key, stem)) as response:
+                async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                    yield chunk
+        except httpx.TransportError as exc:
+            raise _download.cut_short(await self.get(key), stem, exc) from exc
 
     async def _fetch(self, id: str, stem: str, result: StemResult, path: Path) -> Path:
         call = _api.result(id, stem) if self.token or not result.url else _api.signed_result(result.url)

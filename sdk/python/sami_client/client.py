@@ -16,6 +16,7 @@ from ._http import DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_WAIT, DEFAULT_TIMEOUT,
 from ._settings import CHUNK_SIZE, JobRef, check_upload_size, job_id, resolve_base_url, resolve_token
 from ._sse import EventDecoder
 from ._wait import DEFAULT_POLL, ProgressCallback, WaitPlan
+from .errors import JobNotSucceeded
 from .models import InvokeResult, Job, JobEvent, JobPage, ModelList, StemResult, Upload
 
 __all__ = ["SamiClient"]
@@ -178,8 +179,24 @@ class SamiClient:
         return written
 
     def download_result(self, id: JobRef, stem: str, path: str | os.PathLike[str]) -> Path:
-        """Write one stem's result file to `path` (Conflict while the job has not succeeded)."""
+        """Write one stem's result file to `path`. While the job is processing the gateway sends the stem
+        as it is computed, and this returns once it is complete (Conflict while the job is queued)."""
         return self._fetch(job_id(id), stem, StemResult(), Path(path))
+
+    def iter_result(self, id: JobRef, stem: str, *, poll: float = 1.0) -> Iterator[bytes]:
+        """The stem's bytes as they are computed, to be played or written while the job runs. Waits while
+        the job is queued (asking every `poll` seconds); the bytes end as the finished file does.
+        JobNotSucceeded when the job fails or is cancelled, before or during the stem."""
+        key = job_id(id)
+        while (job := self.get(key)).status == "queued":
+            time.sleep(poll)
+        if job.is_terminal and not job.succeeded:
+            raise JobNotSucceeded(f"job {key} is {job.status}: it has no results", job)
+        try:
+            with self._transport.stream(_api.result(key, stem)) as response:
+                yield from response.iter_bytes(CHUNK_SIZE)
+        except httpx.TransportError as exc:
+            raise _download.cut_short(self.get(key), stem, exc) from exc
 
     def _fetch(self, id: str, stem: str, result: StemResult, path: Path) -> Path:
         call = _api.result(id, stem) if self.token or not result.url else _api.signed_result(result.url)
