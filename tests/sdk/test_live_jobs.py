@@ -98,10 +98,12 @@ def test_the_sync_client_drives_every_verb(live: LiveGateway, tmp_path: Path) ->
         with pytest.raises(WaitTimeout) as waited:
             client.wait(queued, timeout=1, poll=1)
         assert waited.value.job is not None and not waited.value.job.is_terminal
-        with pytest.raises(Conflict):
-            client.download_result(queued.id, "vocals", tmp_path / "early.wav")
         cancelled = client.cancel(queued)
         assert cancelled.status == "cancelled" and client.cancel(queued.id).status == "cancelled"
+        with pytest.raises(Conflict):
+            client.download_result(queued.id, "vocals", tmp_path / "early.wav")
+        with pytest.raises(JobNotSucceeded):
+            next(client.iter_result(queued.id, "vocals"))
         with pytest.raises(JobNotSucceeded):
             client.download(queued.id, tmp_path / "none")
         first = client.wait(first, timeout=60)
@@ -116,6 +118,10 @@ def test_the_sync_client_drives_every_verb(live: LiveGateway, tmp_path: Path) ->
         assert [listed.id for listed in client.list(status="cancelled", limit=1).jobs] == [queued.id]
         assert [listed.id for listed in client.list(status="succeeded,cancelled", limit=3).jobs][:2] == [
             queued.id, first.id]
+        running = client.submit(data=song(30.0, seed=5203), stems=["vocals"], output=SMALL)
+        streamed = b"".join(client.iter_result(running, "vocals", poll=0.2))  # asked for as it is queued
+        assert client.get(running).succeeded
+        assert streamed == (client.download_result(running, "vocals", tmp_path / "after.wav")).read_bytes()
 
         kept = live.data_dir / "blobs" / "results" / first.id
         assert kept.is_dir() and first.result is not None and first.result["vocals"].url
