@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import GatewayError
-from .model import Job, JobError, Upload
+from .model import Job, JobError, JobStatus, Upload
 from .storage_quota import StorageQuotaExceeded
 
 COPIED = {"copied_to": "custom storage"}
@@ -34,6 +34,10 @@ def job_json(job: Job, result_url: Callable[[Job, str], str]) -> dict[str, Any]:
         result = {stem: COPIED if item.copied else {
             "url": result_url(job, stem), "format": item.format, "size": item.size, "sha256": item.sha256,
             "duration": item.duration} for stem, item in job.result.items()}
+    streams = None
+    if job.status is JobStatus.PROCESSING:  # each stem as it is computed (`growing_results`)
+        streams = {stem: result_url(job, stem) for stem in job.request.get("stems", ())
+                   if stem not in job.copy_results_to}
     error = None if job.error is None else {
         "status_code": job.error.status_code, "status_text": job.error.status_text, "message": job.error.message}
     return {
@@ -43,7 +47,7 @@ def job_json(job: Job, result_url: Callable[[Job, str], str]) -> dict[str, Any]:
         "input": None if job.input_info is None else dict(job.input_info),
         "created_at": iso(job.created_at), "started_at": iso(job.started_at),
         "completed_at": iso(job.completed_at), "expires_at": iso(job.expires_at),
-        "error": error, "result": result, "cache_hit": job.cache_hit, "webhook_url": job.webhook_url,
+        "error": error, "result": result, "streams": streams, "cache_hit": job.cache_hit, "webhook_url": job.webhook_url,
     }
 
 

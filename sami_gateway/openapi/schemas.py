@@ -237,6 +237,9 @@ _JOBS: dict[str, Schema] = {
         "error": nullable(ref("ErrorDetail")),
         "result": nullable({"type": "object", "description": "stem -> its file",
                             "additionalProperties": {"oneOf": [ref("ResultFile"), ref("ResultCopied")]}}),
+        "streams": nullable({"type": "object", "additionalProperties": {"type": "string"},
+                             "description": "while the job is processing: stem -> a signed URL that sends "
+                                            "the stem as it is computed, to the finished file's end"}),
         "cache_hit": {"type": "boolean", "description": "the stems came from the cache of this appkey's earlier runs "
                       "(of every appkey's with SAMI_STEM_CACHE_SHARED)"},
         "webhook_url": nullable({"type": "string"}),
@@ -313,7 +316,7 @@ JOB_SUCCEEDED: dict[str, Any] = {
     "completed_at": "2026-11-29T12:01:10Z", "expires_at": "2026-11-30T12:01:10Z", "error": None,
     "result": {"vocals": {"url": _RESULT_URL, "format": "wav", "size": 37939244, "sha256": _SHA, "duration": 215.3},
                "no_vocals": {"copied_to": "custom storage"}},
-    "cache_hit": False, "webhook_url": "https://hooks.example.com/sami",
+    "streams": None, "cache_hit": False, "webhook_url": "https://hooks.example.com/sami",
 }
 JOB_QUEUED: dict[str, Any] = {
     **JOB_SUCCEEDED, "status": "queued", "progress": 0.0, "input": None, "started_at": None,
