@@ -27,6 +27,7 @@ from .browser import CHROMEDRIVER, CHROMIUM, NARROWEST, Browser, screenshot_fold
 SONG_SECONDS = 20
 SONG_RATE = 44100
 LONG_SECONDS = 480  # mono 8 kHz: 7.7 MB, and long enough to cancel while it runs
+STREAMED_SECONDS = 680  # past the live gateway's SAMI_MAX_AUDIO_SECONDS (660): a wav job streams
 TOO_LONG_SECONDS = 700  # past the live gateway's SAMI_MAX_JOB_SECONDS (690) for a wav, within its 16 MiB
 TOO_BIG_BYTES = 17 * 1024 * 1024 + 1
 LONG_NAME = "an-unusually-long-song-name-that-has-no-space-to-break-at-" * 3 + "take-2.flac"
@@ -423,6 +424,31 @@ def test_a_long_job_is_cancelled_from_the_page(browser: Browser, site: LiveGatew
     assert focused.startswith("Open ") or focused == "history-title"
     gone = requests.get(f"{site.url}/api/v1/jobs/{job_id}", headers=site.headers(), timeout=10)
     assert gone.status_code == 404
+    assert browser.foreign_requests() == []
+
+
+def test_a_stem_plays_while_its_song_is_separated(browser: Browser, site: LiveGateway, files: Path) -> None:
+    """A job that streams shows a player per stem while it is processing; played, it sounds the stem
+    as it comes from the gateway, seconds into the song before the separation is done."""
+    signed_in(browser, site)
+    streamed = files / "streamed.wav"
+    streamed.write_bytes(song(STREAMED_SECONDS, seed=12))
+    submit(browser, streamed, "htdemucs", ["vocals"])
+    browser.wait(lambda: browser.script("return !!document.querySelector('#results [data-live] audio')"),
+                 "a player while the job is processing", 90)
+    job_id = shown_job_id(browser)
+    heard = browser.run_async(
+        "const player = document.querySelector('#results [data-live] audio');"
+        "await player.play();"
+        "const until = Date.now() + 45000;"
+        "while (player.currentTime < 3 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));"
+        "return player.currentTime;")
+    job = requests.get(f"{site.url}/api/v1/jobs/{job_id}", headers=site.headers(), timeout=10).json()
+    assert heard >= 3 and job["status"] == "processing" and job["progress"] < 100, (heard, job["status"])
+    assert browser.script("return document.querySelector('#results [data-live] audio').error") is None
+    browser.shoot("5b-playing-while-separated")
+    browser.by_id("cancel").click()
+    browser.wait(lambda: browser.text("job-status") == "Cancelled.", "the job to be cancelled", 30)
     assert browser.foreign_requests() == []
 
 

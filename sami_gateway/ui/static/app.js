@@ -406,7 +406,11 @@ async function follow(api, job, signal) {
   let ended;
   try {
     ended = await followJob(api, job, signal, {
-      onJob: (current) => owns(signal) && showJob(current),
+      onJob: (current) => {
+        if (!owns(signal)) return;
+        showJob(current);
+        state.shelf.live(current);
+      },
       onRetry: () => owns(signal) && setStatus("Reconnecting…"),
     });
   } catch (err) {

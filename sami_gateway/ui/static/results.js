@@ -58,12 +58,16 @@ async function resultBlob(url, stem, freshJob, signal) {
   return response.blob();
 }
 
+// The formats a stem of a job that streams is written in front to back, so that it plays as it comes.
+const GROWING_FORMATS = new Set(["wav", "flac"]);
+
 /** The tracks shown in `container`, and what they hold (object URLs, ResizeObservers) until `clear`. */
 export class Shelf {
   constructor(container) {
     this.container = container;
     this.urls = [];
     this.observers = [];
+    this.liveJob = null;  // the processing job whose stems play as they are separated
   }
 
   /** Empty it: players removed from the page stop playing; their object URLs are revoked. */
@@ -71,12 +75,44 @@ export class Shelf {
     for (const observer of this.observers.splice(0)) observer.disconnect();
     this.container.replaceChildren();
     for (const url of this.urls.splice(0)) URL.revokeObjectURL(url);
+    this.liveJob = null;
+  }
+
+  /** While `job` is processing, a player per stem that plays it as it is separated (the job's `streams`
+   *  URLs, opened only when played); the finished tracks take their place, at the same moment of the song. */
+  live(job) {
+    if (job.status !== "processing" || !job.streams || this.liveJob === job.id) return;
+    if (!GROWING_FORMATS.has((job.output || {}).format)) return;
+    this.liveJob = job.id;
+    for (const stem of job.stems) {
+      const url = job.streams[stem];
+      if (!url) continue;
+      const parts = track(stemLabel(stem), stem, "Plays as it is separated; the whole file comes when the job is done.");
+      parts.box.dataset.live = "true";
+      parts.canvas.remove();
+      parts.audio.preload = "none";
+      parts.audio.src = url;
+      this.container.append(parts.box);
+    }
+  }
+
+  /** Take the players of `live` off the page: where each was in the song, and whether it played. */
+  endLive() {
+    const where = {};
+    for (const box of this.container.querySelectorAll("[data-live]")) {
+      const audio = box.querySelector("audio");
+      where[box.dataset.track] = { time: audio.currentTime, playing: !audio.paused };
+      audio.pause();
+      box.remove();
+    }
+    return where;
   }
 
   /** Show `job`'s stems, and `mix` (the File submitted from this tab) when there is one; once `signal`
    *  aborts, nothing more is added. Resolves with the first failure, or null. */
   async show(api, job, mix, signal) {
     const loads = [];
+    const resume = this.endLive();
     const original = track("Original mix", "mix", mix ? "" : "The gateway keeps no copy of the original to play: "
                            + "it is shown for songs submitted from this tab.");
     this.container.append(original.box);
@@ -101,15 +137,17 @@ export class Shelf {
         continue;
       }
       const download = { name: `${base} - ${stem}.${item.format}`, label: `${stem}.${item.format}` };
-      loads.push(this.fill(parts, () => resultBlob(item.url, stem, freshJob, signal), "--wave", signal, download));
+      loads.push(this.fill(parts, () => resultBlob(item.url, stem, freshJob, signal), "--wave", signal, download,
+                           resume[stem]));
     }
     const failed = (await Promise.allSettled(loads)).find((outcome) => outcome.status === "rejected");
     return failed ? failed.reason : null;
   }
 
   /** Fill a track from `source` (a File, or a function that fetches the Blob): one object URL for the
-   *  player and the download link, and the waveform, decoded after the tracks before it. */
-  async fill(parts, source, colour, signal, download) {
+   *  player and the download link, and the waveform, decoded after the tracks before it; `resume` is
+   *  where its live player was. */
+  async fill(parts, source, colour, signal, download, resume) {
     const blob = source instanceof Blob ? source : await source();
     if (signal.aborted) return;
     const url = URL.createObjectURL(blob);
@@ -117,6 +155,10 @@ export class Shelf {
     parts.audio.addEventListener("error", () => parts.audio.replaceWith(note("This browser cannot play this format.")),
                                  { once: true });
     parts.audio.src = url;
+    if (resume && resume.time > 0) {  // heard while it was separated: go on from there
+      parts.audio.currentTime = resume.time;
+      if (resume.playing) parts.audio.play().catch(() => {});
+    }
     if (download) {
       parts.head.append(element("a", { href: url, download: download.name,
                                        textContent: `Download ${download.label} (${size(blob.size)})` }));
