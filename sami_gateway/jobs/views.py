@@ -47,7 +47,8 @@ def job_json(job: Job, result_url: Callable[[Job, str], str]) -> dict[str, Any]:
         "input": None if job.input_info is None else dict(job.input_info),
         "created_at": iso(job.created_at), "started_at": iso(job.started_at),
         "completed_at": iso(job.completed_at), "expires_at": iso(job.expires_at),
-        "error": error, "result": result, "streams": streams, "cache_hit": job.cache_hit, "webhook_url": job.webhook_url,
+        "error": error, "result": result, "streams": streams, "cache_hit": job.cache_hit,
+        "webhook_url": job.webhook_url,
     }
 
 
