@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import Code, error
+from ..runtime.namespace import FileMap
 
 WRITE_BATCH_BYTES = 1024 * 1024  # received bytes are written to disk this much at a time, off the event loop
 _KEY = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)*")
@@ -92,7 +93,7 @@ def mapped(path: Path) -> bytes | mmap.mmap:
     with open(path, "rb") as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             return b""
-        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return FileMap(handle.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def measure(path: Path) -> Written:

@@ -22,6 +22,12 @@ MAX_JOB_STEMS = 64  # the most names a job's `stems` may hold (repeats included)
 InputBytes = bytes | mmap.mmap  # an input as decoded from `data` (a memory map when large) or downloaded
 
 
+class FileMap(mmap.mmap):
+    """A read-only map of a file on disk: pages already read may be let go (`madvise(MADV_DONTNEED)`),
+    as the file holds them; never so for the anonymous maps that hold a decoded `data`, whose pages
+    would come back zeroed."""
+
+
 def release(data: InputBytes) -> None:
     """Give back an input's memory once it has been read: a memory map is unmapped now, on the
     calling (worker) thread, rather than when the request ends on the event loop, where unmapping

@@ -2,7 +2,9 @@
 
 `io.BytesIO` shares a `bytes` object but copies any other buffer: for a 100 MB input held in a
 memory map that is a 100 MB copy, made while holding the GIL. `open_bytes` gives a reader over
-the buffer itself instead.
+the buffer itself instead. Over a map of a file (`FileMap`), the pages read are let go as the reader
+moves on, so that a file read to its end (a long job's input, read twice) does not stay in the
+process's RSS.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import io
 import mmap
 from typing import BinaryIO
 
+from sami_gateway.runtime.namespace import FileMap
+
 AudioBytes = bytes | bytearray | mmap.mmap  # what the decoders take: sliceable like bytes
+DROP_BYTES = 16 * 1024 * 1024  # a memory map's pages behind the reader are dropped this much at a time
 
 
 class BufferReader(io.RawIOBase):
@@ -21,6 +26,8 @@ class BufferReader(io.RawIOBase):
         super().__init__()
         self._view = memoryview(data).cast("B")
         self._pos = 0
+        self._map = data if isinstance(data, FileMap) else None  # an anonymous map's pages are its only copy
+        self._kept = 0  # where the pages of the map still mapped in begin
 
     def readable(self) -> bool:
         return True
@@ -33,13 +40,24 @@ class BufferReader(io.RawIOBase):
         count = max(0, min(len(target), len(self._view) - self._pos))
         target[:count] = self._view[self._pos:self._pos + count]
         self._pos += count
+        if self._map is not None and self._pos - self._kept >= DROP_BYTES:
+            self._drop()
         return count
+
+    def _drop(self) -> None:
+        """Unmap the pages read (the file keeps them in the page cache: a read again maps them back)."""
+        assert self._map is not None
+        end = self._pos - self._pos % mmap.PAGESIZE
+        if end > self._kept:
+            self._map.madvise(mmap.MADV_DONTNEED, self._kept, end - self._kept)
+        self._kept = end
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
         if base + offset < 0:
             raise ValueError("negative seek position")
         self._pos = base + offset
+        self._kept = min(self._kept, self._pos - self._pos % mmap.PAGESIZE)
         return self._pos
 
     def tell(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import mmap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,3 +50,34 @@ def test_a_memory_map_decodes_as_its_bytes_do(fmt: str) -> None:
     data = encode(samples, 44100, fmt)
     from_bytes, from_map = decode(data, AudioHint(), 600, 2), decode(mapped(data), AudioHint(), 600, 2)
     assert np.array_equal(from_bytes.samples, from_map.samples) and from_bytes.format == from_map.format
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_file_map_read_to_its_end_lets_its_pages_go_and_reads_the_same_again(tmp_path: Path) -> None:
+    from sami_gateway.jobs.blobs import mapped as map_file
+
+    data = np.random.default_rng(5).integers(0, 256, 96 * 2**20, dtype=np.uint8).tobytes()
+    (tmp_path / "input").write_bytes(data)
+    view = map_file(tmp_path / "input")
+    before = rss_mib()
+    reader = open_bytes(view)
+    while reader.read(2**20):
+        pass
+    assert rss_mib() - before < 40  # not the 96 MiB read: at most DROP_BYTES and the last pages
+    reader.seek(0)
+    assert reader.read() == data  # the file gives them back
+
+
+def test_an_anonymous_map_keeps_its_pages_when_read_to_its_end() -> None:
+    data = bytes(range(256)) * (40 * 2**20 // 256)
+    view = mapped(data)
+    reader = open_bytes(view)
+    while reader.read(2**20):
+        pass
+    assert view[:] == data  # dropped pages of an anonymous map would read as zeros
