@@ -33,6 +33,9 @@ from ..models.listing import StoreModels
 from ..models.loaded import Lease, LoadedModels
 from ..separator import Separator
 from ..settings import SeparationSettings
+from ..streaming.blocks import ArrayBlocks
+from ..streaming.separation import Region, stream_steps
+from ..streaming.statistics import MixStatistics
 from .stem_cache import CacheUse, StemCache, cache_key
 
 SHIFTS = 0  # Demucs's one random shift averages nothing and makes answers irreproducible
@@ -189,11 +192,35 @@ class Pipeline:
             work.rate, work.layout = separator.samplerate, estimated_sources(separator.model)
             self._to_model_rate(work)
             assert work.mix is not None
-            steps = separator.plan(torch.from_numpy(work.mix), shifts=SHIFTS)
-            return steps, count_chunks(separator.model, work.mix.shape[-1], RunOptions(shifts=SHIFTS))
+            total = count_chunks(separator.model, work.mix.shape[-1], RunOptions(shifts=SHIFTS))
+            if _demucs(separator) and work.mix.shape[-1] > 1:
+                return self._regions(separator, work), total
+            return separator.plan(torch.from_numpy(work.mix), shifts=SHIFTS), total
         except BaseException:
             self._release(work)
             raise
+
+    def _regions(self, separator: Separator, work: Work) -> Steps:
+        """Demucs's model calls over the mix, span by span (`streaming`), each final region of the
+        estimated sources written straight into `work.sources` at the cache's precision: no whole-song
+        float32 array per source. With the whole mix's statistics, taken as `engine.separation_steps`
+        takes them, the sources are the whole-song computation's to the bit."""
+        mix = work.mix
+        assert mix is not None
+        reference = torch.from_numpy(mix).mean(0)
+        statistics = MixStatistics(mix.shape[-1], reference.mean().item(), reference.std().item())
+        del reference
+        channels = separator.model.audio_channels
+        work.sources = {name: np.empty((channels, mix.shape[-1]), self._dtype) for name, _ in work.layout}
+
+        def keep(region: Region) -> None:
+            stems = region.stems.cpu().numpy()
+            for name, row in work.layout:
+                work.sources[name][:, region.start:region.stop] = stems[row]  # rounded as `astype` rounds
+
+        options = RunOptions(shifts=SHIFTS, seed=separator.seed, precision=separator.precision)
+        yield from stream_steps(separator.model, ArrayBlocks(mix, work.rate), statistics, keep, options)
+        return None
 
     def _release(self, work: Work) -> None:
         lease, work.lease = work.lease, None
@@ -209,10 +236,14 @@ class Pipeline:
             self._release(work)
 
     def _keep(self, work: Work, handed: list[Any], key: ModelKey) -> None:
-        """The model's output as the estimated sources, at the cache's precision, kept in the cache."""
-        stems = handed.pop().cpu().numpy()
-        work.sources = {name: stems[row].astype(self._dtype) for name, row in work.layout}
-        del stems
+        """The model's output as the estimated sources, at the cache's precision (already so when it
+        came span by span), kept in the cache."""
+        output = handed.pop()
+        if output is not None:
+            stems = output.cpu().numpy()
+            del output
+            work.sources = {name: stems[row].astype(self._dtype) for name, row in work.layout}
+            del stems
         if work.digest:
             self.cache.put(self._cache_key(work, key), work.sources, work.rate, work.use.holder)
 
@@ -220,6 +251,11 @@ class Pipeline:
         device = torch.device(self._settings.device).type  # cpu and cuda kernels round differently
         model = "|".join((key.label, ",".join(key.layer_files), device))
         return cache_key(work.digest, model, self._settings.precision, work.use.scope)
+
+
+def _demucs(separator: Separator) -> bool:
+    """Whether the model runs Demucs's own segments (a model of another family brings its own inference)."""
+    return getattr(separator.model.members[0].model, "demix_steps", None) is None
 
 
 async def _run(pool: ThreadPoolExecutor, func: Callable[..., T], *args: Any) -> T:

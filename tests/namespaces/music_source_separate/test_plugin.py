@@ -104,3 +104,24 @@ async def test_more_channels_only_where_configured(model_store: Path, scheduler:
 async def test_start_reports_each_models_load_time(namespace: MusicSourceSeparate) -> None:
     assert set(namespace.load_seconds()) == {"htdemucs_ft:vocals", "htdemucs"}
     assert all(seconds > 0 for seconds in namespace.load_seconds().values())
+
+
+@pytest.mark.parametrize(("model", "only_load"), [("htdemucs", None), ("htdemucs_ft", "vocals")])
+async def test_the_sources_come_span_by_span_the_whole_songs_to_the_bit(
+        namespace: MusicSourceSeparate, monkeypatch: pytest.MonkeyPatch, model: str, only_load: str | None) -> None:
+    """Demucs's segments run span by span (no whole-song float32 array per source), with the whole mix's
+    statistics: the sources kept are those of the whole-song computation, bit for bit."""
+    from namespaces.music_source_separate.audio.sniff import AudioHint
+    from namespaces.music_source_separate.pipeline import separation
+    from namespaces.music_source_separate.pipeline.stem_cache import CacheUse
+
+    pipeline, lane = namespace._pipeline, namespace._lane(batch=False)
+    assert pipeline is not None
+    song = wav_bytes(9.3)  # past a segment, with a remainder
+    streamed = await pipeline.separate(lane, song, AudioHint(), model, only_load, CacheUse("k"))
+    monkeypatch.setattr(separation, "_demucs", lambda separator: False)  # the whole-song path
+    whole = await pipeline.separate(lane, song, AudioHint(), model, only_load, CacheUse("k"))
+    assert streamed.sources.keys() == whole.sources.keys() and streamed.sources
+    for name, sources in whole.sources.items():
+        assert streamed.sources[name].dtype == sources.dtype
+        assert np.array_equal(streamed.sources[name], sources), name
