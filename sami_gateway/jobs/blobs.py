@@ -63,6 +63,10 @@ class BlobStore(Protocol):
     async def put_bytes(self, key: str, data: bytes) -> Written:
         """Store `data` under `key`."""
 
+    async def put_part(self, key: str, data: bytes) -> None:
+        """Store a passing copy of `data` under `key`, whole or not at all but neither synced to disk nor
+        measured (a part of a stem being written: a crash starts its job again anyway)."""
+
     async def copy(self, source: str, key: str) -> None:
         """The file under `source` also under `key`."""
 
@@ -197,7 +201,6 @@ class LocalBlobStore(Scratch):
     async def put_bytes(self, key: str, data: bytes) -> Written:
         def write() -> Written:
             temp = self._temp()
-            temp.write_bytes(data)
             try:
                 temp.write_bytes(data)
                 self._commit(temp, key)
@@ -207,6 +210,19 @@ class LocalBlobStore(Scratch):
             return Written(len(data), hashlib.sha256(data).hexdigest())
         with disk_writes(key):
             return await asyncio.to_thread(write)
+
+    async def put_part(self, key: str, data: bytes) -> None:
+        def write() -> None:
+            temp, target = self._temp(), self._path(key)
+            try:
+                temp.write_bytes(data)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temp, target)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+        with disk_writes(key):
+            await asyncio.to_thread(write)
 
     async def copy(self, source: str, key: str) -> None:
         def link() -> None:

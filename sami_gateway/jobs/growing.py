@@ -84,7 +84,7 @@ class GrowingFiles:
                 part = await asyncio.to_thread(_whole_part, path, index)
                 if part is None:
                     break
-                await self._blobs.put_bytes(part_key(self._job_id, self._attempt, stem, index), part)
+                await self._blobs.put_part(part_key(self._job_id, self._attempt, stem, index), part)
                 index += 1
                 self._published[stem] = index
                 self.any = True
