@@ -25,7 +25,9 @@ InputBytes = bytes | mmap.mmap  # an input as decoded from `data` (a memory map 
 class FileMap(mmap.mmap):
     """A read-only map of a file on disk: pages already read may be let go (`madvise(MADV_DONTNEED)`),
     as the file holds them; never so for the anonymous maps that hold a decoded `data`, whose pages
-    would come back zeroed."""
+    would come back zeroed. Readers check `pages_on_disk`, not the class."""
+
+    pages_on_disk = True
 
 
 def release(data: InputBytes) -> None:

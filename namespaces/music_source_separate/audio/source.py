@@ -2,9 +2,9 @@
 
 `io.BytesIO` shares a `bytes` object but copies any other buffer: for a 100 MB input held in a
 memory map that is a 100 MB copy, made while holding the GIL. `open_bytes` gives a reader over
-the buffer itself instead. Over a map of a file (`FileMap`), the pages read are let go as the reader
-moves on, so that a file read to its end (a long job's input, read twice) does not stay in the
-process's RSS.
+the buffer itself instead. Over a map of a file (one with `pages_on_disk`, as the gateway's
+`FileMap`), the pages read are let go as the reader moves on, so that a file read to its end (a
+long job's input, read twice) does not stay in the process's RSS.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 import mmap
 from typing import BinaryIO
-
-from sami_gateway.runtime.namespace import FileMap
 
 AudioBytes = bytes | bytearray | mmap.mmap  # what the decoders take: sliceable like bytes
 DROP_BYTES = 16 * 1024 * 1024  # a memory map's pages behind the reader are dropped this much at a time
@@ -26,7 +24,8 @@ class BufferReader(io.RawIOBase):
         super().__init__()
         self._view = memoryview(data).cast("B")
         self._pos = 0
-        self._map = data if isinstance(data, FileMap) else None  # an anonymous map's pages are its only copy
+        # Only a map that says its pages are on disk (the gateway's `FileMap`): an anonymous map's are its only copy.
+        self._map = data if isinstance(data, mmap.mmap) and getattr(data, "pages_on_disk", False) else None
         self._kept = 0  # where the pages of the map still mapped in begin
 
     def readable(self) -> bool:
