@@ -40,7 +40,7 @@ from botocore.exceptions import (
 )
 
 from ..errors import Code, error
-from ..jobs.blobs import WRITE_BATCH_BYTES, Scratch, Written, check_key, mapped, measure, spool
+from ..jobs.blobs import READ_BYTES, WRITE_BATCH_BYTES, Scratch, Written, check_key, mapped, measure, spool
 
 RETRY_AFTER = "5"
 S3_THREADS = 16  # storage calls at once per process: each mostly waits on the network
@@ -217,6 +217,33 @@ class S3BlobStore(Scratch):
             finally:
                 temp.unlink(missing_ok=True)  # the map keeps the bytes until it is closed
         return await self._call(load)
+
+    async def read_from(self, key: str, start: int) -> AsyncIterator[bytes]:
+        name = self._name(key)
+
+        def get() -> Any:
+            with storage_unavailable():
+                try:
+                    return self._client.get_object(Bucket=self.bucket, Key=name, Range=f"bytes={start}-")["Body"]
+                except ClientError as exc:
+                    if _missing(exc):
+                        raise FileNotFoundError(f"no object {name!r}") from exc
+                    if exc.response.get("Error", {}).get("Code") == "InvalidRange":  # start is the end
+                        return None
+                    raise
+        body = await self._call(get)
+        if body is None:
+            return
+        chunks = body.iter_chunks(READ_BYTES)
+
+        def piece() -> bytes:
+            with storage_unavailable():
+                return next(chunks, b"")
+        try:
+            while chunk := await self._call(piece):
+                yield chunk
+        finally:
+            body.close()
 
     def _download(self, name: str, handle: BinaryIO) -> None:
         with storage_unavailable():

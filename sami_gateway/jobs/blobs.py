@@ -25,6 +25,7 @@ from ..errors import Code, error
 from ..runtime.namespace import FileMap
 
 WRITE_BATCH_BYTES = 1024 * 1024  # received bytes are written to disk this much at a time, off the event loop
+READ_BYTES = 1024 * 1024  # a file read in pieces (`read_from`) comes this much at a time
 _KEY = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)*")
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 FULL_RETRY_AFTER = "30"  # seconds a client waits before trying a write again on a full disk
@@ -75,6 +76,10 @@ class BlobStore(Protocol):
 
     async def read(self, key: str) -> bytes | mmap.mmap:
         """The whole file (a memory map for a local one)."""
+
+    def read_from(self, key: str, start: int) -> AsyncIterator[bytes]:
+        """The file's bytes from `start` to its end, READ_BYTES at a time (FileNotFoundError if there
+        is none), fetching only those."""
 
     def local_path(self, key: str) -> Path | None:
         """The file's path when it is on local disk and complete, else None."""
@@ -165,12 +170,16 @@ class LocalBlobStore(Scratch):
     def _path(self, key: str) -> Path:
         return self._blobs / check_key(key)
 
-    def _commit(self, temp: Path, key: str) -> None:
+    def _commit(self, temp: Path, key: str, sync: bool = True) -> None:
+        """`temp` renamed to `key`'s file: whole or not at all; with `sync`, on disk before and after."""
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(temp, "rb") as handle:
-            os.fsync(handle.fileno())
+        if sync:
+            with open(temp, "rb") as handle:
+                os.fsync(handle.fileno())
         os.replace(temp, target)
+        if not sync:
+            return
         directory = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(directory)
@@ -213,11 +222,10 @@ class LocalBlobStore(Scratch):
 
     async def put_part(self, key: str, data: bytes) -> None:
         def write() -> None:
-            temp, target = self._temp(), self._path(key)
+            temp = self._temp()
             try:
                 temp.write_bytes(data)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(temp, target)
+                self._commit(temp, key, sync=False)
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
@@ -244,6 +252,15 @@ class LocalBlobStore(Scratch):
 
     async def read(self, key: str) -> bytes | mmap.mmap:
         return await asyncio.to_thread(mapped, self._path(key))
+
+    async def read_from(self, key: str, start: int) -> AsyncIterator[bytes]:
+        handle = await asyncio.to_thread(open, self._path(key), "rb")
+        try:
+            handle.seek(start)
+            while chunk := await asyncio.to_thread(handle.read, READ_BYTES):
+                yield chunk
+        finally:
+            handle.close()
 
     def local_path(self, key: str) -> Path | None:
         path = self._path(key)

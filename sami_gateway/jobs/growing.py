@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 PART_BYTES = 1024 * 1024  # a stem is published this much at a time
 PUBLISH_SECONDS = 0.5  # how often the files being written are looked at
-READ_BYTES = 1024 * 1024  # the finished file's rest is sent this much at a time
 
 
 class StemCutOff(Exception):
@@ -140,9 +139,5 @@ async def _finished_from(blobs: BlobStore, job: Job, stem: str, offset: int) -> 
     item = job.result.get(stem) if job.result else None
     if item is None or item.key is None:
         raise StemCutOff(f"the job kept no file of {stem}")
-    data = await blobs.read(item.key)
-    try:
-        for start in range(offset, len(data), READ_BYTES):
-            yield bytes(data[start:start + READ_BYTES])
-    finally:
-        await asyncio.to_thread(release, data)  # unmapping a long file takes a while
+    async for chunk in blobs.read_from(item.key, offset):
+        yield chunk
