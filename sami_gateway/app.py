@@ -54,7 +54,8 @@ async def readyz(request: web.Request) -> web.Response:
     loaded, admitting = request.app[READY].models_loaded, request.app[READY].admitting
     ready = loaded and admitting and not snapshot.saturated
     body: dict[str, Any] = {"status": "", "models_loaded": loaded, "admitting": admitting,
-                            "requests": snapshot.tasks, "queued_audio_seconds": round(snapshot.queued_cost, 3)}
+                            "requests": snapshot.tasks, "queued_audio_seconds": round(snapshot.queued_cost, 3),
+                            "held_bytes": snapshot.held_bytes}
     front = request.app[SERVICES].front
     if front is not None:
         checks = await front.readiness()

@@ -68,9 +68,9 @@ def test_watch_reads_the_scheduler_at_scrape_time() -> None:
     metrics.watch(cast(Scheduler, scheduler))
     assert (value(metrics, "sami_gateway_queue_depth"), value(metrics, "sami_gateway_queued_audio_seconds")) == \
         (0.0, 0.0)
-    scheduler.now = Snapshot(tasks=3, queued_cost=42.5, saturated=False, units_done=7)
-    assert (value(metrics, "sami_gateway_queue_depth"), value(metrics, "sami_gateway_queued_audio_seconds")) == \
-        (3.0, 42.5)
+    scheduler.now = Snapshot(tasks=3, queued_cost=42.5, saturated=False, units_done=7, held_bytes=2**30)
+    assert (value(metrics, "sami_gateway_queue_depth"), value(metrics, "sami_gateway_queued_audio_seconds"),
+            value(metrics, "sami_gateway_held_bytes")) == (3.0, 42.5, 2.0**30)
 
 
 async def test_handler_answers_prometheus_text(aiohttp_client: Any) -> None:

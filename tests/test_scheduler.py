@@ -71,6 +71,24 @@ async def test_refuses_past_the_cost_bound_but_admits_a_lone_big_job(scheduler: 
     assert await submit(scheduler, work(1), cost=500) == "done"  # alone, even past the bound
 
 
+async def test_refuses_past_the_held_bytes_but_admits_a_lone_big_request(
+        make_scheduler: Callable[[int, float], Scheduler]) -> None:
+    scheduler = make_scheduler(8, 1000.0)
+    scheduler.limits = Limits(8, 1000.0, max_bytes=100)
+    with scheduler.holding(60):
+        assert scheduler.snapshot().held_bytes == 60 and not scheduler.snapshot().saturated
+        with pytest.raises(GatewayError) as info, scheduler.holding(50):
+            pass
+        assert info.value.code is Code.OVERLOADED and "MiB held" in (info.value.detail or "")
+        with scheduler.holding(40):  # to the bound exactly: admitted, and the scheduler is full
+            assert scheduler.snapshot().saturated
+        assert scheduler.snapshot().held_bytes == 60
+    assert scheduler.snapshot().held_bytes == 0
+    with scheduler.holding(500):  # alone, even past the bound
+        assert scheduler.snapshot().held_bytes == 500
+    assert scheduler.snapshot().held_bytes == 0
+
+
 async def test_short_job_is_not_starved_by_a_long_one(scheduler: Scheduler) -> None:
     log: list[str] = []
     long = submit(scheduler, work(60, log, "long"))

@@ -33,7 +33,7 @@ from .models.layout import ModelStoreError, missing_message
 from .models.listing import ModelNotInStore, StoreModels
 from .models.loaded import LoadedModels
 from .pipeline.job_results import JobProgress, write_stems
-from .pipeline.separation import SHIFTS, Lane, ModelKey, Pipeline, Work
+from .pipeline.separation import SHIFTS, Lane, ModelKey, Pipeline, Work, invoke_held_bytes
 from .pipeline.stem_cache import CacheUse, StemCache, holder_name
 from .pipeline.streamed_jobs import run_streamed, sniff_format, streamable
 from .requests.job_params import JobParams, JobParser, job_fields
@@ -173,11 +173,13 @@ class MusicSourceSeparate:
         assert self._pipeline is not None, "start() was not awaited"
         backend, only_load = self._targets[params.model.name]
         lane = self._lane(batch=False)
-        work = await self._pipeline.separate(lane, call.data, params.hint, backend, only_load,
-                                             CacheUse(self._cache_scope(call.appkey)))
+        pipeline, out = self._pipeline, params.output
+        work = await pipeline.separate(
+            lane, call.data, params.hint, backend, only_load, CacheUse(self._cache_scope(call.appkey)),
+            held=lambda work: invoke_held_bytes(work, pipeline.kept_itemsize, out.sample_rate, out.channels))
         data, frames = await _run(lane.pool, self._finish, params, work)
         assert work.info is not None
-        info, out = work.info, params.output
+        info = work.info
         report = RunReport(params.model.name, info.duration,
                            {"separation": work.separation_seconds, "total": time.perf_counter() - started},
                            cache_hit=work.cache_hit, cache_bytes=self._pipeline.cache.total_bytes)

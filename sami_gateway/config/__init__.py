@@ -73,7 +73,8 @@ class Config:
     keepalive_timeout: float = 30.0
     max_connections: int = field(default_factory=lambda: default_max_connections())
     max_jobs: int = field(default_factory=lambda: default_max_jobs())
-    max_queued_seconds: float = field(default_factory=lambda: default_max_queued_seconds())
+    max_queued_seconds: float = 7200.0
+    max_held_bytes: int = field(default_factory=lambda: default_max_held_bytes())
     shutdown_grace: float = 60.0
     worker_nice: int = 10
     quota_rate: float = DEFAULT_QUOTA.rate
@@ -104,13 +105,13 @@ def default_max_connections() -> int:
     return max(16, min(4096, soft // 2))
 
 
-def default_max_queued_seconds() -> float:
-    """Audio-seconds admitted at once: about 4 MB of buffers per second of audio, half the memory."""
+def default_max_held_bytes() -> int:
+    """Memory the admitted invokes may hold at once: half the machine's."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (OSError, ValueError):
         memory = 8 * 2**30
-    return float(min(7200, memory // 2 // (4 * 2**20)))
+    return int(memory // 2)
 
 
 def _quota(spec: Mapping[str, Any], default: Quota) -> Quota:
@@ -207,8 +208,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_connections", positive(int), "open connections at once; past it new ones get a 503 and are closed",
             "half the file descriptor limit, at most 4096"),
     Setting("max_jobs", positive(int), "requests admitted at once; more are refused 503", "4 per core"),
-    Setting("max_queued_seconds", positive(float), "audio-seconds admitted at once; more are refused 503",
-            "memory / 2 / 4 MiB, at most 7200"),
+    Setting("max_queued_seconds", positive(float), "audio-seconds admitted at once; more are refused 503"),
+    Setting("max_held_bytes", positive(int),
+            "bytes of memory the admitted invokes hold at once, each counted from its decoded input (the "
+            "input, the mix at the model's rate, the sources at the cache's precision, the output); more are "
+            "refused 503", "half the memory"),
     Setting("shutdown_grace", positive(float), "seconds SIGTERM waits for admitted requests"),
     Setting("worker_nice", bounded_int(0, 19), "how many steps below the event loop inference and audio threads run "
             "(nice), so the loop keeps a core when they fill them all"),

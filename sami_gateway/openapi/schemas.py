@@ -132,12 +132,15 @@ _SERVICE: dict[str, Schema] = {
         "admitting": {"type": "boolean"},
         "requests": {"type": "integer", "minimum": 0, "description": "requests admitted by the scheduler"},
         "queued_audio_seconds": {"type": "number", "minimum": 0},
+        "held_bytes": {"type": "integer", "minimum": 0,
+                       "description": "memory the admitted invokes hold, as each counts it (SAMI_MAX_HELD_BYTES)"},
         "disk": {"type": "boolean", "description": "the single process: its data folder has room for new files"},
         "disk_free_bytes": {"type": "integer", "minimum": 0},
         "redis": {"type": "boolean", "description": "a scale-out front: Redis answers"},
         "storage": {"type": "boolean", "description": "a scale-out front: the object storage answers"},
         "workers_alive": {"type": "integer", "minimum": 0, "description": "a scale-out front: workers heard from"},
-    }, required=["status", "models_loaded", "admitting", "requests", "queued_audio_seconds"]),
+    }, required=["status", "models_loaded", "admitting", "requests", "queued_audio_seconds",
+                 "held_bytes"]),
 }
 
 _NAMES: Schema = {"type": "array", "items": {"type": "string"}, "minItems": 1}
@@ -341,7 +344,7 @@ EXAMPLES: dict[str, Any] = {
     "GetTokenReply": {"status_code": 20000000, "status_text": "OK", "task_id": "5c0e3f4e-8d0e-4b5e-9d3a-2f1d2b9c7a10",
                       "token": "eyJhbGciOiJIUzI1NiJ9...", "expires_at": 1796040000},
     "Readiness": {"status": "ready", "models_loaded": True, "admitting": True, "requests": 1,
-                  "queued_audio_seconds": 215.3},
+                  "queued_audio_seconds": 215.3, "held_bytes": 912_261_120},
     "UploadTicket": {"upload_id": "up_3b1f8a2c",
                      "upload_url": "https://gateway.example.com/api/v1/uploads/up_3b1f8a2c"
                                    "?expires=1796040000&signature=" + "0" * 64,

@@ -158,8 +158,8 @@ def build_services(config: Config, role: Role, namespaces: dict[str, Namespace[A
         namespaces = load_namespaces(config)
     settings = job_settings(config)
     metrics = Metrics(namespaces)
-    scheduler = Scheduler(Limits(config.max_jobs, config.max_queued_seconds), on_task_done=metrics.task_done,
-                          nice=config.worker_nice)
+    limits = Limits(config.max_jobs, config.max_queued_seconds, config.max_held_bytes)
+    scheduler = Scheduler(limits, on_task_done=metrics.task_done, nice=config.worker_nice)
     metrics.watch(scheduler)
     outbound = OutboundHttp(FetchPolicy.from_entries(config.fetch_allow), config.fetch_connect_timeout,
                             config.fetch_timeout)

@@ -43,6 +43,8 @@ class Metrics:
         self.in_flight = Gauge("sami_gateway_in_flight_requests", "Invoke requests being handled", registry=r)
         self.queue_depth = Gauge("sami_gateway_queue_depth", "Requests admitted by the scheduler", registry=r)
         self.queued_audio = Gauge("sami_gateway_queued_audio_seconds", "Audio-seconds admitted", registry=r)
+        self.held = Gauge("sami_gateway_held_bytes", "Bytes of memory the admitted invokes hold, as each counts "
+                          "them (SAMI_MAX_HELD_BYTES bounds it)", registry=r)
         self.job_transitions = Counter("sami_gateway_job_transitions", "Jobs API jobs entering a status",
                                        ["status"], registry=r)
         self.jobs_queued = Gauge("sami_gateway_jobs_queued", "Jobs API jobs waiting to run", registry=r)
@@ -113,6 +115,7 @@ class Metrics:
     def watch(self, scheduler: Scheduler) -> None:
         self.queue_depth.set_function(lambda: scheduler.snapshot().tasks)
         self.queued_audio.set_function(lambda: scheduler.snapshot().queued_cost)
+        self.held.set_function(lambda: scheduler.snapshot().held_bytes)
 
     def task_done(self, stats: TaskStats) -> None:
         """The scheduler's report of one task (called from its worker thread)."""

@@ -33,10 +33,12 @@ Steps = Generator[Any, Any, Any]
 
 @dataclass(frozen=True)
 class Limits:
-    """The admission bound: requests admitted at once and the work (audio-seconds) they carry."""
+    """The admission bound: requests admitted at once, the work (audio-seconds) they carry, and the
+    memory (bytes) they hold."""
 
     max_jobs: int
     max_cost: float
+    max_bytes: int = 2**62
 
 
 @dataclass(eq=False)
@@ -86,6 +88,7 @@ class Snapshot:
     queued_cost: float
     saturated: bool
     units_done: int
+    held_bytes: int = 0
 
 
 def lower_thread_priority(nice: int) -> None:
@@ -118,6 +121,7 @@ class Scheduler:
         self._lock = threading.Condition()
         self._tasks = 0
         self._cost = 0.0
+        self._held = 0  # bytes the admitted requests said they hold (`hold`)
         self._units_done = 0
         self._seconds_per_cost = 1.0  # learnt: wall seconds per unit of cost, for Retry-After
         self._admitting = True
@@ -131,10 +135,11 @@ class Scheduler:
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            return Snapshot(self._tasks, self._cost, self._full(), self._units_done)
+            return Snapshot(self._tasks, self._cost, self._full(), self._units_done, self._held)
 
     def _full(self) -> bool:
-        return self._tasks >= self.limits.max_jobs or self._cost >= self.limits.max_cost
+        return (self._tasks >= self.limits.max_jobs or self._cost >= self.limits.max_cost
+                or self._held >= self.limits.max_bytes)
 
     def retry_after(self) -> int:
         """Seconds until the queued work is likely done."""
@@ -153,8 +158,8 @@ class Scheduler:
         return None
 
     def _overloaded(self) -> GatewayError:
-        return error(Code.OVERLOADED, f"{self._tasks} requests, {self._cost:.0f} s of audio admitted",
-                     {"Retry-After": str(self.retry_after())})
+        return error(Code.OVERLOADED, f"{self._tasks} requests, {self._cost:.0f} s of audio, "
+                     f"{self._held / 2**20:.0f} MiB held", {"Retry-After": str(self.retry_after())})
 
     @contextmanager
     def admission(self) -> Iterator[None]:
@@ -168,6 +173,21 @@ class Scheduler:
         finally:
             with self._lock:
                 self._tasks -= 1
+
+    @contextmanager
+    def holding(self, nbytes: int) -> Iterator[None]:
+        """Count `nbytes` of memory as held by an admitted request while the block runs; refused at
+        once when that would pass the bound, unless no other request holds any (a lone request
+        larger than the bound still runs, as the cost bound lets a lone long one)."""
+        with self._lock:
+            if self._held > 0 and self._held + nbytes > self.limits.max_bytes:
+                raise self._overloaded()
+            self._held += nbytes
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held -= nbytes
 
     def _admit_cost(self, cost: float) -> None:
         with self._lock:

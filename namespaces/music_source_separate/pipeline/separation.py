@@ -13,6 +13,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -97,10 +98,13 @@ class Work:
     separation_seconds: float = 0.0
     lease: Lease[ModelKey, Separator] | None = None  # the model, while it runs
     layout: tuple[tuple[str, int], ...] = ()  # the estimated sources and their rows in the model's output
+    span_by_span: bool = False  # its sources are written region by region (`Pipeline._regions`)
+    held: ExitStack = field(default_factory=ExitStack)  # the bytes it counts as held, until `clear`
 
     def clear(self) -> None:
         self.stereo = self.mix = None
         self.sources = {}
+        self.held.close()
 
 
 def estimated_sources(ensemble: Ensemble) -> tuple[tuple[str, int], ...]:
@@ -126,6 +130,11 @@ class Pipeline:
     def scheduler(self) -> Scheduler:
         return self._scheduler
 
+    @property
+    def kept_itemsize(self) -> int:
+        """Bytes of one sample of the sources as kept (the cache's precision)."""
+        return int(np.dtype(self._dtype).itemsize)
+
     def model_key(self, name: str, only_load: str | None) -> ModelKey:
         """The key of `name` as the store holds it now (a store lookup: call it off the event loop)."""
         try:
@@ -134,18 +143,28 @@ class Pipeline:
             raise model_error(exc) from exc
 
     async def separate(self, lane: Lane, data: InputBytes, hint: AudioHint, name: str, only_load: str | None,
-                       use: CacheUse, progress: Callable[[float], None] | None = None) -> Work:
+                       use: CacheUse, progress: Callable[[float], None] | None = None,
+                       held: Callable[[Work], int] | None = None) -> Work:
         """The input decoded and its sources by the model `name` (only `only_load`'s specialist of a
-        bag), through the stem cache's entries of `use.scope`."""
+        bag), through the stem cache's entries of `use.scope`. With `held`, the bytes it says the work
+        holds are counted by the scheduler's admission (`Scheduler.holding`) from the moment the model's
+        rate is known until the work is cleared; past the bound it is refused (503) before the model runs."""
         work = Work(use=use)
         key = await _run(lane.pool, self._open, work, data, hint, name, only_load)
         if work.cache_hit:
+            await self._hold(lane, work, held)
             return work
         leasing = lane.pool.submit(self._lease, work, key)
         try:
             steps, total = await asyncio.wrap_future(leasing)
         except asyncio.CancelledError:  # the lease may still be taken on its thread: it ends once it is
             leasing.add_done_callback(lambda _: self._give_back(lane.pool, work))
+            raise
+        try:
+            await self._hold(lane, work, held)
+        except BaseException:
+            steps.close()
+            self._give_back(lane.pool, work)
             raise
         started = time.perf_counter()
         try:
@@ -160,6 +179,15 @@ class Pipeline:
         del stems, steps
         await _run(lane.pool, self._keep, work, handed, key)
         return work
+
+    async def _hold(self, lane: Lane, work: Work, held: Callable[[Work], int] | None) -> None:
+        if held is None:
+            return
+        try:
+            work.held.enter_context(self._scheduler.holding(held(work)))
+        except BaseException:
+            await _run(lane.pool, work.clear)  # its arrays are freed on the audio thread
+            raise
 
     def _open(self, work: Work, data: InputBytes, hint: AudioHint, name: str, only_load: str | None) -> ModelKey:
         """Decode and hash the input (then let it go), and look the stems up in the cache."""
@@ -194,6 +222,7 @@ class Pipeline:
             assert work.mix is not None
             total = count_chunks(separator.model, work.mix.shape[-1], RunOptions(shifts=SHIFTS))
             if _demucs(separator) and work.mix.shape[-1] > 1:
+                work.span_by_span = True
                 return self._regions(separator, work), total
             return separator.plan(torch.from_numpy(work.mix), shifts=SHIFTS), total
         except BaseException:
@@ -251,6 +280,23 @@ class Pipeline:
         device = torch.device(self._settings.device).type  # cpu and cuda kernels round differently
         model = "|".join((key.label, ",".join(key.layer_files), device))
         return cache_key(work.digest, model, self._settings.precision, work.use.scope)
+
+
+def invoke_held_bytes(work: Work, kept_itemsize: int, out_rate: int, out_channels: int) -> int:
+    """What an invoke holds at most, in bytes, once its input is decoded: the decoded input and the mix
+    at the model's rate (float32 stereo, both while one is resampled into the other), then the mix, the
+    estimated sources (`kept_itemsize` bytes a sample; none on a cache hit, where they are the cache's;
+    a float32 copy too where the model's whole-song output is kept), the target stem (float32 stereo),
+    and the output at its rate and channels (float32, and its encoding at most as large). The invoke's
+    body was let go when `data` was decoded."""
+    assert work.info is not None
+    model_frames = -(-work.info.frames * work.rate // work.info.sample_rate)
+    out_frames = -(-work.info.frames * out_rate // work.info.sample_rate)
+    itemsize = kept_itemsize + (0 if work.span_by_span else 4)
+    sources = 0 if work.cache_hit else len(work.layout) * 2 * model_frames * itemsize
+    decoding = 8 * work.info.frames + 8 * model_frames
+    separating = 8 * model_frames + sources + 8 * model_frames + 2 * 4 * out_channels * out_frames
+    return max(decoding, separating)
 
 
 def _demucs(separator: Separator) -> bool:

@@ -125,3 +125,35 @@ async def test_the_sources_come_span_by_span_the_whole_songs_to_the_bit(
     for name, sources in whole.sources.items():
         assert streamed.sources[name].dtype == sources.dtype
         assert np.array_equal(streamed.sources[name], sources), name
+
+
+async def test_an_invoke_holds_its_bytes_until_answered_and_is_refused_past_the_bound(
+        namespace: MusicSourceSeparate, scheduler: Scheduler, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduler counts what an invoke holds (`invoke_held_bytes`: 10 s of 44.1 kHz stereo in, the
+    mix, four float16 sources, a mono 22.05 kHz float32 output and its encoding) from the model's start
+    to its answer; past `max_bytes` another is refused before its model runs."""
+    from namespaces.music_source_separate.pipeline import separation
+    from sami_gateway.runtime.scheduler import Limits
+
+    seen: list[int] = []
+    real = separation.stream_steps
+
+    def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(scheduler.snapshot().held_bytes)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(separation, "stream_steps", watched)
+    song = call(namespace, wav_bytes(10.0), {"model": "bs_4track_vocal", "extra": {
+        "output_sample_rate": 22050, "output_channel": 1}})
+    await namespace.run(song)
+    frames, out = 441_000, 220_500
+    separating = 8 * frames + 4 * 2 * frames * 2 + 8 * frames + 2 * 4 * 1 * out
+    assert seen == [max(16 * frames, separating)] and scheduler.snapshot().held_bytes == 0
+    scheduler.limits = Limits(4, 1000.0, max_bytes=separating + 1000)
+    with scheduler.holding(2000):  # another request's bytes: this one no longer fits
+        with pytest.raises(GatewayError) as refused:
+            await namespace.run(song)
+        assert refused.value.code is Code.OVERLOADED
+        assert len(seen) == 1 and scheduler.snapshot().held_bytes == 2000  # refused before the model ran
+    await namespace.run(song)  # fits again
+    assert len(seen) == 2 and scheduler.snapshot().held_bytes == 0
