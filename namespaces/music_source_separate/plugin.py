@@ -215,7 +215,7 @@ class MusicSourceSeparate:
         params = call.params
         assert self._pipeline is not None, "start() was not awaited"
         lane = self._lane(batch=True)
-        progress = JobProgress(call.progress, len(params.stems))
+        progress = JobProgress(call.progress, params.stems)
         with translated():
             blocks = await _run(lane.pool, self._streamable, call.data, params)
         if blocks is not None and (self._settings.stream_jobs or

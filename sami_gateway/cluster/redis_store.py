@@ -33,7 +33,7 @@ import hashlib
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
@@ -108,7 +108,7 @@ local function event_key(id) return P .. 'event:' .. id end
 local function job_events(id) return P .. 'job-events:' .. id end
 """ + """
 local function load(id)
-  local job = redis.call('HMGET', job_key(id), 'data', 'status', 'progress', 'seq', 'appkey')
+  local job = redis.call('HMGET', job_key(id), 'data', 'status', 'progress', 'seq', 'appkey', 'ready')
   if job[1] then return job end
   return nil
 end
@@ -206,6 +206,7 @@ if not allowed then return 0 end
 local job = redis.call('HMGET', key, 'appkey', 'seq', 'bytes')
 redis.call('HSET', key, 'data', ARGV[2], 'status', status, 'progress', ARGV[4], 'created_at', created,
            'bytes', ARGV[7])
+redis.call('HDEL', key, 'ready')  -- the stems' seconds are a run's: each run reports its own
 charge(job[1], tonumber(ARGV[7]) - tonumber(job[3] or '0'))
 reindex(job[1], id, job[2], current, status, created)
 if ARGV[6] == '' then redis.call('ZREM', EXPIRY, id) else redis.call('ZADD', EXPIRY, ARGV[6], id) end
@@ -220,6 +221,7 @@ local key = job_key(ARGV[1])
 local job = redis.call('HMGET', key, 'status', 'progress')
 if job[1] ~= 'processing' or tonumber(job[2]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', key, 'progress', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', key, 'ready', ARGV[3]) end
 redis.call('PUBLISH', CHANGED, ARGV[1])
 return 1
 """
@@ -398,9 +400,10 @@ def _optional(value: float | None) -> float | str:
 
 def _job(fields: Sequence[Any]) -> Job:
     """A job from what the Lua `load` returns: the stored fields override the JSON's."""
-    data, status, progress, seq, appkey = fields
+    data, status, progress, seq, appkey, ready = (*fields, None)[:6]
     values = orjson.loads(data)
-    values.update(status=_text(status), progress=float(progress), seq=int(seq), appkey=_text(appkey))
+    values.update(status=_text(status), progress=float(progress), seq=int(seq), appkey=_text(appkey),
+                  ready=orjson.loads(ready) if ready else None)
     return job_from_dict(values)
 
 
@@ -473,7 +476,7 @@ class RedisJobStore:
 
     @_unavailable_as_503
     async def get_job(self, job_id: str) -> Job | None:
-        fields = await self._client.hmget(job_key(job_id), ["data", "status", "progress", "seq", "appkey"])
+        fields = await self._client.hmget(job_key(job_id), ["data", "status", "progress", "seq", "appkey", "ready"])
         return None if fields[0] is None else _job(fields)
 
     @_unavailable_as_503
@@ -502,15 +505,16 @@ class RedisJobStore:
         """Write the job if its status is one of `from_statuses`, with its event, and announce it on
         `JOB_CHANGED`. From `processing` to `processing` works: a worker taking over lapsed work."""
         sources = sorted({status.value for status in from_statuses})
-        args: list[Any] = [job.id, orjson.dumps(job_to_dict(job)), job.status.value, job.progress, job.created_at,
+        args: list[Any] = [job.id, orjson.dumps(job_to_dict(job.with_(ready=None))), job.status.value, job.progress,
+                           job.created_at,
                            _optional(job.expires_at), job.stored_bytes, len(sources), *sources]
         if event is not None:
             args += _event_args(event)
         return bool(await self._transition(args=args))
 
     @_unavailable_as_503
-    async def set_progress(self, job_id: str, progress: float) -> None:
-        await self._progress(args=[job_id, progress])
+    async def set_progress(self, job_id: str, progress: float, ready: Mapping[str, float] | None = None) -> None:
+        await self._progress(args=[job_id, progress, "" if ready is None else orjson.dumps(dict(ready))])
 
     @_unavailable_as_503
     async def delete_job(self, job_id: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from .model import InputKind, Job, JobError, JobStatus, StoredResult, Upload, WebhookEvent
 
-NESTED = frozenset({"request", "metadata", "copy_results_to", "input_info", "result", "error"})  # JSON values
+NESTED = frozenset({"request", "metadata", "copy_results_to", "input_info", "result", "error", "ready"})  # JSON values
 EVENT_META = tuple(field.name for field in fields(WebhookEvent) if field.name != "body")
 
 
@@ -16,6 +16,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
     """Every field of the job: enums as their values, nested values as dicts."""
     return {
         "id": job.id, "appkey": job.appkey, "status": job.status.value, "seq": job.seq, "progress": job.progress,
+        "ready": None if job.ready is None else dict(job.ready),
         "request": dict(job.request), "input_kind": job.input_kind.value, "input_ref": job.input_ref,
         "input_bytes": job.input_bytes,
         "name": job.name, "metadata": dict(job.metadata), "webhook_url": job.webhook_url,
@@ -35,7 +36,8 @@ def job_from_dict(values: Mapping[str, Any]) -> Job:
         id=values["id"], appkey=values["appkey"], status=JobStatus(values["status"]), request=values["request"],
         input_kind=InputKind(values["input_kind"]), input_ref=values["input_ref"], created_at=values["created_at"],
         input_bytes=values.get("input_bytes") or 0,  # a record from before it was kept: charged nothing
-        seq=values["seq"], progress=values["progress"], name=values["name"], metadata=values["metadata"],
+        seq=values["seq"], progress=values["progress"], ready=values.get("ready"), name=values["name"],
+        metadata=values["metadata"],
         webhook_url=values["webhook_url"], copy_results_to=values["copy_results_to"],
         input_info=values["input_info"],
         result=None if result is None else {stem: StoredResult(**item) for stem, item in result.items()},

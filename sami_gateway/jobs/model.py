@@ -78,6 +78,7 @@ class Job:
     input_bytes: int = 0  # the stored input's size (0 for a URL: fetched when it runs, never kept)
     seq: int = 0  # creation order, assigned by the store; lists go newest first by it
     progress: float = 0.0
+    ready: Mapping[str, float] | None = None  # while processing: seconds of each stem computed, if known
     name: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     webhook_url: str | None = None

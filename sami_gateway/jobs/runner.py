@@ -13,12 +13,12 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import Code, GatewayError, error, store_trouble
-from ..runtime.namespace import JobCall, JobOutput, RunReport, release
+from ..runtime.namespace import JobCall, JobOutput, ProgressReport, RunReport, release
 from ..runtime.outbound import OutboundHttp
 from ..work.queue import Work
 from .blob_keys import result_key
@@ -168,29 +168,30 @@ class JobRunner:
             await growing.stop()
             release(data)
 
-    def _progress(self, job: Job) -> Any:
-        """A thread-safe progress callback: writes at most every PROGRESS_INTERVAL, only upwards."""
+    def _progress(self, job: Job) -> ProgressReport:
+        """A thread-safe progress callback: writes at most every PROGRESS_INTERVAL, only upwards, with
+        the stems' seconds ready when the namespace tells them."""
         loop = asyncio.get_running_loop()
         state = {"written": 0.0, "at": 0.0}
 
-        def report(progress: float) -> None:
+        def report(percent: float, ready: Mapping[str, float] | None = None) -> None:
             now = time.monotonic()
-            if progress <= state["written"] or (progress < 100 and now - state["at"] < PROGRESS_INTERVAL):
+            if percent <= state["written"] or (percent < 100 and now - state["at"] < PROGRESS_INTERVAL):
                 return
-            state["written"], state["at"] = progress, now
-            loop.call_soon_threadsafe(write, progress)
+            state["written"], state["at"] = percent, now
+            loop.call_soon_threadsafe(write, percent, None if ready is None else dict(ready))
 
-        def write(progress: float) -> None:
-            task = asyncio.ensure_future(self._write_progress(job, progress))
+        def write(progress: float, ready: Mapping[str, float] | None) -> None:
+            task = asyncio.ensure_future(self._write_progress(job, progress, ready))
             self._progress_writes.add(task)
             task.add_done_callback(self._progress_writes.discard)
         return report
 
-    async def _write_progress(self, job: Job, progress: float) -> None:
+    async def _write_progress(self, job: Job, progress: float, ready: Mapping[str, float] | None) -> None:
         """Progress is a hint: a write that fails is skipped, as the next report or the job's finish
         writes again. Storage away, full or locked is not logged here (the job's own writes meet it)."""
         try:
-            await self._service.store.set_progress(job.id, min(progress, 99.9))  # 100 is the finish
+            await self._service.store.set_progress(job.id, min(progress, 99.9), ready)  # 100 is the finish
         except Exception as exc:  # noqa: BLE001 - nothing awaits this write: its failure ends here
             if not store_trouble(exc):
                 log.exception("job %s: progress %.1f not written", job.id, progress)

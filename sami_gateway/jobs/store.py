@@ -8,7 +8,7 @@ cancelled or claimed once, and its event exists if and only if its terminal stat
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,8 +72,9 @@ class JobStore(Protocol):
         """Write `job` (every field but id, appkey and seq) if its stored status is one of
         `from_statuses`, and add `event` with it; False (and nothing written) otherwise."""
 
-    async def set_progress(self, job_id: str, progress: float) -> None:
-        """Raise a processing job's progress to `progress` (it never goes down)."""
+    async def set_progress(self, job_id: str, progress: float, ready: Mapping[str, float] | None = None) -> None:
+        """Raise a processing job's progress to `progress` (it never goes down), with the seconds of each
+        stem computed so far (`ready`) when given."""
 
     async def delete_job(self, job_id: str) -> None:
         """Forget the job and its pending events."""

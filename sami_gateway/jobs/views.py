@@ -27,6 +27,14 @@ def job_error(exc: GatewayError) -> JobError:
     return JobError(exc.status.http, exc.status.code, exc.status.text, exc.detail or exc.status.meaning)
 
 
+def ready_seconds(job: Job) -> dict[str, float] | None:
+    """While the job is processing, the seconds of each stem computed so far (0 for a stem not yet
+    begun), when its run tells them; None otherwise."""
+    if job.status is not JobStatus.PROCESSING or job.ready is None:
+        return None
+    return {stem: round(float(job.ready.get(stem, 0.0)), 3) for stem in job.request.get("stems", ())}
+
+
 def job_json(job: Job, result_url: Callable[[Job, str], str]) -> dict[str, Any]:
     """The job object; `result_url(job, stem)` gives a stem's signed URL."""
     result = None
@@ -42,6 +50,7 @@ def job_json(job: Job, result_url: Callable[[Job, str], str]) -> dict[str, Any]:
         "status_code": job.error.status_code, "status_text": job.error.status_text, "message": job.error.message}
     return {
         "id": job.id, "name": job.name, "status": job.status.value, "progress": round(job.progress, 2),
+        "ready": ready_seconds(job),
         "model": job.request.get("model"), "stems": list(job.request.get("stems", ())),
         "output": dict(job.request.get("output", {})), "metadata": dict(job.metadata),
         "input": None if job.input_info is None else dict(job.input_info),

@@ -308,7 +308,8 @@ def _job_paths() -> dict[str, Any]:
         "200": json_body(ref("Job"), "the job (a terminal one unchanged)", JOB_SUCCEEDED), **one}, security=BEARER)
     events = operation("jobEvents", "Jobs", "Server-Sent Events until the job is terminal", {
         "200": {"description": "a `status` event (`data`: the job) first and at each change of status, "
-                               "`progress` events (`data`: `{\"id\", \"progress\"}`) between; the stream "
+                               "`progress` events (`data`: `{\"id\", \"progress\", \"ready\"}`, `ready` as the job's) "
+                               "between; the stream "
                                "ends after the terminal status (`cancelled` for a job deleted meanwhile), or with "
                                "an `error` event (`data`: the error JSON, 40400002) for a job whose state was lost; "
                                "it holds one of the appkey's stream slots (`SAMI_QUOTA_STREAMS`, shared with long "

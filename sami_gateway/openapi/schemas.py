@@ -228,6 +228,10 @@ _JOBS: dict[str, Schema] = {
         "name": nullable({"type": "string"}),
         "status": {"type": "string", "enum": JOB_STATUSES},
         "progress": {"type": "number", "minimum": 0, "maximum": 100, "description": "only grows"},
+        "ready": nullable({"type": "object", "additionalProperties": {"type": "number", "minimum": 0},
+                           "description": "while the job is processing: stem -> seconds of it computed so far "
+                                          "(a job separated span by span advances them together; a whole-song "
+                                          "one gives each stem its length once written); null otherwise"}),
         "model": {"type": "string"},
         "stems": {"type": "array", "items": {"type": "string"}},
         "output": ref("Output"),
@@ -311,7 +315,7 @@ _SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 _RESULT_URL = ("https://gateway.example.com/api/v1/jobs/job_7c9e6679/results/vocals"
                "?expires=1796040000&signature=" + "0" * 64)
 JOB_SUCCEEDED: dict[str, Any] = {
-    "id": "job_7c9e6679", "name": "song.mp3", "status": "succeeded", "progress": 100.0,
+    "id": "job_7c9e6679", "name": "song.mp3", "status": "succeeded", "progress": 100.0, "ready": None,
     "model": "htdemucs_ft", "stems": ["vocals", "no_vocals"],
     "output": {"format": "wav", "sample_rate": 44100, "channels": 2}, "metadata": {"customer": "42"},
     "input": {"format": "mp3", "sample_rate": 44100, "channels": 2, "duration": 215.3},

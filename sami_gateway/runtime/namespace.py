@@ -101,10 +101,17 @@ class Namespace(Protocol[Params]):
         """Run one request; raise GatewayError for the client's mistakes."""
 
 
+class ProgressReport(Protocol):
+    """How far a job is: a percent (0..100), and the seconds of each stem computed so far when known."""
+
+    def __call__(self, percent: float, ready: Mapping[str, float] | None = None) -> None: ...
+
+
 @dataclass(frozen=True)
 class JobCall(Generic[Params]):
     """One asynchronous job: its parsed request, input bytes, a folder of its own to write result
-    files in, where to report progress (0..100, from any thread), and where to name a result file
+    files in, where to report progress (0..100, with the seconds of each stem computed so far when
+    it knows them, from any thread), and where to name a result file
     as it starts to be written (`growing(stem, path)`, from any thread: its bytes are then served
     while the job runs, so they must never be rewritten)."""
 
@@ -113,7 +120,7 @@ class JobCall(Generic[Params]):
     params: Params
     data: InputBytes  # the namespace may `release` it once read
     workdir: Path
-    progress: Callable[[float], None]
+    progress: ProgressReport
     growing: Callable[[str, Path], None] = lambda stem, path: None
 
 

@@ -173,6 +173,21 @@ async def test_progress_only_grows_and_only_while_processing(store: Store) -> No
     assert (await store.get_job(job.id)).progress == 100.0  # type: ignore[union-attr]
 
 
+async def test_the_stems_seconds_ready_are_kept_with_progress_and_cleared_by_a_transition(store: Store) -> None:
+    job = await created(store, new_job())
+    running = job.with_(status=PROCESSING)
+    assert await store.transition(running, {QUEUED})
+    assert (await store.get_job(job.id)).ready is None  # type: ignore[union-attr]
+    await store.set_progress(job.id, 20.0, {"vocals": 12.5, "drums": 0.0})
+    await store.set_progress(job.id, 30.0)  # progress alone keeps the seconds last told
+    now = await store.get_job(job.id)
+    assert now is not None and (now.progress, now.ready) == (30.0, {"vocals": 12.5, "drums": 0.0})
+    assert [listed.ready for listed in await store.list_jobs(job.appkey, {PROCESSING}, 10, None)] == \
+        [{"vocals": 12.5, "drums": 0.0}]
+    assert await store.transition(running.with_(attempts=2), {PROCESSING})  # another run starts over
+    assert (await store.get_job(job.id)).ready is None  # type: ignore[union-attr]
+
+
 async def test_queue_heads_and_oldest_queued(store: Store) -> None:
     assert await store.queue_heads() == [] and await store.oldest_queued() is None
     a1, b1, a2, a3 = [await created(store, new_job(appkey)) for appkey in "abaa"]

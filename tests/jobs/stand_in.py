@@ -90,7 +90,8 @@ class EchoJobs(InvokeOnly):
                 await asyncio.sleep(call.params.delay)
                 path.write_bytes(made[stem])
             stems[stem] = StemFile(path, "txt", len(data) / 10)
-            call.progress(100 * (index + 1) / len(call.params.stems))
+            call.progress(100 * (index + 1) / len(call.params.stems),
+                          {name: len(data) / 10 if name in stems else 0.0 for name in call.params.stems})
         return JobOutput(stems, {"format": "txt", "sample_rate": 10, "channels": 1, "duration": len(data) / 10},
                          RunReport("echo", len(data) / 10))
 

@@ -257,8 +257,27 @@ async def test_events_stream_status_and_progress_until_terminal(make_client: Mak
     assert kinds[0] == "status" and kinds[-1] == "status" and "progress" in kinds
     last = orjson.loads(events[-1].split("data: ", 1)[1])
     assert last["status"] == "succeeded"
-    progress = [orjson.loads(b.split("data: ", 1)[1])["progress"] for b in events if "event: progress" in b]
-    assert progress == sorted(progress)
+    progress = [orjson.loads(b.split("data: ", 1)[1]) for b in events if "event: progress" in b]
+    assert [p["progress"] for p in progress] == sorted(p["progress"] for p in progress)
+    # each stem's seconds ready: the stand-in writes its stems one after another, each all at once
+    seconds = len(b"Hello Song") / 10
+    done = [[stem for stem in job["stems"] if p["ready"][stem] == seconds] for p in progress]
+    assert all(p["ready"][stem] in (0.0, seconds) for p in progress for stem in job["stems"])
+    assert all(written == job["stems"][:len(written)] for written in done) and done == sorted(done, key=len)
+    assert last["ready"] is None  # only while processing
+
+
+async def test_a_processing_job_shows_each_stems_seconds_ready(make_client: MakeClient) -> None:
+    client, _ = await make_client()
+    job = await (await submit(client, {"input": data_input(), "stems": ["upper", "lower"],
+                                       "output": {"delay": 0.8}})).json()
+    assert job["ready"] is None  # queued
+    deadline = time.monotonic() + 10
+    while (now := await (await client.get(f"/api/v1/jobs/{job['id']}", headers=bearer())).json())["ready"] != \
+            {"upper": len(b"Hello Song") / 10, "lower": 0.0}:
+        assert now["status"] in ("queued", "processing") and time.monotonic() < deadline, now
+        await asyncio.sleep(0.05)
+    assert now["status"] == "processing"
 
 
 async def test_queue_bounds_refuse_with_429_then_503(make_client: MakeClient) -> None:

@@ -36,7 +36,7 @@ async def test_progress_the_store_refuses_is_skipped_and_the_job_succeeds(
     store = client.app[JOBS].store
     refused: list[float] = []
 
-    async def set_progress(job_id: str, progress: float) -> None:
+    async def set_progress(job_id: str, progress: float, ready: object = None) -> None:
         refused.append(progress)
         raise error(Code.BACKEND_UNAVAILABLE, "redis: TimeoutError")
     store.set_progress = set_progress  # type: ignore[method-assign]

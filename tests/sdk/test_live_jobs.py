@@ -70,6 +70,9 @@ def test_the_sync_client_drives_every_verb(live: LiveGateway, tmp_path: Path) ->
         assert events[0].event == "status" and events[-1].event == "status" and events[-1].status == "succeeded"
         progress = [event.progress for event in events if event.event == "progress"]
         assert progress and progress == sorted(progress), [(event.event, event.status) for event in events]
+        ready = [event.ready for event in events if event.event == "progress"]  # whole-song: each stem once written
+        assert all(r is not None and set(r) == {"vocals", "no_vocals"} for r in ready), ready
+        assert {seconds for r in ready if r for seconds in r.values()} <= {0.0, 20.0}
         changes: list[str] = []
         job = client.wait(job.id, timeout=60, poll=5, on_progress=lambda seen: changes.append(seen.status))
         assert job.succeeded and changes == ["succeeded"] and job.progress == 100

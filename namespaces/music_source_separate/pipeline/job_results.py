@@ -7,12 +7,12 @@ beside the separation; reports progress after each file.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from sami_gateway.runtime.namespace import StemFile
+from sami_gateway.runtime.namespace import ProgressReport, StemFile
 
 from ..audio.convert import output_frames
 from ..codes import translated
@@ -24,11 +24,13 @@ SEPARATION_SHARE = 90.0  # progress (of 100) at the end of the separation; encod
 
 
 class JobProgress:
-    """Progress reported to the job, only ever growing: the separation's share, then each file's."""
+    """Progress reported to the job, only ever growing: the separation's share, then each file's; with
+    the seconds of each stem written so far."""
 
-    def __init__(self, report: Callable[[float], None], files: int) -> None:
+    def __init__(self, report: ProgressReport, stems: Sequence[str]) -> None:
         self._report = report
-        self._files = max(1, files)
+        self._files = max(1, len(stems))
+        self._ready = dict.fromkeys(stems, 0.0)
         self._written = 0
         self._last = 0.0
         self._lock = threading.Lock()
@@ -38,15 +40,25 @@ class JobProgress:
             if value <= self._last:
                 return
             self._last = value
-        self._report(value)
+            ready = dict(self._ready)
+        self._report(value, ready)
 
-    def separated(self, share: float) -> None:
-        """`share` (0..1) of the separation's model calls are done."""
+    def separated(self, share: float, ready: Mapping[str, float] | None = None) -> None:
+        """`share` (0..1) of the separation's model calls are done, and `ready` seconds of some stems
+        written (a job separated span by span)."""
+        if ready:
+            with self._lock:
+                for stem, seconds in ready.items():
+                    self._ready[stem] = max(self._ready.get(stem, 0.0), seconds)
         self._send(round(SEPARATION_SHARE * share, 2))
 
-    def file_written(self) -> None:
-        self._written += 1
-        self._send(round(SEPARATION_SHARE + (100.0 - SEPARATION_SHARE) * self._written / self._files, 2))
+    def file_written(self, stem: str, seconds: float) -> None:
+        """`stem`'s file is complete: all its `seconds`."""
+        with self._lock:
+            self._written += 1
+            self._ready[stem] = seconds
+            written = self._written
+        self._send(round(SEPARATION_SHARE + (100.0 - SEPARATION_SHARE) * written / self._files, 2))
 
 
 def _stem_samples(params: JobParams, stem: str, work: Work) -> np.ndarray:
@@ -71,7 +83,7 @@ def write_stems(params: JobParams, work: Work, workdir: Path, progress: JobProgr
             path = workdir / f"{stem}.{out.format}"
             path.write_bytes(data)
             files[stem] = StemFile(path, out.format, frames / out.sample_rate)
-            progress.file_written()
+            progress.file_written(stem, frames / out.sample_rate)
     finally:
         work.clear()
     return files

@@ -87,7 +87,12 @@ async def run_streamed(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams],
         for target in job.targets:  # each file is written front to back, its wav header final from the start
             call.growing(target.stem, Path(str(target.target)))
         model_frames = output_frames(blocks.frames, blocks.rate, separator.samplerate)
-        steps = file_steps(job, lambda done: progress.separated(done / model_frames))
+        live = [target.stem for target in job.targets if not target.denoise]  # denoised ones come at the end
+
+        def separated(done: int) -> None:
+            seconds = done / separator.samplerate
+            progress.separated(done / model_frames, dict.fromkeys(live, seconds))
+        steps = file_steps(job, separated)
         started = time.perf_counter()
         await pipeline.scheduler.submit(steps, blocks.frames / blocks.rate, lane.timeout, forward,
                                         torch.inference_mode, batch=True)
@@ -97,7 +102,7 @@ async def run_streamed(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams],
     stems = {}
     for target in job.targets:
         stems[target.stem] = StemFile(Path(str(target.target)), output.format, job.frames / output.sample_rate)
-        progress.file_written()
+        progress.file_written(target.stem, job.frames / output.sample_rate)
     return stems, seconds
 
 

@@ -19,7 +19,7 @@ from ...errors import Code, GatewayError, error
 from ...web.state import CONTEXT
 from ..model import Job
 from ..service import JobService
-from ..views import error_body
+from ..views import error_body, ready_seconds
 from .http import base_url
 
 HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing the stream; the job is read again
@@ -71,7 +71,8 @@ async def job_events(request: web.Request, jobs: JobService, auth: Authorization
             if current.status is not last.status:
                 await send("status", jobs.render(current, base))
             elif current.progress > last.progress:
-                await send("progress", {"id": job_id, "progress": round(current.progress, 2)})
+                await send("progress", {"id": job_id, "progress": round(current.progress, 2),
+                                        "ready": ready_seconds(current)})
             last = current
         await response.write_eof()
     except ConnectionResetError:

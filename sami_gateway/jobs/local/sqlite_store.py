@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT,
     idempotency_fingerprint TEXT,
     input_bytes INTEGER NOT NULL DEFAULT 0,
-    stored_bytes INTEGER NOT NULL DEFAULT 0
+    stored_bytes INTEGER NOT NULL DEFAULT 0,
+    ready TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_appkey ON jobs (appkey, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
@@ -92,12 +93,12 @@ CREATE INDEX IF NOT EXISTS events_due ON webhook_events (next_attempt_at)
 
 JOB_COLUMNS = ("id", "appkey", "status", "progress", "request", "input_kind", "input_ref", "name", "metadata",
                "webhook_url", "copy_results_to", "input_info", "result", "error", "cache_hit", "attempts",
-               "created_at", "started_at", "completed_at", "expires_at", "input_bytes", "stored_bytes")
+               "created_at", "started_at", "completed_at", "expires_at", "input_bytes", "stored_bytes", "ready")
 EVENT_COLUMNS = ("id", "job_id", "appkey", "url", "body", "created_at", "next_attempt_at", "attempts",
                  "delivered_at", "abandoned_at", "last_error")
 # Columns added since the first schema, each with its definition: added to a database that lacks them.
 MIGRATIONS = (("jobs", "idempotency_fingerprint", "TEXT"), ("jobs", "input_bytes", "INTEGER NOT NULL DEFAULT 0"),
-              ("jobs", "stored_bytes", "INTEGER NOT NULL DEFAULT 0"))
+              ("jobs", "stored_bytes", "INTEGER NOT NULL DEFAULT 0"), ("jobs", "ready", "TEXT"))
 UPLOAD_COLUMNS = ("id", "appkey", "created_at", "expires_at", "max_bytes", "completed_at", "size", "sha256")
 
 
@@ -278,7 +279,7 @@ class SqliteJobStore:
                          event: WebhookEvent | None = None) -> bool:
         def write(db: sqlite3.Connection) -> bool:
             columns = JOB_COLUMNS[2:]
-            values = job_row(job)[2:]
+            values = job_row(job.with_(ready=None))[2:]  # the stems' seconds are a run's: each reports its own
             cursor = db.execute(
                 f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in columns)} "
                 f"WHERE id = ? AND status IN ({','.join('?' * len(from_statuses))})",
@@ -291,10 +292,10 @@ class SqliteJobStore:
             return True
         return await self.transact(write)
 
-    async def set_progress(self, job_id: str, progress: float) -> None:
+    async def set_progress(self, job_id: str, progress: float, ready: Mapping[str, float] | None = None) -> None:
         def write(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE jobs SET progress = MAX(progress, ?) WHERE id = ? AND status = 'processing'",
-                       (progress, job_id))
+            db.execute("UPDATE jobs SET progress = MAX(progress, ?), ready = COALESCE(?, ready) "
+                       "WHERE id = ? AND status = 'processing'", (progress, _json(ready), job_id))
         await self.transact(write)
 
     async def delete_job(self, job_id: str) -> None:

@@ -77,6 +77,7 @@ class Job:
     id: str
     status: str
     progress: float = 0.0
+    ready: Mapping[str, float] | None = None  # while processing: seconds of each stem computed so far
     name: str | None = None
     model: str | None = None
     stems: tuple[str, ...] = ()
@@ -107,7 +108,8 @@ class Job:
         result = data.get("result")
         return cls(
             id=str(data["id"]), status=str(data.get("status") or ""),
-            progress=float(data.get("progress") or 0.0), name=data.get("name"), model=data.get("model"),
+            progress=float(data.get("progress") or 0.0), ready=_ready(data.get("ready")), name=data.get("name"),
+            model=data.get("model"),
             stems=tuple(data.get("stems") or ()), output=dict(data.get("output") or {}),
             metadata=dict(data.get("metadata") or {}), input=data.get("input"),
             created_at=data.get("created_at"), started_at=data.get("started_at"),
@@ -230,6 +232,11 @@ class JobEvent:
         return _float(self._field("progress"))
 
     @property
+    def ready(self) -> Mapping[str, float] | None:
+        """Seconds of each stem computed so far, while the job is processing (a `progress` event's)."""
+        return _ready(self._field("ready"))
+
+    @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
@@ -241,3 +248,9 @@ class JobEvent:
         except ValueError:
             value = data
         return cls(event or "message", value, id)
+
+
+def _ready(value: Any) -> dict[str, float] | None:
+    if not isinstance(value, Mapping):
+        return None
+    return {str(stem): float(seconds) for stem, seconds in value.items() if isinstance(seconds, (int, float))}

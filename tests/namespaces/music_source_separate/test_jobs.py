@@ -7,7 +7,7 @@ import asyncio
 import io
 import shutil
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +48,12 @@ async def namespace(model_store: Path, scheduler: Scheduler, tmp_path: Path) -> 
 
 
 class Ran:
-    """A job's output, its progress reports and the model calls it cost."""
+    """A job's output, its progress reports (percent, and the seconds of each stem ready) and the model
+    calls it cost."""
 
-    def __init__(self, output: JobOutput, progress: list[float], units: int) -> None:
-        self.output, self.progress, self.units = output, progress, units
+    def __init__(self, output: JobOutput, reports: list[tuple[float, dict[str, float] | None]], units: int) -> None:
+        self.output, self.reports, self.units = output, reports, units
+        self.progress = [percent for percent, _ in reports]
 
     def read(self, stem: str) -> tuple[np.ndarray, int]:
         audio, rate = sf.read(self.output.stems[stem].path, always_2d=True, dtype="float32")
@@ -62,10 +64,13 @@ async def run_job(namespace: MusicSourceSeparate, scheduler: Scheduler, workdir:
                   data: bytes | None = None) -> Ran:
     params: JobParams = namespace.parse_job(request)
     workdir.mkdir(parents=True, exist_ok=True)
-    progress: list[float] = []
+    reports: list[tuple[float, dict[str, float] | None]] = []
+
+    def progress(percent: float, ready: Mapping[str, float] | None = None) -> None:
+        reports.append((percent, None if ready is None else dict(ready)))
     before = scheduler.snapshot().units_done
-    output = await namespace.run_job(JobCall("job", "k", params, data or wav_bytes(SECONDS), workdir, progress.append))
-    return Ran(output, progress, scheduler.snapshot().units_done - before)
+    output = await namespace.run_job(JobCall("job", "k", params, data or wav_bytes(SECONDS), workdir, progress))
+    return Ran(output, reports, scheduler.snapshot().units_done - before)
 
 
 def test_the_namespace_runs_jobs(model_store: Path) -> None:
@@ -119,6 +124,10 @@ async def test_progress_grows_to_100(namespace: MusicSourceSeparate, scheduler: 
     assert ran.units == 2
     assert ran.progress == sorted(ran.progress) and len(set(ran.progress)) == len(ran.progress)
     assert 0 < ran.progress[0] < 90 and ran.progress[-1] == 100 and len(ran.progress) == 4
+    # a whole-song job: no stem is ready before its file is written, then all of it is
+    assert [ready for _, ready in ran.reports] == [
+        {"vocals": 0.0, "other": 0.0}, {"vocals": 0.0, "other": 0.0}, {"vocals": 7.0, "other": 0.0},
+        {"vocals": 7.0, "other": 7.0}]
 
 
 @pytest.mark.parametrize("model", ["2track_acc", "bs_4track_vocal"])

@@ -67,6 +67,18 @@ def assert_close(whole: Ran, streamed: Ran) -> None:
         assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, stem
     assert streamed.output.input == whole.output.input
     assert streamed.progress[-1] == 100.0 and streamed.progress == sorted(streamed.progress)
+    readies = [ready for _, ready in streamed.reports]
+    assert readies[-1] == {stem: file.duration for stem, file in streamed.output.stems.items()}
+    for stem in readies[-1]:  # the seconds of each stem ready only grow
+        seconds = [ready[stem] for ready in readies if ready is not None]
+        assert seconds == sorted(seconds), stem
+
+
+def partly_ready(ran: Ran) -> bool:
+    """Whether a progress report had some stem partly written (a stem that is not denoised afterwards)."""
+    durations = [file.duration for file in ran.output.stems.values()]
+    return any(0 < seconds < duration for _, ready in ran.reports if ready is not None
+               for seconds, duration in zip(ready.values(), durations, strict=True))
 
 
 async def test_a_demucs_job_streamed_equals_the_whole_song_job(model_store: Path, scheduler: Scheduler,
@@ -76,6 +88,7 @@ async def test_a_demucs_job_streamed_equals_the_whole_song_job(model_store: Path
     whole, streamed = await both(model_store, scheduler, tmp_path, request, song("wav"), monkeypatch)
     assert_close(whole, streamed)
     assert streamed.units == whole.units  # the same model calls
+    assert partly_ready(streamed) and not partly_ready(whole)  # span by span, the stems' seconds advance
 
 
 async def test_a_denoised_sami_job_streamed_equals_the_whole_song_job(
@@ -84,6 +97,7 @@ async def test_a_denoised_sami_job_streamed_equals_the_whole_song_job(
                "output": {"format": "flac", "sample_rate": 44100, "channels": 1}}
     whole, streamed = await both(model_store, scheduler, tmp_path, request, song("flac", 6.0), monkeypatch)
     assert_close(whole, streamed)
+    assert not partly_ready(streamed)  # denoised once the whole song is separated: ready all at once
 
 
 @pytest.mark.parametrize(("fmt", "output"), [("wav", "mp3"), ("ogg", "wav")])
