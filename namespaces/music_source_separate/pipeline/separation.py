@@ -83,6 +83,14 @@ class InputInfo:
         return self.frames / self.sample_rate
 
 
+@dataclass(frozen=True)
+class Landed:
+    """What a finished separation hands to the requests that waited for it."""
+
+    sources: dict[str, np.ndarray]
+    rate: int
+
+
 @dataclass(eq=False)
 class Work:
     """One separation in progress; the audio threads fill it and `clear` it."""
@@ -125,6 +133,8 @@ class Pipeline:
         self._scheduler = scheduler
         self._settings = settings
         self._dtype = CACHE_DTYPES[settings.precision]
+        # Separations under way, by cache key: a second request for the same entry waits for the first.
+        self._flights: dict[str, asyncio.Future[Landed | None]] = {}
 
     @property
     def scheduler(self) -> Scheduler:
@@ -146,14 +156,55 @@ class Pipeline:
                        use: CacheUse, progress: Callable[[float], None] | None = None,
                        held: Callable[[Work], int] | None = None) -> Work:
         """The input decoded and its sources by the model `name` (only `only_load`'s specialist of a
-        bag), through the stem cache's entries of `use.scope`. With `held`, the bytes it says the work
+        bag), through the stem cache's entries of `use.scope`: while the same entry is being separated
+        for another request, it waits for that one and takes its sources (single flight). With `held`,
+        the bytes it says the work
         holds are counted by the scheduler's admission (`Scheduler.holding`) from the moment the model's
         rate is known until the work is cleared; past the bound it is refused (503) before the model runs."""
         work = Work(use=use)
         key = await _run(lane.pool, self._open, work, data, hint, name, only_load)
+        entry = self._cache_key(work, key) if work.digest else ""
+        while entry and not work.cache_hit and (flight := self._flights.get(entry)) is not None:
+            landed = await asyncio.shield(flight)  # the same song by the same model, being separated
+            if landed is not None:
+                await _run(lane.pool, self._adopt, work, entry, landed)
         if work.cache_hit:
             await self._hold(lane, work, held)
             return work
+        flight = self._take_off(entry)
+        try:
+            await self._separated(lane, work, key, progress, held)
+        except BaseException:
+            self._land(entry, flight, None)
+            raise
+        self._land(entry, flight, Landed(dict(work.sources), work.rate))
+        return work
+
+    def _take_off(self, entry: str) -> asyncio.Future[Landed | None] | None:
+        if not entry:
+            return None
+        flight = self._flights[entry] = asyncio.get_running_loop().create_future()
+        return flight
+
+    def _land(self, entry: str, flight: asyncio.Future[Landed | None] | None, landed: Landed | None) -> None:
+        """The separation under `entry` has ended: its waiters take its sources (None: it failed, or
+        its client left, and one of them separates instead)."""
+        if flight is None:
+            return
+        if self._flights.get(entry) is flight:
+            del self._flights[entry]
+        flight.set_result(landed)
+
+    def _adopt(self, work: Work, entry: str, landed: Landed) -> None:
+        """The sources another request just separated, as a cache hit: the entry (marked held by this
+        work's holder) if it was kept, else those the other request holds."""
+        cached = self.cache.get(entry, work.use.holder)
+        work.cache_hit, work.rate = True, landed.rate
+        work.sources = dict(cached.sources) if cached is not None else dict(landed.sources)
+        self._to_model_rate(work)
+
+    async def _separated(self, lane: Lane, work: Work, key: ModelKey, progress: Callable[[float], None] | None,
+                         held: Callable[[Work], int] | None) -> None:
         leasing = lane.pool.submit(self._lease, work, key)
         try:
             steps, total = await asyncio.wrap_future(leasing)
@@ -178,7 +229,6 @@ class Pipeline:
         handed = [stems]
         del stems, steps
         await _run(lane.pool, self._keep, work, handed, key)
-        return work
 
     async def _hold(self, lane: Lane, work: Work, held: Callable[[Work], int] | None) -> None:
         if held is None:

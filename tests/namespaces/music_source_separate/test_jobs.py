@@ -176,12 +176,12 @@ async def test_forget_job_deletes_the_entry_the_job_made_and_leaves_other_appkey
     cache = tmp_path / "data" / "stem-cache"
     params = namespace.parse_job({"stems": ["vocals"]})
     for appkey in ("k", "other"):
-        output = await namespace.run_job(JobCall("job", appkey, params, wav_bytes(SECONDS), tmp_path, lambda p: None))
+        output = await namespace.run_job(JobCall("job", appkey, params, wav_bytes(SECONDS), tmp_path, lambda *_: None))
         assert output.cache_hit is False  # another appkey's entry is not this one's
     assert len(list(cache.iterdir())) == 2
     await namespace.forget_job("k", "job")
     assert len(list(cache.iterdir())) == 1
-    again = await namespace.run_job(JobCall("job2", "other", params, wav_bytes(SECONDS), tmp_path, lambda p: None))
+    again = await namespace.run_job(JobCall("job2", "other", params, wav_bytes(SECONDS), tmp_path, lambda *_: None))
     assert again.cache_hit is True  # "other"'s own entry stayed
     await namespace.forget_job("k", "unknown")  # a job it never saw: nothing happens
 
@@ -235,7 +235,7 @@ async def test_a_model_removed_before_the_job_runs(model_store: Path, scheduler:
         params = namespace.parse_job({"model": "htdemucs_ft"})
         next(store.glob("f7e0c4bc-*.th")).unlink()
         with pytest.raises(GatewayError) as refused:
-            await namespace.run_job(JobCall("j", "k", params, wav_bytes(0.5), tmp_path, lambda p: None))
+            await namespace.run_job(JobCall("j", "k", params, wav_bytes(0.5), tmp_path, lambda *_: None))
         assert refused.value.code is Code.ILLEGAL_PAYLOAD and "models fetch htdemucs_ft" in refused.value.detail
     finally:
         await namespace.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -157,3 +158,29 @@ async def test_an_invoke_holds_its_bytes_until_answered_and_is_refused_past_the_
         assert len(seen) == 1 and scheduler.snapshot().held_bytes == 2000  # refused before the model ran
     await namespace.run(song)  # fits again
     assert len(seen) == 2 and scheduler.snapshot().held_bytes == 0
+
+
+async def test_a_song_asked_for_twice_at_once_is_separated_once(
+        model_store: Path, scheduler: Scheduler, tmp_path: Path) -> None:
+    """Single flight: the second invoke of a song being separated for the same appkey waits for the first
+    and takes its sources (answered as a cache hit); another appkey's, whose cache entries are its own,
+    separates the song itself."""
+    ns = create_namespace(config_for(model_store, tmp_path / "data"))
+    await ns.start(scheduler)
+    try:
+        song = wav_bytes(12.0)
+
+        def invoke(appkey: str) -> Call:  # type: ignore[type-arg]
+            return Call("t", appkey, ns.parse({"model": "bs_4track_vocal"}), song)
+
+        before = scheduler.snapshot().units_done
+        first, second = await asyncio.gather(ns.run(invoke("a")), ns.run(invoke("a")))
+        one_separation = scheduler.snapshot().units_done - before
+        assert (first.payload["cache_hit"], second.payload["cache_hit"]) == (False, True)
+        assert first.data == second.data and one_separation > 0
+        before = scheduler.snapshot().units_done
+        mine, theirs = await asyncio.gather(ns.run(invoke("a")), ns.run(invoke("b")))
+        assert (mine.payload["cache_hit"], theirs.payload["cache_hit"]) == (True, False)
+        assert scheduler.snapshot().units_done - before == one_separation and theirs.data == first.data
+    finally:
+        await ns.stop()
