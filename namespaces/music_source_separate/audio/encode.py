@@ -18,7 +18,7 @@ from .lame_tag import first_frame, lead_for, samples_per_frame, with_delays
 from .mp4_edit import set_duration
 
 _ENCODERS = {"mp3": ("mp3", "libmp3lame"), "aac": ("adts", "aac"), "m4a": ("ipod", "aac")}  # muxer, codec
-_BIT_RATES = {1: 128_000, 2: 192_000}  # by channel count
+BIT_RATES = {1: 128_000, 2: 192_000}  # of mp3, aac and m4a, by channel count
 AAC_FRAME = 1024  # samples per AAC-LC frame; FFmpeg's encoder primes the stream with one frame
 LAME_DELAY = 576  # LAME's encoder delay at these settings (FFmpeg's mp3 muxer writes it in its tag)
 
@@ -70,7 +70,7 @@ def _audio_frames(parts: list[np.ndarray], sample_rate: int, layout: str, size: 
 
 
 def _check_codec(fmt: str, channels: int, sample_rate: int) -> None:
-    if channels not in _BIT_RATES:
+    if channels not in BIT_RATES:
         raise ValueError(f"{fmt} output takes 1 or 2 channels, not {channels}")
     rates = av.codec.Codec(_ENCODERS[fmt][1], "w").audio_rates
     if rates and sample_rate not in rates:
@@ -109,7 +109,7 @@ def encode_av(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     packets = 0
     with av.open(buffer, "w", format=muxer, options=options) as container:
         stream = cast(av.AudioStream, container.add_stream(codec, rate=sample_rate, layout=layout))
-        stream.bit_rate = _BIT_RATES[channels]
+        stream.bit_rate = BIT_RATES[channels]
         stream.codec_context.open()  # frame_size is known once the encoder is open
         for frame in _audio_frames(parts, sample_rate, layout, stream.codec_context.frame_size, -lead):
             encoded = stream.encode(frame)
@@ -135,7 +135,7 @@ def _encode_mp3(pcm: np.ndarray, sample_rate: int) -> bytes:
     if library is None:
         return encode_av(pcm, sample_rate, "mp3")
     _check_codec("mp3", pcm.shape[0], sample_rate)
-    return library.encode(pcm, sample_rate, _BIT_RATES[pcm.shape[0]]).data
+    return library.encode(pcm, sample_rate, BIT_RATES[pcm.shape[0]]).data
 
 
 def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:

@@ -22,9 +22,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import importlib.util
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -123,6 +125,11 @@ class Lame:
             data = with_delays(data, slice(0, tag_size), delay + lead)
         return Mp3Stream(data, delay + lead, padding)
 
+    def writer(self, target: Path | str, channels: int, sample_rate: int, bit_rate: int, frames: int) -> Mp3Writer:
+        """An MP3 of `frames` samples written to `target` as they come (`Mp3Writer`): the same bytes as
+        `encode` of them at once."""
+        return Mp3Writer(self, target, channels, sample_rate, bit_rate, frames)
+
     def _stream(self, handle: int, pcm: np.ndarray) -> tuple[bytes, int]:
         """Every frame of `pcm`, the Info frame first: (the stream, the Info frame's size)."""
         lib = self._lib
@@ -149,6 +156,82 @@ class Lame:
             raise LameError("LAME gave no Info frame: the stream's exact length would be lost")
         out[:size] = ctypes.string_at(tag, size)  # the frame LAME reserved at the start of the stream
         return bytes(out), size
+
+
+class Mp3Writer:
+    """An MP3 written as its samples come, each of LAME's frames appended to the file as LAME makes it,
+    in the same one-second calls as `Lame.encode`, so the file is `encode`'s to the byte once closed.
+
+    The first frame is the Info frame LAME reserves, blank until `close` writes it in place (with the
+    encoder delay and padding): a reader of the file while it grows gets a valid MP3 from its first byte,
+    whose blank Info frame decoders skip, and only that frame differs from the finished file."""
+
+    def __init__(self, library: Lame, target: Path | str, channels: int, sample_rate: int, bit_rate: int,
+                 frames: int) -> None:
+        self._library = library
+        self._lib = library._lib
+        self._handle = library._open(channels, sample_rate, bit_rate)
+        try:
+            self.channels = channels
+            self.delay = self._lib.lame_get_encoder_delay(self._handle)
+            self.lead = lead_for(frames, self.delay, samples_per_frame(sample_rate))
+            self._chunk = CHUNK_SECONDS * self._lib.lame_get_out_samplerate(self._handle)
+            self._room = int(1.25 * self._chunk) + 7200  # LAME's documented worst case for a call
+            self._buffer = ctypes.create_string_buffer(self._room)
+            self._pending = np.zeros((channels, self.lead), np.float32)  # samples short of a whole call
+            self._file = open(target, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        except BaseException:
+            self._lib.lame_close(self._handle)
+            raise
+        self._tag_size = 0
+
+    def write(self, pcm: np.ndarray) -> None:
+        """float32 (channels, n) in [-1, 1]; encoded a whole call (one second) at a time."""
+        pending = np.concatenate([self._pending, pcm], axis=1) if self._pending.shape[1] else pcm
+        whole = pending.shape[1] - pending.shape[1] % self._chunk
+        for start in range(0, whole, self._chunk):
+            self._encode(pending[:, start:start + self._chunk])
+        self._pending = np.ascontiguousarray(pending[:, whole:], dtype=np.float32)
+
+    def _encode(self, pcm: np.ndarray) -> None:
+        left = np.ascontiguousarray(pcm[0], dtype=np.float32)
+        right = np.ascontiguousarray(pcm[-1], dtype=np.float32)  # ignored by LAME for mono
+        written = self._lib.lame_encode_buffer_ieee_float(self._handle, left.ctypes.data, right.ctypes.data,
+                                                          pcm.shape[1], self._buffer, self._room)
+        if written < 0:
+            raise LameError(f"lame_encode_buffer_ieee_float failed ({written})")
+        self._append(written)
+
+    def _append(self, written: int) -> None:
+        data = ctypes.string_at(self._buffer, written)
+        if not self._tag_size and data:
+            self._tag_size = len(data)  # bounded below: the Info frame comes out with the first frames
+        self._file.write(data)
+
+    def finish(self) -> None:
+        """The rest encoded and flushed, and the Info frame written in place."""
+        if self._pending.shape[1]:
+            self._encode(self._pending)
+            self._pending = self._pending[:, :0]
+        written = self._lib.lame_encode_flush(self._handle, self._buffer, self._room)
+        if written < 0:
+            raise LameError(f"lame_encode_flush failed ({written})")
+        self._append(written)
+        tag = ctypes.create_string_buffer(MAX_TAG_BYTES)
+        size = self._lib.lame_get_lametag_frame(self._handle, tag, MAX_TAG_BYTES)
+        if not 0 < size <= min(self._tag_size, MAX_TAG_BYTES):
+            raise LameError("LAME gave no Info frame: the stream's exact length would be lost")
+        frame = ctypes.string_at(tag, size)
+        if self.lead:  # the silence counts as the encoder's delay: decoders skip it
+            frame = with_delays(frame, slice(0, size), self.delay + self.lead)
+        os.pwrite(self._file.fileno(), frame, 0)
+
+    def close(self) -> None:
+        """Also on a failure (the file is then a failed job's, never read as a whole)."""
+        if self._handle:
+            self._lib.lame_close(self._handle)
+            self._handle = 0
+        self._file.close()
 
 
 def candidates() -> list[str]:

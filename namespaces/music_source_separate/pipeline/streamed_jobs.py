@@ -1,8 +1,8 @@
-"""Jobs of wav or flac input and output separated span by span: the input read in blocks, each stem file
-written as its regions are final, no whole-song array held. Such a job neither reads nor fills the stem
-cache. Every job longer than `SAMI_MAX_AUDIO_SECONDS` that can stream does (up to `SAMI_MAX_JOB_SECONDS`),
-and with `SAMI_STREAM_JOBS` every one. Any other job, and any input whose header is not plainly within
-the limits, takes the whole-song path, which answers as it always has."""
+"""Jobs of wav or flac input and wav, flac or mp3 output separated span by span: the input read in
+blocks, each stem file written as its regions are final, no whole-song array held. Such a job neither
+reads nor fills the stem cache. Every job longer than `SAMI_MAX_AUDIO_SECONDS` that can stream does
+(up to `SAMI_MAX_JOB_SECONDS`), and with `SAMI_STREAM_JOBS` every one. Any other job, and any input
+whose header is not plainly within the limits, takes the whole-song path, which answers as it always has."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from ..requests.job_params import JobParams
 from ..requests.stems import VOCALS
 from ..settings import SeparationSettings
 from ..streaming.blocks import FileBlocks
-from ..streaming.encode import FORMATS
+from ..streaming.encode import FORMATS, streams_out
 from ..streaming.files import FileJob, Output, StemTarget, file_steps
 from .job_results import JobProgress
 from .separation import CACHE_DTYPES, SHIFTS, Lane, Pipeline
@@ -39,9 +39,9 @@ def sniff_format(data: InputBytes) -> str:
 
 
 def streamable(data: InputBytes, params: JobParams, settings: SeparationSettings) -> FileBlocks | None:
-    """The input as blocks (read in place, not copied) when the job can stream: wav or flac in and out, a
-    readable header within the channel limit and `max_job_seconds`; None otherwise."""
-    if params.output.format not in FORMATS or sniff_format(data) not in FORMATS:
+    """The input as blocks (read in place, not copied) when the job can stream: wav or flac in, wav, flac
+    or mp3 out, a readable header within the channel limit and `max_job_seconds`; None otherwise."""
+    if not streams_out(params.output.format) or sniff_format(data) not in FORMATS:
         return None
     try:
         blocks = FileBlocks(data)

@@ -1,7 +1,9 @@
-"""16-bit wav and flac written block by block, the same bytes as `audio.encode` writes at once.
+"""16-bit wav and flac written block by block, the same bytes as `audio.encode` writes at once (mp3 too,
+through `audio.lame.Mp3Writer`, where a LAME library loads).
 
 A wav file's header is written first with its final lengths (`WavWriter`), so a reader of a file still
-being written sees the bytes the finished file will have. libsndfile writes its lengths at the end."""
+being written sees the bytes the finished file will have. libsndfile writes its lengths at the end;
+LAME's Info frame, the mp3's first, is written in place at the end."""
 
 from __future__ import annotations
 
@@ -13,7 +15,14 @@ from typing import BinaryIO, cast
 import numpy as np
 import soundfile as sf
 
+from ..audio.lame import lame
+
 FORMATS = ("wav", "flac")
+
+
+def streams_out(fmt: str) -> bool:
+    """Whether stems of `fmt` are written block by block: wav and flac, and mp3 where LAME loads."""
+    return fmt in FORMATS or (fmt == "mp3" and lame() is not None)
 
 
 def pcm16(block: np.ndarray) -> np.ndarray:

@@ -13,11 +13,13 @@ import numpy as np
 import soundfile as sf
 
 from ..audio.convert import output_frames, to_channels
+from ..audio.encode import BIT_RATES
+from ..audio.lame import Mp3Writer, lame
 from ..engine.ensemble import Ensemble
 from ..engine.inference import RunOptions
 from ..requests.stems import NO, source_of
 from .blocks import BlockReader, BlockSource, MappedBlocks
-from .encode import FORMATS, WavWriter, pcm16
+from .encode import WavWriter, pcm16, streams_out
 from .gate import DenoisedBlocks
 from .resample import ResampledBlocks, Resampler
 from .separation import DEMUCS, Region, StreamSteps, run_steps, stream_steps
@@ -50,13 +52,17 @@ class StemWriter:
     or padded to exactly `frames`, as `stems.render` does at once."""
 
     def __init__(self, target: StemTarget, output: Output, model_rate: int, model_frames: int, frames: int) -> None:
-        if output.format not in FORMATS:
-            raise ValueError(f"stems are written block by block as {FORMATS}, not {output.format!r}")
+        if not streams_out(output.format):
+            raise ValueError(f"stems are not written block by block as {output.format!r}")
         self.output = output
         self.resampler = Resampler(model_rate, output.sample_rate, 2, model_frames)
         self.left = frames
-        self.handle: WavWriter | sf.SoundFile
-        if output.format == "wav" and output.channels <= 2:  # its header final from the first byte
+        self.handle: WavWriter | sf.SoundFile | Mp3Writer
+        library = lame()
+        if output.format == "mp3" and library is not None:  # the Info frame written in place at the end
+            self.handle = library.writer(Path(str(target.target)), output.channels, output.sample_rate,
+                                         BIT_RATES[output.channels], frames)
+        elif output.format == "wav" and output.channels <= 2:  # its header final from the first byte
             self.handle = WavWriter(target.target, output.sample_rate, output.channels, frames)
         else:
             self.handle = sf.SoundFile(target.target, "w", output.sample_rate, output.channels, "PCM_16",
@@ -66,7 +72,12 @@ class StemWriter:
         out = to_channels(self.resampler.push(block, last), self.output.channels)[:, :self.left]
         if last and out.shape[-1] < self.left:
             out = np.concatenate([out, np.zeros((out.shape[0], self.left - out.shape[-1]), np.float32)], axis=1)
-        self.handle.write(pcm16(out))
+        if isinstance(self.handle, Mp3Writer):  # as `audio.encode` takes samples: NaN 0, clipped to [-1, 1]
+            self.handle.write(np.clip(np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0))
+            if last:
+                self.handle.finish()
+        else:
+            self.handle.write(pcm16(out))
         self.left -= out.shape[-1]
 
     def close(self) -> None:

@@ -100,7 +100,23 @@ async def test_a_denoised_sami_job_streamed_equals_the_whole_song_job(
     assert not partly_ready(streamed)  # denoised once the whole song is separated: ready all at once
 
 
-@pytest.mark.parametrize(("fmt", "output"), [("wav", "mp3"), ("ogg", "wav")])
+async def test_an_mp3_job_streamed_decodes_as_the_whole_song_job(
+        model_store: Path, scheduler: Scheduler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mp3 out is written as the stems are final (LAME's Info frame in place at the end): each file decodes
+    to the input's length, and to the whole-song job's audio but for the statistics' rounding."""
+    request = {"model": "htdemucs", "stems": ["vocals", "no_vocals"],
+               "output": {"format": "mp3", "sample_rate": 44100, "channels": 2}}
+    whole, streamed = await both(model_store, scheduler, tmp_path, request, song("wav"), monkeypatch)
+    for stem, file in whole.output.stems.items():
+        theirs, rate = sf.read(file.path, dtype="float32", always_2d=True)
+        ours, our_rate = sf.read(streamed.output.stems[stem].path, dtype="float32", always_2d=True)
+        assert (ours.shape, our_rate) == (theirs.shape, rate) == ((9 * 44100, 2), 44100)
+        noise = float(np.sum((ours - theirs) ** 2))
+        assert 10 * np.log10(float(np.sum(theirs ** 2)) / max(noise, 1e-20)) > 40, stem
+    assert streamed.progress[-1] == 100.0 and partly_ready(streamed)
+
+
+@pytest.mark.parametrize(("fmt", "output"), [("wav", "aac"), ("wav", "m4a"), ("ogg", "wav")])
 def test_other_formats_take_the_whole_song_path(fmt: str, output: str) -> None:
     class Params:
         class output_spec:
@@ -136,7 +152,7 @@ async def test_a_job_longer_than_an_invoke_may_be_streams_from_its_mapped_input(
         model_store: Path, scheduler: Scheduler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without SAMI_STREAM_JOBS, a wav job past SAMI_MAX_AUDIO_SECONDS streams (read in place from the
     memory map the blob store gives), and equals the whole-song job that a higher limit would run; an
-    mp3 job of the same length cannot stream yet and is refused by the whole-song path's limit."""
+    m4a job of the same length cannot stream yet and is refused by the whole-song path's limit."""
     import mmap
 
     data = song("wav", 6.0)
@@ -151,7 +167,7 @@ async def test_a_job_longer_than_an_invoke_may_be_streams_from_its_mapped_input(
             ran.append(await run_job(namespace, scheduler, tmp_path / name, request, mapped))  # type: ignore[arg-type]
             if name == "long":
                 with pytest.raises(GatewayError, match="audio lasts 6.0 s, the limit is 4 s"):
-                    await run_job(namespace, scheduler, tmp_path / "mp3", {**request, "output": {"format": "mp3"}},
+                    await run_job(namespace, scheduler, tmp_path / "m4a", {**request, "output": {"format": "m4a"}},
                                   data)
         finally:
             await namespace.stop()

@@ -19,7 +19,14 @@ from namespaces.music_source_separate.audio import lame as lame_module
 from namespaces.music_source_separate.audio.decode import decode
 from namespaces.music_source_separate.audio.encode import encode, encode_av, m4a_lead
 from namespaces.music_source_separate.audio.lame import Lame, candidates, lame
-from namespaces.music_source_separate.audio.lame_tag import crc16, delays, first_frame, lead_for, with_delays
+from namespaces.music_source_separate.audio.lame_tag import (
+    crc16,
+    delays,
+    first_frame,
+    lead_for,
+    samples_per_frame,
+    with_delays,
+)
 from namespaces.music_source_separate.audio.sniff import AudioHint
 from tests.namespaces.music_source_separate.audio.conftest import CODEC_RATES
 
@@ -206,3 +213,35 @@ def test_silence_around_the_samples_costs_no_copy_of_them() -> None:
     assert [b.shape[1] for b in blocks] == [8, 8, 8, 3]
     assert np.concatenate(blocks, axis=1).tolist() == np.concatenate(parts, axis=1).tolist()
     assert [np.shares_memory(b, samples) for b in blocks] == [False, True, False, False]
+
+
+@pytest.mark.parametrize(("rate", "frames", "block"), [(44100, 3 * 44100 + 7, 65536), (22050, 30, 7),
+                                                      (8000, 1153, 100), (48000, 2 * 48000, 48000)])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_an_mp3_written_as_its_samples_come_is_the_one_encoded_at_once(
+        tmp_path: Path, rate: int, frames: int, block: int, channels: int) -> None:
+    """`Mp3Writer`: blocks of any size give `Lame.encode`'s bytes once finished (its silent lead included);
+    before `finish`, what is on disk is the same stream with LAME's blank Info frame, which FFmpeg reads
+    as an MP3 from the first byte."""
+    library = lame()
+    assert library is not None
+    pcm = noise(frames, channels, frames)
+    bit_rate = encoding.BIT_RATES[channels]
+    at_once = library.encode(pcm, rate, bit_rate).data
+    path = tmp_path / "stem.mp3"
+    writer = library.writer(path, channels, rate, bit_rate, frames)
+    try:
+        for start in range(0, frames, block):
+            writer.write(pcm[:, start:start + block])
+        growing = path.read_bytes()
+        writer.finish()
+    finally:
+        writer.close()
+    finished = path.read_bytes()
+    assert finished == at_once
+    tag = first_frame(finished)
+    assert growing[:tag.start] == finished[:tag.start] and growing[tag.stop:] == finished[tag.stop:len(growing)]
+    assert growing[tag] != finished[tag] and len(growing) < len(finished)  # the flush and the tag are to come
+    if len(growing) > tag.stop:
+        decoded = ffmpeg_frames(tmp_path, growing, "mp3", channels)
+        assert 0 < decoded <= frames + 2 * samples_per_frame(rate)
