@@ -177,7 +177,10 @@ class MusicSourceSeparate:
         work = await pipeline.separate(
             lane, call.data, params.hint, backend, only_load, CacheUse(self._cache_scope(call.appkey)),
             held=lambda work: invoke_held_bytes(work, pipeline.kept_itemsize, out.sample_rate, out.channels))
-        data, frames = await _run(lane.pool, self._finish, params, work)
+        try:
+            data, frames = await _run(lane.pool, self._finish, params, work)
+        finally:
+            work.held.close()  # also when the request ends before `_finish` ran (it clears the rest)
         assert work.info is not None
         info = work.info
         report = RunReport(params.model.name, info.duration,

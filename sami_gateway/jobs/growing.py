@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from ..errors import GatewayError
@@ -109,7 +109,7 @@ async def delete_parts(blobs: BlobStore, job_id: str) -> None:
 
 
 async def follow(blobs: BlobStore, job: Job, stem: str, current: Callable[[], Awaitable[Job | None]],
-                 changed: Callable[[float], Awaitable[object]]) -> AsyncIterator[bytes]:
+                 changed: Callable[[float], Awaitable[object]]) -> AsyncGenerator[bytes, None]:
     """The bytes of `stem` of a `processing` job, as they are written and to the end of the finished file.
     `current()` reads the job again; `changed(timeout)` waits for it to change, at most `timeout` seconds.
     Raises StemCutOff (possibly after some bytes) when the stem will not be finished as it began."""

@@ -113,7 +113,8 @@ class JobCall(Generic[Params]):
     files in, where to report progress (0..100, with the seconds of each stem computed so far when
     it knows them, from any thread), and where to name a result file
     as it starts to be written (`growing(stem, path)`, from any thread: its bytes are then served
-    while the job runs, so they must never be rewritten)."""
+    while the job runs, so they must never be rewritten, but for a header that a reader of the file
+    as it grows can do without, such as an mp3's Info frame)."""
 
     job_id: str
     appkey: str

@@ -162,9 +162,10 @@ class Mp3Writer:
     """An MP3 written as its samples come, each of LAME's frames appended to the file as LAME makes it,
     in the same one-second calls as `Lame.encode`, so the file is `encode`'s to the byte once closed.
 
-    The first frame is the Info frame LAME reserves, blank until `close` writes it in place (with the
+    The first frame is the Info frame LAME reserves, blank until `finish` writes it in place (with the
     encoder delay and padding): a reader of the file while it grows gets a valid MP3 from its first byte,
-    whose blank Info frame decoders skip, and only that frame differs from the finished file."""
+    which decodes with that blank frame's silence and LAME's delay and padding more (not yet gapless),
+    and only that frame differs from the finished file."""
 
     def __init__(self, library: Lame, target: Path | str, channels: int, sample_rate: int, bit_rate: int,
                  frames: int) -> None:

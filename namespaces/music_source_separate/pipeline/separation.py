@@ -133,8 +133,9 @@ class Pipeline:
         self._scheduler = scheduler
         self._settings = settings
         self._dtype = CACHE_DTYPES[settings.precision]
-        # Separations under way, by cache key: a second request for the same entry waits for the first.
-        self._flights: dict[str, asyncio.Future[Landed | None]] = {}
+        # Separations under way, by cache key and lane: a second request of a lane for the same entry
+        # waits for the first (an invoke never waits for a job's batch work, which yields to invokes).
+        self._flights: dict[tuple[str, bool], asyncio.Future[Landed | None]] = {}
 
     @property
     def scheduler(self) -> Scheduler:
@@ -163,11 +164,13 @@ class Pipeline:
         rate is known until the work is cleared; past the bound it is refused (503) before the model runs."""
         work = Work(use=use)
         key = await _run(lane.pool, self._open, work, data, hint, name, only_load)
-        entry = self._cache_key(work, key) if work.digest else ""
-        while entry and not work.cache_hit and (flight := self._flights.get(entry)) is not None:
-            landed = await asyncio.shield(flight)  # the same song by the same model, being separated
-            if landed is not None:
-                await _run(lane.pool, self._adopt, work, entry, landed)
+        entry = (self._cache_key(work, key), lane.batch) if work.digest else None
+        if entry is not None:
+            async with asyncio.timeout(lane.timeout):  # a waiter has the deadline its own run would have
+                while not work.cache_hit and (flight := self._flights.get(entry)) is not None:
+                    landed = await asyncio.shield(flight)  # the same song by the same model, being separated
+                    if landed is not None:
+                        await _run(lane.pool, self._adopt, work, entry[0], landed)
         if work.cache_hit:
             await self._hold(lane, work, held)
             return work
@@ -176,20 +179,22 @@ class Pipeline:
             await self._separated(lane, work, key, progress, held)
         except BaseException:
             self._land(entry, flight, None)
+            work.held.close()  # a failed run's bytes are no longer held, whoever clears it
             raise
         self._land(entry, flight, Landed(dict(work.sources), work.rate))
         return work
 
-    def _take_off(self, entry: str) -> asyncio.Future[Landed | None] | None:
-        if not entry:
+    def _take_off(self, entry: tuple[str, bool] | None) -> asyncio.Future[Landed | None] | None:
+        if entry is None:
             return None
         flight = self._flights[entry] = asyncio.get_running_loop().create_future()
         return flight
 
-    def _land(self, entry: str, flight: asyncio.Future[Landed | None] | None, landed: Landed | None) -> None:
+    def _land(self, entry: tuple[str, bool] | None, flight: asyncio.Future[Landed | None] | None,
+              landed: Landed | None) -> None:
         """The separation under `entry` has ended: its waiters take its sources (None: it failed, or
         its client left, and one of them separates instead)."""
-        if flight is None:
+        if entry is None or flight is None:
             return
         if self._flights.get(entry) is flight:
             del self._flights[entry]

@@ -60,7 +60,9 @@ class StemWriter:
         self.handle: WavWriter | sf.SoundFile | Mp3Writer
         library = lame()
         if output.format == "mp3" and library is not None:  # the Info frame written in place at the end
-            self.handle = library.writer(Path(str(target.target)), output.channels, output.sample_rate,
+            if not isinstance(target.target, (Path, str)):
+                raise ValueError("an mp3 stem is written to a path (its first frame is rewritten at the end)")
+            self.handle = library.writer(target.target, output.channels, output.sample_rate,
                                          BIT_RATES[output.channels], frames)
         elif output.format == "wav" and output.channels <= 2:  # its header final from the first byte
             self.handle = WavWriter(target.target, output.sample_rate, output.channels, frames)
@@ -113,10 +115,10 @@ def file_steps(job: FileJob, progress: Callable[[int], None] | None = None) -> S
         raise ValueError("stem files are built from a stereo model's sources")
     mix = ResampledBlocks(MappedBlocks(job.source, 2), ensemble.samplerate)
     with Spool(mix, job.spool_dir) as spool, ExitStack() as stack:
-        writers = [StemWriter(target, job.output, ensemble.samplerate, spool.frames, job.frames)
-                   for target in job.targets]
-        for writer in writers:
-            stack.callback(writer.close)
+        writers: list[StemWriter] = []
+        for target in job.targets:  # each closed however the steps end, even if a later one cannot open
+            writers.append(StemWriter(target, job.output, ensemble.samplerate, spool.frames, job.frames))
+            stack.callback(writers[-1].close)
         raw = {index: SpoolWriter(ensemble.samplerate, 2, job.spool_dir)
                for index, target in enumerate(job.targets) if target.denoise}
         for pending in raw.values():

@@ -5,6 +5,8 @@ The response holds one of the appkey's stream slots while it is open."""
 
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
 from ...errors import Code, error
@@ -40,8 +42,9 @@ async def growing_result(request: web.Request, jobs: JobService, job: Job, stem:
         response.enable_chunked_encoding()
         await response.prepare(request)
         try:
-            async for chunk in follow(jobs.blobs, job, stem, current, changed):
-                await response.write(chunk)
+            async with contextlib.aclosing(follow(jobs.blobs, job, stem, current, changed)) as chunks:
+                async for chunk in chunks:  # a client gone mid-stem closes the reads (a file, an S3 body) now
+                    await response.write(chunk)
         except StemCutOff:
             if request.transport is not None:
                 request.transport.close()  # no end of the chunked body: the client sees the stem cut short

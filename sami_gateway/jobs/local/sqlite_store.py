@@ -294,8 +294,10 @@ class SqliteJobStore:
 
     async def set_progress(self, job_id: str, progress: float, ready: Mapping[str, float] | None = None) -> None:
         def write(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE jobs SET progress = MAX(progress, ?), ready = COALESCE(?, ready) "
-                       "WHERE id = ? AND status = 'processing'", (progress, _json(ready), job_id))
+            # Only a report that raises the progress is kept, its seconds ready with it (as in Redis).
+            db.execute("UPDATE jobs SET progress = ?, ready = COALESCE(?, ready) "
+                       "WHERE id = ? AND status = 'processing' AND progress < ?",
+                       (progress, _json(ready), job_id, progress))
         await self.transact(write)
 
     async def delete_job(self, job_id: str) -> None:

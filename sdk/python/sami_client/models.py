@@ -77,7 +77,6 @@ class Job:
     id: str
     status: str
     progress: float = 0.0
-    ready: Mapping[str, float] | None = None  # while processing: seconds of each stem computed so far
     name: str | None = None
     model: str | None = None
     stems: tuple[str, ...] = ()
@@ -90,6 +89,7 @@ class Job:
     expires_at: str | None = None
     error: JobError | None = None
     result: Mapping[str, StemResult] | None = None
+    ready: Mapping[str, float] | None = None  # while processing: seconds of each stem computed so far
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property

@@ -16,7 +16,7 @@ from namespaces.music_source_separate.requests import stems
 from sami_gateway.config import ConfigError, load_config
 from sami_gateway.errors import Code, GatewayError
 from sami_gateway.runtime.namespace import Call, NamespaceStartError
-from sami_gateway.runtime.scheduler import Scheduler
+from sami_gateway.runtime.scheduler import Scheduler, TaskTimeout
 from tests.conftest import wav_bytes
 
 
@@ -158,6 +158,14 @@ async def test_an_invoke_holds_its_bytes_until_answered_and_is_refused_past_the_
         assert len(seen) == 1 and scheduler.snapshot().held_bytes == 2000  # refused before the model ran
     await namespace.run(song)  # fits again
     assert len(seen) == 2 and scheduler.snapshot().held_bytes == 0
+
+    async def timed_out(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise TaskTimeout()
+
+    monkeypatch.setattr(scheduler, "submit", timed_out)
+    with pytest.raises(TaskTimeout):
+        await namespace.run(song)
+    assert scheduler.snapshot().held_bytes == 0  # a failed run lets its bytes go at once, not at a collection
 
 
 async def test_a_song_asked_for_twice_at_once_is_separated_once(
