@@ -221,7 +221,7 @@ def test_a_ten_minute_song_uploaded_then_split_while_invoke_keeps_answering(live
 def test_a_job_longer_than_an_invoke_may_be_is_fetched_to_disk_and_separated_span_by_span(
         live: LiveGateway) -> None:
     """Past SAMI_MAX_AUDIO_SECONDS (11 minutes here) a wav job streams, up to SAMI_MAX_JOB_SECONDS (11.5):
-    its `url` input is downloaded to disk and separated span by span to its exact length. An mp3 result
+    its `url` input is downloaded to disk and separated span by span to its exact length. An m4a result
     cannot stream yet: that job is refused with the invoke's limit and the song's length."""
     seconds = TEN_MINUTES + 80
     audio = song(seconds, seed=14)
@@ -240,10 +240,10 @@ def test_a_job_longer_than_an_invoke_may_be_is_fetched_to_disk_and_separated_spa
     assert streamed == finished_file  # the wav's header is final from its first byte
 
     form: dict[str, Any] = {"file": ("long.wav", audio, "audio/wav"),
-                            "params": (None, json.dumps({"stems": ["vocals"], "output": {"format": "mp3"}}))}
-    mp3 = live.finished(created(requests.post(live.url + "/api/v1/jobs", files=form, headers=live.headers(),
+                            "params": (None, json.dumps({"stems": ["vocals"], "output": {"format": "m4a"}}))}
+    m4a = live.finished(created(requests.post(live.url + "/api/v1/jobs", files=form, headers=live.headers(),
                                               timeout=60))["id"])
-    assert mp3["status"] == "failed" and f"audio lasts {seconds:.1f} s, the limit is 660 s" in mp3["error"]["message"]
+    assert m4a["status"] == "failed" and f"audio lasts {seconds:.1f} s, the limit is 660 s" in m4a["error"]["message"]
 
 
 def test_two_stems_come_from_one_separation_and_a_repeat_is_a_stem_cache_hit(live: LiveGateway) -> None:

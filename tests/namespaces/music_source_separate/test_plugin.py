@@ -184,7 +184,7 @@ async def test_a_song_asked_for_twice_at_once_is_separated_once(
         before = scheduler.snapshot().units_done
         first, second = await asyncio.gather(ns.run(invoke("a")), ns.run(invoke("a")))
         one_separation = scheduler.snapshot().units_done - before
-        assert (first.payload["cache_hit"], second.payload["cache_hit"]) == (False, True)
+        assert sorted((first.payload["cache_hit"], second.payload["cache_hit"])) == [False, True]  # either leads
         assert first.data == second.data and one_separation > 0
         before = scheduler.snapshot().units_done
         mine, theirs = await asyncio.gather(ns.run(invoke("a")), ns.run(invoke("b")))
