@@ -22,11 +22,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import importlib.util
-import os
+import io
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -110,80 +111,52 @@ class Lame:
     def encode(self, pcm: np.ndarray, sample_rate: int, bit_rate: int) -> Mp3Stream:
         """float32 (channels, frames) in [-1, 1], 1 or 2 channels -> a CBR MP3 with LAME's Info frame first."""
         channels, frames = pcm.shape
-        lib = self._lib
-        handle = self._open(channels, sample_rate, bit_rate)
+        sink = io.BytesIO()
+        writer = Mp3Writer(self, sink, channels, sample_rate, bit_rate, frames)
         try:
-            delay = lib.lame_get_encoder_delay(handle)
-            lead = lead_for(frames, delay, samples_per_frame(sample_rate))
-            if lead:
-                pcm = np.concatenate([np.zeros((channels, lead), dtype=np.float32), pcm], axis=1)
-            data, tag_size = self._stream(handle, pcm)
-            padding = lib.lame_get_encoder_padding(handle)
+            writer.write(pcm)
+            writer.finish()
         finally:
-            lib.lame_close(handle)
-        if lead:  # the silence counts as the encoder's delay: decoders skip it
-            data = with_delays(data, slice(0, tag_size), delay + lead)
-        return Mp3Stream(data, delay + lead, padding)
+            writer.close()
+        return Mp3Stream(sink.getvalue(), writer.delay + writer.lead, writer.padding)
 
     def writer(self, target: Path | str, channels: int, sample_rate: int, bit_rate: int, frames: int) -> Mp3Writer:
-        """An MP3 of `frames` samples written to `target` as they come (`Mp3Writer`): the same bytes as
-        `encode` of them at once."""
-        return Mp3Writer(self, target, channels, sample_rate, bit_rate, frames)
-
-    def _stream(self, handle: int, pcm: np.ndarray) -> tuple[bytes, int]:
-        """Every frame of `pcm`, the Info frame first: (the stream, the Info frame's size)."""
-        lib = self._lib
-        left = np.ascontiguousarray(pcm[0], dtype=np.float32)
-        right = np.ascontiguousarray(pcm[-1], dtype=np.float32)  # ignored by LAME for mono
-        chunk = CHUNK_SECONDS * lib.lame_get_out_samplerate(handle)
-        room = int(1.25 * chunk) + 7200  # LAME's documented worst case for a call of `chunk` samples
-        buffer = ctypes.create_string_buffer(room)
-        out = bytearray()
-        for start in range(0, pcm.shape[1], chunk):
-            count = min(chunk, pcm.shape[1] - start)
-            written = lib.lame_encode_buffer_ieee_float(
-                handle, left.ctypes.data + 4 * start, right.ctypes.data + 4 * start, count, buffer, room)
-            if written < 0:
-                raise LameError(f"lame_encode_buffer_ieee_float failed ({written})")
-            out += ctypes.string_at(buffer, written)
-        written = lib.lame_encode_flush(handle, buffer, room)
-        if written < 0:
-            raise LameError(f"lame_encode_flush failed ({written})")
-        out += ctypes.string_at(buffer, written)
-        tag = ctypes.create_string_buffer(MAX_TAG_BYTES)
-        size = lib.lame_get_lametag_frame(handle, tag, MAX_TAG_BYTES)
-        if not 0 < size <= min(len(out), MAX_TAG_BYTES):
-            raise LameError("LAME gave no Info frame: the stream's exact length would be lost")
-        out[:size] = ctypes.string_at(tag, size)  # the frame LAME reserved at the start of the stream
-        return bytes(out), size
+        """An MP3 of `frames` samples written to the file `target` as they come (`Mp3Writer`): the same
+        bytes as `encode` of them at once."""
+        sink = open(target, "wb", buffering=0)  # noqa: SIM115 - the writer closes it
+        try:
+            return Mp3Writer(self, sink, channels, sample_rate, bit_rate, frames, owns_sink=True)
+        except BaseException:
+            sink.close()
+            raise
 
 
 class Mp3Writer:
-    """An MP3 written as its samples come, each of LAME's frames appended to the file as LAME makes it,
-    in the same one-second calls as `Lame.encode`, so the file is `encode`'s to the byte once closed.
+    """An MP3 written to `sink` (a seekable binary file) as its samples come, each of LAME's frames
+    appended as LAME makes it, in one-second calls: `Lame.encode` is this writer given every sample at
+    once, so the same samples give the same bytes however they come.
 
     The first frame is the Info frame LAME reserves, blank until `finish` writes it in place (with the
     encoder delay and padding): a reader of the file while it grows gets a valid MP3 from its first byte,
     which decodes with that blank frame's silence and LAME's delay and padding more (not yet gapless),
     and only that frame differs from the finished file."""
 
-    def __init__(self, library: Lame, target: Path | str, channels: int, sample_rate: int, bit_rate: int,
-                 frames: int) -> None:
-        self._library = library
+    def __init__(self, library: Lame, sink: BinaryIO, channels: int, sample_rate: int, bit_rate: int,
+                 frames: int, owns_sink: bool = False) -> None:
         self._lib = library._lib
         self._handle = library._open(channels, sample_rate, bit_rate)
+        self._sink, self._owns_sink = sink, owns_sink
         try:
-            self.channels = channels
             self.delay = self._lib.lame_get_encoder_delay(self._handle)
-            self.lead = lead_for(frames, self.delay, samples_per_frame(sample_rate))
+            self.lead = lead_for(frames, self.delay, samples_per_frame(sample_rate))  # silence first (lame_tag)
             self._chunk = CHUNK_SECONDS * self._lib.lame_get_out_samplerate(self._handle)
-            self._room = int(1.25 * self._chunk) + 7200  # LAME's documented worst case for a call
+            self._room = int(1.25 * self._chunk) + 7200  # LAME's documented worst case for a call of `_chunk`
             self._buffer = ctypes.create_string_buffer(self._room)
             self._pending = np.zeros((channels, self.lead), np.float32)  # samples short of a whole call
-            self._file = open(target, "wb", buffering=0)  # noqa: SIM115 - closed in close()
         except BaseException:
             self._lib.lame_close(self._handle)
             raise
+        self.padding = 0  # known once finished
         self._tag_size = 0
 
     def write(self, pcm: np.ndarray) -> None:
@@ -207,7 +180,7 @@ class Mp3Writer:
         data = ctypes.string_at(self._buffer, written)
         if not self._tag_size and data:
             self._tag_size = len(data)  # bounded below: the Info frame comes out with the first frames
-        self._file.write(data)
+        self._sink.write(data)
 
     def finish(self) -> None:
         """The rest encoded and flushed, and the Info frame written in place."""
@@ -218,6 +191,7 @@ class Mp3Writer:
         if written < 0:
             raise LameError(f"lame_encode_flush failed ({written})")
         self._append(written)
+        self.padding = self._lib.lame_get_encoder_padding(self._handle)
         tag = ctypes.create_string_buffer(MAX_TAG_BYTES)
         size = self._lib.lame_get_lametag_frame(self._handle, tag, MAX_TAG_BYTES)
         if not 0 < size <= min(self._tag_size, MAX_TAG_BYTES):
@@ -225,14 +199,18 @@ class Mp3Writer:
         frame = ctypes.string_at(tag, size)
         if self.lead:  # the silence counts as the encoder's delay: decoders skip it
             frame = with_delays(frame, slice(0, size), self.delay + self.lead)
-        os.pwrite(self._file.fileno(), frame, 0)
+        end = self._sink.tell()
+        self._sink.seek(0)  # the frame LAME reserved at the start of the stream
+        self._sink.write(frame)
+        self._sink.seek(end)
 
     def close(self) -> None:
         """Also on a failure (the file is then a failed job's, never read as a whole)."""
         if self._handle:
             self._lib.lame_close(self._handle)
             self._handle = 0
-        self._file.close()
+        if self._owns_sink:
+            self._sink.close()
 
 
 def candidates() -> list[str]:
