@@ -223,14 +223,7 @@ class S3BlobStore(Scratch):
 
         def get() -> Any:
             with storage_unavailable():
-                try:
-                    return self._client.get_object(Bucket=self.bucket, Key=name, Range=f"bytes={start}-")["Body"]
-                except ClientError as exc:
-                    if _missing(exc):
-                        raise FileNotFoundError(f"no object {name!r}") from exc
-                    if exc.response.get("Error", {}).get("Code") == "InvalidRange":  # start is the end
-                        return None
-                    raise
+                return self._body(name, start)
         body = await self._call(get)
         if body is None:
             return
@@ -245,14 +238,22 @@ class S3BlobStore(Scratch):
         finally:
             body.close()
 
+    def _body(self, name: str, start: int = 0) -> Any:
+        """The object's body from byte `start` on (None when `start` is its end); FileNotFoundError if
+        there is no such object."""
+        ranged = {"Range": f"bytes={start}-"} if start else {}
+        try:
+            return self._client.get_object(Bucket=self.bucket, Key=name, **ranged)["Body"]
+        except ClientError as exc:
+            if _missing(exc):
+                raise FileNotFoundError(f"no object {name!r}") from exc
+            if start and exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return None
+            raise
+
     def _download(self, name: str, handle: BinaryIO) -> None:
         with storage_unavailable():
-            try:
-                body = self._client.get_object(Bucket=self.bucket, Key=name)["Body"]
-            except ClientError as exc:
-                if _missing(exc):
-                    raise FileNotFoundError(f"no object {name!r}") from exc
-                raise
+            body = self._body(name)
             with body:
                 for chunk in body.iter_chunks(WRITE_BATCH_BYTES):
                     handle.write(chunk)

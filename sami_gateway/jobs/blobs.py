@@ -178,13 +178,12 @@ class LocalBlobStore(Scratch):
             with open(temp, "rb") as handle:
                 os.fsync(handle.fileno())
         os.replace(temp, target)
-        if not sync:
-            return
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        if sync:
+            directory = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
 
     async def put_file(self, key: str, source: Path) -> Written:
         def move() -> Written:
