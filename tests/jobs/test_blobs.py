@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sami_gateway.jobs.blobs import READ_BYTES, LocalBlobStore
+from sami_gateway.jobs.blobs import READ_BYTES, BlobStore, LocalBlobStore
 
 
 async def test_folders_before_a_time_are_those_last_written_before_it(tmp_path: Path) -> None:
@@ -30,9 +30,14 @@ async def test_folders_before_a_time_are_those_last_written_before_it(tmp_path: 
 
 
 async def test_read_from_sends_the_rest_of_a_file(tmp_path: Path) -> None:
-    """The bytes from an offset on, in pieces of READ_BYTES: from the start, from within, at the end."""
     store = LocalBlobStore(tmp_path)
     await store.open()
+    await check_read_from(store)
+
+
+async def check_read_from(store: BlobStore) -> None:
+    """The bytes from an offset on, in pieces of READ_BYTES: from the start, from within, at the end
+    (every back-end's `read_from`)."""
     data = bytes(range(256)) * (READ_BYTES // 256 * 2 + 3)  # two pieces and a bit
     await store.put_bytes("results/job_1/vocals.wav", data)
     for start in (0, 1, READ_BYTES + 5, len(data) - 1, len(data)):
