@@ -65,7 +65,8 @@ class GrowingFiles:
             await asyncio.shield(self._task)
 
     async def _publish(self) -> None:
-        """Storage that fails ends the publishing: the job goes on, and readers get the stem once it is finished."""
+        """Storage that fails, or any other fault, ends the publishing: the job goes on, and readers get
+        the stem once it is finished."""
         try:
             while not self._stopping.is_set():
                 await self._publish_new()
@@ -73,6 +74,8 @@ class GrowingFiles:
                     await asyncio.wait_for(self._stopping.wait(), PUBLISH_SECONDS)
         except (GatewayError, OSError) as exc:
             log.warning("job %s: its stems are no longer published as they are written: %s", self._job_id, exc)
+        except Exception:  # noqa: BLE001 - a fault here ends the publishing, never the job
+            log.exception("job %s: its stems are no longer published as they are written", self._job_id)
 
     async def _publish_new(self) -> None:
         with self._lock:

@@ -563,6 +563,31 @@ async def test_an_upload_claimed_by_a_put_that_died_before_its_move_is_forgotten
     assert (await submit(client, {"input": {"upload_id": kept["upload_id"]}})).status == 201
 
 
+async def test_a_fault_in_publishing_a_stem_ends_the_publishing_not_the_job(
+        make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part that cannot be published for a reason other than storage (a fault of ours) stops the
+    publishing of that run: the job succeeds, and its reader gets the stem whole once it has."""
+    from sami_gateway.jobs import growing
+
+    monkeypatch.setattr(growing, "PART_BYTES", PART_BYTES := 64 * 1024)
+    client, _ = await make_client()
+    published: list[str] = []
+
+    async def faulty(key: str, data: bytes) -> None:
+        published.append(key)
+        raise RuntimeError("a fault in publishing")
+    monkeypatch.setattr(client.server.app[JOBS].blobs, "put_part", faulty)
+    content = bytes(np.random.default_rng(4).integers(97, 123, 4 * PART_BYTES + 99, dtype=np.uint8))
+    job = await (await submit(client, {"input": data_input(content), "stems": ["upper"],  # written over 2.7 s
+                                       "output": {"delay": 0.3, "grow": PART_BYTES // 2}})).json()
+    await processing(client, job["id"])
+    reading = await client.get(f"/api/v1/jobs/{job['id']}/results/upper", headers=bearer())
+    assert reading.status == 200
+    assert await asyncio.wait_for(reading.read(), 30) == content.upper()
+    assert (await finished(client, job["id"]))["status"] == "succeeded"
+    assert len(published) == 1  # the first part was tried, and nothing after it
+
+
 async def test_a_stem_is_read_as_it_is_written_and_ends_as_the_finished_file(
         make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """Whole parts of a stem being written are readable while its job runs; the rest, once it has
@@ -587,4 +612,8 @@ async def test_a_stem_is_read_as_it_is_written_and_ends_as_the_finished_file(
     whole = await client.get(f"/api/v1/jobs/{job['id']}/results/upper", headers=bearer())
     assert await whole.read() == streamed and whole.headers["Content-Length"] == str(len(content))
     parts = Path(client.server.app[JOBS].blobs.local_path(f"results/{job['id']}/upper.txt") or "").parent
+    for _ in range(100):  # the parts are deleted just after the job is seen to have ended
+        if not (parts / "partial").exists():
+            break
+        await asyncio.sleep(0.05)
     assert not (parts / "partial").exists()  # the parts are gone once the job has ended
