@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import pytest
 import requests
 from sami_client import WebhookVerificationError, sign_webhook, verify_webhook
+
+from namespaces.music_source_separate.audio.encode import encode
 
 from ..conftest import APPKEY
 from .live import (
@@ -221,8 +224,9 @@ def test_a_ten_minute_song_uploaded_then_split_while_invoke_keeps_answering(live
 def test_a_job_longer_than_an_invoke_may_be_is_fetched_to_disk_and_separated_span_by_span(
         live: LiveGateway) -> None:
     """Past SAMI_MAX_AUDIO_SECONDS (11 minutes here) a wav job streams, up to SAMI_MAX_JOB_SECONDS (11.5):
-    its `url` input is downloaded to disk and separated span by span to its exact length. An m4a result
-    cannot stream yet: that job is refused with the invoke's limit and the song's length."""
+    its `url` input is downloaded to disk and separated span by span to its exact length. An mp3 input
+    cannot stream (only wav and flac are read in blocks): that job is refused with the invoke's limit and
+    the song's length."""
     seconds = TEN_MINUTES + 80
     audio = song(seconds, seed=14)
     with origin({"/long.wav": audio}) as server:
@@ -239,11 +243,13 @@ def test_a_job_longer_than_an_invoke_may_be_is_fetched_to_disk_and_separated_spa
     assert status == "processing" and first_mib < 30
     assert streamed == finished_file  # the wav's header is final from its first byte
 
-    form: dict[str, Any] = {"file": ("long.wav", audio, "audio/wav"),
-                            "params": (None, json.dumps({"stems": ["vocals"], "output": {"format": "m4a"}}))}
-    m4a = live.finished(created(requests.post(live.url + "/api/v1/jobs", files=form, headers=live.headers(),
-                                              timeout=60))["id"])
-    assert m4a["status"] == "failed" and f"audio lasts {seconds:.1f} s, the limit is 660 s" in m4a["error"]["message"]
+    mp3 = encode(audio_of(audio)[0].T.astype(np.float32), SONG_RATE, "mp3")
+    form: dict[str, Any] = {"file": ("long.mp3", mp3, "audio/mpeg"),
+                            "params": (None, json.dumps({"stems": ["vocals"], "output": SMALL}))}
+    refused_job = live.finished(created(requests.post(live.url + "/api/v1/jobs", files=form, headers=live.headers(),
+                                                      timeout=60))["id"])
+    assert refused_job["status"] == "failed"
+    assert f"audio lasts {seconds:.1f} s, the limit is 660 s" in refused_job["error"]["message"]
 
 
 def test_two_stems_come_from_one_separation_and_a_repeat_is_a_stem_cache_hit(live: LiveGateway) -> None:

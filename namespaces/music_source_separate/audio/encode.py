@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import io
 import numbers
-from collections.abc import Iterator
-from fractions import Fraction
-from typing import cast
 
-import av
 import numpy as np
 import soundfile as sf
 
+from .av_writer import AvWriter, check_codec
+from .formats import BIT_RATES
 from .formats import FORMATS as FORMATS  # the formats encode() writes
 from .lame import lame
-from .lame_tag import first_frame, lead_for, samples_per_frame, with_delays
-from .mp4_edit import set_duration
-
-_ENCODERS = {"mp3": ("mp3", "libmp3lame"), "aac": ("adts", "aac"), "m4a": ("ipod", "aac")}  # muxer, codec
-BIT_RATES = {1: 128_000, 2: 192_000}  # of mp3, aac and m4a, by channel count
-AAC_FRAME = 1024  # samples per AAC-LC frame; FFmpeg's encoder primes the stream with one frame
-LAME_DELAY = 576  # LAME's encoder delay at these settings (FFmpeg's mp3 muxer writes it in its tag)
 
 
 def _encode_soundfile(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
@@ -32,100 +23,18 @@ def _encode_soundfile(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def _blocks(parts: list[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    """Blocks of `size` samples of `parts` joined end to end (the last may be shorter); only a block
-    that spans two parts is copied, so silence around the samples costs no copy of them."""
-    pending: list[np.ndarray] = []
-    held = 0
-    for part in parts:
-        at = 0
-        while at < part.shape[1]:
-            take = min(size - held, part.shape[1] - at)
-            if take == size:
-                yield part[:, at:at + size]
-            else:
-                pending.append(part[:, at:at + take])
-                held += take
-                if held == size:
-                    yield np.concatenate(pending, axis=1)
-                    pending, held = [], 0
-            at += take
-    if held:
-        yield np.concatenate(pending, axis=1)
-
-
-def _audio_frames(parts: list[np.ndarray], sample_rate: int, layout: str, size: int,
-                  first_pts: int = 0) -> Iterator[av.AudioFrame]:
-    """fltp frames of the encoder's frame size from `parts` played one after another (the last
-    frame may be shorter), timestamped in samples from `first_pts` (negative: samples before the
-    presentation starts)."""
-    start = first_pts
-    for block in _blocks(parts, size):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format="fltp", layout=layout)
-        frame.sample_rate = sample_rate
-        frame.time_base = Fraction(1, sample_rate)
-        frame.pts = start
-        start += block.shape[1]
-        yield frame
-
-
-def _check_codec(fmt: str, channels: int, sample_rate: int) -> None:
-    if channels not in BIT_RATES:
-        raise ValueError(f"{fmt} output takes 1 or 2 channels, not {channels}")
-    rates = av.codec.Codec(_ENCODERS[fmt][1], "w").audio_rates
-    if rates and sample_rate not in rates:
-        raise ValueError(f"{fmt} cannot be encoded at {sample_rate} Hz")
-
-
-def m4a_lead(frames: int) -> int:
-    """Silence put before `frames` samples in an m4a so that they end on an AAC frame boundary.
-
-    FFmpeg's MP4 demuxer trims an edit list's start to the sample (the encoder's priming frame and
-    this lead) but never cuts into the end of a frame; it drops a frame that lies wholly past the
-    edit, and takes the last frame of a track to be as long as the whole edit. So the samples end
-    on a frame boundary, one frame of silence is muxed after them and the edit list ends before it
-    (`mp4_edit.set_duration`): FFmpeg, browsers and Apple's decoders all give back exactly `frames`.
-    """
-    return -frames % AAC_FRAME
-
-
 def encode_av(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     """Through PyAV: MP3 (libmp3lame; the mp3 muxer writes the LAME header with delay and padding,
-    made exact here), AAC (FFmpeg's native encoder) in ADTS, or in MP4 with an edit list (m4a)."""
-    muxer, codec = _ENCODERS[fmt]
-    channels = pcm.shape[0]
-    _check_codec(fmt, channels, sample_rate)
-    layout = "mono" if channels == 1 else "stereo"
-    lead, tail, frames = 0, 0, pcm.shape[1]
-    options = {}
-    per_frame = samples_per_frame(sample_rate)  # MP3's
-    if fmt == "mp3":  # as audio/lame.py does, for the same reason (lame_tag)
-        lead = lead_for(frames, LAME_DELAY, per_frame)
-    if fmt == "m4a":
-        lead, tail = m4a_lead(frames), AAC_FRAME
-        options["movie_timescale"] = str(sample_rate)  # the edit list counts samples, not milliseconds
-    parts = [np.zeros((channels, lead), dtype=np.float32), pcm, np.zeros((channels, tail), dtype=np.float32)]
-    buffer = io.BytesIO()
-    packets = 0
-    with av.open(buffer, "w", format=muxer, options=options) as container:
-        stream = cast(av.AudioStream, container.add_stream(codec, rate=sample_rate, layout=layout))
-        stream.bit_rate = BIT_RATES[channels]
-        stream.codec_context.open()  # frame_size is known once the encoder is open
-        for frame in _audio_frames(parts, sample_rate, layout, stream.codec_context.frame_size, -lead):
-            encoded = stream.encode(frame)
-            packets += len(encoded)
-            container.mux(encoded)
-        encoded = stream.encode(None)
-        packets += len(encoded)
-        container.mux(encoded)
-    if fmt == "m4a":  # the edit list ends with the samples, before the frame of silence after them
-        return set_duration(buffer.getvalue(), frames)
-    if fmt == "mp3":  # the muxer's padding can be short (by 46 samples for 1153 at 44.1 kHz):
-        # the tag says what the frames written hold beyond the delay and the samples
-        data, delay = buffer.getvalue(), LAME_DELAY + lead
-        padding = packets * per_frame - delay - frames
-        return with_delays(data, first_frame(data), delay, padding)
-    return buffer.getvalue()
+    made exact here), AAC (FFmpeg's native encoder) in ADTS, or in MP4 with an edit list (m4a): an
+    `AvWriter` given every sample at once, writing to memory."""
+    sink = io.BytesIO()
+    writer = AvWriter(sink, fmt, pcm.shape[0], sample_rate, pcm.shape[1])
+    try:
+        writer.write(pcm)
+        writer.finish()
+    finally:
+        writer.close()
+    return sink.getvalue()
 
 
 def _encode_mp3(pcm: np.ndarray, sample_rate: int) -> bytes:
@@ -134,7 +43,7 @@ def _encode_mp3(pcm: np.ndarray, sample_rate: int) -> bytes:
     library = lame()
     if library is None:
         return encode_av(pcm, sample_rate, "mp3")
-    _check_codec("mp3", pcm.shape[0], sample_rate)
+    check_codec("mp3", pcm.shape[0], sample_rate)
     return library.encode(pcm, sample_rate, BIT_RATES[pcm.shape[0]]).data
 
 

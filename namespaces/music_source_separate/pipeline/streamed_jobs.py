@@ -1,8 +1,9 @@
-"""Jobs of wav or flac input and wav, flac or mp3 output separated span by span: the input read in
-blocks, each stem file written as its regions are final, no whole-song array held. Such a job neither
+"""Jobs of wav or flac input and wav, flac, mp3, aac or m4a output separated span by span: the input read
+in blocks, each stem file written as its regions are final, no whole-song array held. Such a job neither
 reads nor fills the stem cache. Every job longer than `SAMI_MAX_AUDIO_SECONDS` that can stream does
 (up to `SAMI_MAX_JOB_SECONDS`), and with `SAMI_STREAM_JOBS` every one. Any other job, and any input
-whose header is not plainly within the limits, takes the whole-song path, which answers as it always has."""
+whose header is not plainly within the limits, takes the whole-song path, which answers as it always has.
+Each stem is readable while it is written (`JobCall.growing`) but an m4a, whose index comes at its end."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from .job_results import JobProgress
 from .separation import CACHE_DTYPES, SHIFTS, Lane, Pipeline
 
 T = TypeVar("T")
+UNREADABLE_WHILE_WRITTEN = ("m4a",)  # its index (moov) and edit list come at the end: served once finished
 
 
 def sniff_format(data: InputBytes) -> str:
@@ -39,8 +41,8 @@ def sniff_format(data: InputBytes) -> str:
 
 
 def streamable(data: InputBytes, params: JobParams, settings: SeparationSettings) -> FileBlocks | None:
-    """The input as blocks (read in place, not copied) when the job can stream: wav or flac in, wav, flac
-    or mp3 out, a readable header within the channel limit and `max_job_seconds`; None otherwise."""
+    """The input as blocks (read in place, not copied) when the job can stream: wav or flac in, wav, flac,
+    mp3, aac or m4a out, a readable header within the channel limit and `max_job_seconds`; None otherwise."""
     if not streams_out(params.output.format) or sniff_format(data) not in FORMATS:
         return None
     try:
@@ -84,8 +86,9 @@ async def run_streamed(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams],
         job = FileJob(separator.model, blocks, targets(params, call.workdir), output,
                       RunOptions(shifts=SHIFTS, seed=separator.seed, precision=separator.precision),
                       kept_as=CACHE_DTYPES[precision], spool_dir=call.workdir)
-        for target in job.targets:  # each file is written front to back, its wav header final from the start
-            call.growing(target.stem, Path(str(target.target)))
+        if output.format not in UNREADABLE_WHILE_WRITTEN:  # front to back, a wav header final from the start
+            for target in job.targets:
+                call.growing(target.stem, Path(str(target.target)))
         model_frames = output_frames(blocks.frames, blocks.rate, separator.samplerate)
         live = [target.stem for target in job.targets if not target.denoise]  # denoised ones come at the end
 

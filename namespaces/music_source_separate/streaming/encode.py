@@ -1,9 +1,11 @@
 """16-bit wav and flac written block by block, the same bytes as `audio.encode` writes at once (mp3 too,
-through `audio.lame.Mp3Writer`, where a LAME library loads).
+through `audio.lame.Mp3Writer`, where a LAME library loads; ADTS aac and m4a through
+`audio.av_writer.AvWriter`).
 
 A wav file's header is written first with its final lengths (`WavWriter`), so a reader of a file still
 being written sees the bytes the finished file will have. libsndfile writes its lengths at the end;
-LAME's Info frame, the mp3's first, is written in place at the end."""
+LAME's Info frame, the mp3's first, is written in place at the end. An ADTS aac is whole frames from its
+first byte; an m4a's index (moov) comes at the end, and is no file to read until then."""
 
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ import soundfile as sf
 from ..audio.lame import lame
 
 FORMATS = ("wav", "flac")
+AV_FORMATS = ("aac", "m4a")  # written through PyAV as their samples come (`audio.av_writer`)
 
 
 def streams_out(fmt: str) -> bool:
-    """Whether stems of `fmt` are written block by block: wav and flac, and mp3 where LAME loads."""
-    return fmt in FORMATS or (fmt == "mp3" and lame() is not None)
+    """Whether stems of `fmt` are written block by block: wav, flac, aac and m4a, and mp3 where LAME loads."""
+    return fmt in FORMATS or fmt in AV_FORMATS or (fmt == "mp3" and lame() is not None)
 
 
 def pcm16(block: np.ndarray) -> np.ndarray:

@@ -12,18 +12,21 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
+from ..audio.av_writer import AvWriter, av_writer
 from ..audio.convert import output_frames, to_channels
-from ..audio.encode import BIT_RATES
+from ..audio.formats import BIT_RATES
 from ..audio.lame import Mp3Writer, lame
 from ..engine.ensemble import Ensemble
 from ..engine.inference import RunOptions
 from ..requests.stems import NO, source_of
 from .blocks import BlockReader, BlockSource, MappedBlocks
-from .encode import WavWriter, pcm16, streams_out
+from .encode import AV_FORMATS, WavWriter, pcm16, streams_out
 from .gate import DenoisedBlocks
 from .resample import ResampledBlocks, Resampler
 from .separation import DEMUCS, Region, StreamSteps, run_steps, stream_steps
 from .spool import Spool, SpoolWriter
+
+Writer = WavWriter | sf.SoundFile | Mp3Writer | AvWriter  # what a stem is written with, by format
 
 
 @dataclass(frozen=True)
@@ -57,24 +60,13 @@ class StemWriter:
         self.output = output
         self.resampler = Resampler(model_rate, output.sample_rate, 2, model_frames)
         self.left = frames
-        self.handle: WavWriter | sf.SoundFile | Mp3Writer
-        library = lame()
-        if output.format == "mp3" and library is not None:  # the Info frame written in place at the end
-            if not isinstance(target.target, (Path, str)):
-                raise ValueError("an mp3 stem is written to a path (its first frame is rewritten at the end)")
-            self.handle = library.writer(target.target, output.channels, output.sample_rate,
-                                         BIT_RATES[output.channels], frames)
-        elif output.format == "wav" and output.channels <= 2:  # its header final from the first byte
-            self.handle = WavWriter(target.target, output.sample_rate, output.channels, frames)
-        else:
-            self.handle = sf.SoundFile(target.target, "w", output.sample_rate, output.channels, "PCM_16",
-                                       format=output.format.upper())
+        self.handle = _writer(target.target, output, frames)
 
     def push(self, block: np.ndarray, last: bool = False) -> None:
         out = to_channels(self.resampler.push(block, last), self.output.channels)[:, :self.left]
         if last and out.shape[-1] < self.left:
             out = np.concatenate([out, np.zeros((out.shape[0], self.left - out.shape[-1]), np.float32)], axis=1)
-        if isinstance(self.handle, Mp3Writer):  # as `audio.encode` takes samples: NaN 0, clipped to [-1, 1]
+        if isinstance(self.handle, (Mp3Writer, AvWriter)):  # as `audio.encode` takes samples: NaN 0, clipped
             self.handle.write(np.clip(np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0))
             if last:
                 self.handle.finish()
@@ -84,6 +76,22 @@ class StemWriter:
 
     def close(self) -> None:
         self.handle.close()
+
+
+def _writer(target: Path | str | BinaryIO, output: Output, frames: int) -> Writer:
+    """The file of one stem, `frames` long, opened for writing."""
+    library = lame()
+    if output.format == "mp3" and library is not None:  # the Info frame written in place at the end
+        if not isinstance(target, (Path, str)):
+            raise ValueError("an mp3 stem is written to a path (its first frame is rewritten at the end)")
+        return library.writer(target, output.channels, output.sample_rate, BIT_RATES[output.channels], frames)
+    if output.format in AV_FORMATS:  # an m4a's index written, and its edit list set, at the end
+        if isinstance(target, (Path, str)):
+            return av_writer(target, output.format, output.channels, output.sample_rate, frames)
+        return AvWriter(target, output.format, output.channels, output.sample_rate, frames)
+    if output.format == "wav" and output.channels <= 2:  # its header final from the first byte
+        return WavWriter(target, output.sample_rate, output.channels, frames)
+    return sf.SoundFile(target, "w", output.sample_rate, output.channels, "PCM_16", format=output.format.upper())
 
 
 @dataclass(frozen=True)

@@ -48,11 +48,12 @@ async def namespace(model_store: Path, scheduler: Scheduler, tmp_path: Path) -> 
 
 
 class Ran:
-    """A job's output, its progress reports (percent, and the seconds of each stem ready) and the model
-    calls it cost."""
+    """A job's output, its progress reports (percent, and the seconds of each stem ready), the model
+    calls it cost and the files it named as readable while written (`JobCall.growing`)."""
 
-    def __init__(self, output: JobOutput, reports: list[tuple[float, dict[str, float] | None]], units: int) -> None:
-        self.output, self.reports, self.units = output, reports, units
+    def __init__(self, output: JobOutput, reports: list[tuple[float, dict[str, float] | None]], units: int,
+                 growing: dict[str, Path]) -> None:
+        self.output, self.reports, self.units, self.growing = output, reports, units, growing
         self.progress = [percent for percent, _ in reports]
 
     def read(self, stem: str) -> tuple[np.ndarray, int]:
@@ -68,9 +69,11 @@ async def run_job(namespace: MusicSourceSeparate, scheduler: Scheduler, workdir:
 
     def progress(percent: float, ready: Mapping[str, float] | None = None) -> None:
         reports.append((percent, None if ready is None else dict(ready)))
+    growing: dict[str, Path] = {}
     before = scheduler.snapshot().units_done
-    output = await namespace.run_job(JobCall("job", "k", params, data or wav_bytes(SECONDS), workdir, progress))
-    return Ran(output, reports, scheduler.snapshot().units_done - before)
+    output = await namespace.run_job(JobCall("job", "k", params, data or wav_bytes(SECONDS), workdir, progress,
+                                             growing.__setitem__))
+    return Ran(output, reports, scheduler.snapshot().units_done - before, growing)
 
 
 def test_the_namespace_runs_jobs(model_store: Path) -> None:

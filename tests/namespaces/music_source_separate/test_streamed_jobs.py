@@ -13,6 +13,8 @@ import pytest
 import soundfile as sf
 
 from namespaces.music_source_separate import plugin
+from namespaces.music_source_separate.audio.decode import decode
+from namespaces.music_source_separate.audio.sniff import AudioHint
 from namespaces.music_source_separate.pipeline import streamed_jobs
 from namespaces.music_source_separate.plugin import MusicSourceSeparate
 from sami_gateway.errors import GatewayError
@@ -116,8 +118,31 @@ async def test_an_mp3_job_streamed_decodes_as_the_whole_song_job(
     assert streamed.progress[-1] == 100.0 and partly_ready(streamed)
 
 
-@pytest.mark.parametrize(("fmt", "output"), [("wav", "aac"), ("wav", "m4a"), ("ogg", "wav")])
-def test_other_formats_take_the_whole_song_path(fmt: str, output: str) -> None:
+@pytest.mark.parametrize(("fmt", "rate", "channels"), [("aac", 44100, 2), ("m4a", 48000, 1)])
+async def test_aac_and_m4a_jobs_streamed_decode_as_the_whole_song_job(
+        model_store: Path, scheduler: Scheduler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, rate: int,
+        channels: int) -> None:
+    """aac and m4a out are written as the stems are final, each file decoding to the whole-song job's audio
+    but for the statistics' rounding (an m4a to exactly the input's length, its edit list set at the end).
+    An aac is named readable while it is written; an m4a, whose index comes at its end, is not."""
+    request = {"model": "htdemucs", "stems": ["vocals", "no_vocals"],
+               "output": {"format": fmt, "sample_rate": rate, "channels": channels}}
+    whole, streamed = await both(model_store, scheduler, tmp_path, request, song("wav"), monkeypatch)
+    for stem, file in whole.output.stems.items():
+        theirs = decode(file.path.read_bytes(), AudioHint(), 60.0).samples
+        ours = decode(streamed.output.stems[stem].path.read_bytes(), AudioHint(), 60.0).samples
+        assert ours.shape == theirs.shape and streamed.output.stems[stem].duration == file.duration
+        assert fmt == "aac" or ours.shape == (channels, 9 * rate)  # ADTS: the priming and padding too
+        noise = float(np.sum((ours - theirs) ** 2))
+        assert 10 * np.log10(float(np.sum(theirs ** 2)) / max(noise, 1e-20)) > 40, stem
+    assert streamed.progress[-1] == 100.0 and partly_ready(streamed)
+    assert sorted(streamed.growing) == (["no_vocals", "vocals"] if fmt == "aac" else [])
+
+
+@pytest.mark.parametrize(("fmt", "output", "streams"), [("wav", "aac", True), ("flac", "m4a", True),
+                                                        ("wav", "mp3", True), ("ogg", "wav", False),
+                                                        ("ogg", "m4a", False)])
+def test_wav_or_flac_in_streams_to_every_output_format(fmt: str, output: str, streams: bool) -> None:
     class Params:
         class output_spec:
             format = output
@@ -125,7 +150,20 @@ def test_other_formats_take_the_whole_song_path(fmt: str, output: str) -> None:
 
     from namespaces.music_source_separate.settings import SeparationSettings
 
-    assert streamed_jobs.streamable(song(fmt, 1.0), Params(), SeparationSettings()) is None  # type: ignore[arg-type]
+    found = streamed_jobs.streamable(song(fmt, 1.0), Params(), SeparationSettings())  # type: ignore[arg-type]
+    assert (found is not None) is streams
+
+
+def test_mp3_out_takes_the_whole_song_path_where_no_lame_library_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from namespaces.music_source_separate.audio import lame as lame_module
+    from namespaces.music_source_separate.settings import SeparationSettings
+
+    class Params:
+        class output:
+            format = "mp3"
+
+    monkeypatch.setattr(lame_module, "_loaded", [None])
+    assert streamed_jobs.streamable(song("wav", 1.0), Params(), SeparationSettings()) is None  # type: ignore[arg-type]
 
 
 def test_inputs_past_the_limits_are_refused_or_take_the_whole_song_path() -> None:
@@ -152,7 +190,7 @@ async def test_a_job_longer_than_an_invoke_may_be_streams_from_its_mapped_input(
         model_store: Path, scheduler: Scheduler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without SAMI_STREAM_JOBS, a wav job past SAMI_MAX_AUDIO_SECONDS streams (read in place from the
     memory map the blob store gives), and equals the whole-song job that a higher limit would run; an
-    m4a job of the same length cannot stream yet and is refused by the whole-song path's limit."""
+    ogg input of the same length cannot stream and is refused by the whole-song path's limit."""
     import mmap
 
     data = song("wav", 6.0)
@@ -167,8 +205,7 @@ async def test_a_job_longer_than_an_invoke_may_be_streams_from_its_mapped_input(
             ran.append(await run_job(namespace, scheduler, tmp_path / name, request, mapped))  # type: ignore[arg-type]
             if name == "long":
                 with pytest.raises(GatewayError, match="audio lasts 6.0 s, the limit is 4 s"):
-                    await run_job(namespace, scheduler, tmp_path / "m4a", {**request, "output": {"format": "m4a"}},
-                                  data)
+                    await run_job(namespace, scheduler, tmp_path / "ogg", request, song("ogg", 6.0))
         finally:
             await namespace.stop()
     assert not ran[0].output.report.cache_hit and ran[1].output.cache_hit is False

@@ -8,6 +8,7 @@ import io
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pytest
@@ -16,8 +17,9 @@ import soundfile as sf
 from bench.codecs import longest_gil_hold
 from namespaces.music_source_separate.audio import encode as encoding
 from namespaces.music_source_separate.audio import lame as lame_module
+from namespaces.music_source_separate.audio.av_writer import Blocks, m4a_lead
 from namespaces.music_source_separate.audio.decode import decode
-from namespaces.music_source_separate.audio.encode import encode, encode_av, m4a_lead
+from namespaces.music_source_separate.audio.encode import encode, encode_av
 from namespaces.music_source_separate.audio.lame import Lame, candidates, lame
 from namespaces.music_source_separate.audio.lame_tag import (
     crc16,
@@ -209,10 +211,33 @@ def test_silence_around_the_samples_costs_no_copy_of_them() -> None:
     that spans two of them is copied; the others are views of the samples."""
     samples = np.arange(20, dtype=np.float32)[None]
     parts = [np.zeros((1, 3), np.float32), samples, np.zeros((1, 0), np.float32), np.ones((1, 4), np.float32)]
-    blocks = list(encoding._blocks(parts, 8))
+    framer = Blocks(8)
+    blocks = [block for part in parts for block in framer.push(part)] + list(framer.rest())
     assert [b.shape[1] for b in blocks] == [8, 8, 8, 3]
     assert np.concatenate(blocks, axis=1).tolist() == np.concatenate(parts, axis=1).tolist()
     assert [np.shares_memory(b, samples) for b in blocks] == [False, True, False, False]
+
+
+class Writer(Protocol):
+    def write(self, pcm: np.ndarray) -> None: ...
+    def finish(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def written_in_blocks(writer: Writer, path: Path, pcm: np.ndarray, block: int, seen_at: int | None = None
+                      ) -> tuple[bytes, bytes]:
+    """`pcm` given to `writer` `block` samples at a time, then finished: the file `path` once `seen_at`
+    samples (all, if None) were given, and finished."""
+    seen = b""
+    try:
+        for start in range(0, pcm.shape[1], block):
+            writer.write(pcm[:, start:start + block])
+            if not seen and start + block >= (pcm.shape[1] if seen_at is None else seen_at):
+                seen = path.read_bytes()
+        writer.finish()
+    finally:
+        writer.close()
+    return seen, path.read_bytes()
 
 
 @pytest.mark.parametrize(("rate", "frames", "block"), [(44100, 3 * 44100 + 7, 65536), (22050, 30, 7),
@@ -229,15 +254,7 @@ def test_an_mp3_written_as_its_samples_come_is_the_one_encoded_at_once(
     bit_rate = encoding.BIT_RATES[channels]
     at_once = library.encode(pcm, rate, bit_rate).data
     path = tmp_path / "stem.mp3"
-    writer = library.writer(path, channels, rate, bit_rate, frames)
-    try:
-        for start in range(0, frames, block):
-            writer.write(pcm[:, start:start + block])
-        growing = path.read_bytes()
-        writer.finish()
-    finally:
-        writer.close()
-    finished = path.read_bytes()
+    growing, finished = written_in_blocks(library.writer(path, channels, rate, bit_rate, frames), path, pcm, block)
     assert finished == at_once
     tag = first_frame(finished)
     assert growing[:tag.start] == finished[:tag.start] and growing[tag.stop:] == finished[tag.stop:len(growing)]
