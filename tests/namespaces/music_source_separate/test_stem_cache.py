@@ -216,6 +216,7 @@ def test_an_entry_written_region_by_region_is_the_one_put_writes(tmp_path: Path)
     opened = drafts.open("k")
     assert opened is not None and opened.samplerate == 44100 and opened.files.names == ("drums", "vocals")
     read = [(start, stems) for start, stems in opened.files.regions(400)]
+    assert str(tmp_path / "drafts") not in Path("/proc/self/maps").read_text()  # read, never mapped
     opened.files.close()
     assert [start for start, _ in read] == [0, 400, 800] and read[-1][1].shape == (2, 2, 200)
     np.testing.assert_array_equal(np.concatenate([stems for _, stems in read], axis=-1), np.stack(list(kept.values())))
