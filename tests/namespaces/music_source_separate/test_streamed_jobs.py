@@ -284,3 +284,38 @@ async def test_an_entry_past_the_cache_bound_is_not_kept_and_a_failed_job_leaves
         assert entries(tmp_path / "small") == []
     finally:
         await namespace.stop()
+
+
+async def test_a_streamed_job_and_a_whole_song_job_of_one_song_at_once_share_one_separation(
+        model_store: Path, scheduler: Scheduler, tmp_path: Path) -> None:
+    """Single flight across the paths, a job that cannot stream (m4a out) and one that does, of one song at
+    once: the whole-song job leads (its input decoded and hashed in one step), or the streamed one, the
+    other asked once its entry is begun; the other takes the entry the leader keeps."""
+    import asyncio
+
+    namespace: MusicSourceSeparate = await started(model_store, scheduler, tmp_path / "data", SAMI_STREAM_JOBS="true")
+
+    def job(name: str, fmt: str, data: bytes) -> asyncio.Future[Ran]:
+        return asyncio.ensure_future(run_job(namespace, scheduler, tmp_path / name, {
+            "model": "htdemucs", "stems": ["vocals"], "output": {"format": fmt}}, data))
+
+    async def begun() -> None:
+        while not any(path.name.startswith(".tmp-") for path in (tmp_path / "data" / "stem-cache").iterdir()):
+            await asyncio.sleep(0.005)
+
+    try:
+        for first, second in (("m4a", "wav"), ("wav", "m4a")):
+            data = song("wav", 3.0 if first == "m4a" else 2.0, 44100)
+            before = scheduler.snapshot().units_done
+            leader = job(f"{first}1", first, data)
+            if first == "wav":
+                await asyncio.wait_for(begun(), 30)
+            follower = await job(f"{second}2", second, data)
+            assert not (await leader).output.cache_hit and follower.output.cache_hit
+            assert scheduler.snapshot().units_done - before > 0
+            again = await run_job(namespace, scheduler, tmp_path / f"{first}again",
+                                  {"model": "htdemucs", "stems": ["drums"]}, data)
+            assert again.output.cache_hit and again.units == 0
+    finally:
+        await namespace.stop()
+    assert len(entries(tmp_path / "data")) == 2
