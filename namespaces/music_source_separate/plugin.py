@@ -250,13 +250,15 @@ class MusicSourceSeparate:
     async def _run_streamed(self, call: JobCall[JobParams], lane: Lane, blocks: FileBlocks, progress: JobProgress,
                             started: float) -> JobOutput:
         assert self._pipeline is not None
-        stems, seconds = await run_streamed(self._pipeline, lane, call, blocks, progress, self._settings.precision)
+        use = CacheUse(self._cache_scope(call.appkey), holder_name(call.appkey, call.job_id))
+        streamed = await run_streamed(self._pipeline, lane, call, blocks, progress, self._settings.precision, use)
         duration = blocks.frames / blocks.rate
-        report = RunReport(call.params.model, duration, {"separation": seconds, "total": time.perf_counter() - started},
-                           cache_hit=False, cache_bytes=self._pipeline.cache.total_bytes)
+        report = RunReport(call.params.model, duration,
+                           {"separation": streamed.seconds, "total": time.perf_counter() - started},
+                           cache_hit=streamed.cache_hit, cache_bytes=self._pipeline.cache.total_bytes)
         source = {"format": sniff_format(call.data), "sample_rate": blocks.rate, "channels": blocks.channels,
                   "duration": round(duration, 6)}
-        return JobOutput(stems, source, report, False)
+        return JobOutput(streamed.stems, source, report, streamed.cache_hit)
 
     async def forget_job(self, appkey: str, job_id: str) -> None:
         """The stem cache entries only this job held are deleted (those another job holds stay)."""

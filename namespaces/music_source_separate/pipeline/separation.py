@@ -9,7 +9,6 @@ freed there and never on the event loop.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,12 +36,12 @@ from ..settings import SeparationSettings
 from ..streaming.blocks import ArrayBlocks
 from ..streaming.separation import Region, stream_steps
 from ..streaming.statistics import MixStatistics
-from .stem_cache import CacheUse, StemCache, cache_key
+from .stem_cache import CacheUse, StemCache, cache_key, input_sha256
 
 SHIFTS = 0  # Demucs's one random shift averages nothing and makes answers irreproducible
 # Stems are kept (and always used) at the precision they were computed in: float16 carries the
 # 8-bit mantissa of bf16 inference losslessly and more than a 16-bit output needs, at half the bytes.
-CACHE_DTYPES = {"fast": np.float16, "exact": np.float32}
+CACHE_DTYPES: dict[str, type[np.floating]] = {"fast": np.float16, "exact": np.float32}
 T = TypeVar("T")
 
 
@@ -89,6 +88,14 @@ class Landed:
 
     sources: dict[str, np.ndarray]
     rate: int
+
+
+@dataclass(frozen=True)
+class Flight:
+    """A separation under way, by cache entry and lane (batch or not), and what its waiters await."""
+
+    entry: tuple[str, bool]
+    future: asyncio.Future[Landed | None]
 
 
 @dataclass(eq=False)
@@ -164,46 +171,63 @@ class Pipeline:
         rate is known until the work is cleared; past the bound it is refused (503) before the model runs."""
         work = Work(use=use)
         key = await _run(lane.pool, self._open, work, data, hint, name, only_load)
-        entry = (self._cache_key(work, key), lane.batch) if work.digest else None
+        entry = self._cache_key(work, key) if work.digest else None
         if entry is not None:
             async with asyncio.timeout(lane.timeout):  # a waiter has the deadline its own run would have
-                while not work.cache_hit and (flight := self._flights.get(entry)) is not None:
-                    landed = await asyncio.shield(flight)  # the same song by the same model, being separated
+                while not work.cache_hit and (under_way := self._flights.get((entry, lane.batch))) is not None:
+                    landed = await asyncio.shield(under_way)  # the same song by the same model, being separated
                     if landed is not None:
-                        await _run(lane.pool, self._adopt, work, entry[0], landed)
+                        await _run(lane.pool, self._adopt, work, entry, landed)
         if work.cache_hit:
             await self._hold(lane, work, held)
             return work
-        flight = self._take_off(entry)
+        flight = self.take_off(lane, entry)
         try:
             await self._separated(lane, work, key, progress, held)
         except BaseException:
-            self._land(entry, flight, None)
+            self.land(flight, None)
             work.held.close()  # a failed run's bytes are no longer held, whoever clears it
             raise
-        self._land(entry, flight, Landed(dict(work.sources), work.rate))
+        self.land(flight, Landed(dict(work.sources), work.rate))
         return work
 
-    def _take_off(self, entry: tuple[str, bool] | None) -> asyncio.Future[Landed | None] | None:
+    async def after_flights(self, lane: Lane, entry: str, look: Callable[[], T | None]) -> T | None:
+        """What `look` finds (run on the lane's audio thread: a cache lookup of `entry`), now, or else once
+        no separation of `entry` by this lane is under way (single flight: it waits for the one that is,
+        within the lane's deadline). None: nothing found and nothing under way, so the caller separates
+        it, taking off before it awaits anything else."""
+        found = await _run(lane.pool, look)
+        async with asyncio.timeout(lane.timeout):  # a waiter has the deadline its own run would have
+            while found is None and (flight := self._flights.get((entry, lane.batch))) is not None:
+                await asyncio.shield(flight)
+                found = await _run(lane.pool, look)
+        return found
+
+    def take_off(self, lane: Lane, entry: str | None) -> Flight | None:
+        """A separation of cache entry `entry` by `lane` is under way (none without an entry); its
+        requests for the same entry wait until it lands."""
         if entry is None:
             return None
-        flight = self._flights[entry] = asyncio.get_running_loop().create_future()
+        flight = Flight((entry, lane.batch), asyncio.get_running_loop().create_future())
+        self._flights[flight.entry] = flight.future
         return flight
 
-    def _land(self, entry: tuple[str, bool] | None, flight: asyncio.Future[Landed | None] | None,
-              landed: Landed | None) -> None:
-        """The separation under `entry` has ended: its waiters take its sources (None: it failed, or
-        its client left, and one of them separates instead)."""
-        if entry is None or flight is None:
+    def land(self, flight: Flight | None, landed: Landed | None) -> None:
+        """The separation has ended: its waiters take its sources, from its cache entry if kept, else from
+        `landed` (None, or `landed` without sources and no entry kept: it failed, its client left, or its
+        sources were not kept, and one of them separates instead)."""
+        if flight is None:
             return
-        if self._flights.get(entry) is flight:
-            del self._flights[entry]
-        flight.set_result(landed)
+        if self._flights.get(flight.entry) is flight.future:
+            del self._flights[flight.entry]
+        flight.future.set_result(landed)
 
     def _adopt(self, work: Work, entry: str, landed: Landed) -> None:
         """The sources another request just separated, as a cache hit: the entry (marked held by this
-        work's holder) if it was kept, else those the other request holds."""
+        work's holder) if it was kept, else those the other request holds (if it holds them)."""
         cached = self.cache.get(entry, work.use.holder)
+        if cached is None and not landed.sources:
+            return
         work.cache_hit, work.rate = True, landed.rate
         work.sources = dict(cached.sources) if cached is not None else dict(landed.sources)
         self._to_model_rate(work)
@@ -249,7 +273,7 @@ class Pipeline:
         key = self.model_key(name, only_load)
         with translated():
             audio = decode(data, hint, self._settings.max_audio_seconds, self._settings.max_input_channels)
-        work.digest = hashlib.sha256(data).hexdigest() if self.cache.enabled else ""
+        work.digest = input_sha256(data) if self.cache.enabled else ""
         release(data)  # read: its memory goes back now, not when the request ends
         work.info = InputInfo(audio.format, audio.sample_rate, audio.samples.shape[0], audio.samples.shape[-1])
         work.stereo = to_stereo(audio.samples)
@@ -332,9 +356,13 @@ class Pipeline:
             self.cache.put(self._cache_key(work, key), work.sources, work.rate, work.use.holder)
 
     def _cache_key(self, work: Work, key: ModelKey) -> str:
+        return self.entry_key(work.digest, key, work.use.scope)
+
+    def entry_key(self, digest: str, key: ModelKey, scope: str) -> str:
+        """The cache entry of an input (its sha256) separated by model `key` for `scope`."""
         device = torch.device(self._settings.device).type  # cpu and cuda kernels round differently
         model = "|".join((key.label, ",".join(key.layer_files), device))
-        return cache_key(work.digest, model, self._settings.precision, work.use.scope)
+        return cache_key(digest, model, self._settings.precision, scope)
 
 
 def invoke_held_bytes(work: Work, kept_itemsize: int, out_rate: int, out_channels: int) -> int:

@@ -1,7 +1,8 @@
 """Separated stems kept on disk, bounded by bytes, least recently used evicted first.
 
 An entry is a directory named by its key, holding `meta.json` (format, sample rate, sources) and
-one `<source>.npy` per source, which readers memory-map. It is written under a temporary name and
+one `<source>.npy` per source, which readers memory-map (`get`) or read region by region (`open`). It
+is written whole (`put`) or region by region (`begin`, a streamed job's) under a temporary name and
 renamed into place, so a reader sees a whole entry or none; temporary and half-deleted entries
 left by a crash, and entries of an older format, are removed when the cache opens. The index is
 rebuilt from the directories on open, their modification times giving the order of last use (a
@@ -18,17 +19,23 @@ import contextlib
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+
+from sami_gateway.runtime.namespace import InputBytes
+
+from .source_files import SourceFiles
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # part of every key and meta.json: entries of another format are removed on open
@@ -37,6 +44,8 @@ HOLDERS = "holders"  # an entry's folder of its holding jobs, one empty file eac
 TEMPORARY = (".tmp-", ".trash-")  # prefixes of entries being written or deleted
 # Jobs forgotten lately, whose run may still be finishing on a thread: what it keeps then is refused.
 FORGOTTEN_KEPT = 4096
+T = TypeVar("T")
+HASH_CHUNK = 8 << 20  # bytes of an input hashed at once (a multiple of the page size)
 
 
 @dataclass(frozen=True)
@@ -56,11 +65,73 @@ class CacheUse:
     holder: str | None = None
 
 
+@dataclass(frozen=True)
+class OpenEntry:
+    """A cache entry open for region reads: its sources' files, at `samplerate`; `files.close()` ends it."""
+
+    files: SourceFiles
+    samplerate: int
+
+
+class Draft:
+    """An entry being written region by region under a temporary name: `commit` keeps it once every frame
+    is written; `discard` (or a commit refused) removes it. Its writes may come from another thread than
+    its end: a write after the end is dropped."""
+
+    def __init__(self, cache: StemCache, key: str, staging: Path, files: SourceFiles, samplerate: int,
+                 holder: str | None) -> None:
+        self.cache, self.key, self.staging, self.files = cache, key, staging, files
+        self.samplerate, self.holder = samplerate, holder
+        self._lock = threading.Lock()
+        self._ended = False
+
+    def write(self, start: int, stems: np.ndarray) -> None:
+        """The sources' frames from `start` (sources, channels, n), in order, rounded to the entry's dtype."""
+        with self._lock:
+            if not self._ended:
+                self.files.write(start, stems)
+
+    def commit(self) -> bool:
+        """Whether the entry is kept now (False: incomplete or refused, and removed)."""
+        if not self._end() or self.files.written != self.files.frames:
+            _remove(self.staging)
+            return False
+        return self.cache._commit(self.key, self.staging, list(self.files.names), self.samplerate, self.holder)
+
+    def discard(self) -> None:
+        self._end()
+        _remove(self.staging)
+
+    def _end(self) -> bool:
+        """Whether this call ended the draft (its files closed)."""
+        with self._lock:
+            ended, self._ended = self._ended, True
+            self.files.close()
+        return not ended
+
+
 def cache_key(input_sha256: str, model: str, precision: str, scope: str) -> str:
     """The entry name for an input (its sha256), a model's identity, the inference precision and the
     scope the entry is kept for (an appkey; "" for a cache shared across appkeys)."""
     text = "\0".join((f"v{FORMAT_VERSION}", input_sha256, model, precision, scope))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def input_sha256(data: InputBytes) -> str:
+    """The sha256 of an input, read in chunks; over a map of a file, each chunk's pages are let go once
+    hashed (the file holds them), so a 2 GiB upload is hashed in `HASH_CHUNK` of memory."""
+    digest = hashlib.sha256()
+    view = memoryview(data)
+    on_disk = isinstance(data, mmap.mmap) and getattr(data, "pages_on_disk", False)
+    try:
+        for start in range(0, len(view), HASH_CHUNK):
+            digest.update(view[start:start + HASH_CHUNK])
+            if on_disk:
+                assert isinstance(data, mmap.mmap)
+                data.madvise(mmap.MADV_DONTNEED, start, min(HASH_CHUNK, len(view) - start))
+    finally:
+        view.release()
+    return digest.hexdigest()
 
 
 def holder_name(appkey: str, job_id: str) -> str:
@@ -153,24 +224,11 @@ class StemCache:
         log.info("stem cache %s: %d entries, %d bytes", self.root, len(self._entries), self._bytes)
 
     def get(self, key: str, holder: str | None = None) -> CachedStems | None:
-        """The entry `key`, marked as just used (and as held by `holder`); None if absent (or
-        unreadable, which removes it)."""
-        with self._lock:
-            if key not in self._entries:
-                return None
-            path = self.root / key
-            try:
-                meta = json.loads((path / META).read_text())
-                sources = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in meta["sources"]}
-                self._touch(path)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                log.warning("stem cache entry %s unreadable, removed: %s", key, exc)
-                self._drop(key)
-                return None
-            self._entries.move_to_end(key)
-            if holder is not None:
-                self._hold(key, holder)
-            return CachedStems(sources, int(meta["samplerate"]))
+        """The entry `key`, memory-mapped, marked as just used (and as held by `holder`); None if absent
+        (or unreadable, which removes it)."""
+        found = self._use(key, holder, lambda path, names: {
+            name: np.load(path / f"{name}.npy", mmap_mode="r") for name in names})
+        return None if found is None else CachedStems(*found)
 
     def put(self, key: str, sources: Mapping[str, np.ndarray], samplerate: int, holder: str | None = None) -> bool:
         """Keep `sources` (name -> (channels, frames)) under `key`, held by `holder`, evicting the least
@@ -179,13 +237,69 @@ class StemCache:
         size = sum(array.nbytes for array in sources.values())
         if not self.enabled or size > self.max_bytes or self._refused(key, holder):
             return False
-        staging = self.root / f"{TEMPORARY[0]}{key}-{uuid.uuid4().hex}"
+        staging = self._staging(key)
         try:
             staging.mkdir(parents=True)
             for name, array in sources.items():
                 np.save(staging / f"{name}.npy", np.ascontiguousarray(array))
+        except OSError as exc:
+            log.warning("stem cache entry %s not written: %s", key, exc)
+            _remove(staging)
+            return False
+        return self._commit(key, staging, list(sources), samplerate, holder)
+
+    def begin(self, key: str, sources: Sequence[str], shape: tuple[int, int], dtype: type[np.floating],
+              samplerate: int, holder: str | None = None) -> Draft | None:
+        """A new entry `key` of `sources`, each `shape` (channels, frames) of `dtype`, to be written region
+        by region and kept once complete (`Draft`); None where `put` would keep nothing."""
+        size = len(sources) * shape[0] * shape[1] * np.dtype(dtype).itemsize
+        if not self.enabled or size > self.max_bytes or self._refused(key, holder):
+            return None
+        staging = self._staging(key)
+        try:
+            staging.mkdir(parents=True)
+            files = SourceFiles.create(staging, sources, dtype, *shape)
+        except OSError as exc:
+            log.warning("stem cache entry %s not begun: %s", key, exc)
+            _remove(staging)
+            return None
+        return Draft(self, key, staging, files, samplerate, holder)
+
+    def open(self, key: str, holder: str | None = None) -> OpenEntry | None:
+        """The entry `key` open for region reads, as `get` finds it. Its files stay readable if it is
+        evicted meanwhile."""
+        found = self._use(key, holder, SourceFiles.open)
+        return None if found is None else OpenEntry(*found)
+
+    def _use(self, key: str, holder: str | None, read: Callable[[Path, list[str]], T]) -> tuple[T, int] | None:
+        """What `read` makes of entry `key` (its folder and sources), and its rate; the entry marked as
+        just used (and as held by `holder`). None if absent, or unreadable, which removes it."""
+        with self._lock:
+            if key not in self._entries:
+                return None
+            path = self.root / key
+            try:
+                meta = json.loads((path / META).read_text())
+                found = read(path, list(meta["sources"])), int(meta["samplerate"])
+                self._touch(path)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("stem cache entry %s unreadable, removed: %s", key, exc)
+                self._drop(key)
+                return None
+            self._entries.move_to_end(key)
+            if holder is not None:
+                self._hold(key, holder)
+            return found
+
+    def _staging(self, key: str) -> Path:
+        return self.root / f"{TEMPORARY[0]}{key}-{uuid.uuid4().hex}"
+
+    def _commit(self, key: str, staging: Path, sources: list[str], samplerate: int, holder: str | None) -> bool:
+        """The entry written in `staging` given its meta and holder and renamed into place as `key`,
+        evicting to make room; False (and removed) where `put` refuses it."""
+        try:
             (staging / META).write_text(json.dumps({"format": FORMAT_VERSION, "samplerate": samplerate,
-                                                    "sources": list(sources), "written": time.time()}))
+                                                    "sources": sources, "written": time.time()}))
             size = _size(staging)  # with the files' headers
             if holder is not None:
                 (staging / HOLDERS).mkdir()

@@ -1,6 +1,7 @@
-"""Jobs of wav or flac input and wav, flac, mp3, aac or m4a output separated span by span: the input read
-in blocks, each stem file written as its regions are final, no whole-song array held. Such a job neither
-reads nor fills the stem cache. Every job longer than `SAMI_MAX_AUDIO_SECONDS` that can stream does
+"""Jobs of wav or flac input and wav, flac, mp3, aac or m4a output separated span by span: the input read in
+blocks, each stem file written as its regions are final, no whole-song array held. Such a job reads and
+fills the stem cache span by span (the whole-song path's entries), and waits for the same song being
+separated (single flight). Every job longer than `SAMI_MAX_AUDIO_SECONDS` that can stream does
 (up to `SAMI_MAX_JOB_SECONDS`), and with `SAMI_STREAM_JOBS` every one. Any other job, and any input
 whose header is not plainly within the limits, takes the whole-song path, which answers as it always has.
 Each stem is readable while it is written (`JobCall.growing`) but an m4a, whose index comes at its end."""
@@ -8,9 +9,11 @@ Each stem is readable while it is written (`JobCall.growing`) but an m4a, whose 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,16 +24,21 @@ from sami_gateway.runtime.namespace import InputBytes, JobCall, StemFile
 from ..audio.convert import output_frames
 from ..audio.errors import AudioError, AudioErrorKind
 from ..audio.sniff import sniff
+from ..engine.ensemble import Ensemble
 from ..engine.inference import RunOptions, forward
 from ..requests.job_params import JobParams
 from ..requests.stems import VOCALS
 from ..settings import SeparationSettings
 from ..streaming.blocks import FileBlocks
 from ..streaming.encode import FORMATS, streams_out
-from ..streaming.files import FileJob, Output, StemTarget, file_steps
+from ..streaming.files import FileJob, KeptSources, Output, StemTarget, file_steps
+from ..streaming.separation import DEMUCS, Region, run_steps
 from .job_results import JobProgress
-from .separation import CACHE_DTYPES, SHIFTS, Lane, Pipeline
+from .separation import CACHE_DTYPES, SHIFTS, Landed, Lane, ModelKey, Pipeline, estimated_sources
+from .source_files import SourceFiles
+from .stem_cache import CacheUse, Draft, input_sha256
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 UNREADABLE_WHILE_WRITTEN = ("m4a",)  # its index (moov) and edit list come at the end: served once finished
 
@@ -69,44 +77,142 @@ def targets(params: JobParams, workdir: Path) -> list[StemTarget]:
     return found
 
 
+@dataclass(frozen=True)
+class Streamed:
+    """A streamed job's stem files, the seconds its separation took (or its reading of the stem cache's
+    entry) and whether its sources came from that entry."""
+
+    stems: dict[str, StemFile]
+    seconds: float
+    cache_hit: bool
+
+
 async def run_streamed(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], blocks: FileBlocks,
-                       progress: JobProgress, precision: str) -> tuple[dict[str, StemFile], float]:
-    """The job's stem files and the seconds its separation took."""
+                       progress: JobProgress, precision: str, use: CacheUse) -> Streamed:
+    """The job's stem files, built from the stem cache's entry of `use.scope` if it has one (or once the
+    same entry, being separated for another job, is kept), else separated and kept in the cache."""
     params = call.params
     key = await _run(lane.pool, pipeline.model_key, params.backend, params.only_load)
+    digest = await _run(lane.pool, input_sha256, call.data) if pipeline.cache.enabled else ""
+    entry = pipeline.entry_key(digest, key, use.scope) if digest else None
+    if entry is not None:
+        kept = await pipeline.after_flights(lane, entry, lambda: pipeline.cache.open(entry, use.holder))
+        if kept is not None:
+            names, rate = kept.files.names, kept.samplerate
+            job = _file_job(call, blocks, KeptSources(names, rate, lambda: _regions(kept.files)), precision)
+            started = time.perf_counter()
+            await _run(lane.pool, _build, job, kept.files, _separated(call, job, progress, rate))
+            return Streamed(_stem_files(job, progress), time.perf_counter() - started, True)
+    flight = pipeline.take_off(lane, entry)
+    try:
+        seconds, job, landed = await _separate(pipeline, lane, call, blocks, progress, precision, key, entry,
+                                               use.holder)
+    except BaseException:
+        pipeline.land(flight, None)
+        raise
+    pipeline.land(flight, landed)
+    return Streamed(_stem_files(job, progress), seconds, False)
+
+
+async def _separate(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], blocks: FileBlocks,
+                    progress: JobProgress, precision: str, key: ModelKey, entry: str | None,
+                    holder: str | None) -> tuple[float, FileJob, Landed | None]:
+    """The job's files written as the model separates its input, its sources written into a new cache
+    entry `entry` held by `holder` (none without an entry): the seconds it took, the job, and what its
+    waiters take (None: no entry kept)."""
     leasing = lane.pool.submit(pipeline.models.acquire, key)
     try:
         lease = await asyncio.wrap_future(leasing)
     except asyncio.CancelledError:  # the lease may still be taken on its thread: it ends once it is
         leasing.add_done_callback(lambda done: _give_back(lane.pool, pipeline, done.result()))
         raise
+    draft = None
     try:
         separator = lease.value
-        output = Output(params.output.format, params.output.sample_rate, params.output.channels)
-        job = FileJob(separator.model, blocks, targets(params, call.workdir), output,
-                      RunOptions(shifts=SHIFTS, seed=separator.seed, precision=separator.precision),
-                      kept_as=CACHE_DTYPES[precision], spool_dir=call.workdir)
-        if output.format not in UNREADABLE_WHILE_WRITTEN:  # front to back, a wav header final from the start
-            for target in job.targets:
-                call.growing(target.stem, Path(str(target.target)))
-        model_frames = output_frames(blocks.frames, blocks.rate, separator.samplerate)
-        live = [target.stem for target in job.targets if not target.denoise]  # denoised ones come at the end
-
-        def separated(done: int) -> None:
-            seconds = done / separator.samplerate
-            progress.separated(done / model_frames, dict.fromkeys(live, seconds))
-        steps = file_steps(job, separated)
+        job = _file_job(call, blocks, separator.model, precision,
+                        RunOptions(shifts=SHIFTS, seed=separator.seed, precision=separator.precision))
+        layout = estimated_sources(separator.model)
+        if entry is not None:
+            shape = (2, output_frames(blocks.frames, blocks.rate, separator.samplerate))
+            draft = await _run(lane.pool, pipeline.cache.begin, entry, [name for name, _ in layout], shape,
+                               CACHE_DTYPES[precision], separator.samplerate, holder)
+        steps = file_steps(job, _separated(call, job, progress, separator.samplerate),
+                           None if draft is None else _keeping(draft, [row for _, row in layout]))
         started = time.perf_counter()
         await pipeline.scheduler.submit(steps, blocks.frames / blocks.rate, lane.timeout, forward,
                                         torch.inference_mode, batch=True)
         seconds = time.perf_counter() - started
+        kept = draft is not None and await _run(lane.pool, draft.commit)
+    except BaseException as exc:
+        if draft is not None and isinstance(exc, Exception):  # gone before the job's failure is told
+            await _run(lane.pool, draft.discard)
+        elif draft is not None:  # cancelled: gone soon
+            _discard(lane.pool, draft)
+        raise
     finally:
         _give_back(lane.pool, pipeline, lease)
+    return seconds, job, Landed({}, separator.samplerate) if kept else None
+
+
+def _file_job(call: JobCall[JobParams], blocks: FileBlocks, ensemble: Ensemble | KeptSources, precision: str,
+              options: RunOptions = DEMUCS) -> FileJob:
+    params = call.params
+    output = Output(params.output.format, params.output.sample_rate, params.output.channels)
+    return FileJob(ensemble, blocks, targets(params, call.workdir), output, options,
+                   kept_as=CACHE_DTYPES[precision], spool_dir=call.workdir)
+
+
+def _separated(call: JobCall[JobParams], job: FileJob, progress: JobProgress, rate: int) -> Callable[[int], None]:
+    """The job's progress as the sources' frames at `rate` are done: the share, and the seconds of each
+    stem written (the denoised ones come at the end)."""
+    total = output_frames(job.source.frames, job.source.rate, rate)
+    if job.output.format not in UNREADABLE_WHILE_WRITTEN:  # front to back, a wav header final from the start
+        for target in job.targets:
+            call.growing(target.stem, Path(str(target.target)))
+    live = [target.stem for target in job.targets if not target.denoise]
+
+    def separated(done: int) -> None:
+        progress.separated(done / total, dict.fromkeys(live, done / rate))
+    return separated
+
+
+def _keeping(draft: Draft, rows: list[int]) -> Callable[[Region], None]:
+    """Each region's estimated sources (`rows`) written into `draft`; a failed write only ends the draft."""
+    def keep(region: Region) -> None:
+        try:
+            draft.write(region.start, region.stems[rows].cpu().numpy())
+        except (OSError, ValueError) as exc:
+            log.warning("stem cache entry %s not written: %s", draft.key, exc)
+            draft.discard()
+    return keep
+
+
+def _regions(files: SourceFiles) -> Iterator[Region]:
+    return (Region(start, torch.from_numpy(stems)) for start, stems in files.regions())
+
+
+def _build(job: FileJob, files: SourceFiles, progress: Callable[[int], None]) -> None:
+    """The job's files built from a cache entry's `files`, closed after, here on an audio thread."""
+    try:
+        run_steps(file_steps(job, progress))
+    finally:
+        files.close()
+
+
+def _stem_files(job: FileJob, progress: JobProgress) -> dict[str, StemFile]:
     stems = {}
     for target in job.targets:
-        stems[target.stem] = StemFile(Path(str(target.target)), output.format, job.frames / output.sample_rate)
-        progress.file_written(target.stem, job.frames / output.sample_rate)
-    return stems, seconds
+        stems[target.stem] = StemFile(Path(str(target.target)), job.output.format, job.frames / job.output.sample_rate)
+        progress.file_written(target.stem, job.frames / job.output.sample_rate)
+    return stems
+
+
+def _discard(pool: ThreadPoolExecutor, draft: Draft) -> None:
+    """A draft removed on an audio thread (here once the pool stopped)."""
+    try:
+        pool.submit(draft.discard)
+    except RuntimeError:
+        draft.discard()
 
 
 def _give_back(pool: ThreadPoolExecutor, pipeline: Pipeline, lease: Any) -> None:

@@ -3,8 +3,8 @@ and written as it is final, the same as the one-shot pipeline renders it (`stems
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -95,10 +95,21 @@ def _writer(target: Path | str | BinaryIO, output: Output, frames: int) -> Write
 
 
 @dataclass(frozen=True)
-class FileJob:
-    """What `file_steps` separates and writes."""
+class KeptSources:
+    """Sources separated before (a stem cache entry), at `rate`: `regions()` hands them on in order,
+    each region's stems in the rows of `names`, every one of them estimated."""
 
-    ensemble: Ensemble
+    names: tuple[str, ...]
+    rate: int
+    regions: Callable[[], Iterator[Region]]
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """What `file_steps` separates and writes: with `KeptSources` for an ensemble, the files are built
+    from them and no model runs."""
+
+    ensemble: Ensemble | KeptSources
     source: BlockSource
     targets: Sequence[StemTarget]
     output: Output
@@ -113,25 +124,49 @@ class FileJob:
         return output_frames(self.source.frames, self.source.rate, self.output.sample_rate)
 
 
-def file_steps(job: FileJob, progress: Callable[[int], None] | None = None) -> StreamSteps:
+def file_steps(job: FileJob, progress: Callable[[int], None] | None = None,
+               sources: Callable[[Region], None] | None = None) -> StreamSteps:
     """The model calls that separate `job.source` (decoded once, into a spool at the model's rate), for a
     scheduler to run; each target is written as its regions are final (a denoised one once the
-    separation is done: spooled, then gated), and `progress` hears the model-rate frames done. The
-    files are complete when the steps end."""
+    separation is done: spooled, then gated), `sources` hears each region of the sources first and
+    `progress` the model-rate frames done. The files are complete when the steps end (with
+    `KeptSources`, there are no calls: the files are written on the first step)."""
     ensemble = job.ensemble
+    if isinstance(ensemble, KeptSources):
+        mix = ResampledBlocks(MappedBlocks(job.source, 2), ensemble.rate)
+        builder = StemBuilder(ensemble.names, range(len(ensemble.names)), job, BlockReader(mix.blocks()))
+        with _stem_files(job, builder, ensemble.rate, mix.frames, progress) as write:
+            for region in ensemble.regions():
+                write(region)
+        return
     if ensemble.audio_channels != 2:
         raise ValueError("stem files are built from a stereo model's sources")
     mix = ResampledBlocks(MappedBlocks(job.source, 2), ensemble.samplerate)
-    with Spool(mix, job.spool_dir) as spool, ExitStack() as stack:
+    with Spool(mix, job.spool_dir) as spool:
+        builder = StemBuilder(ensemble.sources, estimated_rows(ensemble), job, BlockReader(spool.blocks()))
+        with _stem_files(job, builder, ensemble.samplerate, spool.frames, progress) as built:
+            def write(region: Region) -> None:
+                if sources is not None:
+                    sources(region)
+                built(region)
+
+            yield from stream_steps(ensemble, spool, spool.statistics, write, job.options, job.only_stem)
+
+
+@contextmanager
+def _stem_files(job: FileJob, builder: StemBuilder, rate: int, frames: int,
+                progress: Callable[[int], None] | None) -> Iterator[Callable[[Region], None]]:
+    """Where the regions (of `frames` at `rate`) go: each target built and written; the denoised ones,
+    spooled meanwhile, gated and written once the body ends."""
+    with ExitStack() as stack:
         writers: list[StemWriter] = []
         for target in job.targets:  # each closed however the steps end, even if a later one cannot open
-            writers.append(StemWriter(target, job.output, ensemble.samplerate, spool.frames, job.frames))
+            writers.append(StemWriter(target, job.output, rate, frames, job.frames))
             stack.callback(writers[-1].close)
-        raw = {index: SpoolWriter(ensemble.samplerate, 2, job.spool_dir)
+        raw = {index: SpoolWriter(rate, 2, job.spool_dir)
                for index, target in enumerate(job.targets) if target.denoise}
         for pending in raw.values():
             stack.callback(pending.close)
-        builder = StemBuilder(ensemble, job, BlockReader(spool.blocks()))
 
         def write(region: Region) -> None:
             built = builder.build(region)
@@ -139,25 +174,30 @@ def file_steps(job: FileJob, progress: Callable[[int], None] | None = None) -> S
                 if index in raw:
                     raw[index].write(block)
                 else:
-                    writer.push(block, region.stop == spool.frames)
+                    writer.push(block, region.stop == frames)
             if progress is not None:
                 progress(region.stop)
 
-        yield from stream_steps(ensemble, spool, spool.statistics, write, job.options, job.only_stem)
+        yield write
         for index, pending in raw.items():
             _write_denoised(pending.done(), writers[index])
 
 
-class StemBuilder:
-    """Each target's samples for a region, from the region's sources and the mix's same frames."""
+def estimated_rows(ensemble: Ensemble) -> list[int]:
+    """The rows of the sources some member is weighted for: a specialist run alone estimates only its own."""
+    return [index for index in range(len(ensemble.sources))
+            if sum(member.weights[index] for member in ensemble.members) > 0]
 
-    def __init__(self, ensemble: Ensemble, job: FileJob, mix: BlockReader) -> None:
+
+class StemBuilder:
+    """Each target's samples for a region, from the region's sources (rows named by `sources`, those of
+    `estimated` computed) and the mix's same frames."""
+
+    def __init__(self, sources: Sequence[str], estimated: Iterable[int], job: FileJob, mix: BlockReader) -> None:
         self.job = job
         self.mix = mix
-        self.rows = [ensemble.sources.index(source_of(target.stem)) for target in job.targets]
-        # the sources some member is weighted for: a specialist run alone estimates only its own
-        self.estimated = [index for index in range(len(ensemble.sources))
-                          if sum(member.weights[index] for member in ensemble.members) > 0]
+        self.rows = [list(sources).index(source_of(target.stem)) for target in job.targets]
+        self.estimated = list(estimated)
 
     def build(self, region: Region) -> list[np.ndarray]:
         stems = region.stems.cpu().numpy().astype(self.job.kept_as).astype(np.float32)

@@ -3,6 +3,7 @@ keys scoped by appkey, entries deleted with the last job that held them."""
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -190,3 +191,69 @@ def test_entries_of_an_older_format_are_removed_on_open(tmp_path: Path) -> None:
     np.save(old / "vocals.npy", sources(1)["vocals"])
     cache = StemCache(root, 1 << 20)
     assert len(cache) == 1 and "new" in cache and not old.exists()
+
+
+def drafted(cache: StemCache, key: str, kept: dict[str, np.ndarray], step: int, holder: str | None = None) -> bool:
+    """`kept` written into a new entry `step` frames at a time, then committed."""
+    draft = cache.begin(key, list(kept), (2, FRAMES), np.float16, 44100, holder)
+    assert draft is not None
+    stacked = np.stack([array.astype(np.float32) for array in kept.values()])
+    for start in range(0, FRAMES, step):
+        draft.write(start, stacked[:, :, start:start + step])
+    return draft.commit()
+
+
+def test_an_entry_written_region_by_region_is_the_one_put_writes(tmp_path: Path) -> None:
+    kept = sources(3, ("drums", "vocals"))
+    put, drafts = StemCache(tmp_path / "put", 1 << 20), StemCache(tmp_path / "drafts", 1 << 20)
+    assert put.put("k", kept, 44100, "job") and drafted(drafts, "k", kept, 333, "job")
+    for name in (*(f"{source}.npy" for source in kept), "holders/job"):
+        assert (tmp_path / "drafts" / "k" / name).read_bytes() == (tmp_path / "put" / "k" / name).read_bytes()
+    metas = [json.loads((tmp_path / cache / "k" / "meta.json").read_text()) for cache in ("put", "drafts")]
+    assert [{**meta, "written": 0} for meta in metas] == [{"format": 2, "samplerate": 44100,
+                                                          "sources": ["drums", "vocals"], "written": 0}] * 2
+    assert abs(drafts.total_bytes - put.total_bytes) < 8 and drafts.holders("k") == {"job"}  # meta.json: its time
+    opened = drafts.open("k")
+    assert opened is not None and opened.samplerate == 44100 and opened.files.names == ("drums", "vocals")
+    read = [(start, stems) for start, stems in opened.files.regions(400)]
+    assert str(tmp_path / "drafts") not in Path("/proc/self/maps").read_text()  # read, never mapped
+    opened.files.close()
+    assert [start for start, _ in read] == [0, 400, 800] and read[-1][1].shape == (2, 2, 200)
+    np.testing.assert_array_equal(np.concatenate([stems for _, stems in read], axis=-1), np.stack(list(kept.values())))
+    assert drafts.open("other") is None
+
+
+def test_a_draft_is_kept_only_whole_and_else_leaves_nothing(tmp_path: Path) -> None:
+    cache = StemCache(tmp_path / "c", ENTRY_BYTES + SLACK)
+    draft = cache.begin("k", ["vocals"], (2, FRAMES), np.float16, 44100)
+    assert draft is not None
+    draft.write(0, np.zeros((1, 2, FRAMES // 2), np.float32))
+    with pytest.raises(ValueError, match="a region at 0 after 500"):
+        draft.write(0, np.zeros((1, 2, 10), np.float32))  # regions come in order
+    assert not draft.commit() and "k" not in cache  # half written
+    cache.begin("k", ["vocals"], (2, FRAMES), np.float16, 44100).discard()  # type: ignore[union-attr]
+    assert list((tmp_path / "c").iterdir()) == []
+    assert cache.begin("k", ["vocals", "drums"], (2, FRAMES), np.float16, 44100) is None  # past the bound
+    assert StemCache(tmp_path / "off", 0).begin("k", ["vocals"], (2, FRAMES), np.float16, 44100) is None
+    cache.forget("gone")
+    assert cache.begin("k", ["vocals"], (2, FRAMES), np.float16, 44100, "gone") is None
+    assert drafted(cache, "k", sources(1), 1000)
+    assert cache.begin("k", ["vocals"], (2, FRAMES), np.float16, 44100, "job") is None  # kept: now held by it too
+    assert cache.holders("k") == {"job"}
+
+
+def test_an_input_is_hashed_in_chunks_its_mapped_pages_let_go(tmp_path: Path) -> None:
+    import hashlib
+    import mmap
+
+    from namespaces.music_source_separate.pipeline import stem_cache
+    from sami_gateway.runtime.namespace import FileMap
+
+    data = np.random.default_rng(0).integers(0, 256, 3 * stem_cache.HASH_CHUNK + 5, np.uint8).tobytes()
+    (tmp_path / "input").write_bytes(data)
+    with open(tmp_path / "input", "rb") as handle:
+        mapped = FileMap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    expected = hashlib.sha256(data).hexdigest()
+    assert stem_cache.input_sha256(data) == stem_cache.input_sha256(mapped) == expected
+    assert mapped[-5:] == data[-5:]  # read again from the file after its pages were let go
+    mapped.close()

@@ -4,6 +4,7 @@ same jobs on the whole-song path."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,148 @@ async def test_a_job_longer_than_an_invoke_may_be_streams_from_its_mapped_input(
             await namespace.stop()
     assert not ran[0].output.report.cache_hit and ran[1].output.cache_hit is False
     assert_close(ran[0], ran[1])
+
+
+def entries(data_dir: Path) -> list[Path]:
+    """The stem cache's kept entries (checked to leave nothing temporary behind)."""
+    found = sorted((data_dir / "stem-cache").iterdir())
+    assert not [path for path in found if path.name.startswith(".")], found
+    return found
+
+
+def same_files(first: Ran, second: Ran) -> bool:
+    return list(first.output.stems) == list(second.output.stems) and all(
+        file.path.read_bytes() == second.output.stems[stem].path.read_bytes()
+        for stem, file in first.output.stems.items())
+
+
+async def test_a_streamed_job_asked_again_is_built_from_the_cache_entry_it_filled(
+        model_store: Path, scheduler: Scheduler, tmp_path: Path) -> None:
+    """The first job writes its sources into the stem cache span by span; the second reads them back span
+    by span, without the model, into the same files to the byte, its progress and ready seconds growing."""
+    request = {"model": "htdemucs", "stems": ["vocals", "no_vocals", "drums"],
+               "output": {"format": "wav", "sample_rate": 48000, "channels": 2}}
+    namespace: MusicSourceSeparate = await started(model_store, scheduler, tmp_path / "data", SAMI_STREAM_JOBS="true")
+    try:
+        first = await run_job(namespace, scheduler, tmp_path / "first", request, song("wav", 6.0))
+        second = await run_job(namespace, scheduler, tmp_path / "second", request, song("wav", 6.0))
+    finally:
+        await namespace.stop()
+    assert (first.output.cache_hit, first.output.report.cache_hit, first.units > 0) == (False, False, True)
+    assert (second.output.cache_hit, second.output.report.cache_hit, second.units) == (True, True, 0)
+    assert same_files(first, second) and second.output.input == first.output.input
+    assert second.progress[-1] == 100.0 and second.progress == sorted(second.progress) and partly_ready(second)
+    [entry] = entries(tmp_path / "data")
+    assert sorted(path.name for path in entry.iterdir()) == [
+        "bass.npy", "drums.npy", "holders", "meta.json", "other.npy", "vocals.npy"]
+
+
+async def test_the_whole_song_path_and_a_streamed_job_hit_each_others_entries(
+        model_store: Path, scheduler: Scheduler, tmp_path: Path) -> None:
+    """Either path writes the entry the other reads: the same key, meta and files (the arrays equal but
+    for the statistics' rounding), and a job of the other path answers from it without the model."""
+    request = {"model": "htdemucs", "stems": ["vocals", "no_vocals"],
+               "output": {"format": "flac", "sample_rate": 44100, "channels": 1}}
+    data = song("wav", 2.0)
+    kept: dict[str, dict[str, Any]] = {}
+    for first, env in (("whole", {}), ("streamed", {"SAMI_STREAM_JOBS": "true"})):
+        data_dir = tmp_path / first
+        ran = []
+        for path_env in (env, {"SAMI_STREAM_JOBS": "true"} if not env else {}):
+            namespace: MusicSourceSeparate = await started(model_store, scheduler, data_dir, **path_env)
+            try:
+                ran.append(await run_job(namespace, scheduler, data_dir / f"w{len(ran)}", request, data))
+            finally:
+                await namespace.stop()
+        assert [(one.output.cache_hit, one.units > 0) for one in ran] == [(False, True), (True, False)]
+        assert_close(ran[0], ran[1])
+        [entry] = entries(data_dir)
+        meta = json.loads((entry / "meta.json").read_text())
+        kept[first] = {"key": entry.name, "meta": {**meta, "written": 0},
+                       "sources": {name: np.load(entry / f"{name}.npy") for name in meta["sources"]}}
+    whole, streamed = kept["whole"], kept["streamed"]
+    assert (whole["key"], whole["meta"]) == (streamed["key"], streamed["meta"])
+    assert whole["meta"]["sources"] == ["drums", "bass", "other", "vocals"]
+    for name, array in whole["sources"].items():
+        theirs = streamed["sources"][name]
+        assert (theirs.shape, theirs.dtype) == (array.shape, array.dtype) == ((2, 2 * 44100), np.float16)
+        differ = array != theirs
+        assert np.mean(differ) < 0.01 and np.max(np.abs(array - theirs.astype(np.float32))) < 1e-3, name
+
+
+async def test_a_streamed_job_asked_twice_at_once_is_separated_once(
+        model_store: Path, scheduler: Scheduler, tmp_path: Path) -> None:
+    """Single flight: the second job of a song being separated waits for the first to keep its entry and
+    builds its files from it."""
+    import asyncio
+
+    request = {"model": "htdemucs", "stems": ["vocals", "no_vocals"], "output": {"format": "wav"}}
+    data = song("wav", 6.0, 44100)
+    namespace: MusicSourceSeparate = await started(model_store, scheduler, None, SAMI_STREAM_JOBS="true")
+    try:  # no cache: what one separation costs
+        alone = await run_job(namespace, scheduler, tmp_path / "alone", request, data)
+    finally:
+        await namespace.stop()
+    namespace = await started(model_store, scheduler, tmp_path / "data", SAMI_STREAM_JOBS="true")
+    try:
+        before = scheduler.snapshot().units_done
+        both = await asyncio.gather(*(run_job(namespace, scheduler, tmp_path / name, request, data)
+                                      for name in ("a", "b")))
+        assert scheduler.snapshot().units_done - before == alone.units > 0  # one separation between them
+    finally:
+        await namespace.stop()
+    assert sorted(ran.output.cache_hit for ran in both) == [False, True]
+    assert same_files(both[0], both[1]) and same_files(both[0], alone)
+    assert len(entries(tmp_path / "data")) == 1
+
+
+async def test_an_entry_past_the_cache_bound_is_not_kept_and_a_failed_job_leaves_none(
+        model_store: Path, scheduler: Scheduler, tmp_path: Path) -> None:
+    request = {"model": "htdemucs", "stems": ["vocals"], "output": {"format": "wav"}}
+    namespace: MusicSourceSeparate = await started(model_store, scheduler, tmp_path / "small", SAMI_STREAM_JOBS="true",
+                                                   SAMI_STEM_CACHE_BYTES=str(4 * 2 * 44100 * 2))
+    try:  # four float16 stereo sources of 2 s, 1 s allowed
+        ran = [await run_job(namespace, scheduler, tmp_path / f"w{index}", request, song("wav", 2.0, 44100))
+               for index in range(2)]
+        assert [one.output.cache_hit for one in ran] == [False, False] and entries(tmp_path / "small") == []
+        (tmp_path / "failed" / "vocals.wav").mkdir(parents=True)  # its file cannot be written
+        with pytest.raises(IsADirectoryError):  # the entry it began (0.5 s fits) is removed
+            await run_job(namespace, scheduler, tmp_path / "failed", request, song("wav", 0.5, 44100))
+        assert entries(tmp_path / "small") == []
+    finally:
+        await namespace.stop()
+
+
+async def test_a_streamed_job_and_a_whole_song_job_of_one_song_at_once_share_one_separation(
+        model_store: Path, scheduler: Scheduler, tmp_path: Path) -> None:
+    """Single flight across the paths, a job that cannot stream (m4a out) and one that does, of one song at
+    once: the whole-song job leads (its input decoded and hashed in one step), or the streamed one, the
+    other asked once its entry is begun; the other takes the entry the leader keeps."""
+    import asyncio
+
+    namespace: MusicSourceSeparate = await started(model_store, scheduler, tmp_path / "data", SAMI_STREAM_JOBS="true")
+
+    def job(name: str, fmt: str, data: bytes) -> asyncio.Future[Ran]:
+        return asyncio.ensure_future(run_job(namespace, scheduler, tmp_path / name, {
+            "model": "htdemucs", "stems": ["vocals"], "output": {"format": fmt}}, data))
+
+    async def begun() -> None:
+        while not any(path.name.startswith(".tmp-") for path in (tmp_path / "data" / "stem-cache").iterdir()):
+            await asyncio.sleep(0.005)
+
+    try:
+        for first, second in (("m4a", "wav"), ("wav", "m4a")):
+            data = song("wav", 3.0 if first == "m4a" else 2.0, 44100)
+            before = scheduler.snapshot().units_done
+            leader = job(f"{first}1", first, data)
+            if first == "wav":
+                await asyncio.wait_for(begun(), 30)
+            follower = await job(f"{second}2", second, data)
+            assert not (await leader).output.cache_hit and follower.output.cache_hit
+            assert scheduler.snapshot().units_done - before > 0
+            again = await run_job(namespace, scheduler, tmp_path / f"{first}again",
+                                  {"model": "htdemucs", "stems": ["drums"]}, data)
+            assert again.output.cache_hit and again.units == 0
+    finally:
+        await namespace.stop()
+    assert len(entries(tmp_path / "data")) == 2
