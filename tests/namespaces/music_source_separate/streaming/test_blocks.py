@@ -63,10 +63,13 @@ def test_a_file_shorter_than_its_header_is_refused() -> None:
 
 def compressed(fmt: str, seconds: float = 2.0, rate: int = 44100, channels: int = 2) -> bytes:
     """tone() as a client sends it: our encoders' mp3 (LAME's gapless tag), aac and m4a; FFmpeg's mp3 (an
-    ID3v2 tag, its own Xing frame); libsndfile's ogg vorbis; a flac whose STREAMINFO leaves the length unknown."""
+    ID3v2 tag, its own Xing frame); an mp3 ending in an ID3v1 tag; libsndfile's ogg vorbis; a flac whose
+    STREAMINFO leaves the length unknown."""
     samples = np.ascontiguousarray(tone(seconds, rate, channels, seed=3).T)
     if fmt == "ffmpeg-mp3":
         return encode_av(samples, rate, "mp3")
+    if fmt == "tagged-mp3":  # an ID3v1 tag after the frames: they are decoded in place, the tag left out
+        return encode(samples, rate, "mp3") + b"TAG" + bytes(125)
     if fmt in ("ogg", "flac"):
         buffer = io.BytesIO()
         sf.write(buffer, samples.T, rate, format=fmt.upper(), subtype="VORBIS" if fmt == "ogg" else "PCM_16")
@@ -78,7 +81,7 @@ def compressed(fmt: str, seconds: float = 2.0, rate: int = 44100, channels: int 
     return encode(samples, rate, fmt)
 
 
-@pytest.mark.parametrize("fmt", ["mp3", "ffmpeg-mp3", "aac", "m4a", "ogg", "flac"])
+@pytest.mark.parametrize("fmt", ["mp3", "ffmpeg-mp3", "tagged-mp3", "aac", "m4a", "ogg", "flac"])
 def test_decoded_blocks_are_the_decoded_samples(fmt: str) -> None:
     data = compressed(fmt)
     decoded = decode(data, AudioHint(), 60.0)
