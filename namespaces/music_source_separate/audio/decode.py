@@ -35,7 +35,7 @@ class DecodedAudio:
     format: str
 
 
-def _length_known(frames: int, fmt: str) -> bool:
+def length_known(frames: int, fmt: str) -> bool:
     """Whether libsndfile knows how many frames to read: not for a FLAC of unknown length, nor
     a WAV whose `data` size a stream writer left at 0 (libsndfile reads no frames of it)."""
     return declared_frames(frames) is not None and not (fmt == "wav" and frames == 0)
@@ -230,7 +230,7 @@ def open_decoder(data: AudioBytes, fmt: str, max_seconds: float, max_channels: i
         if fmt in SOUNDFILE_FORMATS:
             file = sf.SoundFile(open_bytes(data))
             try:
-                if _length_known(file.frames, fmt):
+                if length_known(file.frames, fmt):
                     decoder = _LibsndfileDecoder(file, max_seconds, max_channels, held)
             finally:
                 if decoder is None:  # FFmpeg decodes it, or it is refused
