@@ -35,13 +35,12 @@ from .models.loaded import LoadedModels
 from .pipeline.job_results import JobProgress, write_stems
 from .pipeline.separation import SHIFTS, Lane, ModelKey, Pipeline, Work, invoke_held_bytes
 from .pipeline.stem_cache import CacheUse, StemCache, holder_name
-from .pipeline.streamed_jobs import run_streamed, sniff_format, streamable
+from .pipeline.streamed_jobs import StreamedInput, run_streamed, streamable
 from .requests.job_params import JobParams, JobParser, job_fields
 from .requests.params import SeparateParams, parse_params
 from .requests.stems import VOCALS, render, sami_target
 from .separator import Separator
 from .settings import SETTINGS, SeparationSettings
-from .streaming.blocks import FileBlocks
 
 log = logging.getLogger(__name__)
 NAME = "MusicSourceSeparate"
@@ -220,10 +219,10 @@ class MusicSourceSeparate:
         lane = self._lane(batch=True)
         progress = JobProgress(call.progress, params.stems)
         with translated():
-            blocks = await _run(lane.pool, self._streamable, call.data, params)
-        if blocks is not None and (self._settings.stream_jobs or
-                                   blocks.frames > self._settings.max_audio_seconds * blocks.rate):
-            return await self._run_streamed(call, lane, blocks, progress, started)
+            streamed = await _run(lane.pool, self._streamable, call.data, params)
+        if streamed is not None and (self._settings.stream_jobs or
+                                     streamed.blocks.frames > self._settings.max_audio_seconds * streamed.blocks.rate):
+            return await self._run_streamed(call, lane, streamed, progress, started)
         use = CacheUse(self._cache_scope(call.appkey), holder_name(call.appkey, call.job_id))
         work = await self._pipeline.separate(lane, call.data, AudioHint(), params.backend, params.only_load,
                                              use, progress.separated)
@@ -237,7 +236,7 @@ class MusicSourceSeparate:
                   "duration": round(info.duration, 6)}
         return JobOutput(stems, source, report, work.cache_hit)
 
-    def _streamable(self, data: Any, params: JobParams) -> FileBlocks | None:
+    def _streamable(self, data: Any, params: JobParams) -> StreamedInput | None:
         """The job's input as blocks when it can stream; never for a model of another family, whose
         own windowing (MSST's) the span-by-span separation does not have: it takes the whole-song path."""
         try:
@@ -247,18 +246,19 @@ class MusicSourceSeparate:
             return None  # the whole-song path says what is wrong with the model
         return streamable(data, params, self._settings)
 
-    async def _run_streamed(self, call: JobCall[JobParams], lane: Lane, blocks: FileBlocks, progress: JobProgress,
-                            started: float) -> JobOutput:
+    async def _run_streamed(self, call: JobCall[JobParams], lane: Lane, streamed: StreamedInput,
+                            progress: JobProgress, started: float) -> JobOutput:
         assert self._pipeline is not None
+        blocks = streamed.blocks
         use = CacheUse(self._cache_scope(call.appkey), holder_name(call.appkey, call.job_id))
-        streamed = await run_streamed(self._pipeline, lane, call, blocks, progress, self._settings.precision, use)
+        done = await run_streamed(self._pipeline, lane, call, blocks, progress, self._settings.precision, use)
         duration = blocks.frames / blocks.rate
         report = RunReport(call.params.model, duration,
-                           {"separation": streamed.seconds, "total": time.perf_counter() - started},
-                           cache_hit=streamed.cache_hit, cache_bytes=self._pipeline.cache.total_bytes)
-        source = {"format": sniff_format(call.data), "sample_rate": blocks.rate, "channels": blocks.channels,
+                           {"separation": done.seconds, "total": time.perf_counter() - started},
+                           cache_hit=done.cache_hit, cache_bytes=self._pipeline.cache.total_bytes)
+        source = {"format": streamed.format, "sample_rate": blocks.rate, "channels": blocks.channels,
                   "duration": round(duration, 6)}
-        return JobOutput(streamed.stems, source, report, streamed.cache_hit)
+        return JobOutput(done.stems, source, report, done.cache_hit)
 
     async def forget_job(self, appkey: str, job_id: str) -> None:
         """The stem cache entries only this job held are deleted (those another job holds stay)."""

@@ -106,7 +106,8 @@ SETTINGS = Section("music_source_separate", (
     Setting("max_audio_seconds", positive(float),
             "longest audio accepted, in seconds (SAMI: 10 minutes); jobs that stream may be longer"),
     Setting("max_job_seconds", positive(float),
-            "longest audio a job accepts when it is separated span by span (wav or flac input and output), "
+            "longest audio a job accepts when it is separated span by span (wav, flac, mp3, aac, m4a or ogg "
+            "input; wav, flac or mp3 output), "
             "in seconds; any other job keeps max_audio_seconds"),
     Setting("max_input_channels", bounded_int(1, MAX_INPUT_CHANNELS),
             f"input channels accepted (SAMI: mono or stereo); up to {MAX_INPUT_CHANNELS}, downmixed to stereo"),
@@ -128,7 +129,7 @@ SETTINGS = Section("music_source_separate", (
             "one stem cache for every appkey instead of one per appkey: faster, but an appkey's `cache_hit` "
             "then reveals that another appkey processed the same song with the same model"),
     Setting("stream_jobs", boolean,
-            "separate every job of wav or flac input and output span by span, each stem written as it is "
-            "final, without the whole song in memory and without the stem cache (docs: streaming.md); "
-            "such jobs longer than max_audio_seconds always are"),
+            "separate every job span by span (wav, flac, mp3, aac, m4a or ogg in; wav, flac, mp3, aac or m4a "
+            "out), each stem written as it is final, without the whole song in memory, reading and filling "
+            "the stem cache span by span (docs: streaming.md); such jobs longer than max_audio_seconds always are"),
 ), SeparationSettings, _defaults)

@@ -114,7 +114,7 @@ def start_gateway(model_store: Path, folder: Path, **extra: str) -> LiveGateway:
         "SAMI_WEBHOOK_SECRET": WEBHOOK_SECRET, "SAMI_FETCH_ALLOW": "127.0.0.1",
         "SAMI_WEBHOOK_RETRY_DELAYS": "0.3,0.3,0.3", "SAMI_MAX_AUDIO_SECONDS": "660",
         "SAMI_MAX_INPUT_BYTES": str(16 * 1024 * 1024), "SAMI_JOB_WORKERS": "1", "PYTHONPATH": str(ROOT),
-        # A job may be longer than an invoke when it streams (wav or flac), here to 11.5 minutes.
+        # A job may be longer than an invoke when it streams (wav, flac, mp3, aac, m4a or ogg), here to 11.5 minutes.
         "SAMI_MAX_JOB_SECONDS": "690", "SAMI_MAX_JOB_INPUT_BYTES": str(16 * 1024 * 1024),
         # Short songs are cached; a 10-minute song's stems (850 MB) are not: no such files left in /tmp.
         "SAMI_STEM_CACHE_BYTES": str(256 * 1024 * 1024),

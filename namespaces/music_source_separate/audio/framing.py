@@ -142,7 +142,7 @@ def _frame_runs(data: bytes, start: int, end: int, frame_length: Callable[[bytes
 
 
 def _chain(data: bytes, start: int | None, frame_length: Callable[[bytes, int], int | None],
-           unit: str, max_frames: int | None = None) -> tuple[bytes, int]:
+           unit: str, max_frames: int | None = None) -> tuple[bytes | memoryview, int]:
     """The stream as the decoder should see it (leading tags, then the frames, without tags
     between or after them) and the frame count; Damaged where the frames stop short of the tags.
     A stream of `max_frames` frames or more comes back as it is, its length being past any limit."""
@@ -156,8 +156,8 @@ def _chain(data: bytes, start: int | None, frame_length: Callable[[bytes, int], 
         raise Damaged(f"the last {unit} is cut short ({stopped - end} bytes missing)")
     if stopped < end:
         raise Damaged(f"{unit} sync lost at byte {stopped} of {len(data)}")
-    if runs == [(start, end)] and end == len(data):
-        return data, count
+    if runs == [(start, end)]:  # at most tags after the frames: the frames read in place, not copied
+        return (data if end == len(data) else memoryview(data)[:end]), count
     return data[:start] + b"".join(data[a:b] for a, b in runs), count
 
 
@@ -171,7 +171,7 @@ def _xing_frames(data: bytes, pos: int) -> int | None:
     return int.from_bytes(data[offset + 8:offset + 12], "big") if flags & 1 else None
 
 
-def _mp3(data: bytes) -> bytes:
+def _mp3(data: bytes) -> bytes | memoryview:
     start = _first_frame(data, skip_id3(data), mp3_frame_length)
     stream, count = _chain(data, start, mp3_frame_length, "MPEG frame")
     declared = _xing_frames(data, start) if start is not None else None
@@ -181,7 +181,7 @@ def _mp3(data: bytes) -> bytes:
     return stream
 
 
-def _adts(data: bytes) -> bytes:
+def _adts(data: bytes) -> bytes | memoryview:
     start = skip_id3(data)
     first = start if adts_frame_length(data, start) else None
     # Past ADTS_SCAN_FRAMES the stream is longer than any duration limit; the decoder's bounds apply.
@@ -250,14 +250,16 @@ def _wav(data: bytes) -> bytes:
 
 
 _WAV_UNTIL_END = 0x7FFFF000
-_WALKS: dict[str, Callable[[bytes], bytes]] = {"wav": _wav, "ogg": _ogg, "mp3": _mp3, "aac": _adts, "mp4": _mp4}
+_WALKS: dict[str, Callable[[bytes], bytes | memoryview]] = {
+    "wav": _wav, "ogg": _ogg, "mp3": _mp3, "aac": _adts, "mp4": _mp4}
 
 
-def whole(data: bytes, fmt: str) -> bytes:
+def whole(data: bytes, fmt: str) -> bytes | memoryview:
     """The bytes to decode when the framing of `data` (sniffed as `fmt`) shows it whole; else Damaged.
 
     MPEG and ADTS streams come back without the tags between or after their frames, which
-    decoders would otherwise try to play. FLAC needs no walk: libFLAC checks every frame's
+    decoders would otherwise try to play (a view of `data` where only tags follow the frames, a copy
+    where tags stand between them). FLAC needs no walk: libFLAC checks every frame's
     CRC, and the decoded frame count is compared with STREAMINFO afterwards. Raw PCM has no
     framing to check.
     """

@@ -13,7 +13,7 @@ import io
 import mmap
 from typing import BinaryIO
 
-AudioBytes = bytes | bytearray | mmap.mmap  # what the decoders take: sliceable like bytes
+AudioBytes = bytes | bytearray | memoryview | mmap.mmap  # what the decoders take: sliceable like bytes
 DROP_BYTES = 16 * 1024 * 1024  # a memory map's pages behind the reader are dropped this much at a time
 
 

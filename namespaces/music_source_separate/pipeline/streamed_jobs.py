@@ -1,10 +1,12 @@
-"""Jobs of wav or flac input and wav, flac, mp3, aac or m4a output separated span by span: the input read in
-blocks, each stem file written as its regions are final, no whole-song array held. Such a job reads and
-fills the stem cache span by span (the whole-song path's entries), and waits for the same song being
-separated (single flight). Every job longer than `SAMI_MAX_AUDIO_SECONDS` that can stream does
-(up to `SAMI_MAX_JOB_SECONDS`), and with `SAMI_STREAM_JOBS` every one. Any other job, and any input
-whose header is not plainly within the limits, takes the whole-song path, which answers as it always has.
-Each stem is readable while it is written (`JobCall.growing`) but an m4a, whose index comes at its end."""
+"""Jobs of wav, flac, mp3, aac, m4a or ogg input and wav, flac, mp3, aac or m4a output separated span by
+span: the input read in blocks (wav and flac of known length by libsndfile, any other decoded packet by
+packet after a first pass counts its frames), each stem file written as its regions are final, no
+whole-song array held. Such a job reads and fills the stem cache span by span (the whole-song path's
+entries), and waits for the same song being separated (single flight). Every job longer than
+`SAMI_MAX_AUDIO_SECONDS` that can stream does (up to `SAMI_MAX_JOB_SECONDS`), and with `SAMI_STREAM_JOBS`
+every one. Any other job, and a wav or flac whose header is unreadable or past the channel limit, takes
+the whole-song path, which answers as it always has. Each stem is readable while it is written
+(`JobCall.growing`) but an m4a, whose index comes at its end."""
 
 from __future__ import annotations
 
@@ -22,15 +24,16 @@ import torch
 from sami_gateway.runtime.namespace import InputBytes, JobCall, StemFile
 
 from ..audio.convert import output_frames
+from ..audio.decode import length_known
 from ..audio.errors import AudioError, AudioErrorKind
-from ..audio.sniff import sniff
+from ..audio.sniff import DEMUXERS, AudioHint, probe_duration, sniff
 from ..engine.ensemble import Ensemble
 from ..engine.inference import RunOptions, forward
 from ..requests.job_params import JobParams
 from ..requests.stems import VOCALS
 from ..settings import SeparationSettings
-from ..streaming.blocks import FileBlocks
-from ..streaming.encode import FORMATS, streams_out
+from ..streaming.blocks import BlockSource, DecodedBlocks, FileBlocks
+from ..streaming.encode import streams_out
 from ..streaming.files import FileJob, KeptSources, Output, StemTarget, file_steps
 from ..streaming.separation import DEMUCS, Region, run_steps
 from .job_results import JobProgress
@@ -41,28 +44,55 @@ from .stem_cache import CacheUse, Draft, input_sha256
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 UNREADABLE_WHILE_WRITTEN = ("m4a",)  # its index (moov) and edit list come at the end: served once finished
+HEADER_FORMATS = ("wav", "flac")  # read as they are by libsndfile (FileBlocks) where the header gives the length
 
 
 def sniff_format(data: InputBytes) -> str:
-    """The input's format by its magic bytes, as the whole-song path names it."""
-    return sniff(bytes(data[:64])) or ""
+    """The input's format by its magic bytes, as the whole-song path names it (a few bytes read in place,
+    past any ID3v2 tags)."""
+    return sniff(data) or ""  # type: ignore[arg-type]  # a memory map slices as bytes do
 
 
-def streamable(data: InputBytes, params: JobParams, settings: SeparationSettings) -> FileBlocks | None:
-    """The input as blocks (read in place, not copied) when the job can stream: wav or flac in, wav, flac,
-    mp3, aac or m4a out, a readable header within the channel limit and `max_job_seconds`; None otherwise."""
-    if not streams_out(params.output.format) or sniff_format(data) not in FORMATS:
+@dataclass(frozen=True)
+class StreamedInput:
+    """A job's input as blocks read in place, and its format as the whole-song path names it."""
+
+    blocks: BlockSource
+    format: str
+
+
+def streamable(data: InputBytes, params: JobParams, settings: SeparationSettings) -> StreamedInput | None:
+    """The input as blocks (read in place, not copied) when the job can stream: wav, flac, mp3, aac, m4a or
+    ogg in, wav, flac or mp3 out, within the channel limit and `max_job_seconds`; None otherwise.
+
+    wav and flac whose header gives their length are read by libsndfile as they are. Other input is
+    decoded once to count its frames (`DecodedBlocks`, refusing what decode refuses) where it may stream:
+    with `stream_jobs`, or where its header does not show it within `max_audio_seconds`."""
+    fmt = sniff_format(data)
+    if not streams_out(params.output.format) or fmt not in DEMUXERS:
         return None
-    try:
-        blocks = FileBlocks(data)
-    except RuntimeError:  # soundfile's errors: the whole-song path says what is wrong
-        return None
+    if fmt in HEADER_FORMATS:
+        try:
+            blocks = FileBlocks(data)
+        except RuntimeError:  # soundfile's errors: the whole-song path says what is wrong
+            return None
+        if length_known(blocks.frames, fmt):
+            return _within(blocks, fmt, settings)
+    seconds = probe_duration(data, fmt, AudioHint())  # type: ignore[arg-type]
+    if not settings.stream_jobs and seconds is not None and seconds <= settings.max_audio_seconds:
+        return None  # the whole-song path takes it: no first pass spent on it
+    decoded = DecodedBlocks(data, settings.max_job_seconds, settings.max_input_channels)
+    return StreamedInput(decoded, decoded.format)
+
+
+def _within(blocks: FileBlocks, fmt: str, settings: SeparationSettings) -> StreamedInput | None:
+    """wav or flac blocks whose header is within the limits; refused past `max_job_seconds`."""
     if blocks.frames > settings.max_job_seconds * blocks.rate:
         raise AudioError(AudioErrorKind.TOO_LONG, f"audio lasts {blocks.frames / blocks.rate:.1f} s, the limit "
                          f"of a job is {settings.max_job_seconds:g} s")
-    if blocks.frames == 0:
+    if blocks.frames == 0 or blocks.channels > settings.max_input_channels:
         return None
-    return blocks if blocks.channels <= settings.max_input_channels else None
+    return StreamedInput(blocks, fmt)
 
 
 def targets(params: JobParams, workdir: Path) -> list[StemTarget]:
@@ -87,7 +117,7 @@ class Streamed:
     cache_hit: bool
 
 
-async def run_streamed(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], blocks: FileBlocks,
+async def run_streamed(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], blocks: BlockSource,
                        progress: JobProgress, precision: str, use: CacheUse) -> Streamed:
     """The job's stem files, built from the stem cache's entry of `use.scope` if it has one (or once the
     same entry, being separated for another job, is kept), else separated and kept in the cache."""
@@ -114,7 +144,7 @@ async def run_streamed(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams],
     return Streamed(_stem_files(job, progress), seconds, False)
 
 
-async def _separate(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], blocks: FileBlocks,
+async def _separate(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], blocks: BlockSource,
                     progress: JobProgress, precision: str, key: ModelKey, entry: str | None,
                     holder: str | None) -> tuple[float, FileJob, Landed | None]:
     """The job's files written as the model separates its input, its sources written into a new cache
@@ -154,7 +184,7 @@ async def _separate(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], bl
     return seconds, job, Landed({}, separator.samplerate) if kept else None
 
 
-def _file_job(call: JobCall[JobParams], blocks: FileBlocks, ensemble: Ensemble | KeptSources, precision: str,
+def _file_job(call: JobCall[JobParams], blocks: BlockSource, ensemble: Ensemble | KeptSources, precision: str,
               options: RunOptions = DEMUCS) -> FileJob:
     params = call.params
     output = Output(params.output.format, params.output.sample_rate, params.output.channels)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .blocks import ArrayBlocks, BlockSource, FileBlocks, IteratorBlocks, MappedBlocks
+from .blocks import ArrayBlocks, BlockSource, DecodedBlocks, FileBlocks, IteratorBlocks, MappedBlocks
 from .gate import DenoisedBlocks
 from .resample import ResampledBlocks
 from .separation import Region, separate_stream, stream_steps
@@ -10,6 +10,6 @@ from .spool import Spool
 from .statistics import MixStatistics, measure
 
 __all__ = [
-    "ArrayBlocks", "BlockSource", "DenoisedBlocks", "FileBlocks", "IteratorBlocks", "MappedBlocks",
+    "ArrayBlocks", "BlockSource", "DecodedBlocks", "DenoisedBlocks", "FileBlocks", "IteratorBlocks", "MappedBlocks",
     "MixStatistics", "Region", "ResampledBlocks", "Spool", "measure", "separate_stream", "stream_steps",
 ]

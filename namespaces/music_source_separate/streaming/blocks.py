@@ -10,6 +10,8 @@ import numpy as np
 import soundfile as sf
 
 from ..audio.convert import to_stereo
+from ..audio.decode import check_finite, check_length, open_decoder, prepare
+from ..audio.sniff import AudioHint
 from ..audio.source import AudioBytes, open_bytes
 
 BLOCK_FRAMES = 1 << 16  # frames per block read: 1.5 s at 44.1 kHz, small beside a model segment
@@ -72,6 +74,42 @@ class FileBlocks:
                 yield np.ascontiguousarray(block.T)
         if read != self.frames:
             raise ValueError(f"read {read} frames where the header announced {self.frames}")
+
+
+class DecodedBlocks:
+    """Input bytes (mp3, ADTS aac, m4a, ogg; wav and flac too) decoded a packet at a time, as `decode`
+    decodes them: the same samples, in blocks of `block_frames`, never the whole song held.
+
+    A first pass at construction counts the frames and refuses what `decode` refuses (an
+    AudioError), but for the memory budget, which applies to a whole song held at once: the
+    limits are `max_seconds` and `max_channels`. Each `blocks()` decodes again from the start.
+    """
+
+    def __init__(self, data: AudioBytes, max_seconds: float, max_channels: int,
+                 block_frames: int = BLOCK_FRAMES) -> None:
+        self.format, self._data = prepare(data, AudioHint(), max_seconds, max_channels)
+        self.max_seconds, self.max_channels, self.block_frames = max_seconds, max_channels, block_frames
+        self.rate = self.channels = self.frames = 0
+        for chunk in self._chunks():
+            check_finite(chunk)
+            self.frames += chunk.shape[-1]
+        check_length(self.frames, self.rate, self.format)
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        with open_decoder(self._data, self.format, self.max_seconds, self.max_channels, held=False) as decoder:
+            self.rate, self.channels = decoder.rate, decoder.channels
+            yield from decoder.chunks()
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        reader = BlockReader(self._chunks())
+        for start in range(0, self.frames, self.block_frames):
+            wanted = min(self.block_frames, self.frames - start)
+            block = reader.take(wanted)
+            if block.shape[-1] < wanted:
+                raise ValueError(f"decoded {start + block.shape[-1]} frames where the first pass counted {self.frames}")
+            yield block
+        if reader.held or next(reader.blocks, None) is not None:
+            raise ValueError(f"decoded more frames than the {self.frames} the first pass counted")
 
 
 class MappedBlocks:

@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -15,9 +16,11 @@ import soundfile as sf
 
 from namespaces.music_source_separate import plugin
 from namespaces.music_source_separate.audio.decode import decode
+from namespaces.music_source_separate.audio.encode import encode
 from namespaces.music_source_separate.audio.sniff import AudioHint
 from namespaces.music_source_separate.pipeline import streamed_jobs
 from namespaces.music_source_separate.plugin import MusicSourceSeparate
+from namespaces.music_source_separate.streaming import DecodedBlocks
 from sami_gateway.errors import GatewayError
 from sami_gateway.runtime.scheduler import Scheduler
 from tests.conftest import tone
@@ -140,10 +143,8 @@ async def test_aac_and_m4a_jobs_streamed_decode_as_the_whole_song_job(
     assert sorted(streamed.growing) == (["no_vocals", "vocals"] if fmt == "aac" else [])
 
 
-@pytest.mark.parametrize(("fmt", "output", "streams"), [("wav", "aac", True), ("flac", "m4a", True),
-                                                        ("wav", "mp3", True), ("ogg", "wav", False),
-                                                        ("ogg", "m4a", False)])
-def test_wav_or_flac_in_streams_to_every_output_format(fmt: str, output: str, streams: bool) -> None:
+@pytest.mark.parametrize(("fmt", "output"), [("wav", "aac"), ("flac", "m4a"), ("wav", "mp3"), ("flac", "wav")])
+def test_wav_or_flac_in_streams_to_every_output_format(fmt: str, output: str) -> None:
     class Params:
         class output_spec:
             format = output
@@ -152,7 +153,7 @@ def test_wav_or_flac_in_streams_to_every_output_format(fmt: str, output: str, st
     from namespaces.music_source_separate.settings import SeparationSettings
 
     found = streamed_jobs.streamable(song(fmt, 1.0), Params(), SeparationSettings())  # type: ignore[arg-type]
-    assert (found is not None) is streams
+    assert found is not None and found.format == fmt
 
 
 def test_mp3_out_takes_the_whole_song_path_where_no_lame_library_loads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,6 +166,47 @@ def test_mp3_out_takes_the_whole_song_path_where_no_lame_library_loads(monkeypat
 
     monkeypatch.setattr(lame_module, "_loaded", [None])
     assert streamed_jobs.streamable(song("wav", 1.0), Params(), SeparationSettings()) is None  # type: ignore[arg-type]
+
+
+def compressed(fmt: str, seconds: float, rate: int = 44100) -> bytes:
+    """tone() encoded as a client sends it (ogg by libsndfile, the others by the audio library's encoders)."""
+    if fmt == "ogg":
+        return song("ogg", seconds, rate)
+    return encode(np.ascontiguousarray(tone(seconds, rate, 2, seed=5).T), rate, fmt)
+
+
+@pytest.mark.parametrize(("fmt", "named"), [("mp3", "mp3"), ("aac", "aac"), ("m4a", "mp4"), ("ogg", "ogg")])
+def test_compressed_input_streams_where_the_job_may(fmt: str, named: str) -> None:
+    """Decoded packet by packet (its frames counted first) with SAMI_STREAM_JOBS or past SAMI_MAX_AUDIO_SECONDS;
+    a job its header shows within an invoke's limit takes the whole-song path without that first pass."""
+    from namespaces.music_source_separate.audio.errors import AudioError, AudioErrorKind
+    from namespaces.music_source_separate.settings import SeparationSettings
+
+    class Params:
+        class output:
+            format = "flac"
+
+    data = compressed(fmt, 2.0)
+    assert streamed_jobs.streamable(data, Params(), SeparationSettings()) is None  # type: ignore[arg-type]
+    for settings in (SeparationSettings(stream_jobs=True), SeparationSettings(max_audio_seconds=1.0)):
+        streamed = streamed_jobs.streamable(data, Params(), settings)  # type: ignore[arg-type]
+        assert streamed is not None and isinstance(streamed.blocks, DecodedBlocks)
+        whole = decode(data, AudioHint(), 60.0)
+        assert (streamed.format, streamed.blocks.frames) == (whole.format, whole.samples.shape[-1]) == (named, ANY)
+    with pytest.raises(AudioError) as refused:
+        streamed_jobs.streamable(data, Params(), SeparationSettings(max_audio_seconds=1.0, max_job_seconds=1.5))  # type: ignore[arg-type]
+    assert refused.value.kind is AudioErrorKind.TOO_LONG
+
+
+async def test_an_mp3_input_job_streamed_equals_the_whole_song_job(
+        model_store: Path, scheduler: Scheduler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mp3 decoded packet by packet gives the samples decode gives: the same stems as the whole-song job,
+    and the input reported as the whole-song job reports it."""
+    request = {"model": "htdemucs", "stems": ["vocals", "no_vocals"],
+               "output": {"format": "wav", "sample_rate": 44100, "channels": 2}}
+    whole, streamed = await both(model_store, scheduler, tmp_path, request, compressed("mp3", 6.0), monkeypatch)
+    assert_close(whole, streamed)
+    assert streamed.output.input["format"] == whole.output.input["format"] == "mp3"
 
 
 def test_inputs_past_the_limits_are_refused_or_take_the_whole_song_path() -> None:

@@ -61,6 +61,8 @@ def test_tags_after_the_last_frame_are_skipped(samples_by_format: dict[str, byte
     whole = decode(samples_by_format[fmt], NO_HINT, 5).samples
     tagged = decode(samples_by_format[fmt] + TRAILERS[trailer], NO_HINT, 5).samples
     np.testing.assert_array_equal(tagged, whole)
+    stream = framing.whole(samples_by_format[fmt] + TRAILERS[trailer], fmt)  # the frames in place, not copied
+    assert isinstance(stream, memoryview) and stream == samples_by_format[fmt]
 
 
 def test_what_no_tag_explains_is_refused(samples_by_format: dict[str, bytes]) -> None:
