@@ -225,8 +225,7 @@ def test_a_job_longer_than_an_invoke_may_be_is_fetched_to_disk_and_separated_spa
         live: LiveGateway) -> None:
     """Past SAMI_MAX_AUDIO_SECONDS (11 minutes here) a wav job streams, up to SAMI_MAX_JOB_SECONDS (11.5):
     its `url` input is downloaded to disk and separated span by span to its exact length. An mp3 input
-    cannot stream (only wav and flac are read in blocks): that job is refused with the invoke's limit and
-    the song's length."""
+    past SAMI_MAX_JOB_SECONDS is refused with the job's limit and the song's length."""
     seconds = TEN_MINUTES + 80
     audio = song(seconds, seed=14)
     with origin({"/long.wav": audio}) as server:
@@ -236,20 +235,21 @@ def test_a_job_longer_than_an_invoke_may_be_is_fetched_to_disk_and_separated_spa
         done = live.finished(job["id"], 600)
     assert done["status"] == "succeeded", done["error"]
     assert done["input"] == {"format": "wav", "sample_rate": SONG_RATE, "channels": 1, "duration": seconds}
-    assert done["cache_hit"] is False  # a streamed job neither reads nor fills the stem cache
+    assert done["cache_hit"] is False  # the song's first separation
     finished_file = result(live, job["id"], "vocals").content
     check_stem(finished_file, done["result"]["vocals"], int(seconds * SONG_RATE), SONG_RATE, 1)
     print(f"\nfirst MiB of the stem {first_mib:.1f} s after processing began; the job was {status} then")
     assert status == "processing" and first_mib < 30
     assert streamed == finished_file  # the wav's header is final from its first byte
 
-    mp3 = encode(audio_of(audio)[0].T.astype(np.float32), SONG_RATE, "mp3")
+    longer = song(seconds + 20, seed=15)  # past the job's limit: its frames counted, then refused
+    mp3 = encode(audio_of(longer)[0].T.astype(np.float32), SONG_RATE, "mp3")
     form: dict[str, Any] = {"file": ("long.mp3", mp3, "audio/mpeg"),
                             "params": (None, json.dumps({"stems": ["vocals"], "output": SMALL}))}
     refused_job = live.finished(created(requests.post(live.url + "/api/v1/jobs", files=form, headers=live.headers(),
                                                       timeout=60))["id"])
     assert refused_job["status"] == "failed"
-    assert f"audio lasts {seconds:.1f} s, the limit is 660 s" in refused_job["error"]["message"]
+    assert f"audio lasts {seconds + 20:.1f} s, the limit is 690 s" in refused_job["error"]["message"]
 
 
 def test_two_stems_come_from_one_separation_and_a_repeat_is_a_stem_cache_hit(live: LiveGateway) -> None:

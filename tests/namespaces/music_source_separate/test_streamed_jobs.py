@@ -232,9 +232,11 @@ def test_inputs_past_the_limits_are_refused_or_take_the_whole_song_path() -> Non
 async def test_a_job_longer_than_an_invoke_may_be_streams_from_its_mapped_input(
         model_store: Path, scheduler: Scheduler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without SAMI_STREAM_JOBS, a wav job past SAMI_MAX_AUDIO_SECONDS streams (read in place from the
-    memory map the blob store gives), and equals the whole-song job that a higher limit would run; an
-    ogg input of the same length cannot stream and is refused by the whole-song path's limit."""
+    memory map the blob store gives), and equals the whole-song job that a higher limit would run; a job
+    that cannot stream (mp3 out where no LAME library loads) is refused by the whole-song path's limit."""
     import mmap
+
+    from namespaces.music_source_separate.audio import lame as lame_module
 
     data = song("wav", 6.0)
     (tmp_path / "input.wav").write_bytes(data)
@@ -247,8 +249,11 @@ async def test_a_job_longer_than_an_invoke_may_be_streams_from_its_mapped_input(
                 mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             ran.append(await run_job(namespace, scheduler, tmp_path / name, request, mapped))  # type: ignore[arg-type]
             if name == "long":
-                with pytest.raises(GatewayError, match="audio lasts 6.0 s, the limit is 4 s"):
-                    await run_job(namespace, scheduler, tmp_path / "ogg", request, song("ogg", 6.0))
+                with monkeypatch.context() as patch, \
+                        pytest.raises(GatewayError, match="audio lasts 6.0 s, the limit is 4 s"):
+                    patch.setattr(lame_module, "_loaded", [None])
+                    await run_job(namespace, scheduler, tmp_path / "mp3", {**request, "output": {"format": "mp3"}},
+                                  data)
         finally:
             await namespace.stop()
     assert not ran[0].output.report.cache_hit and ran[1].output.cache_hit is False
