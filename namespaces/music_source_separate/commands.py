@@ -108,6 +108,7 @@ def _with_repository(action: Action) -> Callable[[Flags], int]:
     store errors exit 2."""
     def handler(flags: Flags) -> int:
         from sami_gateway.config import load_config
+        from sami_gateway.runtime import heap
 
         from .models.layout import ModelStoreError
         from .models.repository import ModelRepository
@@ -115,7 +116,10 @@ def _with_repository(action: Action) -> Callable[[Flags], int]:
 
         given = {key: flags.pop(key, None) for key in ("config", "model_dir", "model_url")}
         try:
-            settings = load_config(given, need_secret=False).sections[SETTINGS.name]
+            config = load_config(given, need_secret=False)
+            if config.retain_freed_memory:  # while this is the only thread, as `serve` does (`runtime.heap`)
+                heap.retain_freed_memory()
+            settings = config.sections[SETTINGS.name]
             return action(ModelRepository(settings.model_dir, settings.model_url), settings, flags)
         except ModelStoreError as exc:
             print(f"sami-gateway: {exc}", file=sys.stderr)
@@ -253,8 +257,6 @@ def _separate(repository: ModelRepository, settings: SeparationSettings, flags: 
     precision = flags.get("precision") or settings.precision
     device = torch.device(flags.get("device") or default_device())
     native.configure(settings.kernel_dir, settings.compiler or None)
-    if device.type == "cpu" and settings.retain_freed_memory:
-        native.retain_freed_memory()  # before the model loads, so its threads share the one heap
     separator = Separator(flags["model"], str(device), repository=repository, precision=precision)
     two_stems = flags.get("two_stems")
     if two_stems is not None and two_stems not in separator.sources:

@@ -101,9 +101,6 @@ class MusicSourceSeparate:
 
     async def start(self, scheduler: Scheduler) -> None:
         native.configure(self._settings.kernel_dir, self._settings.compiler or None)
-        if self._device.type == "cpu" and self._settings.retain_freed_memory:
-            # Before any model loads, so that every thread shares the one heap (see the function).
-            log.info("keeping freed memory for reuse (SAMI_RETAIN_FREED_MEMORY): %s", native.retain_freed_memory())
         self._audio_pool = self._pool(AUDIO_WORKERS, "mss-audio")
         # Jobs' decoding and encoding run further below: they yield a core to invoke's inference.
         self._job_pool = self._pool(JOB_AUDIO_WORKERS, "mss-job-audio", JOB_EXTRA_NICE)

@@ -49,7 +49,6 @@ class SeparationSettings:
     max_input_channels: int = 2
     kernel_dir: Path = DEFAULT_KERNEL_DIR
     compiler: tuple[str, ...] = ()
-    retain_freed_memory: bool = True
     max_loaded_models: int = 3
     job_model: str = "htdemucs"
     stem_cache_bytes: int = 2 * 1024 ** 3
@@ -115,8 +114,6 @@ SETTINGS = Section("music_source_separate", (
     Setting("compiler", lambda v: tuple(shlex.split(str(v))),
             "C compiler for the native kernel, with its arguments (default: cc or gcc on PATH)", "cc",
             variable="CC"),
-    Setting("retain_freed_memory", boolean, "on CPU, have glibc keep freed memory for reuse (faster; RSS "
-            "stays at its peak)"),
     Setting("job_model", _model_name, "the model of a job that names none (a Demucs model of the store or a SAMI "
             "model name)"),
     Setting("max_loaded_models", bounded_int(1, MAX_LOADED_MODELS),

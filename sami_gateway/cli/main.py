@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ..config import SETTINGS, ConfigError, load_config
+from ..config import SETTINGS, Config, ConfigError, load_config
 
 
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _set_heap(config: Config) -> None:
+    """The heap's choice (SAMI_RETAIN_FREED_MEMORY), made while this is the process's only thread."""
+    if config.retain_freed_memory:
+        from ..runtime import heap
+
+        heap.retain_freed_memory()
+
+
 def _serve(flags: dict[str, object]) -> int:
     from ..app import create_app
     from ..roles.reload import on_sighup
@@ -53,6 +61,7 @@ def _serve(flags: dict[str, object]) -> int:
     from ..web.server import run
 
     config = load_config(flags)
+    _set_heap(config)
     logging.basicConfig(level=config.log_level,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app(config)
@@ -74,6 +83,7 @@ def _worker(flags: dict[str, object]) -> int:
     from ..runtime.namespace import NamespaceStartError
 
     config = load_config(flags)
+    _set_heap(config)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         uvloop.run(serve_worker(config, flags))

@@ -1,4 +1,5 @@
-"""The machine beneath PyTorch: the native bf16 attention kernel (attention.c) and glibc's allocator."""
+"""The machine beneath PyTorch: the native bf16 attention kernel (attention.c), and glibc's allocator
+(`retain_freed_memory`, the gateway's `runtime.heap`, named here for the library's users)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sami_gateway.runtime.heap import retain_freed_memory as retain_freed_memory
+
 from ..defaults import DEFAULT_KERNEL_DIR
 
 log = logging.getLogger(__name__)
@@ -26,7 +29,6 @@ FLAGS = ["-O3", "-shared", "-fPIC", "-fopenmp",
          "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512bf16", "-mfma"]
 HEAD_DIM = 64
 CPU_FLAG = "avx512_bf16"
-M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters (malloc.h)
 COMPILERS = ("cc", "gcc")  # looked up on PATH when no compiler command is given
 
 
@@ -48,28 +50,6 @@ def cpu_supported(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     except OSError:
         return False
     return any(line.startswith("flags") and CPU_FLAG in line.split() for line in text.splitlines())
-
-
-@functools.cache
-def retain_freed_memory() -> bool:
-    """Have glibc serve every allocation from its one main heap and keep what is freed for reuse.
-
-    By default glibc maps large blocks afresh and unmaps them when freed, and threads other than
-    the main one allocate from arenas of at most 64 MiB that map anything larger, so every
-    forward pass faults in its activations page by page again (bench/separation.py counts the
-    faults). Kept, they are reused: what PyTorch's CPU performance guide gets from jemalloc or
-    tcmalloc. The cost: the process keeps its peak memory instead of returning it. Threads that
-    allocated before this call keep their arenas. Elsewhere than glibc, nothing.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    mallopt = getattr(libc, "mallopt", None)
-    if mallopt is None:
-        return False
-    return all(mallopt(option, value) for option, value in
-               ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1), (M_ARENA_MAX, 1)))
 
 
 def configure(cache_dir: Path | str | None = None, compiler: Sequence[str] | None = None) -> None:

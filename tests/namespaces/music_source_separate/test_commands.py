@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from namespaces.music_source_separate.demo_store import SOURCES
-from namespaces.music_source_separate.engine import native
 from sami_gateway.cli.main import main
 from tests.conftest import wav_bytes
 
@@ -44,16 +43,21 @@ def test_two_stems_gives_every_file_the_stem_and_its_complement(songs: list[Path
         assert written(out, song) == ["no_vocals.wav", "vocals.wav"]
 
 
-def test_separate_on_cpu_keeps_freed_memory(songs: list[Path], model_store: Path, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_separate_keeps_freed_memory_unless_told_not_to(songs: list[Path], model_store: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sami_gateway.runtime import heap
+
     calls: list[int] = []
 
     def retain() -> bool:
         calls.append(1)
         return True
 
-    monkeypatch.setattr(native, "retain_freed_memory", retain)
+    monkeypatch.setattr(heap, "retain_freed_memory", retain)
     assert separate(songs[:1], tmp_path / "out", model_store, "--device", "cpu") == 0
+    assert calls == [1]
+    monkeypatch.setenv("SAMI_RETAIN_FREED_MEMORY", "false")
+    assert separate(songs[:1], tmp_path / "out2", model_store, "--device", "cpu") == 0
     assert calls == [1]
 
 

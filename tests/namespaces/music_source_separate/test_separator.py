@@ -105,7 +105,7 @@ def test_separator_leaves_the_allocator_alone(model_store: Path, monkeypatch: py
 
     monkeypatch.setattr(native, "retain_freed_memory", retain)
     Separator("htdemucs", "cpu", repository=ModelRepository(model_store, "http://127.0.0.1:9/"))
-    assert calls == []  # a process-wide choice: its callers make it (native.retain_freed_memory)
+    assert calls == []  # a process-wide choice: its callers make it (runtime.heap, named in native)
 
 
 def test_select_model(tmp_path: Path) -> None:
