@@ -63,7 +63,7 @@ class StreamedInput:
 
 def streamable(data: InputBytes, params: JobParams, settings: SeparationSettings) -> StreamedInput | None:
     """The input as blocks (read in place, not copied) when the job can stream: wav, flac, mp3, aac, m4a or
-    ogg in, wav, flac or mp3 out, within the channel limit and `max_job_seconds`; None otherwise.
+    ogg in, wav, flac, mp3, aac or m4a out, within the channel limit and `max_job_seconds`; None otherwise.
 
     wav and flac whose header gives their length are read by libsndfile as they are. Other input is
     decoded once to count its frames (`DecodedBlocks`, refusing what decode refuses) where it may stream:

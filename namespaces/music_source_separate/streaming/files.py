@@ -19,12 +19,13 @@ from ..audio.lame import Mp3Writer, lame
 from ..engine.ensemble import Ensemble
 from ..engine.inference import RunOptions
 from ..requests.stems import NO, source_of
-from .blocks import BlockReader, BlockSource, MappedBlocks
+from .blocks import BlockReader, BlockSource, FileBlocks, MappedBlocks
 from .encode import AV_FORMATS, WavWriter, pcm16, streams_out
 from .gate import DenoisedBlocks
 from .resample import ResampledBlocks, Resampler
 from .separation import DEMUCS, Region, StreamSteps, run_steps, stream_steps
 from .spool import Spool, SpoolWriter
+from .statistics import MixStatistics, measure
 
 Writer = WavWriter | sf.SoundFile | Mp3Writer | AvWriter  # what a stem is written with, by format
 
@@ -126,7 +127,7 @@ class FileJob:
 
 def file_steps(job: FileJob, progress: Callable[[int], None] | None = None,
                sources: Callable[[Region], None] | None = None) -> StreamSteps:
-    """The model calls that separate `job.source` (decoded once, into a spool at the model's rate), for a
+    """The model calls that separate `job.source` (at the model's rate: `_model_mix`), for a
     scheduler to run; each target is written as its regions are final (a denoised one once the
     separation is done: spooled, then gated), `sources` hears each region of the sources first and
     `progress` the model-rate frames done. The files are complete when the steps end (with
@@ -141,16 +142,29 @@ def file_steps(job: FileJob, progress: Callable[[int], None] | None = None,
         return
     if ensemble.audio_channels != 2:
         raise ValueError("stem files are built from a stereo model's sources")
-    mix = ResampledBlocks(MappedBlocks(job.source, 2), ensemble.samplerate)
-    with Spool(mix, job.spool_dir) as spool:
-        builder = StemBuilder(ensemble.sources, estimated_rows(ensemble), job, BlockReader(spool.blocks()))
-        with _stem_files(job, builder, ensemble.samplerate, spool.frames, progress) as built:
+    with _model_mix(job, ensemble.samplerate) as (mix, statistics):
+        builder = StemBuilder(ensemble.sources, estimated_rows(ensemble), job, BlockReader(mix.blocks()))
+        with _stem_files(job, builder, ensemble.samplerate, mix.frames, progress) as built:
             def write(region: Region) -> None:
                 if sources is not None:
                     sources(region)
                 built(region)
 
-            yield from stream_steps(ensemble, spool, spool.statistics, write, job.options, job.only_stem)
+            yield from stream_steps(ensemble, mix, statistics, write, job.options, job.only_stem)
+
+
+@contextmanager
+def _model_mix(job: FileJob, rate: int) -> Iterator[tuple[BlockSource, MixStatistics]]:
+    """The mix at the model's rate, to be read twice at once (by the model and by the stems' builder), and
+    its statistics. A wav or flac already at that rate is read again from the input, its statistics taken
+    in a first pass over the same blocks: no decoding or resampling worth keeping, and a 2-hour job
+    writes 2.5 GB less. Any other input is decoded (and resampled) once, into a spool that gives both."""
+    mix = ResampledBlocks(MappedBlocks(job.source, 2), rate)
+    if isinstance(job.source, FileBlocks) and job.source.rate == rate:
+        yield mix, measure(mix.blocks())
+        return
+    with Spool(mix, job.spool_dir) as spool:
+        yield spool, spool.statistics
 
 
 @contextmanager

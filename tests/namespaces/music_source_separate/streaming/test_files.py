@@ -118,3 +118,29 @@ def test_a_wav_written_with_its_length_up_front_is_the_bytes_written_at_once(tmp
     assert path.read_bytes() == whole
     with pytest.raises(ValueError, match="50001 frames was given 50002"):
         WavWriter(io.BytesIO(), 22050, channels, 50_001).write(pcm16(np.zeros((channels, 50_002), np.float32)))
+
+
+def test_a_wav_at_the_models_rate_is_read_again_not_spooled(single: Ensemble, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The input is read twice instead of spooled (its statistics from a first pass over the same blocks):
+    the files are the bytes of the same samples separated through a spool."""
+    from namespaces.music_source_separate.streaming import ArrayBlocks, files
+
+    spooled: list[int] = []
+
+    class CountedSpool(files.Spool):  # type: ignore[misc]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            spooled.append(1)
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(files, "Spool", CountedSpool)
+    buffer = io.BytesIO()
+    sf.write(buffer, tone(9.3, single.samplerate, 2), single.samplerate, format="WAV", subtype="PCM_16")
+    data = buffer.getvalue()
+    output = Output("wav", single.samplerate, 2)
+    written = {}
+    for name, source in (("read again", FileBlocks(data)),
+                         ("spooled", ArrayBlocks(decode(data, AudioHint(), 60.0).samples, single.samplerate))):
+        target = io.BytesIO()
+        separate_to_files(FileJob(single, source, [StemTarget("no_vocals", target)], output))
+        written[name] = target.getvalue()
+    assert spooled == [1]  # the array's, not the wav's
+    assert written["read again"] == written["spooled"]
