@@ -115,3 +115,11 @@ def test_the_configuration_page_lists_every_setting() -> None:
 def test_bad_ttl_and_appkeys(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_config({}, {**SECRET, name: value})
+
+
+def test_a_core_setting_in_a_namespaces_table_is_the_cores(tmp_path: Path) -> None:
+    """`retain_freed_memory` was once read from `[music_source_separate]`: a file that sets it there still loads."""
+    file = tmp_path / "old.toml"
+    file.write_text("[music_source_separate]\nretain_freed_memory = false\n")
+    assert load_config({}, {**SECRET, "SAMI_CONFIG": str(file)}).retain_freed_memory is False
+    assert load_config({}, SECRET).retain_freed_memory is True

@@ -106,7 +106,7 @@ SETTINGS = Section("music_source_separate", (
             "longest audio accepted, in seconds (SAMI: 10 minutes); jobs that stream may be longer"),
     Setting("max_job_seconds", positive(float),
             "longest audio a job accepts when it is separated span by span (wav, flac, mp3, aac, m4a or ogg "
-            "input; wav, flac or mp3 output), "
+            "input; wav, flac, mp3, aac or m4a output), "
             "in seconds; any other job keeps max_audio_seconds"),
     Setting("max_input_channels", bounded_int(1, MAX_INPUT_CHANNELS),
             f"input channels accepted (SAMI: mono or stereo); up to {MAX_INPUT_CHANNELS}, downmixed to stereo"),

@@ -250,6 +250,18 @@ def plugin_sections(namespaces: tuple[str, ...]) -> tuple[Section, ...]:
     return tuple(sections)
 
 
+def _lift_core_keys(file_values: dict[str, Any]) -> dict[str, Any]:
+    """A core setting written in a plugin's table (`retain_freed_memory` was once the namespace's) is read
+    as the core's, unless the file's top level sets it too."""
+    core = {setting.name for setting in SETTINGS}
+    lifted = dict(file_values)
+    for table in file_values.values():
+        if isinstance(table, dict):
+            for key in core & set(table):
+                lifted.setdefault(key, table[key])
+    return lifted
+
+
 def _read_sections(namespaces: tuple[str, ...], file_values: Mapping[str, Any], environ: Mapping[str, str],
                    flags: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
     """Each plugin section's values, and the file keys they own (their names and their table)."""
@@ -258,7 +270,7 @@ def _read_sections(namespaces: tuple[str, ...], file_values: Mapping[str, Any], 
     for section in CORE_SECTIONS + plugin_sections(namespaces):
         table = file_values.get(section.name)
         table = table if isinstance(table, dict) else {}
-        unknown = set(table) - {s.name for s in section.settings}
+        unknown = set(table) - {s.name for s in section.settings} - {s.name for s in SETTINGS}
         if unknown:
             raise ConfigError(f"SAMI_CONFIG: unknown keys {sorted(unknown)} in [{section.name}]")
         sources = (("file", file_values), ("file", table), ("env", environ), ("flag", flags))
@@ -274,7 +286,7 @@ def load_config(flags: Mapping[str, Any] | None = None,
     environ = os.environ if environ is None else environ
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     config_path = flags.pop("config", None) or environ.get("SAMI_CONFIG")
-    file_values = _read_file(config_path) if config_path else {}
+    file_values = _lift_core_keys(_read_file(config_path) if config_path else {})
     values = read_values(SETTINGS, (("file", file_values), ("env", environ), ("flag", flags)), {})
     sections, owned = _read_sections(values.get("namespaces", DEFAULT_NAMESPACES), file_values, environ, flags)
     unknown = set(file_values) - {s.name for s in SETTINGS} - owned

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
-ADTS_SCAN_FRAMES = 1 << 18  # bounds the header walk on hostile files of tiny frames
+ADTS_SCAN_FRAMES = 1 << 21  # bounds the header walk on hostile files of tiny frames: past a job's 4 hours at 96 kHz
 _MP3_KBPS = {  # layer III bit rates by bitrate index: MPEG-1, then MPEG-2 and 2.5
     True: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
     False: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
@@ -70,7 +70,7 @@ def adts_walk(data: bytes) -> tuple[int, int, int, int]:
 
     The end is where the chain stops: the end of the data for a whole stream, past it for
     a last frame cut short, before it where a header is missing. The walk stops after
-    ADTS_SCAN_FRAMES frames (over 45 minutes even at 96 kHz).
+    ADTS_SCAN_FRAMES frames (over 6 hours even at 96 kHz).
     """
     pos, frames, blocks, rate = skip_id3(data), 0, 0, 0
     while frames < ADTS_SCAN_FRAMES and (length := adts_frame_length(data, pos)) is not None:

@@ -24,8 +24,10 @@ class BufferReader(io.RawIOBase):
         super().__init__()
         self._view = memoryview(data).cast("B")
         self._pos = 0
-        # Only a map that says its pages are on disk (the gateway's `FileMap`): an anonymous map's are its only copy.
-        self._map = data if isinstance(data, mmap.mmap) and getattr(data, "pages_on_disk", False) else None
+        # Only a map that says its pages are on disk (the gateway's `FileMap`), or a view of one from its
+        # start (`framing.whole` cuts tags off the end so): an anonymous map's pages are its only copy.
+        base = data.obj if isinstance(data, memoryview) else data
+        self._map = base if isinstance(base, mmap.mmap) and getattr(base, "pages_on_disk", False) else None
         self._kept = 0  # where the pages of the map still mapped in begin
 
     def readable(self) -> bool:

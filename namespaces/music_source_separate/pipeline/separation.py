@@ -216,7 +216,7 @@ class Pipeline:
         """The separation has ended: its waiters take its sources, from its cache entry if kept, else from
         `landed` (None, or `landed` without sources and no entry kept: it failed, its client left, or its
         sources were not kept, and one of them separates instead)."""
-        if flight is None:
+        if flight is None or flight.future.done():  # landed already (nothing was to be kept)
             return
         if self._flights.get(flight.entry) is flight.future:
             del self._flights[flight.entry]

@@ -131,12 +131,18 @@ async def run_streamed(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams],
             names, rate = kept.files.names, kept.samplerate
             job = _file_job(call, blocks, KeptSources(names, rate, lambda: _regions(kept.files)), precision)
             started = time.perf_counter()
-            await _run(lane.pool, _build, job, kept.files, _separated(call, job, progress, rate))
+            building = lane.pool.submit(_build, job, kept.files, _separated(call, job, progress, rate))
+            try:
+                await asyncio.wrap_future(building)
+            except asyncio.CancelledError:
+                if building.cancel():  # never begun, so its files are closed here
+                    kept.files.close()
+                raise
             return Streamed(_stem_files(job, progress), time.perf_counter() - started, True)
     flight = pipeline.take_off(lane, entry)
     try:
         seconds, job, landed = await _separate(pipeline, lane, call, blocks, progress, precision, key, entry,
-                                               use.holder)
+                                               use.holder, lambda: pipeline.land(flight, None))
     except BaseException:
         pipeline.land(flight, None)
         raise
@@ -146,10 +152,11 @@ async def run_streamed(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams],
 
 async def _separate(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], blocks: BlockSource,
                     progress: JobProgress, precision: str, key: ModelKey, entry: str | None,
-                    holder: str | None) -> tuple[float, FileJob, Landed | None]:
+                    holder: str | None, unkept: Callable[[], None]) -> tuple[float, FileJob, Landed | None]:
     """The job's files written as the model separates its input, its sources written into a new cache
     entry `entry` held by `holder` (none without an entry): the seconds it took, the job, and what its
-    waiters take (None: no entry kept)."""
+    waiters take (None: no entry kept). `unkept` hears at once that no entry will be (larger than the
+    cache, or the cache off), so that the job's waiters separate the song themselves without waiting."""
     leasing = lane.pool.submit(pipeline.models.acquire, key)
     try:
         lease = await asyncio.wrap_future(leasing)
@@ -166,6 +173,8 @@ async def _separate(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], bl
             shape = (2, output_frames(blocks.frames, blocks.rate, separator.samplerate))
             draft = await _run(lane.pool, pipeline.cache.begin, entry, [name for name, _ in layout], shape,
                                CACHE_DTYPES[precision], separator.samplerate, holder)
+        if draft is None:
+            unkept()
         steps = file_steps(job, _separated(call, job, progress, separator.samplerate),
                            None if draft is None else _keeping(draft, [row for _, row in layout]))
         started = time.perf_counter()

@@ -108,7 +108,7 @@ class DecodedBlocks:
             if block.shape[-1] < wanted:
                 raise ValueError(f"decoded {start + block.shape[-1]} frames where the first pass counted {self.frames}")
             yield block
-        if reader.held or next(reader.blocks, None) is not None:
+        if reader.held or any(block.shape[-1] for block in reader.blocks):
             raise ValueError(f"decoded more frames than the {self.frames} the first pass counted")
 
 

@@ -137,8 +137,12 @@ def file_steps(job: FileJob, progress: Callable[[int], None] | None = None,
         mix = ResampledBlocks(MappedBlocks(job.source, 2), ensemble.rate)
         builder = StemBuilder(ensemble.names, range(len(ensemble.names)), job, BlockReader(mix.blocks()))
         with _stem_files(job, builder, ensemble.rate, mix.frames, progress) as write:
+            stop = 0
             for region in ensemble.regions():
                 write(region)
+                stop = region.stop
+            if stop != mix.frames:  # the files would not be finished (no last region)
+                raise ValueError(f"the kept sources end at {stop} of the mix's {mix.frames} frames")
         return
     if ensemble.audio_channels != 2:
         raise ValueError("stem files are built from a stereo model's sources")

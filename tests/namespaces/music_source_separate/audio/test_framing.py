@@ -164,3 +164,13 @@ def test_whole_files_from_ffmpeg_are_accepted(tmp_path: Path, name: str, args: l
     decoded = decode(data, NO_HINT, 5)
     assert decoded.samples.shape[0] == 2 and decoded.samples.shape[1] >= decoded.sample_rate  # all of 1 s
 
+
+
+def test_an_adts_stream_as_long_as_a_job_may_be_is_still_walked_to_its_end() -> None:
+    """300,000 frames (about 2 hours at 44.1 kHz, past the walk's old bound): broken at its end, still refused."""
+    frame = bytes((0xFF, 0xF1, 0x50, 0x80, 0x00, 0xFF, 0xFC))  # an AAC-LC header of 44.1 kHz stereo, 7 bytes long
+    assert framing.adts_frame_length(frame, 0) == 7
+    stream = frame * 300_000
+    assert framing.whole(stream, "aac") is stream
+    with pytest.raises(framing.Damaged, match="ADTS frame"):
+        framing.whole(stream + frame[:4], "aac")
