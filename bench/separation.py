@@ -93,9 +93,9 @@ def run_ours(store: Path, mix: np.ndarray, precision: str, model: str = "htdemuc
     import torch
 
     from namespaces.music_source_separate import ModelRepository, Separator
-    from namespaces.music_source_separate.engine import native
+    from sami_gateway.runtime import heap
 
-    native.retain_freed_memory()  # as `sami-gateway separate` and the service do on CPU
+    heap.retain_freed_memory()  # as `sami-gateway separate` and the service do
     separator = Separator(model, "cpu", repository=ModelRepository(store, "http://127.0.0.1:9/"),
                           precision=precision)
     separator.separate((torch.from_numpy(mix[:, :RATE]), RATE), shifts=0)  # warm-up

@@ -1,5 +1,5 @@
-"""The machine beneath PyTorch: the native bf16 attention kernel (attention.c), and glibc's allocator
-(`retain_freed_memory`, the gateway's `runtime.heap`, named here for the library's users)."""
+"""The machine beneath PyTorch: the native bf16 attention kernel (attention.c). (glibc's allocator is
+the process's choice: `sami_gateway.runtime.heap`.)"""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-
-from sami_gateway.runtime.heap import retain_freed_memory as retain_freed_memory
 
 from ..defaults import DEFAULT_KERNEL_DIR
 

@@ -12,7 +12,6 @@ import soundfile as sf
 import torch
 
 from namespaces.music_source_separate import ModelRepository, SeparatedSources, Separator, select_model
-from namespaces.music_source_separate.engine import native
 from sami_gateway.cli.main import main
 from tests.conftest import tone, wav_bytes
 
@@ -103,9 +102,11 @@ def test_separator_leaves_the_allocator_alone(model_store: Path, monkeypatch: py
         calls.append(1)
         return True
 
-    monkeypatch.setattr(native, "retain_freed_memory", retain)
+    from sami_gateway.runtime import heap
+
+    monkeypatch.setattr(heap, "retain_freed_memory", retain)
     Separator("htdemucs", "cpu", repository=ModelRepository(model_store, "http://127.0.0.1:9/"))
-    assert calls == []  # a process-wide choice: its callers make it (runtime.heap, named in native)
+    assert calls == []  # a process-wide choice: its callers make it (runtime.heap)
 
 
 def test_select_model(tmp_path: Path) -> None:
