@@ -22,6 +22,12 @@ machine, versions and revisions.
 
     python3 bench/loop_latency.py --baseline REV [--tree PATH] [--repeat 3]    # full run
     python3 bench/loop_latency.py --baseline HEAD --quick                      # 1-minute smoke check
+    python3 bench/loop_latency.py --baseline HEAD --baseline-env SAMI_RETAIN_FREED_MEMORY=false --repeat 3
+                                                            # one tree, one setting changed
+
+--baseline-env NAME=VALUE (repeatable) sets a variable in the baseline gateway's environment only, so
+the two rows can differ by a setting rather than by code. Besides the worst sample, each run counts
+the /healthz samples over 20 ms: stalls that a single worst sample, one in about 9,000, reports noisily.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ MAX_JOBS = 4
 HEALTHZ_PERIOD_S = 0.010
 REFUSAL_PERIOD_S = 0.050
 HEALTHZ_TARGET_MS = 50.0
+STALL_MS = 20.0  # a /healthz sample over this counts as a stall of the loop (its median is about 1 ms)
 REFUSAL_TARGET_MS = 100.0
 OVERLOADED = (503, 50300001)
 OK = (200, 20000000)
@@ -177,7 +184,7 @@ def free_port() -> int:
 class Gateway:
     """`python3 -m sami_gateway serve` from `tree` on a free loopback port, bound of MAX_JOBS requests."""
 
-    def __init__(self, tree: Path, store: Path, log: Path) -> None:
+    def __init__(self, tree: Path, store: Path, log: Path, settings: dict[str, str]) -> None:
         self.port = free_port()
         self.tree = tree
         self.env = tree_env(tree, SAMI_HOST="127.0.0.1", SAMI_PORT=str(self.port), SAMI_MODEL_DIR=str(store),
@@ -189,7 +196,7 @@ class Gateway:
                             SAMI_QUOTA_BURST="100000", SAMI_QUOTA_CONCURRENT="100000", SAMI_SHUTDOWN_GRACE="5",
                             # Its own data folder and no stem cache: every run separates the song,
                             # whatever ran before it (one tree's stems must not answer the other's).
-                            SAMI_DATA_DIR=str(log.parent / f"data-{self.port}"), SAMI_STEM_CACHE_BYTES="0")
+                            SAMI_DATA_DIR=str(log.parent / f"data-{self.port}"), SAMI_STEM_CACHE_BYTES="0", **settings)
         self.log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen([sys.executable, "-m", "sami_gateway", "serve"], cwd=tree, env=self.env,
                                         stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
@@ -237,8 +244,8 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def gateway(tree: Path, store: Path, log: Path) -> Iterator[Gateway]:
-    running = Gateway(tree, store, log)
+def gateway(tree: Path, store: Path, log: Path, settings: dict[str, str]) -> Iterator[Gateway]:
+    running = Gateway(tree, store, log, settings)
     try:
         running.wait_ready()
         yield running
@@ -413,6 +420,7 @@ def ms_stats(values: list[float]) -> dict[str, float | None]:
 def healthz_figures(raw: dict[str, Any], origin: float) -> dict[str, Any]:
     ms = raw["ms"]
     return {**ms_stats(ms), "samples": len(ms), f"over_{HEALTHZ_TARGET_MS:g}ms": sum(v > HEALTHZ_TARGET_MS for v in ms),
+            f"over_{STALL_MS:g}ms": sum(v > STALL_MS for v in ms),
             "failed": sum(not ok for ok in raw["ok"]),
             "raw": {"t_s": [round(t - origin, 4) for t in raw["t"]], "ms": [round(v, 2) for v in ms]}}
 
@@ -445,10 +453,11 @@ def refusal_figures(raw: dict[str, Any], origin: float, first_answer: float) -> 
                     "http": raw["http"], "code": raw["code"]}}
 
 
-def scenario(tree: Path, store: Path, inputs: Inputs, work: Path, limit: float) -> dict[str, Any]:
+def scenario(tree: Path, settings: dict[str, str], store: Path, inputs: Inputs, work: Path,
+             limit: float) -> dict[str, Any]:
     """Four big requests at once under the poller and the refuser; the figures of one run."""
     work.mkdir(parents=True)
-    with gateway(tree, store, work / "gateway.log") as gw:
+    with gateway(tree, store, work / "gateway.log", settings) as gw:
         token = gw.token()
         big, small = invoke_body(inputs.big_b64, token), invoke_body(inputs.small_b64, token)
         deadline = time.monotonic() + limit
@@ -476,10 +485,11 @@ def scenario(tree: Path, store: Path, inputs: Inputs, work: Path, limit: float) 
             "gateway_peak_rss_mib": peak, "gateway_alive_after": alive}
 
 
-def one_request_rss(tree: Path, store: Path, inputs: Inputs, work: Path, limit: float) -> dict[str, Any]:
+def one_request_rss(tree: Path, settings: dict[str, str], store: Path, inputs: Inputs, work: Path,
+                    limit: float) -> dict[str, Any]:
     """A fresh gateway, its idle RSS after startup, then the peak while it answers one big request."""
     work.mkdir(parents=True)
-    with gateway(tree, store, work / "gateway.log") as gw:
+    with gateway(tree, store, work / "gateway.log", settings) as gw:
         body = invoke_body(inputs.big_b64, gw.token())
         time.sleep(2.0)
         idle = gw.memory_mib("VmRSS")
@@ -514,6 +524,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "healthz_p99_ms": median_of(runs, "scenario", "healthz", "p99_ms"),
         "healthz_median_ms": median_of(runs, "scenario", "healthz", "median_ms"),
         "healthz_over_50ms": median_of(runs, "scenario", "healthz", "over_50ms"),
+        "healthz_over_20ms": median_of(runs, "scenario", "healthz", "over_20ms"),
         "refusal_max_ms": median_of(runs, "scenario", "refusals", "max_ms"),
         "refusal_median_ms": median_of(runs, "scenario", "refusals", "median_ms"),
         "refusals": median_of(runs, "scenario", "refusals", "count"),
@@ -533,17 +544,19 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 COLUMNS = (("healthz max ms", "healthz_max_ms"), ("p99", "healthz_p99_ms"), ("median", "healthz_median_ms"),
-           (">50 ms", "healthz_over_50ms"), ("refusal max ms", "refusal_max_ms"),
+           (">50 ms", "healthz_over_50ms"), (">20 ms", "healthz_over_20ms"), ("refusal max ms", "refusal_max_ms"),
            ("median", "refusal_median_ms"), ("refusals", "refusals"), ("other answers", "other_answers"),
            ("4 big ok", "big_all_ok"), ("4 big wall s", "big_wall_s"), ("peak RSS MiB", "peak_rss_mib"),
            ("1 request RSS MiB", "one_request_rss_mib"), ("targets met", "meets_targets"))
 
 
-def table(rows: dict[str, dict[str, Any]], revisions: dict[str, dict[str, Any]]) -> str:
+def table(rows: dict[str, dict[str, Any]], revisions: dict[str, dict[str, Any]],
+          settings: dict[str, dict[str, str]]) -> str:
     lines = ["| tree | " + " | ".join(title for title, _ in COLUMNS) + " |",
              "|---|" + "---:|" * len(COLUMNS)]
     for name, row in rows.items():
         rev = revisions[name]["commit"][:10] + ("+changes" if revisions[name]["uncommitted_changes"] else "")
+        rev += "".join(f", {key}={value}" for key, value in settings.get(name, {}).items())
         lines.append(f"| {name} ({rev}) | " + " | ".join(str(row[key]) for _, key in COLUMNS) + " |")
     return "\n".join(lines)
 
@@ -586,7 +599,8 @@ def write_store(tree: Path, store: Path) -> None:
                    env=tree_env(tree), check=True, capture_output=True, timeout=300)
 
 
-def measure(trees: dict[str, Path], args: argparse.Namespace, work: Path) -> dict[str, list[dict[str, Any]]]:
+def measure(trees: dict[str, Path], settings: dict[str, dict[str, str]], args: argparse.Namespace,
+            work: Path) -> dict[str, list[dict[str, Any]]]:
     store = work / "store"
     write_store(trees["current"], store)
     seconds = 60.0 if args.quick else args.seconds
@@ -598,9 +612,9 @@ def measure(trees: dict[str, Path], args: argparse.Namespace, work: Path) -> dic
         for name, tree in in_turn(trees, repeat):
             here = work / f"{name}-{repeat}"
             print(f"[{repeat + 1}/{args.repeat}] {name}: 4 at once", flush=True)
-            run = {"scenario": scenario(tree, store, inputs, here / "scenario", args.limit)}
+            run = {"scenario": scenario(tree, settings[name], store, inputs, here / "scenario", args.limit)}
             print(f"[{repeat + 1}/{args.repeat}] {name}: one request alone", flush=True)
-            run["one_request"] = one_request_rss(tree, store, inputs, here / "one", args.limit)
+            run["one_request"] = one_request_rss(tree, settings[name], store, inputs, here / "one", args.limit)
             runs[name].append(run)
     return runs
 
@@ -624,7 +638,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         revisions = {name: revision(tree) for name, tree in trees.items()}
         if args.baseline:
             revisions["baseline"]["requested"] = args.baseline
-        runs = measure(trees, args, work)
+        settings = {name: {} for name in trees} | {"baseline": dict(args.baseline_env)}
+        runs = measure(trees, settings, args, work)
     rows = {name: summarize(tree_runs) for name, tree_runs in runs.items()}
     return {
         "benchmark": "loop_latency", "quick": args.quick, "input_seconds": 60.0 if args.quick else args.seconds,
@@ -632,7 +647,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": f"{MODEL} on tiny demo models, mono wav out", "max_jobs": MAX_JOBS, "repeat": args.repeat,
         "targets": {"healthz_max_ms": HEALTHZ_TARGET_MS, "refusal_max_ms": REFUSAL_TARGET_MS,
                     "refusal": list(OVERLOADED)},
-        "rows": rows, "table": table(rows, revisions), "revisions": revisions, "imports": imports,
+        "rows": rows, "table": table(rows, revisions, settings), "revisions": revisions, "imports": imports,
+        "baseline_env": dict(args.baseline_env),
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "memory_gib": memory_gib(),
                     "platform": platform.platform()},
         "versions": versions(), "elapsed_s": round(time.monotonic() - started, 1),
@@ -640,16 +656,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def setting(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tree", type=Path, default=ROOT, help="source tree of the current gateway")
     parser.add_argument("--baseline", help="git revision to compare with, run from a temporary worktree")
+    parser.add_argument("--baseline-env", type=setting, action="append", default=[], metavar="NAME=VALUE",
+                        help="a variable set in the baseline gateway's environment only (repeatable)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per tree, interleaved; the table quotes medians")
     parser.add_argument("--seconds", type=float, default=540.0, help="input length (9 minutes: 95 MB of wav)")
     parser.add_argument("--quick", action="store_true", help="1-minute inputs, a smoke check")
     parser.add_argument("--limit", type=float, default=None, help="hard deadline of one scenario, seconds")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/loop-latency.json")
     args = parser.parse_args()
+    if args.baseline_env and not args.baseline:
+        parser.error("--baseline-env needs --baseline")
     args.limit = args.limit or (300.0 if args.quick else 1800.0)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # cleanup runs on SIGTERM too
     result = run(args)
