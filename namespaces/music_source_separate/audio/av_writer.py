@@ -9,7 +9,6 @@ MP3's Info frame is made exact then (`lame_tag`): neither is a file to read befo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -17,6 +16,7 @@ from typing import BinaryIO, cast
 import av
 import numpy as np
 
+from .blocks import Blocks
 from .formats import BIT_RATES
 from .lame_tag import first_frame, lead_for, samples_per_frame, with_delays
 from .mp4_edit import set_file_duration
@@ -45,43 +45,6 @@ def m4a_lead(frames: int) -> int:
     (`mp4_edit.set_duration`): FFmpeg, browsers and Apple's decoders all give back exactly `frames`.
     """
     return -frames % AAC_FRAME
-
-
-class Blocks:
-    """Blocks of `size` samples of the parts pushed, joined end to end: only a block that spans two parts
-    is copied, so silence around the samples costs no copy of them."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._pending: list[np.ndarray] = []
-        self._held = 0
-
-    def push(self, part: np.ndarray) -> Iterator[np.ndarray]:
-        """The whole blocks `part` completes; what is left over is held (a copy: `part` may change after)."""
-        at = 0
-        while at < part.shape[1]:
-            take = min(self.size - self._held, part.shape[1] - at)
-            if take == self.size:
-                yield part[:, at:at + take]
-            else:
-                self._pending.append(part[:, at:at + take])
-                self._held += take
-                if self._held == self.size:
-                    yield self._joined()
-            at += take
-        if self._pending:
-            self._pending = [self._joined(keep=True)]
-
-    def rest(self) -> Iterator[np.ndarray]:
-        """The samples held, a last shorter block (none when none are)."""
-        if self._held:
-            yield self._joined()
-
-    def _joined(self, keep: bool = False) -> np.ndarray:
-        joined = np.concatenate(self._pending, axis=1)
-        if not keep:
-            self._pending, self._held = [], 0
-        return joined
 
 
 class AvWriter:

@@ -31,6 +31,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .blocks import Blocks
 from .lame_tag import lead_for, samples_per_frame, with_delays
 
 QUALITY = 3  # LAME's default (and what FFmpeg's encoder leaves it at): good psychoacoustics, 2x the speed of q 0
@@ -152,20 +153,18 @@ class Mp3Writer:
             self._chunk = CHUNK_SECONDS * self._lib.lame_get_out_samplerate(self._handle)
             self._room = int(1.25 * self._chunk) + 7200  # LAME's documented worst case for a call of `_chunk`
             self._buffer = ctypes.create_string_buffer(self._room)
-            self._pending = np.zeros((channels, self.lead), np.float32)  # samples short of a whole call
+            self._calls = Blocks(self._chunk)  # the samples in whole calls, the silent lead first
+            self.padding = 0  # known once finished
+            self._tag_size = 0
+            self.write(np.zeros((channels, self.lead), np.float32))
         except BaseException:
             self._lib.lame_close(self._handle)
             raise
-        self.padding = 0  # known once finished
-        self._tag_size = 0
 
     def write(self, pcm: np.ndarray) -> None:
         """float32 (channels, n) in [-1, 1]; encoded a whole call (one second) at a time."""
-        pending = np.concatenate([self._pending, pcm], axis=1) if self._pending.shape[1] else pcm
-        whole = pending.shape[1] - pending.shape[1] % self._chunk
-        for start in range(0, whole, self._chunk):
-            self._encode(pending[:, start:start + self._chunk])
-        self._pending = np.ascontiguousarray(pending[:, whole:], dtype=np.float32)
+        for call in self._calls.push(pcm):
+            self._encode(call)
 
     def _encode(self, pcm: np.ndarray) -> None:
         left = np.ascontiguousarray(pcm[0], dtype=np.float32)
@@ -184,9 +183,8 @@ class Mp3Writer:
 
     def finish(self) -> None:
         """The rest encoded and flushed, and the Info frame written in place."""
-        if self._pending.shape[1]:
-            self._encode(self._pending)
-            self._pending = self._pending[:, :0]
+        for call in self._calls.rest():
+            self._encode(call)
         written = self._lib.lame_encode_flush(self._handle, self._buffer, self._room)
         if written < 0:
             raise LameError(f"lame_encode_flush failed ({written})")

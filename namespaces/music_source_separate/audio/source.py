@@ -17,6 +17,15 @@ AudioBytes = bytes | bytearray | memoryview | mmap.mmap  # what the decoders tak
 DROP_BYTES = 16 * 1024 * 1024  # a memory map's pages behind the reader are dropped this much at a time
 
 
+def file_map(data: AudioBytes) -> mmap.mmap | None:
+    """The map of a file whose pages `data` is or begins at, when they may be let go once read (the file
+    keeps them): a map that says its pages are on disk (the gateway's `FileMap`), or a view of one from
+    its start (`framing.whole` cuts tags off the end so). None for anything else: an anonymous map's
+    pages are its only copy."""
+    base = data.obj if isinstance(data, memoryview) else data
+    return base if isinstance(base, mmap.mmap) and getattr(base, "pages_on_disk", False) else None
+
+
 class BufferReader(io.RawIOBase):
     """A read-only, seekable file over a buffer; reads copy only what they return."""
 
@@ -24,10 +33,7 @@ class BufferReader(io.RawIOBase):
         super().__init__()
         self._view = memoryview(data).cast("B")
         self._pos = 0
-        # Only a map that says its pages are on disk (the gateway's `FileMap`), or a view of one from its
-        # start (`framing.whole` cuts tags off the end so): an anonymous map's pages are its only copy.
-        base = data.obj if isinstance(data, memoryview) else data
-        self._map = base if isinstance(base, mmap.mmap) and getattr(base, "pages_on_disk", False) else None
+        self._map = file_map(data)
         self._kept = 0  # where the pages of the map still mapped in begin
 
     def readable(self) -> bool:

@@ -35,6 +35,7 @@ import numpy as np
 
 from sami_gateway.runtime.namespace import InputBytes
 
+from ..audio.source import file_map
 from .source_files import SourceFiles
 
 log = logging.getLogger(__name__)
@@ -122,13 +123,12 @@ def input_sha256(data: InputBytes) -> str:
     hashed (the file holds them), so a 2 GiB upload is hashed in `HASH_CHUNK` of memory."""
     digest = hashlib.sha256()
     view = memoryview(data)
-    on_disk = isinstance(data, mmap.mmap) and getattr(data, "pages_on_disk", False)
+    pages = file_map(data)
     try:
         for start in range(0, len(view), HASH_CHUNK):
             digest.update(view[start:start + HASH_CHUNK])
-            if on_disk:
-                assert isinstance(data, mmap.mmap)
-                data.madvise(mmap.MADV_DONTNEED, start, min(HASH_CHUNK, len(view) - start))
+            if pages is not None:
+                pages.madvise(mmap.MADV_DONTNEED, start, min(HASH_CHUNK, len(view) - start))
     finally:
         view.release()
     return digest.hexdigest()
