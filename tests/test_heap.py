@@ -63,6 +63,20 @@ def test_freed_memory_is_kept_for_every_thread_only_when_chosen_first() -> None:
     assert held - before > 150 and after - before < 50  # the thread's arena mapped it apart, and unmapped it
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(2)")
+def test_the_choice_keeps_khugepaged_off_the_process() -> None:
+    """A kept heap is what khugepaged would collapse under the event loop: the process opts out of huge
+    pages (PR_GET_THP_DISABLE says so), only when the heap is chosen."""
+    program = ("import ctypes, sys\n"
+               "from sami_gateway.runtime import heap\n"
+               "if sys.argv[1] == 'chosen':\n"
+               "    assert heap.retain_freed_memory()\n"
+               "print(ctypes.CDLL('libc.so.6').prctl(42, 0, 0, 0, 0))\n")  # PR_GET_THP_DISABLE
+    answers = [subprocess.run([sys.executable, "-c", program, when], check=True, capture_output=True, text=True,
+                              timeout=60).stdout.strip() for when in ("chosen", "not")]
+    assert answers == ["1", "0"]
+
+
 def test_serve_makes_the_heap_choice_before_the_app_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
     from sami_gateway import app as app_module
     from sami_gateway.runtime import heap
