@@ -224,7 +224,8 @@ SETTINGS: tuple[Setting, ...] = (
             "each front on its own (`streams`)"),
     Setting("log_level", lambda v: str(v).upper(), "logging level"),
     Setting("retain_freed_memory", boolean, "have glibc keep freed memory for reuse, in one heap for every thread, "
-            "set as the process starts (faster inference on CPU; RSS stays at its peak)"),
+            "and opt the process out of transparent huge pages, set as the process starts (faster inference on "
+            "CPU, no event-loop stalls from khugepaged; RSS stays at its peak)"),
 )
 
 
