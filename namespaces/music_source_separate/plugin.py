@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ from .models.layout import ModelStoreError, missing_message
 from .models.listing import ModelNotInStore, StoreModels
 from .models.loaded import LoadedModels
 from .pipeline.job_results import JobProgress, write_stems
+from .pipeline.on_thread import run_on
 from .pipeline.separation import SHIFTS, Lane, ModelKey, Pipeline, Work, invoke_held_bytes
 from .pipeline.stem_cache import CacheUse, StemCache, holder_name
 from .pipeline.streamed_jobs import StreamedInput, run_streamed, streamable
@@ -104,9 +105,9 @@ class MusicSourceSeparate:
         self._audio_pool = self._pool(AUDIO_WORKERS, "mss-audio")
         # Jobs' decoding and encoding run further below: they yield a core to invoke's inference.
         self._job_pool = self._pool(JOB_AUDIO_WORKERS, "mss-job-audio", JOB_EXTRA_NICE)
-        cache = await _run(self._audio_pool, StemCache, self._cache_dir, self._settings.stem_cache_bytes)
+        cache = await run_on(self._audio_pool, StemCache, self._cache_dir, self._settings.stem_cache_bytes)
         self._pipeline = Pipeline(self._store, self._models, cache, scheduler, self._settings)
-        await _run(self._audio_pool, self._load_sami_models)
+        await run_on(self._audio_pool, self._load_sami_models)
 
     def _pool(self, workers: int, name: str, extra_nice: int = 0) -> ThreadPoolExecutor:
         nice = min(19, self._nice + extra_nice) if self._nice else 0
@@ -174,7 +175,7 @@ class MusicSourceSeparate:
             lane, call.data, params.hint, backend, only_load, CacheUse(self._cache_scope(call.appkey)),
             held=lambda work: invoke_held_bytes(work, pipeline.kept_itemsize, out.sample_rate, out.channels))
         try:
-            data, frames = await _run(lane.pool, self._finish, params, work)
+            data, frames = await run_on(lane.pool, self._finish, params, work)
         finally:
             work.held.close()  # also when the request ends before `_finish` ran (it clears the rest)
         assert work.info is not None
@@ -216,14 +217,14 @@ class MusicSourceSeparate:
         lane = self._lane(batch=True)
         progress = JobProgress(call.progress, params.stems)
         with translated():
-            streamed = await _run(lane.pool, self._streamable, call.data, params)
+            streamed = await run_on(lane.pool, self._streamable, call.data, params)
         if streamed is not None and (self._settings.stream_jobs or
                                      streamed.blocks.frames > self._settings.max_audio_seconds * streamed.blocks.rate):
             return await self._run_streamed(call, lane, streamed, progress, started)
         use = CacheUse(self._cache_scope(call.appkey), holder_name(call.appkey, call.job_id))
         work = await self._pipeline.separate(lane, call.data, AudioHint(), params.backend, params.only_load,
                                              use, progress.separated)
-        stems = await _run(lane.pool, write_stems, params, work, call.workdir, progress)
+        stems = await run_on(lane.pool, write_stems, params, work, call.workdir, progress)
         assert work.info is not None
         info = work.info
         report = RunReport(params.model, info.duration,
@@ -268,10 +269,6 @@ class MusicSourceSeparate:
     def _cache_scope(self, appkey: str) -> str:
         """The appkey's own stem cache entries, or everyone's with SAMI_STEM_CACHE_SHARED."""
         return "" if self._settings.stem_cache_shared else appkey
-
-
-async def _run(pool: ThreadPoolExecutor, func: Callable[..., T], *args: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
 
 
 def create_namespace(config: Config) -> MusicSourceSeparate:

@@ -36,6 +36,7 @@ from ..settings import SeparationSettings
 from ..streaming.blocks import ArrayBlocks
 from ..streaming.separation import Region, stream_steps
 from ..streaming.statistics import MixStatistics
+from .on_thread import run_on, run_owned
 from .stem_cache import CacheUse, StemCache, cache_key, input_sha256
 
 SHIFTS = 0  # Demucs's one random shift averages nothing and makes answers irreproducible
@@ -170,14 +171,14 @@ class Pipeline:
         holds are counted by the scheduler's admission (`Scheduler.holding`) from the moment the model's
         rate is known until the work is cleared; past the bound it is refused (503) before the model runs."""
         work = Work(use=use)
-        key = await _run(lane.pool, self._open, work, data, hint, name, only_load)
+        key = await run_on(lane.pool, self._open, work, data, hint, name, only_load)
         entry = self._cache_key(work, key) if work.digest else None
         if entry is not None:
             async with asyncio.timeout(lane.timeout):  # a waiter has the deadline its own run would have
                 while not work.cache_hit and (under_way := self._flights.get((entry, lane.batch))) is not None:
                     landed = await asyncio.shield(under_way)  # the same song by the same model, being separated
                     if landed is not None:
-                        await _run(lane.pool, self._adopt, work, entry, landed)
+                        await run_on(lane.pool, self._adopt, work, entry, landed)
         if work.cache_hit:
             await self._hold(lane, work, held)
             return work
@@ -191,16 +192,18 @@ class Pipeline:
         self.land(flight, Landed(dict(work.sources), work.rate))
         return work
 
-    async def after_flights(self, lane: Lane, entry: str, look: Callable[[], T | None]) -> T | None:
+    async def after_flights(self, lane: Lane, entry: str, look: Callable[[], T | None],
+                            release: Callable[[T], object]) -> T | None:
         """What `look` finds (run on the lane's audio thread: a cache lookup of `entry`), now, or else once
         no separation of `entry` by this lane is under way (single flight: it waits for the one that is,
         within the lane's deadline). None: nothing found and nothing under way, so the caller separates
-        it, taking off before it awaits anything else."""
-        found = await _run(lane.pool, look)
+        it, taking off before it awaits anything else. What a look finds after its caller was cancelled
+        goes to `release`."""
+        found = await run_owned(lane.pool, release, look)
         async with asyncio.timeout(lane.timeout):  # a waiter has the deadline its own run would have
             while found is None and (flight := self._flights.get((entry, lane.batch))) is not None:
                 await asyncio.shield(flight)
-                found = await _run(lane.pool, look)
+                found = await run_owned(lane.pool, release, look)
         return found
 
     def take_off(self, lane: Lane, entry: str | None) -> Flight | None:
@@ -257,7 +260,7 @@ class Pipeline:
         work.separation_seconds = time.perf_counter() - started
         handed = [stems]
         del stems, steps
-        await _run(lane.pool, self._keep, work, handed, key)
+        await run_on(lane.pool, self._keep, work, handed, key)
 
     async def _hold(self, lane: Lane, work: Work, held: Callable[[Work], int] | None) -> None:
         if held is None:
@@ -265,7 +268,7 @@ class Pipeline:
         try:
             work.held.enter_context(self._scheduler.holding(held(work)))
         except BaseException:
-            await _run(lane.pool, work.clear)  # its arrays are freed on the audio thread
+            await run_on(lane.pool, work.clear)  # its arrays are freed on the audio thread
             raise
 
     def _open(self, work: Work, data: InputBytes, hint: AudioHint, name: str, only_load: str | None) -> ModelKey:
@@ -385,10 +388,6 @@ def invoke_held_bytes(work: Work, kept_itemsize: int, out_rate: int, out_channel
 def _demucs(separator: Separator) -> bool:
     """Whether the model runs Demucs's own segments (a model of another family brings its own inference)."""
     return getattr(separator.model.members[0].model, "demix_steps", None) is None
-
-
-async def _run(pool: ThreadPoolExecutor, func: Callable[..., T], *args: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
 
 
 def _progressing(total: int, progress: Callable[[float], None] | None) -> Callable[[Any], Any]:

@@ -37,6 +37,7 @@ from ..streaming.encode import streams_out
 from ..streaming.files import FileJob, KeptSources, Output, StemTarget, file_steps
 from ..streaming.separation import DEMUCS, Region, run_steps
 from .job_results import JobProgress
+from .on_thread import run_on, run_owned
 from .separation import CACHE_DTYPES, SHIFTS, Landed, Lane, ModelKey, Pipeline, estimated_sources
 from .source_files import SourceFiles
 from .stem_cache import CacheUse, Draft, input_sha256
@@ -122,11 +123,12 @@ async def run_streamed(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams],
     """The job's stem files, built from the stem cache's entry of `use.scope` if it has one (or once the
     same entry, being separated for another job, is kept), else separated and kept in the cache."""
     params = call.params
-    key = await _run(lane.pool, pipeline.model_key, params.backend, params.only_load)
-    digest = await _run(lane.pool, input_sha256, call.data) if pipeline.cache.enabled else ""
+    key = await run_on(lane.pool, pipeline.model_key, params.backend, params.only_load)
+    digest = await run_on(lane.pool, input_sha256, call.data) if pipeline.cache.enabled else ""
     entry = pipeline.entry_key(digest, key, use.scope) if digest else None
     if entry is not None:
-        kept = await pipeline.after_flights(lane, entry, lambda: pipeline.cache.open(entry, use.holder))
+        kept = await pipeline.after_flights(lane, entry, lambda: pipeline.cache.open(entry, use.holder),
+                                            lambda found: found.files.close())
         if kept is not None:
             names, rate = kept.files.names, kept.samplerate
             job = _file_job(call, blocks, KeptSources(names, rate, lambda: _regions(kept.files)), precision)
@@ -157,12 +159,8 @@ async def _separate(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], bl
     entry `entry` held by `holder` (none without an entry): the seconds it took, the job, and what its
     waiters take (None: no entry kept). `unkept` hears at once that no entry will be (larger than the
     cache, or the cache off), so that the job's waiters separate the song themselves without waiting."""
-    leasing = lane.pool.submit(pipeline.models.acquire, key)
-    try:
-        lease = await asyncio.wrap_future(leasing)
-    except asyncio.CancelledError:  # the lease may still be taken on its thread: it ends once it is
-        leasing.add_done_callback(lambda done: _give_back(lane.pool, pipeline, done.result()))
-        raise
+    lease = await run_owned(lane.pool, lambda taken: _give_back(lane.pool, pipeline, taken), pipeline.models.acquire,
+                            key)
     draft = None
     try:
         separator = lease.value
@@ -171,8 +169,9 @@ async def _separate(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], bl
         layout = estimated_sources(separator.model)
         if entry is not None:
             shape = (2, output_frames(blocks.frames, blocks.rate, separator.samplerate))
-            draft = await _run(lane.pool, pipeline.cache.begin, entry, [name for name, _ in layout], shape,
-                               CACHE_DTYPES[precision], separator.samplerate, holder)
+            draft = await run_owned(lane.pool, lambda begun: _discard(lane.pool, begun), pipeline.cache.begin,
+                                    entry, [name for name, _ in layout], shape, CACHE_DTYPES[precision],
+                                    separator.samplerate, holder)
         if draft is None:
             unkept()
         steps = file_steps(job, _separated(call, job, progress, separator.samplerate),
@@ -181,10 +180,10 @@ async def _separate(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], bl
         await pipeline.scheduler.submit(steps, blocks.frames / blocks.rate, lane.timeout, forward,
                                         torch.inference_mode, batch=True)
         seconds = time.perf_counter() - started
-        kept = draft is not None and await _run(lane.pool, draft.commit)
+        kept = draft is not None and await run_on(lane.pool, draft.commit)
     except BaseException as exc:
         if draft is not None and isinstance(exc, Exception):  # gone before the job's failure is told
-            await _run(lane.pool, draft.discard)
+            await run_on(lane.pool, draft.discard)
         elif draft is not None:  # cancelled: gone soon
             _discard(lane.pool, draft)
         raise
@@ -260,8 +259,4 @@ def _give_back(pool: ThreadPoolExecutor, pipeline: Pipeline, lease: Any) -> None
         pool.submit(pipeline.models.release, lease)
     except RuntimeError:
         pipeline.models.release(lease)
-
-
-async def _run(pool: ThreadPoolExecutor, func: Callable[..., T], *args: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
 
