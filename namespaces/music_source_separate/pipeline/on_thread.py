@@ -29,6 +29,15 @@ async def run_owned(pool: ThreadPoolExecutor, release: Callable[[Any], object], 
         raise
 
 
+def soon_on(pool: ThreadPoolExecutor, func: Callable[..., object], *args: Any) -> None:
+    """`func(*args)` on one of `pool`'s threads, not awaited (here, once the pool has stopped): a model
+    let go, a temporary entry removed, never on the event loop while the pool runs."""
+    try:
+        pool.submit(func, *args)
+    except RuntimeError:
+        func(*args)
+
+
 def _release(release: Callable[[Any], object], done: Future[Any]) -> None:
     if not done.cancelled() and done.exception() is None and (value := done.result()) is not None:
         release(value)

@@ -36,7 +36,7 @@ from ..settings import SeparationSettings
 from ..streaming.blocks import ArrayBlocks
 from ..streaming.separation import Region, stream_steps
 from ..streaming.statistics import MixStatistics
-from .on_thread import run_on, run_owned
+from .on_thread import run_on, run_owned, soon_on
 from .stem_cache import CacheUse, StemCache, cache_key, input_sha256
 
 SHIFTS = 0  # Demucs's one random shift averages nothing and makes answers irreproducible
@@ -237,12 +237,8 @@ class Pipeline:
 
     async def _separated(self, lane: Lane, work: Work, key: ModelKey, progress: Callable[[float], None] | None,
                          held: Callable[[Work], int] | None) -> None:
-        leasing = lane.pool.submit(self._lease, work, key)
-        try:
-            steps, total = await asyncio.wrap_future(leasing)
-        except asyncio.CancelledError:  # the lease may still be taken on its thread: it ends once it is
-            leasing.add_done_callback(lambda _: self._give_back(lane.pool, work))
-            raise
+        # The lease may still be taken on its thread when the caller leaves: it ends once it is.
+        steps, total = await run_owned(lane.pool, lambda _: self._give_back(lane.pool, work), self._lease, work, key)
         try:
             await self._hold(lane, work, held)
         except BaseException:
@@ -341,10 +337,7 @@ class Pipeline:
     def _give_back(self, pool: ThreadPoolExecutor, work: Work) -> None:
         """End the work's lease on an audio thread, where a model it unloads is freed (here once the
         pool stopped); the event loop never holds the last reference to a model."""
-        try:
-            pool.submit(self._release, work)
-        except RuntimeError:
-            self._release(work)
+        soon_on(pool, self._release, work)
 
     def _keep(self, work: Work, handed: list[Any], key: ModelKey) -> None:
         """The model's output as the estimated sources, at the cache's precision (already so when it

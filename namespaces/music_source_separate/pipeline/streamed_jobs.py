@@ -14,10 +14,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 
@@ -37,7 +36,7 @@ from ..streaming.encode import streams_out
 from ..streaming.files import FileJob, KeptSources, Output, StemTarget, file_steps
 from ..streaming.separation import DEMUCS, Region, run_steps
 from .job_results import JobProgress
-from .on_thread import run_on, run_owned
+from .on_thread import run_on, run_owned, soon_on
 from .separation import CACHE_DTYPES, SHIFTS, Landed, Lane, ModelKey, Pipeline, estimated_sources
 from .source_files import SourceFiles
 from .stem_cache import CacheUse, Draft, input_sha256
@@ -159,8 +158,8 @@ async def _separate(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], bl
     entry `entry` held by `holder` (none without an entry): the seconds it took, the job, and what its
     waiters take (None: no entry kept). `unkept` hears at once that no entry will be (larger than the
     cache, or the cache off), so that the job's waiters separate the song themselves without waiting."""
-    lease = await run_owned(lane.pool, lambda taken: _give_back(lane.pool, pipeline, taken), pipeline.models.acquire,
-                            key)
+    release = pipeline.models.release  # on an audio thread, as the pipeline ends its leases
+    lease = await run_owned(lane.pool, lambda taken: soon_on(lane.pool, release, taken), pipeline.models.acquire, key)
     draft = None
     try:
         separator = lease.value
@@ -169,7 +168,7 @@ async def _separate(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], bl
         layout = estimated_sources(separator.model)
         if entry is not None:
             shape = (2, output_frames(blocks.frames, blocks.rate, separator.samplerate))
-            draft = await run_owned(lane.pool, lambda begun: _discard(lane.pool, begun), pipeline.cache.begin,
+            draft = await run_owned(lane.pool, lambda begun: soon_on(lane.pool, begun.discard), pipeline.cache.begin,
                                     entry, [name for name, _ in layout], shape, CACHE_DTYPES[precision],
                                     separator.samplerate, holder)
         if draft is None:
@@ -185,10 +184,10 @@ async def _separate(pipeline: Pipeline, lane: Lane, call: JobCall[JobParams], bl
         if draft is not None and isinstance(exc, Exception):  # gone before the job's failure is told
             await run_on(lane.pool, draft.discard)
         elif draft is not None:  # cancelled: gone soon
-            _discard(lane.pool, draft)
+            soon_on(lane.pool, draft.discard)
         raise
     finally:
-        _give_back(lane.pool, pipeline, lease)
+        soon_on(lane.pool, release, lease)
     return seconds, job, Landed({}, separator.samplerate) if kept else None
 
 
@@ -245,18 +244,4 @@ def _stem_files(job: FileJob, progress: JobProgress) -> dict[str, StemFile]:
     return stems
 
 
-def _discard(pool: ThreadPoolExecutor, draft: Draft) -> None:
-    """A draft removed on an audio thread (here once the pool stopped)."""
-    try:
-        pool.submit(draft.discard)
-    except RuntimeError:
-        draft.discard()
-
-
-def _give_back(pool: ThreadPoolExecutor, pipeline: Pipeline, lease: Any) -> None:
-    """End the lease on an audio thread (here once the pool stopped), as the pipeline does."""
-    try:
-        pool.submit(pipeline.models.release, lease)
-    except RuntimeError:
-        pipeline.models.release(lease)
 
